@@ -1,0 +1,91 @@
+"""The ``hybrid`` command: a click group whose commands live one module each in ``hybrid.cli``.
+
+Commands are imported only when used (or listed), so ``hybrid --help`` stays fast and no model
+loads at import time. Every user-facing failure is one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import sys
+
+import click
+
+from hybrid.errors import HybridError
+
+# command name -> module under hybrid.cli that defines a click command called ``cli``.
+COMMANDS: dict[str, str] = {
+    "ingest": "ingest",
+    "index": "index",
+    "search": "search",
+    "tune": "tune",
+    "generate": "generate",
+    "ask": "ask",
+    "chat": "chat",
+    "app": "app",
+    "serve": "serve",
+    "eval": "eval",
+    "router": "router",
+}
+
+
+class LazyGroup(click.Group):
+    """Imports a command's module on first use; modules that do not exist yet are not listed."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [n for n in sorted(COMMANDS) if self._load(n) is not None]
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        return self._load(name)
+
+    def _load(self, name: str) -> click.Command | None:
+        mod_name = COMMANDS.get(name)
+        if mod_name is None:
+            return None
+        try:
+            mod = importlib.import_module(f"hybrid.cli.{mod_name}")
+        except ModuleNotFoundError as e:
+            if e.name == f"hybrid.cli.{mod_name}":
+                return None
+            raise
+        return getattr(mod, "cli")
+
+
+@click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("-v", "--verbose", count=True, help="More logging (-vv for debug).")
+@click.version_option(package_name="hybrid")
+def cli(verbose: int) -> None:
+    """Build domain assistants that retrieve, tune, prompt with examples, and route between them."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: translates HybridError into one line on stderr and exit 2."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    try:
+        cli.main(args=argv, prog_name="hybrid", standalone_mode=False)
+    except click.exceptions.Abort:
+        click.echo("aborted", err=True)
+        sys.exit(130)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except click.ClickException as e:
+        e.show()
+        sys.exit(2 if e.exit_code in (1, 2) else e.exit_code)
+    except HybridError as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(2)
+    except (FileNotFoundError, IsADirectoryError, PermissionError) as e:
+        click.echo(f"error: {e.strerror}: {e.filename}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,109 @@
+"""The role interfaces, as ``typing.Protocol``s. Implementations register by name; no base classes.
+
+Shapes (every package codes against these, tests use the fakes that live next to the real ones):
+
+- ``Embedder``   indexes/embed.py      (real: SentenceTransformerEmbedder, fake: HashEmbedder)
+- ``Generator``  hybrid/generation.py  (real: HFGenerator, fake: ScriptedGenerator)
+- ``Retriever``  indexes/kb.py         (KnowledgeBase)
+- ``Strategy``   hybrid/strategies/    (few_shot, rag, tuned, tuned_rag)
+- ``Router``     hybrid/routing/       (rules, learned, fixed:<strategy>)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Iterator, Protocol, Sequence, runtime_checkable
+
+import numpy as np
+
+from hybrid.types import Answer, Decision, Hit
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Text -> L2-normalized float32 vectors of shape (n, dim)."""
+
+    name: str  # e.g. "sentence-transformers/all-MiniLM-L6-v2"
+    revision: str  # content hash of the weights, recorded in manifests
+    dim: int
+
+    def warm_up(self) -> None: ...
+
+    def embed(self, texts: Sequence[str], *, batch_size: int = 64, progress: bool = False) -> np.ndarray: ...
+
+    def count_tokens(self, text: str) -> int: ...
+
+
+Message = dict[str, str]  # {"role": "system"|"user"|"assistant", "content": "..."}
+
+
+@dataclass
+class GenerationParams:
+    """Sampling settings shared by every strategy and by evaluation."""
+
+    max_new_tokens: int = field(default=128, metadata={"help": "upper bound on generated tokens"})
+    temperature: float = field(default=0.0, metadata={"help": "0 means greedy decoding"})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling mass"})
+    stop: list[str] = field(default_factory=list, metadata={"help": "strings that end generation"})
+    seed: int = field(default=0, metadata={"help": "sampling seed"})
+    repetition_penalty: float = field(default=1.1, metadata={"help": "1.0 disables it"})
+
+    def __post_init__(self) -> None:
+        import math
+
+        if self.max_new_tokens <= 0:
+            raise ValueError(f"max_new_tokens must be > 0, got {self.max_new_tokens}")
+        if not math.isfinite(self.temperature) or self.temperature < 0:
+            raise ValueError(f"temperature must be a finite number >= 0, got {self.temperature}")
+        if not (0 < self.top_p <= 1):
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+
+
+@dataclass
+class Generation:
+    text: str
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    finish_reason: str = "stop"  # "stop" | "length" | "cancelled"
+
+
+@runtime_checkable
+class Generator(Protocol):
+    """Chat-in, text-out. ``adapter`` names a loaded LoRA adapter (None = base model)."""
+
+    model_id: str
+    context_window: int
+
+    def warm_up(self) -> None: ...
+
+    def generate(self, messages: list[Message], *, adapter: str | None = None,
+                 params: GenerationParams | None = None) -> Generation: ...
+
+    def stream(self, messages: list[Message], *, adapter: str | None = None,
+               params: GenerationParams | None = None) -> Iterator[str]: ...
+
+    def generate_batch(self, batch: list[list[Message]], *, adapter: str | None = None,
+                       params: GenerationParams | None = None) -> list[Generation]: ...
+
+    def count_tokens(self, messages: list[Message]) -> int: ...
+
+    def has_adapter(self, name: str) -> bool: ...
+
+
+@runtime_checkable
+class Retriever(Protocol):
+    def search(self, query: str, k: int = 5, *, filters: dict[str, Any] | None = None,
+               mode: str = "hybrid") -> list[Hit]: ...
+
+
+@runtime_checkable
+class Strategy(Protocol):
+    name: str
+    cost: float  # relative cost, used by cost-aware routing
+
+    def answer(self, query: str, ctx: Any) -> Answer: ...
+
+
+@runtime_checkable
+class Router(Protocol):
+    def route(self, query: str, ctx: Any) -> Decision: ...

@@ -1,0 +1,57 @@
+"""One registry per role (connectors, strategies, routers, index kinds...), filled on import.
+
+Example::
+
+    from hybrid.registry import Registry
+    STRATEGIES = Registry("strategy")
+
+    @STRATEGIES.register("rag")
+    class RagStrategy: ...
+
+    STRATEGIES.get("rag")   # -> RagStrategy
+    STRATEGIES.get("nope")  # InputError: unknown strategy 'nope'; known: rag
+"""
+
+from __future__ import annotations
+
+from typing import Callable, Generic, Iterator, TypeVar
+
+from hybrid.errors import InputError
+
+T = TypeVar("T")
+
+
+class Registry(Generic[T]):
+    """Maps names to objects; refuses duplicates and unknown names loudly."""
+
+    def __init__(self, role: str):
+        self.role = role
+        self._items: dict[str, T] = {}
+
+    def register(self, name: str) -> Callable[[T], T]:
+        def deco(obj: T) -> T:
+            self.add(name, obj)
+            return obj
+
+        return deco
+
+    def add(self, name: str, obj: T) -> None:
+        if name in self._items and self._items[name] is not obj:
+            raise ValueError(f"{self.role} {name!r} is already registered")
+        self._items[name] = obj
+
+    def get(self, name: str) -> T:
+        try:
+            return self._items[name]
+        except KeyError:
+            known = ", ".join(sorted(self._items)) or "(none)"
+            raise InputError(f"unknown {self.role} {name!r}; known: {known}") from None
+
+    def names(self) -> list[str]:
+        return sorted(self._items)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(sorted(self._items))

@@ -1,0 +1,1 @@
+"""Chunking, embedding, FAISS + BM25 search and the persistent KnowledgeBase."""
