@@ -35,10 +35,11 @@ class LazyGroup(click.Group):
     """Imports a command's module on first use; modules that do not exist yet are not listed."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return [n for n in sorted(COMMANDS) if self._load(n) is not None]
+        lazy = [n for n in COMMANDS if self._load(n) is not None]
+        return sorted(set(lazy) | set(self.commands))
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        return self._load(name)
+        return self.commands.get(name) or self._load(name)
 
     def _load(self, name: str) -> click.Command | None:
         mod_name = COMMANDS.get(name)
