@@ -1,0 +1,352 @@
+"""Turn per-question results into the evaluation summary, verdict, plots and reports.
+
+Input rows (``results.jsonl``, one per question and strategy)::
+
+    {"question_id": "q1", "type": "retrieval", "strategy": "rag", "routed_to": null,
+     "scores": {"f1": 0.8, "em": 0, "rouge_l": .., "bleu": .., "groundedness": .., "primary": 0.8},
+     "latency_s": 1.2, "prompt_tokens": 300, "completion_tokens": 40, "contaminated": false,
+     "unanswerable": false, "error": null, "flags": []}
+
+``strategy == "auto"`` rows carry the router's choice in ``routed_to``.
+
+    summary = summarize(rows, costs={"few_shot": 1.0, "rag": 1.5, ...})
+    write_report(summary, rows, out_dir)   # report.md, report.html, *.png, summary.json
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Iterable
+
+from hybrid.eval.stats import bootstrap_ci, paired_bootstrap
+from hybrid.io import atomic_write_text
+
+FIXED = ("few_shot", "rag", "tuned", "tuned_rag")
+METRICS = ("primary", "f1", "em", "rouge_l", "bleu", "groundedness")
+
+
+def _mean(xs: Iterable[float]) -> float:
+    v = [x for x in xs if x is not None and not math.isnan(x)]
+    return sum(v) / len(v) if v else 0.0
+
+
+def _by(rows: list[dict], *keys: str) -> dict[tuple, list[dict]]:
+    out: dict[tuple, list[dict]] = defaultdict(list)
+    for r in rows:
+        out[tuple(r.get(k) for k in keys)].append(r)
+    return out
+
+
+def oracle_labels(rows: list[dict], costs: dict[str, float]) -> dict[str, tuple[str, float]]:
+    """Per question: the best fixed strategy by primary score, ties going to the cheapest."""
+    best: dict[str, tuple[str, float]] = {}
+    for (qid,), rs in _by([r for r in rows if r["strategy"] in FIXED], "question_id").items():
+        ranked = sorted(rs, key=lambda r: (-r["scores"]["primary"], costs.get(r["strategy"], 1.0), r["strategy"]))
+        best[qid] = (ranked[0]["strategy"], ranked[0]["scores"]["primary"])
+    return best
+
+
+def summarize(rows: list[dict], *, costs: dict[str, float] | None = None, seed: int = 0) -> dict[str, Any]:
+    costs = costs or {}
+    strategies = sorted({r["strategy"] for r in rows}, key=lambda s: (s not in FIXED, s))
+    per: dict[str, Any] = {}
+    for s in strategies:
+        rs = [r for r in rows if r["strategy"] == s]
+        entry: dict[str, Any] = {"n": len(rs), "errors": sum(1 for r in rs if r.get("error"))}
+        for m in METRICS:
+            vals = [r["scores"].get(m, 0.0) for r in rs]
+            lo, hi = bootstrap_ci(vals, seed=seed)
+            entry[m] = {"mean": _mean(vals), "ci95": [lo, hi]}
+        unans = [r for r in rs if r.get("unanswerable")]
+        entry["refusal_accuracy"] = _mean(r["scores"].get("primary", 0.0) for r in unans) if unans else None
+        entry["latency_s"] = {"mean": _mean(r.get("latency_s", 0.0) for r in rs),
+                              "p50": _quantile([r.get("latency_s", 0.0) for r in rs], 0.5)}
+        entry["tokens"] = {"prompt": _mean(r.get("prompt_tokens", 0) for r in rs),
+                           "completion": _mean(r.get("completion_tokens", 0) for r in rs)}
+        clean = [r["scores"]["primary"] for r in rs if not r.get("contaminated")]
+        dirty = [r["scores"]["primary"] for r in rs if r.get("contaminated")]
+        entry["clean"] = {"n": len(clean), "primary": _mean(clean)}
+        entry["contaminated"] = {"n": len(dirty), "primary": _mean(dirty)}
+        by_type = {}
+        for (t,), trs in sorted(_by(rs, "type").items(), key=lambda kv: str(kv[0])):
+            vals = [r["scores"]["primary"] for r in trs]
+            by_type[str(t)] = {"n": len(trs), "mean": _mean(vals), "ci95": list(bootstrap_ci(vals, seed=seed))}
+        entry["by_type"] = by_type
+        per[s] = entry
+
+    # paired comparisons over the questions both strategies answered
+    pairs = []
+    scores_by = {s: {r["question_id"]: r["scores"]["primary"] for r in rows if r["strategy"] == s} for s in strategies}
+    for i, a in enumerate(strategies):
+        for b in strategies[i + 1:]:
+            common = sorted(set(scores_by[a]) & set(scores_by[b]))
+            if not common:
+                continue
+            diff, ci, p = paired_bootstrap([scores_by[a][q] for q in common], [scores_by[b][q] for q in common], seed=seed)
+            pairs.append({"a": a, "b": b, "n": len(common), "diff": diff, "ci95": list(ci), "p": p})
+
+    summary: dict[str, Any] = {"strategies": per, "pairs": pairs, "n_questions": len({r["question_id"] for r in rows})}
+    oracle = oracle_labels(rows, costs)
+    if oracle:
+        ovals = [v for _, v in oracle.values()]
+        summary["oracle"] = {"primary": _mean(ovals), "ci95": list(bootstrap_ci(ovals, seed=seed)),
+                             "label_counts": _counts(label for label, _ in oracle.values())}
+    routed = [r for r in rows if r["strategy"] == "auto" and r.get("routed_to")]
+    if routed and oracle:
+        correct, confusion = [], defaultdict(lambda: defaultdict(int))
+        for r in routed:
+            if r["question_id"] not in oracle:
+                continue
+            label, best = oracle[r["question_id"]]
+            chosen = r["routed_to"]
+            chosen_score = scores_by.get(chosen, {}).get(r["question_id"], r["scores"]["primary"])
+            correct.append(1.0 if chosen_score >= best - 1e-9 else 0.0)
+            confusion[label][chosen] += 1
+        summary["router"] = {
+            "accuracy_vs_oracle": _mean(correct), "ci95": list(bootstrap_ci(correct, seed=seed)), "n": len(correct),
+            "confusion": {k: dict(v) for k, v in confusion.items()},
+            "route_counts": _counts(r["routed_to"] for r in routed),
+        }
+    summary["cost_at_equal_quality"] = _cost_at_equal_quality(per, costs)
+    summary["verdict"] = verdict(summary)
+    return summary
+
+
+def _counts(items: Iterable[str]) -> dict[str, int]:
+    out: dict[str, int] = defaultdict(int)
+    for i in items:
+        out[i] += 1
+    return dict(sorted(out.items()))
+
+
+def _quantile(xs: list[float], q: float) -> float:
+    xs = sorted(x for x in xs if x is not None)
+    if not xs:
+        return 0.0
+    return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
+
+
+def _cost_at_equal_quality(per: dict[str, Any], costs: dict[str, float]) -> dict[str, Any]:
+    """Among strategies whose primary-score CI overlaps the best one, the cheapest by mean latency."""
+    if not per:
+        return {}
+    best = max(per, key=lambda s: per[s]["primary"]["mean"])
+    lo_best = per[best]["primary"]["ci95"][0]
+    tied = [s for s in per if per[s]["primary"]["ci95"][1] >= lo_best]
+    cheapest = min(tied, key=lambda s: (per[s]["latency_s"]["mean"], costs.get(s, 1.0)))
+    return {"best": best, "statistically_tied": sorted(tied), "cheapest_tied": cheapest,
+            "latency_s": {s: per[s]["latency_s"]["mean"] for s in tied}}
+
+
+def _fmt_ci(m: dict[str, Any]) -> str:
+    lo, hi = m["ci95"]
+    return f"{m['mean']:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def verdict(summary: dict[str, Any]) -> list[str]:
+    """A few plain sentences: who wins overall, per question type, and how the router did."""
+    per = summary["strategies"]
+    lines: list[str] = []
+    if not per:
+        return ["no results"]
+    ranked = sorted(per, key=lambda s: -per[s]["primary"]["mean"])
+    top = ranked[0]
+    lines.append(f"Best overall: {top} with {_fmt_ci(per[top]['primary'])} (primary score, 95% CI).")
+    for p in summary["pairs"]:
+        if p["a"] == top or p["b"] == top:
+            other = p["b"] if p["a"] == top else p["a"]
+            d = p["diff"] if p["a"] == top else -p["diff"]
+            lo, hi = (p["ci95"] if p["a"] == top else [-p["ci95"][1], -p["ci95"][0]])
+            sig = "significant" if lo > 0 or hi < 0 else "not significant"
+            lines.append(f"{top} vs {other}: {d:+.3f} (CI [{lo:+.3f}, {hi:+.3f}], {sig}).")
+    types = sorted({t for s in per for t in per[s]["by_type"]})
+    fixed = [s for s in per if s in FIXED]
+    for t in types:
+        cands = [s for s in fixed if t in per[s]["by_type"]]
+        if len(cands) < 2:
+            continue
+        cands.sort(key=lambda s: -per[s]["by_type"][t]["mean"])
+        a, b = cands[0], cands[1]
+        da = per[a]["by_type"][t]
+        lines.append(f"On {t} questions {a} wins ({da['mean']:.3f}, CI [{da['ci95'][0]:.3f}, {da['ci95'][1]:.3f}]) "
+                     f"over {b} by {da['mean'] - per[b]['by_type'][t]['mean']:+.3f}.")
+    if "router" in summary and "oracle" in summary:
+        r = summary["router"]
+        lines.append(f"The router picked a best strategy on {r['accuracy_vs_oracle']:.0%} of questions; "
+                     f"the oracle would score {summary['oracle']['primary']:.3f}.")
+    return lines
+
+
+# ---------------------------------------------------------------- plots and files
+
+
+def _plots(summary: dict[str, Any], out: Path) -> list[Path]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    per = summary["strategies"]
+    names = list(per)
+    files: list[Path] = []
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    means = [per[s]["primary"]["mean"] for s in names]
+    errs = [[m - per[s]["primary"]["ci95"][0] for s, m in zip(names, means)],
+            [per[s]["primary"]["ci95"][1] - m for s, m in zip(names, means)]]
+    ax.bar(names, means, yerr=errs, capsize=4, color="#4c78a8")
+    if "oracle" in summary:
+        ax.axhline(summary["oracle"]["primary"], ls="--", color="#e45756", label="oracle")
+        ax.legend()
+    ax.set_ylabel("primary score (F1 / refusal)")
+    ax.set_title("Score by strategy (95% CI)")
+    fig.tight_layout()
+    files.append(out / "score_by_strategy.png")
+    fig.savefig(files[-1], dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    for s in names:
+        ax.scatter(per[s]["latency_s"]["mean"], per[s]["primary"]["mean"], s=60)
+        ax.annotate(s, (per[s]["latency_s"]["mean"], per[s]["primary"]["mean"]), textcoords="offset points",
+                    xytext=(5, 5))
+    ax.set_xlabel("mean latency per answer (s)")
+    ax.set_ylabel("primary score")
+    ax.set_title("Quality versus latency")
+    fig.tight_layout()
+    files.append(out / "quality_vs_latency.png")
+    fig.savefig(files[-1], dpi=110)
+    plt.close(fig)
+
+    if "router" in summary:
+        labels = sorted(set(summary["router"]["confusion"]) | {c for v in summary["router"]["confusion"].values() for c in v})
+        mat = [[summary["router"]["confusion"].get(o, {}).get(c, 0) for c in labels] for o in labels]
+        fig, ax = plt.subplots(figsize=(4.5, 4))
+        ax.imshow(mat, cmap="Blues")
+        ax.set_xticks(range(len(labels)), labels, rotation=30)
+        ax.set_yticks(range(len(labels)), labels)
+        top = max((v for row in mat for v in row), default=0)
+        for i, row in enumerate(mat):
+            for j, v in enumerate(row):  # white text on dark cells so every count stays readable
+                ax.text(j, i, str(v), ha="center", va="center", color="white" if v > top / 2 else "black")
+        ax.set_xlabel("router chose")
+        ax.set_ylabel("oracle best")
+        ax.set_title("Router confusion matrix")
+        fig.tight_layout()
+        files.append(out / "router_confusion.png")
+        fig.savefig(files[-1], dpi=110)
+        plt.close(fig)
+
+    types = sorted({t for s in names for t in per[s]["by_type"]})
+    if types:
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        width = 0.8 / max(len(names), 1)
+        for i, s in enumerate(names):
+            vals = [per[s]["by_type"].get(t, {}).get("mean", 0.0) for t in types]
+            ax.bar([x + i * width for x in range(len(types))], vals, width=width, label=s)
+        ax.set_xticks([x + width * (len(names) - 1) / 2 for x in range(len(types))], types)
+        ax.set_ylabel("primary score")
+        ax.set_title("By question type")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        files.append(out / "by_type.png")
+        fig.savefig(files[-1], dpi=110)
+        plt.close(fig)
+    return files
+
+
+def render_markdown(summary: dict[str, Any], title: str, images: list[Path]) -> str:
+    per = summary["strategies"]
+    out = [f"# {title}", "", f"{summary['n_questions']} questions.", "", "## Verdict", ""]
+    out += [f"- {v}" for v in summary["verdict"]]
+    out += ["", "## Scores by strategy (mean [95% CI])", "",
+            "| strategy | primary | F1 | EM | ROUGE-L | BLEU | grounded | refusal acc. | latency s | tokens in/out | errors |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for s, e in per.items():
+        ref = "-" if e["refusal_accuracy"] is None else f"{e['refusal_accuracy']:.2f}"
+        out.append(f"| {s} | {_fmt_ci(e['primary'])} | {_fmt_ci(e['f1'])} | {e['em']['mean']:.3f} | "
+                   f"{e['rouge_l']['mean']:.3f} | {e['bleu']['mean']:.3f} | {e['groundedness']['mean']:.3f} | {ref} | "
+                   f"{e['latency_s']['mean']:.2f} | {e['tokens']['prompt']:.0f}/{e['tokens']['completion']:.0f} | {e['errors']} |")
+    if "oracle" in summary:
+        o = summary["oracle"]
+        out += ["", f"Oracle (best fixed strategy per question): {o['primary']:.3f} "
+                    f"[{o['ci95'][0]:.3f}, {o['ci95'][1]:.3f}]; best-strategy counts: {o['label_counts']}."]
+    if "router" in summary:
+        r = summary["router"]
+        out += [f"Router accuracy against the oracle: {r['accuracy_vs_oracle']:.3f} "
+                f"[{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}] over {r['n']} questions; routes: {r['route_counts']}."]
+    c = summary.get("cost_at_equal_quality") or {}
+    if c:
+        out += ["", f"Cost at equal quality: {', '.join(c['statistically_tied'])} are statistically tied with "
+                    f"{c['best']}; the cheapest of them is {c['cheapest_tied']}."]
+    out += ["", "## Paired comparisons (primary score)", "", "| a | b | n | a - b | 95% CI | p |", "|---|---|---|---|---|---|"]
+    for p in summary["pairs"]:
+        out.append(f"| {p['a']} | {p['b']} | {p['n']} | {p['diff']:+.3f} | [{p['ci95'][0]:+.3f}, {p['ci95'][1]:+.3f}] | {p['p']:.3f} |")
+    out += ["", "## By question type", "", "| strategy | " + " | ".join(sorted({t for e in per.values() for t in e['by_type']})) + " |"]
+    types = sorted({t for e in per.values() for t in e["by_type"]})
+    out.append("|---|" + "---|" * len(types))
+    for s, e in per.items():
+        cells = [f"{e['by_type'][t]['mean']:.3f} (n={e['by_type'][t]['n']})" if t in e["by_type"] else "-" for t in types]
+        out.append(f"| {s} | " + " | ".join(cells) + " |")
+    out += ["", "## Contamination", "", "Questions whose source documents were in the adapter's training data are "
+            "reported apart.", "", "| strategy | clean n | clean score | contaminated n | contaminated score |",
+            "|---|---|---|---|---|"]
+    for s, e in per.items():
+        out.append(f"| {s} | {e['clean']['n']} | {e['clean']['primary']:.3f} | {e['contaminated']['n']} | "
+                   f"{e['contaminated']['primary']:.3f} |")
+    if images:
+        out += ["", "## Plots", ""] + [f"![{p.stem}]({p.name})" for p in images]
+    return "\n".join(out) + "\n"
+
+
+def _md_to_html(md: str, out: Path) -> str:
+    """A small Markdown-to-HTML pass for our own report (tables, lists, headings, images inlined)."""
+    body: list[str] = []
+    lines = md.splitlines()
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        if line.startswith("|"):
+            rows = []
+            while i < len(lines) and lines[i].startswith("|"):
+                if not set(lines[i].replace("|", "").strip()) <= {"-"}:
+                    rows.append([c.strip() for c in lines[i].strip("|").split("|")])
+                i += 1
+            body.append("<table>" + "".join(
+                "<tr>" + "".join(f"<{'th' if r == 0 else 'td'}>{html.escape(c)}</{'th' if r == 0 else 'td'}>" for c in row) + "</tr>"
+                for r, row in enumerate(rows)) + "</table>")
+            continue
+        if line.startswith("!["):
+            name = line[line.index("(") + 1 : line.rindex(")")]
+            data = base64.b64encode((out / name).read_bytes()).decode()
+            body.append(f'<img alt="{html.escape(name)}" src="data:image/png;base64,{data}">')
+        elif line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            body.append(f"<h{level}>{html.escape(line.lstrip('#').strip())}</h{level}>")
+        elif line.startswith("- "):
+            body.append(f"<li>{html.escape(line[2:])}</li>")
+        elif line.strip():
+            body.append(f"<p>{html.escape(line)}</p>")
+        i += 1
+    style = ("body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;padding:0 1em}"
+             "table{border-collapse:collapse;margin:1em 0;font-size:.9em}td,th{border:1px solid #ccc;padding:.3em .6em}"
+             "th{background:#f3f3f3}img{max-width:100%;display:block;margin:1em 0}")
+    return f"<!doctype html><html><head><meta charset='utf-8'><title>report</title><style>{style}</style></head><body>{''.join(body)}</body></html>\n"
+
+
+def write_report(summary: dict[str, Any], out_dir: str | Path, *, title: str = "Evaluation report") -> dict[str, Path]:
+    """Write summary.json, report.md, report.html (self-contained) and the PNG plots into ``out_dir``."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    images = _plots(summary, out)
+    md = render_markdown(summary, title, images)
+    atomic_write_text(out / "summary.json", json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(out / "report.md", md)
+    atomic_write_text(out / "report.html", _md_to_html(md, out))
+    return {"summary": out / "summary.json", "markdown": out / "report.md", "html": out / "report.html",
+            **{p.stem: p for p in images}}

@@ -1,0 +1,58 @@
+import json
+
+import pytest
+
+from hybrid.eval.report import oracle_labels, summarize, write_report
+
+
+def row(qid, strategy, primary, qtype, routed_to=None, latency=1.0, contaminated=False):
+    return {"question_id": qid, "strategy": strategy, "type": qtype, "routed_to": routed_to,
+            "scores": {"primary": primary, "f1": primary, "em": 0.0, "rouge_l": primary, "bleu": 0.0,
+                       "groundedness": 1.0},
+            "latency_s": latency, "prompt_tokens": 100, "completion_tokens": 20, "contaminated": contaminated,
+            "unanswerable": False, "error": None}
+
+
+@pytest.fixture
+def rows():
+    out = []
+    for i in range(10):  # retrieval questions: rag wins
+        q = f"r{i}"
+        out += [row(q, "rag", 0.9, "retrieval", latency=2.0), row(q, "tuned", 0.1, "retrieval"),
+                row(q, "auto", 0.9 if i < 8 else 0.1, "retrieval", routed_to="rag" if i < 8 else "tuned")]
+    for i in range(10):  # style questions: tuned wins
+        q = f"s{i}"
+        out += [row(q, "rag", 0.2, "style", latency=2.0), row(q, "tuned", 0.7, "style", contaminated=i < 3),
+                row(q, "auto", 0.7, "style", routed_to="tuned")]
+    return out
+
+
+def test_oracle_picks_best_fixed_strategy(rows):
+    o = oracle_labels(rows, {})
+    assert o["r0"] == ("rag", 0.9) and o["s0"] == ("tuned", 0.7)
+
+
+def test_summary_numbers_follow_from_rows(rows):
+    s = summarize(rows, costs={"rag": 2.0, "tuned": 1.0})
+    assert s["n_questions"] == 20
+    assert s["strategies"]["rag"]["primary"]["mean"] == pytest.approx((0.9 * 10 + 0.2 * 10) / 20)
+    assert s["oracle"]["primary"] == pytest.approx((0.9 * 10 + 0.7 * 10) / 20)
+    assert s["router"]["accuracy_vs_oracle"] == pytest.approx(18 / 20)
+    assert s["router"]["confusion"]["rag"] == {"rag": 8, "tuned": 2}
+    assert s["strategies"]["tuned"]["contaminated"]["n"] == 3
+    assert s["strategies"]["rag"]["by_type"]["retrieval"]["mean"] == pytest.approx(0.9)
+    text = " ".join(s["verdict"])
+    assert "On retrieval questions rag wins" in text and "On style questions tuned wins" in text
+    lo, hi = s["strategies"]["auto"]["primary"]["ci95"]
+    assert lo <= s["strategies"]["auto"]["primary"]["mean"] <= hi
+
+
+def test_report_files_are_written_and_html_is_self_contained(rows, tmp_path):
+    s = summarize(rows)
+    files = write_report(s, tmp_path, title="Test report")
+    for key in ("summary", "markdown", "html", "score_by_strategy", "quality_vs_latency", "router_confusion", "by_type"):
+        assert files[key].is_file() and files[key].stat().st_size > 0
+    html = files["html"].read_text()
+    assert "data:image/png;base64," in html and "http://" not in html and "https://" not in html
+    assert json.loads(files["summary"].read_text())["n_questions"] == 20
+    assert "## Verdict" in files["markdown"].read_text()
