@@ -1,0 +1,223 @@
+"""System prompts and chat rendering: one function renders prompts for training AND inference.
+
+    sp = SystemPrompt("You are {app_name}. Today is {date}. Answer in two sentences.")
+    text = sp.render(app_name="ShopBot")
+    prompt = render_chat(tokenizer, [{"role": "user", "content": "Price of the X1?"}], sp.render(app_name="ShopBot"))
+
+The model's own chat template is used, with the system prompt always placed as the first (and only)
+system message, so an adapter sees exactly the framing at inference that it was trained on. Adapter
+cards store ``template_hash`` and ``system_prompt_hash``; ``card_mismatches`` tells inference when they
+differ.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import logging
+import string
+from dataclasses import dataclass, field
+from typing import Any, Mapping, Sequence
+
+from hybrid.errors import InputError
+
+log = logging.getLogger(__name__)
+
+ROLES = ("system", "user", "assistant")
+
+# Used when a tokenizer has no chat template (base models) and by the scripted fake generator.
+# Plain "role: text" lines; the trailing "assistant:" is the generation prompt.
+PLAIN_TEMPLATE_ID = "hybrid-plain-v1"
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are {app_name}, a helpful assistant. Answer the user's question accurately and concisely. "
+    "If you do not know the answer, say so."
+)
+
+
+def _fields(template: str) -> list[str]:
+    try:
+        parsed = list(string.Formatter().parse(template))
+    except ValueError as e:  # e.g. a lone "{"
+        raise InputError(f"system prompt template is malformed ({e}): {template!r}") from None
+    names = []
+    for _, name, spec, conv in parsed:
+        if name is None:
+            continue
+        if name == "" or not name.isidentifier():
+            raise InputError(
+                f"system prompt placeholder {{{name}}} must be a plain name like {{app_name}}; "
+                "write {{ and }} for literal braces"
+            )
+        names.append(name)
+    return names
+
+
+@dataclass(frozen=True)
+class SystemPrompt:
+    """A system prompt template with named ``{variables}``; ``{date}`` defaults to today (ISO).
+
+        sp = SystemPrompt("You are {app_name}, today is {date}.", defaults={"app_name": "LegalBot"})
+        sp.render()                      # "You are LegalBot, today is 2026-11-23."
+        sp.render(app_name="ShopBot")    # per-call values win over defaults
+        sp.render(nme="x")               # InputError: unknown variable 'nme' (known: app_name, date)
+    """
+
+    template: str = DEFAULT_SYSTEM_PROMPT
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        _fields(self.template)  # fail at construction, not at the first request
+
+    @property
+    def variables(self) -> list[str]:
+        return sorted(set(_fields(self.template)))
+
+    def render(self, **values: Any) -> str:
+        names = set(_fields(self.template))
+        unknown = sorted(set(values) - names - {"date"})
+        if unknown:
+            raise InputError(
+                f"unknown system prompt variable(s) {', '.join(map(repr, unknown))} "
+                f"(the template uses: {', '.join(sorted(names)) or 'none'})"
+            )
+        merged: dict[str, Any] = {"date": _dt.date.today().isoformat()}
+        merged.update({k: v for k, v in self.defaults.items()})
+        merged.update(values)
+        missing = sorted(names - set(merged))
+        if missing:
+            raise InputError(f"system prompt needs a value for {', '.join(missing)}: {self.template!r}")
+        return self.template.format(**{k: merged[k] for k in names})
+
+    @property
+    def hash(self) -> str:
+        """Hash of the template (not the rendered text), so ``{date}`` does not change it daily."""
+        return system_prompt_hash(self.template)
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def system_prompt_hash(text: "str | SystemPrompt | None") -> str:
+    """Stable hash recorded in adapter cards. ``None``/empty hashes as the empty prompt."""
+    if isinstance(text, SystemPrompt):
+        text = text.template
+    return _sha(text or "")
+
+
+def template_hash(tokenizer: Any) -> str:
+    """Hash of the tokenizer's chat template (or of the plain fallback when it has none)."""
+    tmpl = getattr(tokenizer, "chat_template", None) if tokenizer is not None else None
+    if isinstance(tmpl, dict):  # some tokenizers carry several named templates
+        tmpl = tmpl.get("default") or next(iter(tmpl.values()), None)
+    return _sha(tmpl or PLAIN_TEMPLATE_ID)
+
+
+def validate_messages(messages: Any) -> list[dict[str, str]]:
+    """Check the chat shape; returns a clean copy. Bad shapes are one-line ``InputError``s."""
+    if not isinstance(messages, (list, tuple)) or not messages:
+        raise InputError(f"messages must be a non-empty list of {{role, content}} dicts, got {messages!r:.80}")
+    out = []
+    for i, m in enumerate(messages):
+        if not isinstance(m, Mapping) or "role" not in m or "content" not in m:
+            raise InputError(f"message {i} must have 'role' and 'content', got {m!r:.80}")
+        role, content = m["role"], m["content"]
+        if role not in ROLES:
+            raise InputError(f"message {i} has unknown role {role!r} (expected one of {', '.join(ROLES)})")
+        if not isinstance(content, str):
+            raise InputError(f"message {i} content must be a string, got {type(content).__name__}")
+        out.append({"role": role, "content": content})
+    return out
+
+
+def apply_system_prompt(messages: Sequence[Mapping[str, str]], system_prompt: "str | SystemPrompt | None"
+                        ) -> list[dict[str, str]]:
+    """Messages with ``system_prompt`` as the single leading system message.
+
+    ``None`` keeps the caller's own system message (if any) unchanged.
+    """
+    msgs = validate_messages(messages)
+    if system_prompt is None:
+        return msgs
+    text = system_prompt.render() if isinstance(system_prompt, SystemPrompt) else str(system_prompt)
+    return [{"role": "system", "content": text}] + [m for m in msgs if m["role"] != "system"]
+
+
+def _plain(messages: list[dict[str, str]], add_generation_prompt: bool) -> str:
+    text = "".join(f"{m['role']}: {m['content']}\n" for m in messages)
+    return text + ("assistant:" if add_generation_prompt else "")
+
+
+def render_chat(tokenizer: Any, messages: Sequence[Mapping[str, str]],
+                system_prompt: "str | SystemPrompt | None" = None, *,
+                add_generation_prompt: bool = True) -> str:
+    """The prompt string the model sees, rendered with its own chat template.
+
+    The same call is used to build training examples (``hybrid.tuning``) and inference prompts, so
+    both sides agree byte for byte. Templates that reject a system role get the system text
+    prepended to the first user turn instead of being silently dropped.
+    """
+    msgs = apply_system_prompt(messages, system_prompt)
+    tmpl = getattr(tokenizer, "chat_template", None) if tokenizer is not None else None
+    if not tmpl:
+        return _plain(msgs, add_generation_prompt)
+    try:
+        return tokenizer.apply_chat_template(msgs, tokenize=False, add_generation_prompt=add_generation_prompt)
+    except Exception as e:  # noqa: BLE001 - jinja raises its own TemplateError types
+        if msgs and msgs[0]["role"] == "system" and "system" in str(e).lower():
+            sys_text, rest = msgs[0]["content"], msgs[1:]
+            if rest and rest[0]["role"] == "user":
+                rest = [{"role": "user", "content": f"{sys_text}\n\n{rest[0]['content']}"}] + rest[1:]
+            else:
+                rest = [{"role": "user", "content": sys_text}] + rest
+            return tokenizer.apply_chat_template(rest, tokenize=False, add_generation_prompt=add_generation_prompt)
+        raise InputError(f"the model's chat template could not render these messages: {e}") from None
+
+
+def render_prompt_completion(tokenizer: Any, messages: Sequence[Mapping[str, str]],
+                             system_prompt: "str | SystemPrompt | None" = None) -> tuple[str, str]:
+    """Split a conversation ending in an assistant turn into (prompt, completion) strings.
+
+    ``prompt`` is exactly what inference renders for the preceding turns (generation prompt
+    included), so loss can be put on ``completion`` only.
+    """
+    msgs = validate_messages(messages)
+    if msgs[-1]["role"] != "assistant":
+        raise InputError("the last message must be the assistant's answer to split prompt from completion")
+    prompt = render_chat(tokenizer, msgs[:-1], system_prompt, add_generation_prompt=True)
+    full = render_chat(tokenizer, msgs, system_prompt, add_generation_prompt=False)
+    if not full.startswith(prompt):
+        # Some templates rewrite earlier turns (e.g. strip reasoning); fall back to the answer text
+        # plus whatever the template appends after it.
+        answer = msgs[-1]["content"]
+        idx = full.rfind(answer)
+        return prompt, full[idx:] if idx >= 0 else answer
+    return prompt, full[len(prompt):]
+
+
+def card_mismatches(card: Any, *, tokenizer: Any, system_prompt: "str | SystemPrompt | None") -> list[str]:
+    """Human-readable differences between an adapter card and the inference-time framing.
+
+    ``card`` is an ``AdapterCard`` or a dict with ``template_hash`` / ``system_prompt_hash``; empty
+    card fields are not compared (older or foreign adapters).
+    """
+    get = card.get if isinstance(card, Mapping) else (lambda k, d=None: getattr(card, k, d))
+    problems = []
+    want_t, have_t = get("template_hash", "") or "", template_hash(tokenizer)
+    if want_t and want_t != have_t:
+        problems.append(f"chat template differs from training (card {want_t[:12]}, now {have_t[:12]})")
+    want_s, have_s = get("system_prompt_hash", "") or "", system_prompt_hash(system_prompt)
+    if want_s and want_s != have_s:
+        problems.append(f"system prompt differs from training (card {want_s[:12]}, now {have_s[:12]}); "
+                        f"trained with: {(get('system_prompt', '') or '')[:80]!r}")
+    return problems
+
+
+def warn_card_mismatch(card: Any, *, tokenizer: Any, system_prompt: "str | SystemPrompt | None",
+                       name: str = "adapter") -> list[str]:
+    """Log a warning per mismatch (see ``card_mismatches``); returns them for callers and tests."""
+    problems = card_mismatches(card, tokenizer=tokenizer, system_prompt=system_prompt)
+    for p in problems:
+        log.warning("%s: %s", name, p)
+    return problems
