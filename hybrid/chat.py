@@ -175,6 +175,16 @@ def render_chat(tokenizer: Any, messages: Sequence[Mapping[str, str]],
         raise InputError(f"the model's chat template could not render these messages: {e}") from None
 
 
+def encode_rendered(tokenizer: Any, text: str) -> list[int]:
+    """Token ids of a string produced by ``render_chat``: the same call at training and inference.
+
+    Chat templates already write BOS and role markers, so the tokenizer must not add them again;
+    the plain fallback (no template) does want the tokenizer's usual special tokens.
+    """
+    add = not bool(getattr(tokenizer, "chat_template", None))
+    return list(tokenizer(text, add_special_tokens=add)["input_ids"])
+
+
 def render_prompt_completion(tokenizer: Any, messages: Sequence[Mapping[str, str]],
                              system_prompt: "str | SystemPrompt | None" = None) -> tuple[str, str]:
     """Split a conversation ending in an assistant turn into (prompt, completion) strings.
