@@ -1,0 +1,545 @@
+"""The training loop: packed batches, completion-only loss, accumulation, warmup + decay, clipping,
+periodic eval with early stopping, checkpoints with exact resume, metrics, and multi-process runs.
+
+Why an own loop instead of ``transformers.Trainer``: packing removes padding, and the LM head runs only
+on positions that carry a loss (completion tokens), which skips most of the vocab projection and its
+huge logits tensor. ``benchmarks/tuning.py`` measures the difference against a plain Trainer::
+
+    cfg = load_config(TuneConfig, "configs/lora.yaml")
+    result = train(cfg, data=["train.jsonl"], out="adapters/shop")
+    result.eval_loss, result.out   # adapters/shop holds adapter_model.safetensors + adapter_card.json
+
+Under ``torchrun --nproc-per-node N`` / ``accelerate launch`` the same call trains data-parallel:
+each rank takes every N-th micro-batch, DDP averages gradients, rank 0 writes files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import math
+import os
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from hybrid.errors import InputError
+from hybrid.tuning.batches import MicroBatch, collate, plan_epoch
+from hybrid.tuning.card import AdapterCard, DataFile
+from hybrid.tuning.config import TuneConfig
+from hybrid.tuning.data import (DataReport, Example, Row, encode_rows, file_sha256, read_rows,
+                                split_by_source)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainResult:
+    """What ``train`` produced: where, how long, and how well."""
+
+    out: Path | None
+    card: AdapterCard | None
+    steps: int
+    train_loss: float | None
+    eval_loss: float | None
+    eval_history: list[tuple[int, float]] = field(default_factory=list)
+    step_losses: list[float] = field(default_factory=list)
+    tokens_seen: int = 0
+    target_tokens: int = 0
+    wall_time_s: float = 0.0
+    stopped_early: bool = False
+    report: DataReport | None = None
+
+
+# ------------------------------------------------------------------------------------------------
+# distributed helpers (a no-op in a single process)
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: Any = "cpu"
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def setup_distributed() -> Dist:
+    """Join the process group that ``torchrun``/``accelerate launch`` describe in the environment."""
+    import torch
+
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    device = torch.device(f"cuda:{local}") if torch.cuda.is_available() else torch.device("cpu")
+    if world <= 1:
+        return Dist(device=device)
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        if device.type == "cuda":
+            torch.cuda.set_device(device)
+    return Dist(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=local, device=device)
+
+
+def _all_sum(values: list[float], d: Dist) -> list[float]:
+    if d.world == 1:
+        return values
+    import torch
+    import torch.distributed as dist
+
+    t = torch.tensor(values, dtype=torch.float64, device=d.device if d.device.type == "cuda" else "cpu")
+    dist.all_reduce(t)
+    return t.tolist()
+
+
+# ------------------------------------------------------------------------------------------------
+# precision
+
+
+def use_bf16(precision: str, device: Any) -> bool:
+    """bf16 autocast where the hardware multiplies bf16 natively; fp32 elsewhere."""
+    import torch
+
+    if precision == "fp32":
+        return False
+    if getattr(device, "type", str(device)) == "cuda":
+        ok = torch.cuda.is_bf16_supported()
+    else:
+        from indexes.embed import bf16_fast
+
+        ok = bf16_fast()
+    if precision == "bf16" and not ok:
+        log.warning("precision=bf16 requested but this device has no fast bf16; it will be slow")
+        return True
+    return ok
+
+
+def autocast(enabled: bool, device: Any):
+    import torch
+
+    if not enabled:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=getattr(device, "type", "cpu"), dtype=torch.bfloat16)
+
+
+# ------------------------------------------------------------------------------------------------
+# the loss
+
+
+def _loss_module(model: Any, method: str):
+    """An ``nn.Module`` mapping a micro-batch to the summed token loss (what DDP wraps)."""
+    import torch
+    import torch.nn.functional as F
+
+    from hybrid.tuning.methods import is_peft, uses_virtual_tokens
+
+    class SummedLoss(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+            base = model.get_base_model() if is_peft(model) else model
+            head = base.get_output_embeddings()
+            body = getattr(base, getattr(base, "base_model_prefix", "model"), None)
+            plain_head = isinstance(head, torch.nn.Linear) and body is not None and \
+                not getattr(base.config, "final_logit_softcapping", None)
+            # Fast path: run the decoder body, then the LM head only on positions with a target.
+            # Virtual-token methods need peft's own forward (it prepends prompts / past key values).
+            self.fast = plain_head and not uses_virtual_tokens(method)
+            self._body, self._head = (body, head) if self.fast else (None, None)
+
+        def forward(self, input_ids, position_ids, targets, attention_mask=None):
+            sel = targets != -100
+            if self.fast:
+                hidden = self._body(input_ids=input_ids, position_ids=position_ids,
+                                    attention_mask=attention_mask, use_cache=False).last_hidden_state
+                logits = self._head(hidden[sel])
+                return F.cross_entropy(logits.float(), targets[sel], reduction="sum")
+            out = self.model(input_ids=input_ids, attention_mask=attention_mask
+                             if attention_mask is not None else torch.ones_like(input_ids), use_cache=False)
+            logits = out.logits[:, -input_ids.shape[1]:]  # prompt tuning prepends virtual positions
+            return F.cross_entropy(logits[sel].float(), targets[sel], reduction="sum")
+
+    return SummedLoss()
+
+
+def _to(batch: MicroBatch, device: Any) -> dict[str, Any]:
+    kw = {"input_ids": batch.input_ids.to(device), "position_ids": batch.position_ids.to(device),
+          "targets": batch.targets.to(device)}
+    kw["attention_mask"] = batch.attention_mask.to(device) if batch.attention_mask is not None else None
+    return kw
+
+
+def evaluate(loss_mod: Any, examples: Sequence[Example], cfg: TuneConfig, *, pad_id: int, bf16: bool,
+             dist_: Dist | None = None, packed: bool = True) -> float | None:
+    """Token-weighted mean loss over ``examples`` (sharded over ranks, summed back)."""
+    import torch
+
+    d = dist_ or Dist()
+    if not examples:
+        return None
+    plan = plan_epoch(examples, max_length=cfg.data.max_length, batch_tokens=cfg.train.batch_tokens,
+                      seed=0, epoch=0, packing=packed, shuffle=False)
+    was_training = loss_mod.training
+    loss_mod.eval()
+    total, count = 0.0, 0
+    with torch.no_grad(), autocast(bf16, d.device):
+        for i, rows in enumerate(plan):
+            if i % d.world != d.rank:
+                continue
+            b = collate(rows, pad_id=pad_id, packed=packed)
+            total += float(loss_mod(**_to(b, d.device)))
+            count += b.n_targets
+    if was_training:
+        loss_mod.train()
+    total, count = _all_sum([total, float(count)], d)
+    return total / count if count else None
+
+
+def lr_at(step: int, total: int, cfg: Any) -> float:
+    """Linear warmup to ``lr``, then cosine / linear decay to ``lr * min_lr_ratio`` (or constant)."""
+    warm = cfg.warmup_steps or int(round(cfg.warmup_ratio * total))
+    if warm and step < warm:
+        return cfg.lr * (step + 1) / warm
+    if cfg.schedule == "constant" or total <= warm:
+        return cfg.lr
+    frac = min(1.0, (step - warm) / max(1, total - warm))
+    decay = 0.5 * (1 + math.cos(math.pi * frac)) if cfg.schedule == "cosine" else 1 - frac
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * decay)
+
+
+# ------------------------------------------------------------------------------------------------
+# data
+
+
+def _system_prompt(cfg: TuneConfig) -> tuple[str, str, str]:
+    """(text rendered into examples, template recorded in the card, its hash)."""
+    from hybrid.chat import DEFAULT_SYSTEM_PROMPT, SystemPrompt, system_prompt_hash
+
+    template = cfg.data.system_prompt if cfg.data.system_prompt is not None else DEFAULT_SYSTEM_PROMPT
+    sp = SystemPrompt(template)
+    values = {"app_name": cfg.data.app_name} if "app_name" in sp.variables else {}
+    return sp.render(**values), template, system_prompt_hash(sp)
+
+
+def load_examples(cfg: TuneConfig, data: Sequence[str | os.PathLike[str]], tokenizer: Any, *,
+                  eval_data: Sequence[str | os.PathLike[str]] = (), rows: Sequence[Row] | None = None,
+                  progress: bool = False) -> tuple[list[Example], list[Example], DataReport, list[DataFile]]:
+    """Read, validate, split and tokenize. Empty or all-invalid data is one clear ``InputError``."""
+    system_text = _system_prompt(cfg)[0]
+    report = DataReport()
+    files: list[DataFile] = []
+    train_rows: list[Row] = list(rows or [])
+    for path in data:
+        before = report.n_skipped
+        got, report = read_rows(path, cfg.data.format, report=report)
+        train_rows.extend(got)
+        files.append(DataFile(str(path), file_sha256(path), len(got), "train", report.n_skipped - before))
+    eval_rows: list[Row] = []
+    for path in eval_data:
+        before = report.n_skipped
+        got, report = read_rows(path, cfg.data.format, report=report)
+        eval_rows.extend(got)
+        files.append(DataFile(str(path), file_sha256(path), len(got), "eval", report.n_skipped - before))
+    if not train_rows:
+        names = ", ".join(map(str, data)) or "<rows>"
+        if report.n_skipped == 0:
+            raise InputError(f"no training rows in {names}: the dataset is empty")
+        raise InputError(f"all {report.n_skipped} rows of {names} are invalid; first problem: {report.problems[0]}")
+    if not eval_data:
+        train_rows, eval_rows = split_by_source(train_rows, cfg.data.eval_fraction, seed=cfg.train.seed)
+    train_ex, report = encode_rows(train_rows, tokenizer, cfg.data, system_prompt=system_text,
+                                   report=report, progress=progress)
+    eval_ex, report = encode_rows(eval_rows, tokenizer, cfg.data, system_prompt=system_text,
+                                  report=report, progress=progress)
+    if not train_ex:
+        raise InputError(f"no usable training examples after tokenization ({report.summary()}); "
+                         f"first problem: {report.problems[0] if report.problems else 'none'}")
+    return train_ex, eval_ex, report, files
+
+
+# ------------------------------------------------------------------------------------------------
+# metrics
+
+
+class Metrics:
+    """Appends JSON lines (and TensorBoard scalars when ``tensorboard`` is installed)."""
+
+    def __init__(self, path: Path | None, tensorboard: bool) -> None:
+        self.path = path
+        self._f = open(path, "a", encoding="utf-8") if path else None
+        self._tb = None
+        if path is not None and tensorboard:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+
+                self._tb = SummaryWriter(str(path.parent / "tensorboard"))
+            except Exception:  # noqa: BLE001 - tensorboard is optional
+                self._tb = None
+
+    def log(self, row: dict[str, Any]) -> None:
+        if self._f:
+            self._f.write(json.dumps(row) + "\n")
+            self._f.flush()
+        if self._tb is not None:
+            for k, v in row.items():
+                if k != "step" and isinstance(v, (int, float)):
+                    self._tb.add_scalar(k, v, row.get("step", 0))
+
+    def close(self) -> None:
+        if self._f:
+            self._f.close()
+        if self._tb is not None:
+            self._tb.close()
+
+
+# ------------------------------------------------------------------------------------------------
+# the loop
+
+
+def _resume_key(cfg: TuneConfig) -> dict[str, Any]:
+    """Settings that must match for a checkpoint to continue this run exactly."""
+    t = cfg.train
+    return {"method": cfg.method, "method_settings": cfg.method_settings(), "data": asdict(cfg.data),
+            "lr": t.lr, "batch_tokens": t.batch_tokens, "grad_accum": t.grad_accum, "seed": t.seed,
+            "packing": t.packing, "schedule": t.schedule, "weight_decay": t.weight_decay}
+
+
+def run_dir_for(out: str | os.PathLike[str]) -> Path:
+    """Checkpoints and metrics live beside the adapter (``adapters/NAME.run``), never inside it,
+    so swapping in a new adapter directory cannot delete them."""
+    out = Path(out)
+    return out.with_name(out.name + ".run")
+
+
+def train(cfg: TuneConfig, data: Sequence[str | os.PathLike[str]] = (), out: str | os.PathLike[str] | None = None,
+          *, eval_data: Sequence[str | os.PathLike[str]] = (), resume: bool = False, model: Any = None,
+          tokenizer: Any = None, rows: Sequence[Row] | None = None, on_step: Callable[[int, dict], None] | None = None,
+          progress: bool | None = None) -> TrainResult:
+    """Train ``cfg.method`` on ``data`` and save the adapter to ``out`` (nothing is saved when ``out`` is None).
+
+    ``model``/``tokenizer`` default to ``hybrid.models.load_base_model(cfg.base_model)``. ``on_step(step,
+    metrics)`` runs after every optimizer step (and after its checkpoint, if one was due).
+    """
+    import torch
+
+    from hybrid.chat import template_hash
+    from hybrid.tuning.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+    from hybrid.tuning.methods import prepare_model, trainable_summary, uses_virtual_tokens
+
+    t0 = time.perf_counter()
+    d = setup_distributed()
+    tc = cfg.train
+    show = (tc.progress if progress is None else progress) and d.main
+    random.seed(tc.seed)
+    torch.manual_seed(tc.seed)
+    if model is None:
+        from hybrid.models import load_base_model
+
+        model, tokenizer = load_base_model(cfg.base_model)
+    if tokenizer is None:
+        raise InputError("a tokenizer is required with a custom model")
+    resolved = getattr(model, "hybrid_resolved", None)
+    max_ctx = getattr(model.config, "max_position_embeddings", None)
+    if max_ctx and cfg.data.max_length > max_ctx:
+        raise InputError(f"data.max_length={cfg.data.max_length} exceeds the model's context window ({max_ctx})")
+
+    train_ex, eval_ex, report, files = load_examples(cfg, data, tokenizer, eval_data=eval_data, rows=rows,
+                                                     progress=show)
+    if d.main:
+        log.info("data: %s; %d train / %d eval examples", report.summary(), len(train_ex), len(eval_ex))
+
+    model.config.use_cache = False
+    model = prepare_model(model, cfg).to(d.device)
+    if d.main:
+        log.info("%s", trainable_summary(model, cfg.method))
+    packed = tc.packing and not uses_virtual_tokens(cfg.method)
+    bf16 = use_bf16(tc.precision, d.device)
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+
+    loss_mod = _loss_module(model, cfg.method)
+    ddp_mod = loss_mod
+    if d.world > 1:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ddp_mod = DDP(loss_mod, device_ids=[d.device.index] if d.device.type == "cuda" else None)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay, betas=(0.9, 0.999), eps=1e-8)
+
+    def plan(epoch: int) -> list:
+        return plan_epoch(train_ex, max_length=cfg.data.max_length, batch_tokens=tc.batch_tokens,
+                          seed=tc.seed, epoch=epoch, packing=packed)
+
+    per_step = tc.grad_accum * d.world
+    steps_per_epoch = max(1, math.ceil(len(plan(0)) / per_step))
+    total = tc.max_steps or max(1, math.ceil(tc.epochs * steps_per_epoch))
+
+    run_dir = run_dir_for(out) if out is not None else None
+    ckpt_root = run_dir / "checkpoints" if run_dir else None
+    state: dict[str, Any] = {"step": 0, "epoch": 0, "batch": 0, "tokens": 0, "targets": 0,
+                             "best_eval": None, "bad_evals": 0, "eval_history": [], "step_losses": [],
+                             "elapsed": 0.0, "key": _resume_key(cfg)}
+    if resume:
+        if ckpt_root is None:
+            raise InputError("--resume needs --out (checkpoints live beside the adapter)")
+        ckpt = latest_checkpoint(ckpt_root)
+        if ckpt is None:
+            raise InputError(f"nothing to resume: no checkpoint under {ckpt_root}")
+        loaded = load_checkpoint(ckpt, model=model, optimizer=opt)
+        if loaded.get("key") != state["key"]:
+            raise InputError(f"checkpoint {ckpt} was written with different settings (method, data or "
+                             "optimizer); resume with the same config or start a new run")
+        state = loaded
+        if d.main:
+            log.warning("resuming from %s (step %d)", ckpt, state["step"])
+    if run_dir is not None and d.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+    metrics = Metrics(run_dir / "metrics.jsonl" if (run_dir and d.main) else None, tc.tensorboard)
+
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, initial=state["step"], desc=f"tune {cfg.method}", unit="step", disable=not show,
+               dynamic_ncols=True)
+    best_weights: dict[str, Any] | None = None
+    stopped_early = False
+    window_loss, window_tok, window_t = 0.0, 0, time.perf_counter()
+    epoch_plan = plan(state["epoch"])
+    loss_mod.train()
+    try:
+        while state["step"] < total:
+            # Gather this step's micro-batches (this rank's share), crossing epoch borders if needed.
+            mine: list[MicroBatch] = []
+            n_targets_step = 0
+            n_tokens_step = 0
+            for j in range(per_step):
+                if state["batch"] >= len(epoch_plan):
+                    state["epoch"] += 1
+                    state["batch"] = 0
+                    epoch_plan = plan(state["epoch"])
+                rows_ = epoch_plan[state["batch"]]
+                state["batch"] += 1
+                if j % d.world == d.rank:
+                    mine.append(collate(rows_, pad_id=pad_id, packed=packed))
+            n_targets_step = sum(b.n_targets for b in mine)
+            n_tokens_step = sum(b.n_tokens for b in mine)
+            n_targets_step, n_tokens_step = (int(x) for x in _all_sum([n_targets_step, n_tokens_step], d))
+            lr = lr_at(state["step"], total, tc)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            step_loss = 0.0
+            for k, b in enumerate(mine):
+                sync = contextlib.nullcontext() if (d.world == 1 or k == len(mine) - 1) else ddp_mod.no_sync()
+                with sync, autocast(bf16, d.device):
+                    loss_sum = ddp_mod(**_to(b, d.device))
+                    # DDP averages gradients over ranks; scaling by world makes that a global token mean.
+                    loss = loss_sum * (d.world / max(1, n_targets_step))
+                loss.backward()
+                step_loss += float(loss_sum.detach())
+            step_loss = _all_sum([step_loss], d)[0] / max(1, n_targets_step)
+            gnorm = (torch.nn.utils.clip_grad_norm_(params, tc.max_grad_norm) if tc.max_grad_norm > 0
+                     else torch.sqrt(sum((p.grad.float() ** 2).sum() for p in params if p.grad is not None)))
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            state["step"] += 1
+            state["tokens"] += n_tokens_step
+            state["targets"] += n_targets_step
+            state["step_losses"].append(step_loss)
+            window_loss += step_loss * n_targets_step
+            window_tok += n_tokens_step
+            now = time.perf_counter()
+            tps = window_tok / max(now - window_t, 1e-9)
+            bar.update(1)
+            bar.set_postfix(loss=f"{step_loss:.3f}", lr=f"{lr:.1e}", tok_s=f"{tps:.0f}")
+            row: dict[str, Any] = {"step": state["step"], "epoch": state["epoch"], "loss": step_loss, "lr": lr,
+                                   "grad_norm": float(gnorm), "tokens": state["tokens"]}
+            if state["step"] % tc.log_every == 0 or state["step"] == total:
+                row["tokens_per_s"] = tps
+                metrics.log(row)
+                window_loss, window_tok, window_t = 0.0, 0, now
+            last = state["step"] == total
+            if eval_ex and ((tc.eval_every and state["step"] % tc.eval_every == 0) or last):
+                ev = evaluate(loss_mod, eval_ex, cfg, pad_id=pad_id, bf16=bf16, dist_=d, packed=packed)
+                state["eval_history"].append([state["step"], ev])
+                metrics.log({"step": state["step"], "eval_loss": ev})
+                row["eval_loss"] = ev
+                bar.set_postfix(loss=f"{step_loss:.3f}", eval=f"{ev:.3f}", tok_s=f"{tps:.0f}")
+                best = state["best_eval"]
+                if best is None or ev < best - tc.early_stopping_delta:
+                    state["best_eval"], state["bad_evals"] = ev, 0
+                    if tc.early_stopping_patience:
+                        best_weights = {n: p.detach().clone() for n, p in model.named_parameters() if p.requires_grad}
+                else:
+                    state["bad_evals"] += 1
+                    if tc.early_stopping_patience and state["bad_evals"] >= tc.early_stopping_patience:
+                        stopped_early = True
+            if ckpt_root is not None and tc.save_every and state["step"] % tc.save_every == 0 and not last:
+                if d.main:
+                    save_checkpoint(ckpt_root, step=state["step"], model=model, optimizer=opt,
+                                    state={**state, "elapsed": state["elapsed"] + time.perf_counter() - t0})
+            if on_step is not None:
+                on_step(state["step"], row)
+            if stopped_early:
+                if d.main:
+                    log.warning("early stopping at step %d: eval loss has not improved for %d evals",
+                                state["step"], state["bad_evals"])
+                break
+    finally:
+        bar.close()
+        metrics.close()
+
+    if stopped_early and best_weights is not None:
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                if n in best_weights:
+                    p.copy_(best_weights[n])
+    wall = state.get("elapsed", 0.0) + time.perf_counter() - t0
+    history = [(int(s), float(v)) for s, v in state["eval_history"]]
+    final_eval = (state["best_eval"] if stopped_early else (history[-1][1] if history else None))
+    losses = state["step_losses"]
+    tail = losses[-max(1, min(10, len(losses))):]
+    train_loss = sum(tail) / len(tail) if tail else None
+
+    card = AdapterCard(
+        base_model_id=resolved.model_id if resolved else str(getattr(model.config, "_name_or_path", "") or "custom"),
+        base_model_sha=resolved.sha if resolved else "",
+        method=cfg.method,
+        template_hash=template_hash(tokenizer),
+        system_prompt=_system_prompt(cfg)[1],
+        system_prompt_hash=_system_prompt(cfg)[2],
+        data=files,
+        hyperparameters={"config": asdict(cfg), "world_size": d.world, "bf16": bf16, "packed": packed,
+                         "total_steps": total},
+        train_loss=train_loss,
+        eval_loss=final_eval,
+        wall_time_s=round(wall, 2),
+        tokens_seen=int(state["tokens"]),
+        steps=int(state["step"]),
+        extra={"base_model_arg": cfg.base_model, "data_report": report.summary(),
+               "eval_history": history, "target_tokens": int(state["targets"])},
+    )
+    saved = None
+    if out is not None and d.main:
+        from hybrid.tuning.save import save_adapter
+
+        model.eval()
+        extra = {}
+        if run_dir is not None and (run_dir / "metrics.jsonl").is_file():
+            extra["metrics.jsonl"] = (run_dir / "metrics.jsonl").read_text(encoding="utf-8")
+        extra["tune_config.json"] = json.dumps(asdict(cfg), indent=2, sort_keys=True) + "\n"
+        saved = save_adapter(model, out, card=card, tokenizer=tokenizer, extra_files=extra)
+    if d.world > 1:
+        import torch.distributed as dist
+
+        dist.barrier()
+    return TrainResult(out=saved, card=card, steps=int(state["step"]), train_loss=train_loss, eval_loss=final_eval,
+                       eval_history=history, step_losses=list(losses), tokens_seen=int(state["tokens"]),
+                       target_tokens=int(state["targets"]), wall_time_s=wall, stopped_early=stopped_early,
+                       report=report)
