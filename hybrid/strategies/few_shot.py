@@ -13,7 +13,7 @@ from hybrid.strategies import STRATEGIES
 from hybrid.strategies.base import Prompt, StrategyContext, base_messages, count, run_prompt
 from hybrid.types import Answer
 
-_ANSWER = re.compile(r"(?:^|\n)\s*\**answer\**\s*:\s*", re.IGNORECASE)
+_ANSWER = re.compile(r"(?:^|\n)\s*\**answer\**\s*:\s*\**\s*", re.IGNORECASE)
 
 
 def strip_reasoning(text: str) -> str:
