@@ -1,0 +1,1 @@
+"""What users run: ``apps.api`` (the HTTP service and chat page) and app directories (legal, shopping)."""

@@ -1,0 +1,161 @@
+"""Back-pressure and fairness: the generator gate (bounded queue), per-key rate limits, body caps.
+
+The model is compute-bound, so more parallel generations only make each one slower. The gate lets
+``concurrency`` requests generate and ``queue_size`` wait; the next one is refused at once with 429
+and ``Retry-After`` instead of piling up until every client times out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import threading
+import time
+from contextlib import asynccontextmanager
+from typing import AsyncIterator
+
+
+class QueueFull(Exception):
+    """The generator gate has no room (HTTP 429)."""
+
+
+class Gate:
+    """An asyncio semaphore with a bounded waiting room.
+
+    >>> gate = Gate(concurrency=1, queue_size=2)
+    >>> async def handler():
+    ...     async with gate.slot():      # raises QueueFull when 1 is running and 2 are waiting
+    ...         ...
+    """
+
+    def __init__(self, concurrency: int, queue_size: int):
+        self.concurrency = concurrency
+        self.queue_size = queue_size
+        self._sem = asyncio.Semaphore(concurrency)
+        self.waiting = 0
+        self.running = 0
+
+    @property
+    def depth(self) -> int:
+        return self.waiting + self.running
+
+    def reserve(self) -> None:
+        """Take a place in the waiting room, or raise ``QueueFull`` at once."""
+        if self.waiting >= self.queue_size and self._sem.locked():
+            raise QueueFull(f"the generator queue is full ({self.running} running, {self.waiting} waiting)")
+        self.waiting += 1
+
+    async def acquire(self) -> None:
+        """After ``reserve()``: wait for a generator slot (the reservation is given back either way)."""
+        try:
+            await self._sem.acquire()
+        finally:
+            self.waiting -= 1
+        self.running += 1
+
+    def release(self) -> None:
+        self.running -= 1
+        self._sem.release()
+
+    @asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        self.reserve()
+        await self.acquire()
+        try:
+            yield
+        finally:
+            self.release()
+
+
+class RateLimiter:
+    """A token bucket per key: ``burst`` requests at once, then ``per_minute`` on average.
+
+    >>> rl = RateLimiter(per_minute=60, burst=2)
+    >>> rl.check("k"), rl.check("k"), rl.check("k") > 0   # third call waits about a second
+    (0.0, 0.0, True)
+    """
+
+    def __init__(self, per_minute: float, burst: int):
+        self.rate = per_minute / 60.0
+        self.burst = float(burst)
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def check(self, key: str) -> float:
+        """0.0 when allowed (and counted), else the seconds until the next request would be."""
+        if self.rate <= 0:
+            return 0.0
+        now = time.monotonic()
+        with self._lock:
+            tokens, last = self._buckets.get(key, (self.burst, now))
+            tokens = min(self.burst, tokens + (now - last) * self.rate)
+            if tokens >= 1.0:
+                self._buckets[key] = (tokens - 1.0, now)
+                return 0.0
+            self._buckets[key] = (tokens, now)
+            return (1.0 - tokens) / self.rate
+
+
+def retry_after_header(seconds: float) -> str:
+    return str(max(1, math.ceil(seconds)))
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+class BodyLimitMiddleware:
+    """Pure ASGI middleware: refuse bodies over the cap with 413, by Content-Length up front and by
+    counting bytes as they arrive (a chunked upload cannot sneak past)."""
+
+    def __init__(self, app, *, json_limit: int, upload_limit: int, upload_paths: tuple[str, ...] = ("/v1/documents",)):
+        self.app = app
+        self.json_limit = json_limit
+        self.upload_limit = upload_limit
+        self.upload_paths = upload_paths
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        limit = self.upload_limit if scope.get("path") in self.upload_paths else self.json_limit
+        for name, value in scope.get("headers", []):
+            if name == b"content-length":
+                try:
+                    size = int(value)
+                except ValueError:
+                    return await _send_error(send, 400, "invalid Content-Length header")
+                if size > limit:
+                    return await _send_error(send, 413, f"request body is {size} bytes; the limit is {limit}")
+        seen = 0
+        started = False
+
+        async def limited_receive():
+            nonlocal seen
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > limit:
+                    raise BodyTooLarge(f"request body exceeds the limit of {limit} bytes")
+            return msg
+
+        async def tracking_send(msg):
+            nonlocal started
+            if msg["type"] == "http.response.start":
+                started = True
+            await send(msg)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except BodyTooLarge as e:
+            if not started:
+                await _send_error(send, 413, str(e))
+
+
+async def _send_error(send, status: int, message: str) -> None:
+    import json
+
+    kind = {400: "invalid_request", 413: "request_too_large"}.get(status, "error")
+    body = json.dumps({"error": {"message": message, "type": kind, "code": status}}).encode()
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send({"type": "http.response.body", "body": body})

@@ -1,0 +1,210 @@
+"""Request and response bodies. Field limits here are the hard ceilings the OpenAPI schema shows;
+``ServiceSettings`` may set lower caps, enforced in the handlers with the same 422 shape."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from apps.api.settings import HARD_MAX_HISTORY, HARD_MAX_K, HARD_MAX_NEW_TOKENS, HARD_MAX_QUESTION_CHARS
+
+Strategy = Literal["auto", "few_shot", "rag", "tuned", "tuned_rag"]
+
+
+class ErrorBody(BaseModel):
+    message: str
+    type: str
+    code: int
+
+
+class ErrorResponse(BaseModel):
+    """Every error, OpenAI-style, so OpenAI clients show the message."""
+
+    error: ErrorBody
+
+
+class Turn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["user", "assistant"]
+    content: str = Field(max_length=HARD_MAX_QUESTION_CHARS)
+
+
+class AskIn(BaseModel):
+    model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
+        {"app": "legal", "question": "How long is the notice period for a residential tenancy?"},
+        {"app": "shopping", "question": "Do you ship to Norway?", "strategy": "rag", "k": 4, "stream": True},
+    ]})
+    app: str = Field(min_length=1, max_length=100, description="app name, see GET /v1/apps")
+    question: str = Field(min_length=1, max_length=HARD_MAX_QUESTION_CHARS)
+    strategy: Strategy = Field("auto", description="'auto' lets the app's router decide")
+    history: list[Turn] = Field(default_factory=list, max_length=HARD_MAX_HISTORY,
+                                description="earlier turns, oldest first")
+    k: int | None = Field(None, ge=1, le=HARD_MAX_K, description="chunks to retrieve (rag strategies)")
+    max_new_tokens: int | None = Field(None, ge=1, le=HARD_MAX_NEW_TOKENS)
+    temperature: float | None = Field(None, ge=0, le=2, allow_inf_nan=False)
+    stream: bool = Field(False, description="Server-Sent Events: 'token' events, then one 'final' event")
+
+
+class CitationOut(BaseModel):
+    n: int
+    source: str
+    page: int | None = None
+    chunk_id: str
+    snippet: str
+    score: float = 0.0
+
+
+class DecisionOut(BaseModel):
+    strategy: str
+    scores: dict[str, float] = {}
+    confidence: float = 1.0
+    reason: str = ""
+    excluded: dict[str, str] = {}
+
+
+class AskOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "answer": "The landlord must give at least two months' notice [1].", "strategy": "rag",
+        "decision": {"strategy": "rag", "scores": {"rag": 0.71, "few_shot": 0.22}, "confidence": 0.8,
+                     "reason": "retrieval found relevant text (top score 0.71)", "excluded": {}},
+        "citations": [{"n": 1, "source": "vellmar-tenancy-act-2019.md", "page": None, "chunk_id": "3f2a9c",
+                       "snippet": "A landlord shall give not less than two months' notice...", "score": 0.71}],
+        "timings": {"route": 0.012, "generate": 1.9, "total": 2.0},
+        "usage": {"prompt_tokens": 612, "completion_tokens": 24}, "notices": [], "request_id": "req_1a2b3c"}]})
+    answer: str
+    strategy: str
+    decision: DecisionOut
+    citations: list[CitationOut]
+    timings: dict[str, float]
+    usage: dict[str, int]
+    notices: list[str] = []
+    request_id: str
+
+
+class HitOut(BaseModel):
+    rank: int
+    score: float
+    scores: dict[str, float] = {}
+    chunk_id: str
+    doc_id: str
+    source: str
+    page: int | None = None
+    text: str
+
+
+class SearchOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "app": "legal", "query": "deposit", "hits": [
+            {"rank": 0, "score": 0.62, "scores": {"dense": 0.62}, "chunk_id": "c1", "doc_id": "d1",
+             "source": "vellmar-tenancy-act-2019.md", "page": None, "text": "A deposit shall not exceed..."}]}]})
+    app: str
+    query: str
+    hits: list[HitOut]
+
+
+class JobOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "id": "job_5d41402abc4b2a76", "app": "legal", "files": ["lease-addendum.md"], "status": "done",
+        "progress": 1.0, "stage": "done", "created": 1763900000.0, "finished": 1763900002.5,
+        "report": {"documents": 1}, "error": None}]})
+    id: str
+    app: str
+    files: list[str]
+    status: Literal["queued", "running", "done", "failed"]
+    progress: float
+    stage: str
+    created: float
+    finished: float | None = None
+    report: dict[str, Any] | None = None
+    error: str | None = None
+
+
+class AppOut(BaseModel):
+    name: str
+    title: str
+    description: str
+    strategies: list[str]
+    excluded: dict[str, str]
+    router: str
+    adapter_card: dict[str, Any] | None = None
+    knowledge_base: dict[str, Any] | None = None
+
+
+class AppsOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"apps": [{
+        "name": "legal", "title": "Vellmar Legal Helper", "description": "Questions about Vellmar law",
+        "strategies": ["few_shot", "rag"], "excluded": {"tuned": "no adapter"}, "router": "rules",
+        "adapter_card": None, "knowledge_base": {"documents": 36, "chunks": 410}}]}]})
+    apps: list[AppOut]
+
+
+# -- OpenAI-compatible chat completions --------------------------------------------------------
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    role: Literal["system", "user", "assistant", "developer", "tool"]
+    content: str | list[dict[str, Any]] | None = None
+
+
+class HybridOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    strategy: Strategy = "auto"
+    k: int | None = Field(None, ge=1, le=HARD_MAX_K)
+
+
+class ChatIn(BaseModel):
+    """The OpenAI request; unknown OpenAI fields are accepted and ignored, as OpenAI SDKs send many."""
+
+    model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [
+        {"model": "legal", "messages": [{"role": "user", "content": "What is the deposit cap?"}]},
+        {"model": "shopping", "stream": True, "max_tokens": 64,
+         "messages": [{"role": "user", "content": "Return policy?"}], "hybrid": {"strategy": "rag"}},
+    ]})
+    model: str = Field(min_length=1, max_length=100, description="the app name")
+    messages: list[ChatMessage] = Field(min_length=1, max_length=HARD_MAX_HISTORY + 2)
+    stream: bool = False
+    max_tokens: int | None = Field(None, ge=1, le=HARD_MAX_NEW_TOKENS)
+    max_completion_tokens: int | None = Field(None, ge=1, le=HARD_MAX_NEW_TOKENS)
+    temperature: float | None = Field(None, ge=0, le=2, allow_inf_nan=False)
+    top_p: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)
+    n: int | None = Field(None, ge=1, le=1, description="only 1 is supported")
+    stop: str | list[str] | None = None
+    hybrid: HybridOptions | None = Field(None, description="extension: strategy override and k")
+
+
+class ChatChoiceMessage(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str
+
+
+class ChatChoice(BaseModel):
+    index: int
+    message: ChatChoiceMessage
+    finish_reason: str
+
+
+class ChatOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "id": "chatcmpl-req_1a2b3c", "object": "chat.completion", "created": 1763900000, "model": "legal",
+        "choices": [{"index": 0, "message": {"role": "assistant", "content": "Two months [1]."},
+                     "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 612, "completion_tokens": 5, "total_tokens": 617},
+        "hybrid": {"strategy": "rag", "decision": {"strategy": "rag", "reason": "retrieval found relevant text"},
+                   "citations": [], "request_id": "req_1a2b3c"}}]})
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: dict[str, int]
+    hybrid: dict[str, Any] = Field(description="extension: route decision, citations, timings")
+
+
+class ModelsOut(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[dict[str, Any]]
+
+
+class Health(BaseModel):
+    status: str
