@@ -1,0 +1,143 @@
+"""Token-aware chunking: documents -> chunks that fit the embedder, with stable ids and positions.
+
+    chunks = chunk_documents(docs, IndexConfig(chunk_size=200, chunk_overlap=30), embedder)
+
+Two modes:
+
+- ``recursive``: LangChain's recursive splitter (paragraphs, then lines, sentences, words), with
+  length measured in the embedder's own tokens, so a chunk never silently loses its tail to truncation.
+- ``headings``: Markdown (``#`` headings) and HTML (``<h1>``..``<h6>``) are first cut into sections;
+  each section is then split recursively and every chunk carries its section title, both in
+  ``metadata["section"]`` and as the chunk's first line (so the title is embedded and searchable).
+  Text without headings falls back to ``recursive``.
+
+A chunk id is derived from its document id, its position and its text, so re-chunking an
+unchanged document gives the same ids and an edited document keeps the ids of unedited chunks.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Callable, Iterable, Sequence
+
+from hybrid.types import Chunk, Document, stable_id
+from indexes.config import IndexConfig
+
+_SEPARATORS = ["\n\n", "\n", ". ", "? ", "! ", "; ", ", ", " ", ""]
+_MD_HEADINGS = [("#", "h1"), ("##", "h2"), ("###", "h3"), ("####", "h4")]
+_HTML_HEADINGS = [("h1", "h1"), ("h2", "h2"), ("h3", "h3"), ("h4", "h4")]
+_MD_HEADING_RE = re.compile(r"^#{1,6}\s+\S", re.M)
+_HTML_HEADING_RE = re.compile(r"<h[1-6][\s>]", re.I)
+
+
+def token_counter(tokenizer_or_embedder: Any) -> Callable[[str], int]:
+    """A ``len`` in tokens from an embedder (``count_tokens``), an HF tokenizer, or a callable."""
+    obj = tokenizer_or_embedder
+    if obj is None:
+        return lambda s: len(s.split())
+    tok = None
+    if hasattr(obj, "path") and hasattr(obj, "tokenizer"):  # SentenceTransformerEmbedder
+        tok = obj.tokenizer
+    elif hasattr(obj, "count_tokens"):
+        return obj.count_tokens
+    elif hasattr(obj, "encode") and hasattr(obj, "vocab_size"):  # a transformers tokenizer
+        tok = obj
+    elif callable(obj):
+        return obj
+    if tok is None:
+        raise TypeError(f"cannot count tokens with {type(obj).__name__}: pass an embedder, tokenizer or callable")
+    return lambda s: len(tok(s, add_special_tokens=False, truncation=False, verbose=False)["input_ids"])
+
+
+def _splitter(cfg: IndexConfig, length: Callable[[str], int]):
+    from langchain_text_splitters import RecursiveCharacterTextSplitter
+
+    return RecursiveCharacterTextSplitter(
+        chunk_size=cfg.chunk_size, chunk_overlap=cfg.chunk_overlap, length_function=length,
+        separators=_SEPARATORS, keep_separator="end", strip_whitespace=True,
+    )
+
+
+def _sections(text: str, mime: str) -> list[tuple[str, str]]:
+    """(section title path, section text) for Markdown or HTML; [] when there are no headings."""
+    is_html = "html" in mime or (text.lstrip().startswith("<") and _HTML_HEADING_RE.search(text))
+    if is_html and _HTML_HEADING_RE.search(text):
+        from langchain_text_splitters import HTMLHeaderTextSplitter
+
+        try:
+            parts = HTMLHeaderTextSplitter(_HTML_HEADINGS).split_text(text)
+        except Exception:  # noqa: BLE001 - malformed HTML: fall back to plain splitting
+            return []
+    elif _MD_HEADING_RE.search(text):
+        from langchain_text_splitters import MarkdownHeaderTextSplitter
+
+        parts = MarkdownHeaderTextSplitter(_MD_HEADINGS, strip_headers=True).split_text(text)
+    else:
+        return []
+    out = []
+    for p in parts:
+        title = " > ".join(str(p.metadata[h]) for _, h in _MD_HEADINGS if h in p.metadata)
+        body = p.page_content.strip()
+        if body:
+            out.append((title, body))
+    return out
+
+
+def chunk_text(text: str, cfg: IndexConfig, length: Callable[[str], int], mime: str = "") -> list[dict[str, Any]]:
+    """Split one text; returns dicts with text, start (char offset in ``text``, -1 if not found), section."""
+    splitter = _splitter(cfg, length)
+    sections = _sections(text, mime) if cfg.chunk_mode == "headings" else []
+    if not sections:
+        sections = [("", text)]
+    out: list[dict[str, Any]] = []
+    cursor = 0
+    for title, body in sections:
+        prefix = f"{title.split(' > ')[-1]}\n" if title else ""
+        # The title line costs tokens too: leave room for it so chunks still fit the model.
+        if prefix:
+            budget = max(8, cfg.chunk_size - length(prefix))
+            sub = _splitter(IndexConfig(**{**_stored(cfg), "chunk_size": budget,
+                                           "chunk_overlap": min(cfg.chunk_overlap, budget // 2)}), length)
+        else:
+            sub = splitter
+        for piece in sub.split_text(body):
+            piece = piece.strip()
+            if len(piece) < cfg.min_chunk_chars:
+                continue
+            probe = piece.split("\n", 1)[0][:80]  # section splitters re-join lines, so match the first one
+            start = text.find(probe, cursor)
+            if start < 0:
+                start = text.find(probe)
+            else:
+                cursor = start + 1
+            out.append({"text": prefix + piece, "start": start, "section": title})
+    return out
+
+
+def _stored(cfg: IndexConfig) -> dict[str, Any]:
+    import dataclasses
+
+    return dataclasses.asdict(cfg)
+
+
+def chunk_document(doc: Document, cfg: IndexConfig, length: Callable[[str], int]) -> list[Chunk]:
+    pieces = chunk_text(doc.text, cfg, length, str(doc.metadata.get("mime", "")))
+    chunks = []
+    for i, p in enumerate(pieces):
+        meta = dict(doc.metadata)
+        meta.update({"doc_id": doc.id, "chunk_index": i, "chunk_count": len(pieces), "start": p["start"]})
+        if p["section"]:
+            meta["section"] = p["section"]
+        chunks.append(Chunk(id=stable_id(doc.id, str(i), p["text"]), doc_id=doc.id, text=p["text"], metadata=meta))
+    return chunks
+
+
+def chunk_documents(docs: Iterable[Document], cfg: IndexConfig, tokenizer_or_embedder: Any = None) -> list[Chunk]:
+    """Chunks of every document, in order. Empty documents give no chunks."""
+    length = token_counter(tokenizer_or_embedder)
+    out: list[Chunk] = []
+    for d in docs:
+        out.extend(chunk_document(d, cfg, length))
+    return out
+
+

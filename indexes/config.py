@@ -1,0 +1,96 @@
+"""Settings for a knowledge base: chunking, embedder, FAISS index kind, BM25 and fusion.
+
+    cfg = load_config(IndexConfig, "configs/index.yaml", ["index=hnsw", "hnsw_m=48"])
+    kb = KnowledgeBase.create(".cache/kb", cfg)
+
+The chunker and embedder settings are frozen into the knowledge base's manifest when it is
+created; search-time knobs (``hnsw_ef_search``, ``ivf_nprobe``, ``rrf_k``) may change on open.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from indexes.embed import DEFAULT_EMBEDDER
+
+ChunkMode = Literal["recursive", "headings"]
+IndexKind = Literal["flat", "hnsw", "ivfpq"]
+SearchMode = Literal["hybrid", "dense", "bm25"]
+SEARCH_MODES = ("hybrid", "dense", "bm25")
+
+
+@dataclass
+class IndexConfig:
+    """One knowledge base's settings. Every field has a help text; ``__post_init__`` checks them together."""
+
+    embedder: str = field(default=DEFAULT_EMBEDDER, metadata={
+        "help": "sentence-transformers model name or local directory; 'hash' / 'hash:<dim>' is the test fake"})
+    chunk_size: int = field(default=200, metadata={
+        "help": "tokens per chunk, counted with the embedder's own tokenizer (MiniLM reads at most 256, "
+                "so 200 leaves room for special tokens and a section title)"})
+    chunk_overlap: int = field(default=30, metadata={"help": "tokens shared by neighbouring chunks"})
+    chunk_mode: ChunkMode = field(default="recursive", metadata={
+        "help": "recursive: split on paragraphs, lines, sentences, words; "
+                "headings: split Markdown/HTML at headings first and keep the section title on each chunk"})
+    min_chunk_chars: int = field(default=1, metadata={"help": "chunks shorter than this (after strip) are dropped"})
+    index: IndexKind = field(default="flat", metadata={
+        "help": "flat: exact inner product (best up to ~1M chunks); hnsw: graph, fast approximate; "
+                "ivfpq: compressed, for many millions"})
+    hnsw_m: int = field(default=32, metadata={"help": "HNSW neighbours per node (memory vs recall)"})
+    hnsw_ef_construction: int = field(default=80, metadata={"help": "HNSW build-time beam width"})
+    hnsw_ef_search: int = field(default=64, metadata={"help": "HNSW query-time beam width (raise for recall)"})
+    hnsw_max_tombstones: float = field(default=0.2, metadata={
+        "help": "HNSW cannot delete in place: deleted vectors are tombstoned and the graph is rebuilt "
+                "when tombstones exceed this fraction of its vectors"})
+    ivf_nlist: int = field(default=1024, metadata={
+        "help": "IVF cells; lowered automatically to chunks/39 when training data is scarce"})
+    ivf_m: int = field(default=48, metadata={"help": "PQ sub-quantizers (must divide the embedding dimension)"})
+    ivf_nbits: int = field(default=8, metadata={"help": "bits per PQ code"})
+    ivf_nprobe: int = field(default=16, metadata={"help": "IVF cells visited per query (raise for recall)"})
+    ivf_train_size: int = field(default=100_000, metadata={"help": "vectors sampled to train IVF-PQ"})
+    bm25_tokenizer: str = field(default="porter unicode61 remove_diacritics 2", metadata={
+        "help": "SQLite FTS5 tokenizer used for BM25 (porter = English stemming)"})
+    bm25_max_terms: int = field(default=64, metadata={
+        "help": "distinct query terms kept for BM25 (long queries are cut, not rejected)"})
+    rrf_k: int = field(default=60, metadata={"help": "reciprocal rank fusion constant: score = sum 1/(rrf_k + rank)"})
+    fusion_depth: int = field(default=50, metadata={
+        "help": "candidates taken from each of dense and BM25 before fusing (at least k)"})
+    dense_weight: float = field(default=1.0, metadata={"help": "weight of the dense ranking in fusion"})
+    bm25_weight: float = field(default=1.0, metadata={"help": "weight of the BM25 ranking in fusion"})
+    mmr_lambda: float = field(default=0.7, metadata={"help": "MMR trade-off: 1 = pure relevance, 0 = pure diversity"})
+    batch_size: int = field(default=64, metadata={"help": "texts per embedding batch"})
+    bf16: bool | None = field(default=None, metadata={
+        "help": "run the embedder in bf16: null = auto (on when the CPU has AMX/AVX-512 BF16)"})
+    max_query_chars: int = field(default=10_000, metadata={"help": "longer queries are rejected with an error"})
+
+    def __post_init__(self) -> None:
+        if not self.embedder:
+            raise ValueError("embedder must not be empty")
+        if self.chunk_size < 8:
+            raise ValueError(f"chunk_size must be >= 8 tokens, got {self.chunk_size}")
+        if not (0 <= self.chunk_overlap < self.chunk_size):
+            raise ValueError(f"chunk_overlap must be in [0, chunk_size={self.chunk_size}), got {self.chunk_overlap}")
+        if self.min_chunk_chars < 0:
+            raise ValueError(f"min_chunk_chars must be >= 0, got {self.min_chunk_chars}")
+        for name in ("hnsw_m", "hnsw_ef_construction", "hnsw_ef_search", "ivf_nlist", "ivf_m",
+                     "ivf_nprobe", "ivf_train_size", "bm25_max_terms", "rrf_k", "fusion_depth", "batch_size",
+                     "max_query_chars"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not (1 <= self.ivf_nbits <= 16):
+            raise ValueError(f"ivf_nbits must be in [1, 16], got {self.ivf_nbits}")
+        if self.ivf_nprobe > self.ivf_nlist:
+            raise ValueError(f"ivf_nprobe ({self.ivf_nprobe}) must be <= ivf_nlist ({self.ivf_nlist})")
+        if not (0.0 < self.hnsw_max_tombstones < 1.0):
+            raise ValueError(f"hnsw_max_tombstones must be in (0, 1), got {self.hnsw_max_tombstones}")
+        if not (0.0 <= self.mmr_lambda <= 1.0):
+            raise ValueError(f"mmr_lambda must be in [0, 1], got {self.mmr_lambda}")
+        if self.dense_weight < 0 or self.bm25_weight < 0 or self.dense_weight + self.bm25_weight == 0:
+            raise ValueError(f"fusion weights must be >= 0 and not both 0, got dense={self.dense_weight} "
+                             f"bm25={self.bm25_weight}")
+
+    # The settings that change what is stored; a knowledge base keeps these from its manifest.
+    STORED = ("embedder", "chunk_size", "chunk_overlap", "chunk_mode", "min_chunk_chars", "index",
+              "hnsw_m", "hnsw_ef_construction", "ivf_nlist", "ivf_m", "ivf_nbits", "ivf_train_size",
+              "bm25_tokenizer")

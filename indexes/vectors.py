@@ -1,0 +1,235 @@
+"""The FAISS side of a knowledge base: an ``IndexIDMap2`` keyed by 60-bit integer chunk ids.
+
+    vi = VectorIndex.new("flat", dim=384, cfg=IndexConfig())
+    vi.add(np.array([7, 9]), vecs)             # vecs: (2, 384) float32, L2-normalized
+    scores, ids = vi.search(queries, k=5)      # inner product = cosine; higher is better
+    vi.save("vectors.faiss"); vi = VectorIndex.load("vectors.faiss", "flat", cfg)
+
+Kinds:
+
+- ``flat``: exact ``IndexFlatIP``. Deletes are real (``remove_ids``).
+- ``hnsw``: ``IndexHNSWFlat``. HNSW graphs cannot drop nodes, so deleted ids become *tombstones*
+  that every search excludes with an ``IDSelector``; once tombstones pass
+  ``hnsw_max_tombstones`` of the graph, the graph is rebuilt from its own stored vectors
+  (no re-embedding needed, the flat storage keeps exact vectors).
+- ``ivfpq``: ``IndexIVFPQ`` keyed by chunk id natively (IVF lists store ids; no IDMap2 needed), trained on a random sample (``ivf_train_size``) of the first vectors
+  added; ``nlist`` shrinks to ``n/39`` when there is too little training data. Deletes are real.
+
+Files are written with ``faiss.write_index`` (a documented binary format, not pickle).
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Iterable
+
+import numpy as np
+
+from hybrid.errors import CorruptKnowledgeBaseError, InputError
+from indexes.config import IndexConfig
+
+# Below this many allowed ids a filtered search scans the allowed vectors exactly: an HNSW walk with a
+# very selective IDSelector can miss results, and a scan of a few thousand vectors takes microseconds.
+EXACT_FILTER_MAX = 4096
+
+
+def _faiss():
+    import faiss
+
+    return faiss
+
+
+def _ids(ids: Iterable[int]) -> np.ndarray:
+    return np.ascontiguousarray(np.fromiter((int(i) for i in ids), dtype=np.int64))
+
+
+class VectorIndex:
+    """A FAISS ``IndexIDMap2`` plus the tombstones an HNSW graph needs. See the module docstring."""
+
+    def __init__(self, index, kind: str, cfg: IndexConfig, tombstones: Iterable[int] = ()):
+        self.index = index
+        self.kind = kind
+        self.cfg = cfg
+        self.tombstones: set[int] = set(int(t) for t in tombstones)
+
+    # -- construction ---------------------------------------------------------------------------
+    @classmethod
+    def new(cls, kind: str, dim: int, cfg: IndexConfig, *, nlist: int | None = None) -> "VectorIndex":
+        faiss = _faiss()
+        if kind == "flat":
+            inner = faiss.IndexFlatIP(dim)
+        elif kind == "hnsw":
+            inner = faiss.IndexHNSWFlat(dim, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            inner.hnsw.efConstruction = cfg.hnsw_ef_construction
+            inner.hnsw.efSearch = cfg.hnsw_ef_search
+        elif kind == "ivfpq":
+            if dim % cfg.ivf_m:
+                raise InputError(f"ivf_m ({cfg.ivf_m}) must divide the embedding dimension ({dim})")
+            quantizer = faiss.IndexFlatIP(dim)
+            inner = faiss.IndexIVFPQ(quantizer, dim, nlist or cfg.ivf_nlist, cfg.ivf_m, cfg.ivf_nbits,
+                                     faiss.METRIC_INNER_PRODUCT)
+            inner.own_fields = True
+            quantizer.this.disown()  # the IVF index now frees its quantizer
+            # IVF lists store 64-bit ids themselves, so the chunk ids go in directly: an IndexIDMap2 on
+            # top would only duplicate them, and (faiss 1.15) breaks reconstruct through a hashtable map.
+            return cls(inner, kind, cfg)
+        else:
+            raise InputError(f"unknown index kind {kind!r} (flat, hnsw, ivfpq)")
+        return cls(faiss.IndexIDMap2(inner), kind, cfg)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], kind: str, cfg: IndexConfig,
+             tombstones: Iterable[int] = ()) -> "VectorIndex":
+        faiss = _faiss()
+        try:
+            index = faiss.read_index(str(path))
+        except Exception as e:  # noqa: BLE001 - faiss raises RuntimeError with a C++ trace
+            first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
+            raise CorruptKnowledgeBaseError(
+                f"cannot read vector index {path}: {first}; run `hybrid index rebuild --kb DIR`") from None
+        return cls(index, kind, cfg, tombstones)
+
+    def save(self, path: str | os.PathLike[str]) -> None:
+        """Write the index to ``path`` and fsync it (the caller renames it into place)."""
+        _faiss().write_index(self.index, str(path))
+        fd = os.open(str(path), os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    # -- properties -----------------------------------------------------------------------------
+    @property
+    def dim(self) -> int:
+        return int(self.index.d)
+
+    @property
+    def ntotal(self) -> int:
+        """Vectors stored, tombstones included."""
+        return int(self.index.ntotal)
+
+    @property
+    def live(self) -> int:
+        return self.ntotal - len(self.tombstones)
+
+    def _inner(self):
+        if self.kind == "ivfpq":
+            return _faiss().downcast_index(self.index)
+        return _faiss().downcast_index(self.index.index)
+
+    @property
+    def is_trained(self) -> bool:
+        return bool(self.index.is_trained)
+
+    # -- writes ---------------------------------------------------------------------------------
+    def add(self, ids: np.ndarray, vecs: np.ndarray) -> None:
+        if len(ids) == 0:
+            return
+        vecs = np.ascontiguousarray(vecs, dtype=np.float32)
+        ids = _ids(ids)
+        if self.tombstones and self.tombstones.intersection(ids.tolist()):
+            # A tombstoned id coming back (an edit reverted): drop the dead copy first.
+            self.compact()
+        if self.kind == "ivfpq" and not self.is_trained:
+            self._train(vecs)
+        self.index.add_with_ids(vecs, ids)
+
+    def _train(self, vecs: np.ndarray) -> None:
+        n = len(vecs)
+        need = 1 << self.cfg.ivf_nbits
+        if n < need:
+            raise InputError(f"index=ivfpq needs at least {need} chunks in its first sync to train "
+                             f"(2**ivf_nbits), got {n}; use index=flat for small corpora")
+        nlist = max(1, min(self.cfg.ivf_nlist, n // 39))
+        if nlist != self.cfg.ivf_nlist:
+            fresh = VectorIndex.new("ivfpq", self.dim, self.cfg, nlist=nlist)
+            self.index = fresh.index
+        rng = np.random.default_rng(0)
+        sample = vecs if n <= self.cfg.ivf_train_size else vecs[rng.choice(n, self.cfg.ivf_train_size, replace=False)]
+        self.index.train(np.ascontiguousarray(sample))
+        # a hashtable direct map lets us reconstruct vectors by chunk id (MMR, filtered scans) and remove ids
+        self.index.set_direct_map_type(_faiss().DirectMap.Hashtable)
+
+    def remove(self, ids: Iterable[int]) -> None:
+        ids = _ids(ids)
+        if len(ids) == 0:
+            return
+        if self.kind == "hnsw":
+            self.tombstones.update(ids.tolist())
+            if len(self.tombstones) > self.cfg.hnsw_max_tombstones * max(1, self.ntotal):
+                self.compact()
+            return
+        self.index.remove_ids(ids)
+
+    def compact(self) -> None:
+        """Rebuild an HNSW graph without its tombstones, from the exact vectors it stores."""
+        if not self.tombstones:
+            return
+        faiss = _faiss()
+        all_ids = faiss.vector_to_array(self.index.id_map).astype(np.int64)
+        vecs = self._inner().storage.reconstruct_n(0, self.ntotal) if self.ntotal else np.zeros((0, self.dim), "float32")
+        keep = ~np.isin(all_ids, np.fromiter(self.tombstones, dtype=np.int64))
+        fresh = VectorIndex.new(self.kind, self.dim, self.cfg)
+        if keep.any():
+            fresh.index.add_with_ids(np.ascontiguousarray(vecs[keep]), np.ascontiguousarray(all_ids[keep]))
+        self.index = fresh.index
+        self.tombstones = set()
+
+    # -- reads ----------------------------------------------------------------------------------
+    def reconstruct(self, ids: Iterable[int]) -> np.ndarray:
+        ids = _ids(ids)
+        if len(ids) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return self.index.reconstruct_batch(ids)
+
+    def _params(self, sel=None):
+        faiss = _faiss()
+        if self.kind == "hnsw":
+            return faiss.SearchParametersHNSW(sel=sel, efSearch=max(self.cfg.hnsw_ef_search, 1))
+        if self.kind == "ivfpq":
+            return faiss.SearchParametersIVF(sel=sel, nprobe=self.cfg.ivf_nprobe)
+        return faiss.SearchParameters(sel=sel) if sel is not None else None
+
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` (scores, ids) per query row; missing slots have id -1. ``allowed`` limits the ids."""
+        faiss = _faiss()
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        nq = len(queries)
+        if self.ntotal == 0 or k <= 0:
+            return np.zeros((nq, max(k, 0)), np.float32), np.full((nq, max(k, 0)), -1, np.int64)
+        if allowed is not None:
+            allowed = _ids(allowed)
+            if len(allowed) <= EXACT_FILTER_MAX or len(allowed) <= 0.05 * self.ntotal:
+                return self._exact(queries, k, allowed)
+            keep = [faiss.IDSelectorBatch(allowed)]
+            sel = keep[0]
+        elif self.tombstones:
+            keep = [faiss.IDSelectorBatch(_ids(self.tombstones))]
+            keep.append(faiss.IDSelectorNot(keep[0]))
+            sel = keep[1]
+        else:
+            sel = None
+        params = self._params(sel)
+        kk = min(k, self.ntotal)
+        if params is None:
+            scores, ids = self.index.search(queries, kk)
+        else:
+            scores, ids = self.index.search(queries, kk, params=params)
+        if kk < k:
+            scores = np.pad(scores, ((0, 0), (0, k - kk)), constant_values=-np.inf)
+            ids = np.pad(ids, ((0, 0), (0, k - kk)), constant_values=-1)
+        return scores, ids
+
+    def _exact(self, queries: np.ndarray, k: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        nq = len(queries)
+        scores = np.full((nq, k), -np.inf, np.float32)
+        ids = np.full((nq, k), -1, np.int64)
+        if len(allowed) == 0:
+            return scores, ids
+        vecs = self.reconstruct(allowed)
+        sims = queries @ vecs.T
+        top = min(k, len(allowed))
+        order = np.argsort(-sims, axis=1, kind="stable")[:, :top]
+        scores[:, :top] = np.take_along_axis(sims, order, axis=1)
+        ids[:, :top] = allowed[order]
+        return scores, ids
