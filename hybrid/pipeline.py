@@ -105,6 +105,7 @@ class Streamed:
     """Tokens as they come (iterate), then ``.answer`` once the iteration is over."""
 
     tokens: Iterator[str]
+    decision: Decision | None = None  # known before the first token
     answer: Answer | None = None
 
     def __iter__(self) -> Iterator[str]:
@@ -196,7 +197,7 @@ class Assistant:
         with self._lock:
             if self._adapter is None and self._adapter_problem is None:
                 path = self.app.adapter_path
-                if not (path / "adapter_config.json").is_file() and not (path / "adapter_card.json").is_file():
+                if not self.has_adapter_files():
                     self._adapter_problem = (f"no adapter at {path} (train one: hybrid tune --app "
                                              f"{self.app.root})")
                 else:
@@ -214,11 +215,16 @@ class Assistant:
         _ = self.adapter
         return self._adapter_problem
 
+    def has_adapter_files(self) -> bool:
+        p = self.app.adapter_path
+        return (p / "adapter_config.json").is_file() or (p / "adapter_card.json").is_file()
+
     def adapter_training_vectors(self) -> np.ndarray | None:
         """Embeddings of the prompts the adapter was trained on (the router's 'is this in the
-        adapter's distribution?' signal). Read from the card's data files, else the app's tune data."""
+        adapter's distribution?' signal). Read from the card's data files, else the app's tune data.
+        Needs no model: the router can be trained and benchmarked without loading the generator."""
         with self._lock:
-            if self._adapter_vecs is None and self.adapter is not None:
+            if self._adapter_vecs is None and self.has_adapter_files():
                 paths = []
                 card = self.app.adapter_path / "adapter_card.json"
                 if card.is_file():
@@ -274,6 +280,34 @@ class Assistant:
             out["few_shot"] = f"the example bank {self.app.resolve(self.app.examples.path)} is empty or missing"
         return out
 
+    def retrieval_k(self) -> int:
+        """``rag.k``, capped by the KB's size (a tiny KB refuses a larger k)."""
+        n = kb_size(self.knowledge_base) if self.knowledge_base is not None else -1
+        return max(1, min(self.app.rag.k, n)) if n > 0 else self.app.rag.k
+
+    def route_context(self, rq: str, qvec: np.ndarray, retrieve, excluded: dict[str, str]):
+        from hybrid.routing.signals import RouteContext
+
+        cfg = self.router_config()
+        return RouteContext(query=rq, query_vec=qvec, retrieve=retrieve, examples=self.examples,
+                            adapter_vecs=self.adapter_training_vectors(), excluded=excluded,
+                            costs=cfg.costs, neighbours=cfg.rules.neighbours)
+
+    def router_features(self, queries: Sequence[str], *, progress: bool = False) -> np.ndarray:
+        """The learned router's feature rows for ``queries`` (embedding + rule signals). Loads the
+        embedder, KB and example bank, never the generator."""
+        from hybrid.routing.learned import features
+
+        kb = self.knowledge_base
+        app = self.app
+        vecs = np.asarray(self.embedder.embed(list(queries), progress=progress), dtype=np.float32)
+        rows = []
+        for q, v in zip(queries, vecs):
+            def retrieve(q=q):
+                return list(kb.search(q, self.retrieval_k(), mode=app.rag.mode)) if kb is not None else []
+            rows.append(features(self.route_context(q, v, retrieve, {})))
+        return np.stack(rows) if rows else np.zeros((0, self.embedder.dim))
+
     def warm_up(self) -> "Assistant":
         """Load everything now (KB, examples, generator, adapter, router) so the first answer is fast."""
         t = time.perf_counter()
@@ -326,7 +360,6 @@ class Assistant:
                 router: str | None = None):
         """Validate, route, and build the chosen strategy's prompt. Returns (strategy, prompt, ctx,
         decision, notices, timings) for ``ask`` and ``stream``."""
-        from hybrid.routing.signals import RouteContext
         from hybrid.strategies import get_strategy
         from hybrid.strategies.base import StrategyContext
 
@@ -357,12 +390,8 @@ class Assistant:
         excluded = self.excluded()
         if sctx.retriever is not None and "rag" in excluded:
             sctx.retriever = None
-        from hybrid.strategies import costs
-
-        rctx = RouteContext(query=rq, query_vec=qvec, retrieve=sctx.retrieve, examples=self.examples,
-                            adapter_vecs=self.adapter_training_vectors(), excluded=excluded,
-                            costs=self.router_config().costs or costs(),
-                            neighbours=self.router_config().rules.neighbours)
+        sctx.k = self.retrieval_k()
+        rctx = self.route_context(rq, qvec, sctx.retrieve, excluded)
         kind = f"fixed:{strategy}" if strategy != "auto" else (router or self._router_kind)
         t = time.perf_counter()
         decision: Decision = self.router(kind).route(rq, rctx)
@@ -399,7 +428,7 @@ class Assistant:
 
         strat, prompt, sctx, decision, notices, timings = self.prepare(query, history, strategy, router)
         t0 = timings.pop("_t0")
-        out = Streamed(iter(()))
+        out = Streamed(iter(()), decision=decision)
 
         def tokens() -> Iterator[str]:
             if prompt.direct is not None:
@@ -475,40 +504,48 @@ def kb_size(kb) -> int:
 
 
 def open_or_build_kb(app: AppConfig, embedder, *, progress: bool = False):
-    """Open the app's KB; build it from ``knowledge_base.sources`` when missing (and allowed)."""
-    from indexes.kb import KnowledgeBase
+    """Open the app's KB; build it from ``knowledge_base.sources`` when missing (and allowed).
+    Returns None when there is no KB and nothing to build it from."""
+    from indexes.kb import MANIFEST, KnowledgeBase
 
     path = app.kb_path
-    if path.exists() and any(path.iterdir()):
+    if (path / MANIFEST).exists():
         return KnowledgeBase.open(path, embedder=embedder)
     if not app.knowledge_base.sources or not app.knowledge_base.build_on_first_use:
         return None
+    log.warning("building the %s knowledge base from %s into %s (first use)", app.name,
+                ", ".join(app.knowledge_base.sources), path)
     return build_kb(app, embedder, progress=progress)
 
 
-def build_kb(app: AppConfig, embedder, *, progress: bool = True):
-    """Ingest the app's sources and (re)build its knowledge base; returns the open KB."""
+def build_kb(app: AppConfig, embedder, *, progress: bool = True, prune: bool = True):
+    """Ingest the app's sources and create or sync its knowledge base; returns the open KB.
+    Unchanged documents are not re-embedded (the KB syncs by content hash)."""
     from indexes.kb import KnowledgeBase
 
     docs = load_sources(app, progress=progress)
-    path = app.kb_path
-    if path.exists() and any(path.iterdir()):
-        kb = KnowledgeBase.open(path, embedder=embedder)
-    else:
-        kb = KnowledgeBase.create(path, kb_config(app), embedder=embedder)
-    kb.sync(docs)
+    kb = KnowledgeBase.create(app.kb_path, kb_config(app), embedder=embedder, exist_ok=True)
+    report = kb.sync(docs, prune=prune, progress=progress)
+    log.info("%s knowledge base: %s", app.name, report)
     return kb
 
 
 def kb_config(app: AppConfig):
     from indexes.config import IndexConfig
 
-    return IndexConfig()
+    kb = app.knowledge_base
+    return IndexConfig(embedder=kb.embedder, chunk_size=kb.chunk_size, chunk_overlap=kb.chunk_overlap)
 
 
 def load_sources(app: AppConfig, *, progress: bool = True) -> list:
-    """Documents from every source of the app (bad files are counted skips, logged)."""
-    raise ConfigError("connectors are not available yet")
+    """Cleaned documents from every source of the app; bad files are counted skips (logged)."""
+    import connectors
+
+    if not app.knowledge_base.sources:
+        raise InputError(f"app {app.name!r} lists no knowledge_base.sources")
+    result = connectors.ingest([str(p) for p in app.source_paths()], progress=progress)
+    log.info("%s: %s", app.name, result.report.render() if hasattr(result.report, "render") else result.report)
+    return result.documents
 
 
 _ASSISTANTS: dict[str, Assistant] = {}

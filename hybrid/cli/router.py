@@ -1,0 +1,105 @@
+"""``hybrid router train --from results.jsonl --app DIR``: fit the learned router on labelled outcomes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import click
+
+from hybrid.cli.ask import app_option
+from hybrid.cli.options import set_option
+
+STRATEGIES = ("few_shot", "rag", "tuned", "tuned_rag")
+
+
+def read_labels(path: Path, questions: Path | None = None) -> tuple[list[str], list[dict[str, float]], int]:
+    """(queries, per-strategy scores, skipped rows) from either shape:
+
+    - ``{"query": "...", "scores": {"rag": 0.8, "tuned": 0.4}}`` (one row per query), or
+    - evaluation rows ``{"question_id", "strategy", "scores": {"primary": ..}}`` (one per question and
+      strategy; the text comes from the row's ``question``/``query`` or from ``questions``' ``id``).
+    A row that fits neither is a counted skip, never a crash.
+    """
+    from hybrid.errors import InputError
+    from hybrid.io import read_jsonl
+
+    if not path.is_file():
+        raise InputError(f"labels file not found: {path}")
+    texts: dict[str, str] = {}
+    if questions is not None and questions.is_file():
+        for _, q in read_jsonl(questions):
+            if isinstance(q, dict) and q.get("id") is not None:
+                texts[str(q["id"])] = str(q.get("question") or q.get("query") or "")
+    direct: list[tuple[str, dict[str, float]]] = []
+    grouped: dict[str, dict[str, float]] = {}
+    order: list[str] = []
+    skipped = 0
+    for _, row in read_jsonl(path):
+        if not isinstance(row, dict) or not isinstance(row.get("scores"), dict):
+            skipped += 1
+            continue
+        scores = row["scores"]
+        query = str(row.get("query") or row.get("question") or "").strip()
+        if scores and set(scores) <= set(STRATEGIES):
+            try:
+                clean = {k: float(v) for k, v in scores.items() if v is not None}
+            except (TypeError, ValueError):
+                skipped += 1
+                continue
+            if query and clean:
+                direct.append((query, clean))
+            else:
+                skipped += 1
+            continue
+        strategy, qid = row.get("strategy"), row.get("question_id")
+        value = scores.get("primary")
+        if strategy not in STRATEGIES or value is None or row.get("error"):
+            skipped += 1  # "auto" rows and failed answers carry no label
+            continue
+        key = str(qid) if qid is not None else query
+        text = query or texts.get(key, "")
+        if not text:
+            skipped += 1
+            continue
+        if key not in grouped:
+            grouped[key] = {}
+            order.append(key)
+            texts.setdefault(key, text)
+        grouped[key][strategy] = float(value)
+    rows = direct + [(texts[k], grouped[k]) for k in order]
+    return [q for q, _ in rows], [s for _, s in rows], skipped
+
+
+@click.group("router")
+def cli() -> None:
+    """Train and inspect the learned router."""
+
+
+@cli.command("train")
+@click.option("-f", "--from", "labels", required=True, type=click.Path(dir_okay=False),
+              help="JSONL of {query, scores: {strategy: score}} (or evaluation results rows).")
+@app_option
+@click.option("-o", "--out", default=None, type=click.Path(dir_okay=False),
+              help="Where to write the model (default: the app's router.model).")
+@click.option("--questions", default=None, type=click.Path(dir_okay=False),
+              help="Question file to look up texts of evaluation rows (default: APP/questions.jsonl).")
+@set_option
+def train(labels: str, app_dir: str, out: str | None, questions: str | None, overrides) -> None:
+    """Fit the learned router for an app from labelled outcomes; saves JSON weights (no pickle)."""
+    from hybrid.errors import InputError
+    from hybrid.pipeline import Assistant
+    from hybrid.routing.learned import train_learned
+
+    bot = Assistant.from_dir(app_dir, overrides)
+    qpath = Path(questions) if questions else bot.app.resolve("questions.jsonl")
+    queries, scores, skipped = read_labels(Path(labels), qpath)
+    if len(queries) < 2:
+        raise InputError(f"{labels}: need at least 2 labelled queries, found {len(queries)} ({skipped} rows skipped)")
+    X = bot.router_features(queries, progress=len(queries) > 50)
+    router, report = train_learned(X, scores, app_name=bot.app.name, embedder=bot.embedder, cfg=bot.router_config())
+    dest = Path(out) if out else bot.app.router_model_path
+    router.save(dest)
+    report["skipped_rows"] = skipped
+    report["saved"] = str(dest)
+    click.echo(json.dumps(report))
