@@ -64,8 +64,9 @@ class ExamplesSection:
 
 @dataclass
 class AdapterSection:
-    path: str = field(default="adapter", metadata={
-        "help": "LoRA adapter directory (may not exist yet: tuned strategies are then excluded)"})
+    path: str | None = field(default=None, metadata={
+        "help": "LoRA adapter directory; empty = $HYBRID_CACHE/apps/<name>/adapter (may not exist yet: "
+                "tuned strategies are then excluded)"})
     tune_data: str = field(default="tune.jsonl", metadata={
         "help": "tuning data; its prompts are the adapter's training distribution for the router"})
 
@@ -154,6 +155,8 @@ class AppConfig:
             raise ValueError(f"name must be letters, digits, '_', '-' or '.', got {self.name!r}")
         if not self.system_prompt.strip():
             raise ValueError("system_prompt must not be empty")
+        # a YAML block scalar ends in a newline; strip it here so tuning and inference render alike
+        self.system_prompt = self.system_prompt.strip()
         from hybrid.chat import SystemPrompt
 
         unknown = sorted(set(SystemPrompt(self.system_prompt).variables) - set(PROMPT_VARIABLES))
@@ -182,7 +185,11 @@ class AppConfig:
 
     @property
     def adapter_path(self) -> Path:
-        return self.resolve(self.adapter.path)
+        if self.adapter.path:
+            return self.resolve(self.adapter.path)
+        from hybrid.io import cache_dir
+
+        return cache_dir("apps", self.name) / "adapter"
 
     @property
     def router_model_path(self) -> Path:
@@ -204,7 +211,7 @@ class AppConfig:
         values = {"app_name": self.title or self.name}
         if date is not None:
             values["date"] = date.isoformat() if isinstance(date, _dt.date) else str(date)
-        return sp.render(**{k: v for k, v in values.items() if k in sp.variables or k == "date"}).strip()
+        return sp.render(**{k: v for k, v in values.items() if k in sp.variables or k == "date"})
 
     def system_prompt_hash(self) -> str:
         """The hash an adapter card records for this app's prompt (of the template, so ``{date}``

@@ -548,6 +548,112 @@ def load_sources(app: AppConfig, *, progress: bool = True) -> list:
     return result.documents
 
 
+def tune_config(app: AppConfig, config: str | Path | None = None, overrides: Sequence[str] = ()):
+    """The ``TuneConfig`` that trains ``app``'s adapter: the given preset with the app's system prompt
+    template and ``{app_name}`` value, so training rows carry exactly the prompt inference uses.
+
+    The CLI equivalent: ``hybrid tune --data apps/legal/tune.jsonl --config configs/lora.yaml
+    --out <app.adapter_path> --set data.system_prompt=<the app's template> --set data.app_name=<title>``.
+    """
+    import dataclasses
+
+    from hybrid.config import load_config
+    from hybrid.tuning import TuneConfig
+
+    cfg = load_config(TuneConfig, config, overrides)
+    data = dataclasses.replace(cfg.data, system_prompt=app.system_prompt, app_name=app.title or app.name)
+    return dataclasses.replace(cfg, data=data)
+
+
+def adapter_is_current(app: AppConfig) -> tuple[bool, str]:
+    """Whether the adapter on disk was trained with this app's system prompt (template hash)."""
+    import json
+
+    card = app.adapter_path / "adapter_card.json"
+    if not card.is_file():
+        return False, f"no adapter at {app.adapter_path}"
+    try:
+        data = json.loads(card.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as e:
+        return False, f"unreadable adapter card ({e})"
+    want = app.system_prompt_hash()
+    if data.get("system_prompt_hash") and data["system_prompt_hash"] != want:
+        return False, "the adapter was trained with a different system prompt"
+    return True, f"adapter at {app.adapter_path} ({data.get('steps', '?')} steps)"
+
+
+def ensure_adapter(app: AppConfig, *, config: str | Path | None = None, overrides: Sequence[str] = (),
+                   force: bool = False, progress: bool = True) -> tuple[Path, bool]:
+    """Train the app's adapter from ``adapter.tune_data`` unless a current one exists.
+    Returns (adapter dir, trained now?)."""
+    ok, why = adapter_is_current(app)
+    if ok and not force:
+        log.info("%s: reusing %s", app.name, why)
+        return app.adapter_path, False
+    from hybrid.tuning import train
+
+    cfg = tune_config(app, config, overrides)
+    log.warning("%s: training the adapter (%s)", app.name, why)
+    train(cfg, data=[str(app.resolve(app.adapter.tune_data))], out=app.adapter_path, progress=progress)
+    return app.adapter_path, True
+
+
+def run_main_job(app_dir: str | Path = "apps/legal", questions: Sequence[str] | None = None, *,
+                 tune_config_path: str | Path | None = None, tune_overrides: Sequence[str] = (),
+                 echo=print) -> list[Answer]:
+    """The full main job (what ``make demo`` runs): ingest the app's corpus, build its knowledge base,
+    tune its adapter briefly or reuse a cached one, then answer a handful of mixed questions through
+    the router, printing each answer with its route, reason and citations."""
+    t0 = time.perf_counter()
+    app = load_app(app_dir)
+    from indexes.embed import get_embedder
+
+    embedder = get_embedder(app.knowledge_base.embedder)
+    echo(f"== 1/4 ingest {', '.join(str(p) for p in app.source_paths())}")
+    docs = load_sources(app, progress=True)
+    echo(f"   {len(docs)} documents")
+    echo(f"== 2/4 knowledge base {app.kb_path}")
+    from indexes.kb import KnowledgeBase
+
+    kb = KnowledgeBase.create(app.kb_path, kb_config(app), embedder=embedder, exist_ok=True)
+    report = kb.sync(docs, prune=True, progress=True)
+    echo(f"   {report}; {kb_size(kb)} chunks")
+    echo(f"== 3/4 adapter {app.adapter_path}")
+    path, trained = ensure_adapter(app, config=tune_config_path, overrides=tune_overrides)
+    echo(f"   {'trained' if trained else 'reused cached adapter'}: {path}")
+    echo("== 4/4 answers through the router")
+    bot = Assistant(app, embedder=embedder, knowledge_base=kb)
+    bot.warm_up()
+    if questions is None:
+        questions = demo_questions(app)
+    answers = []
+    for q in questions:
+        ans = bot.ask(q)
+        answers.append(ans)
+        echo(f"\nQ: {q}\nA: {ans.text}")
+        echo(f"   route: {ans.strategy} (confidence {ans.decision.confidence:.2f}) - {ans.decision.reason}")
+        for c in ans.citations:
+            echo(f"   [{c.n}] {c.source}" + (f", page {c.page}" if c.page is not None else ""))
+        echo(f"   {ans.timings.get('total', 0):.1f}s")
+    echo(f"\ndone in {time.perf_counter() - t0:.0f}s")
+    return answers
+
+
+def demo_questions(app: AppConfig, n: int = 5) -> list[str]:
+    """A handful of held-out questions of mixed types (one per type first) from questions.jsonl."""
+    path = app.resolve("questions.jsonl")
+    rows = [r for _, r in read_jsonl(path) if isinstance(r, dict) and r.get("question")] if path.is_file() else []
+    by_type: dict[str, list[str]] = {}
+    for r in rows:
+        by_type.setdefault(str(r.get("type", "")), []).append(str(r["question"]))
+    out: list[str] = []
+    while len(out) < n and any(by_type.values()):
+        for t in sorted(by_type):
+            if by_type[t] and len(out) < n:
+                out.append(by_type[t].pop(0))
+    return out
+
+
 _ASSISTANTS: dict[str, Assistant] = {}
 _ASSISTANTS_LOCK = threading.Lock()
 
