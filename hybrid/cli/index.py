@@ -1,0 +1,188 @@
+"""``hybrid index build|sync|rebuild|stats --kb DIR``: build and maintain a knowledge base."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from hybrid.cli.options import config_option, set_option
+
+kb_option = click.option("-k", "--kb", "kb_dir", required=True, type=click.Path(file_okay=False), envvar="HYBRID_KB",
+                         help="Knowledge-base directory (env: HYBRID_KB).")
+quiet_option = click.option("-q", "--quiet", is_flag=True, help="No progress bars or ingest summary.")
+sources_arg = click.argument("sources", nargs=-1, metavar="PATH|URL|docs.jsonl...")
+
+
+def _is_docs_jsonl(path: Path) -> bool:
+    """True for a file of ``Document.to_dict()`` rows (what ``hybrid ingest --out`` writes)."""
+    if path.suffix != ".jsonl" or not path.is_file():
+        return False
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for line in f:
+            if line.strip():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:
+                    return False
+                return isinstance(row, dict) and {"id", "text"} <= set(row) and isinstance(row.get("metadata", {}), dict)
+    return False
+
+
+def load_sources(sources: tuple[str, ...], quiet: bool = False) -> list[Any]:
+    """Documents from docs.jsonl files (read as they are) and any other path or URL (via connectors.ingest)."""
+    from hybrid.errors import InputError
+    from hybrid.io import read_jsonl
+    from hybrid.types import Document
+
+    docs: list[Document] = []
+    rest: list[str] = []
+    for s in sources:
+        p = Path(s)
+        if _is_docs_jsonl(p):
+            for n, row in read_jsonl(p):
+                try:
+                    docs.append(Document.from_dict(row))
+                except (KeyError, TypeError, ValueError) as e:
+                    raise InputError(f"{p}:{n}: not a document row ({e})") from None
+        else:
+            rest.append(s)
+    if rest:
+        from connectors import ingest
+
+        result = ingest(rest, progress=not quiet)
+        if not quiet:
+            click.echo(result.report.render(), err=True)
+        docs.extend(result.documents)
+    if not docs:
+        raise InputError(f"no documents were loaded from {', '.join(sources)}")
+    return docs
+
+
+def _config(config_path: str | None, overrides: tuple[str, ...]):
+    from hybrid.config import load_config
+    from indexes.config import IndexConfig
+
+    return load_config(IndexConfig, config_path, list(overrides))
+
+
+def _check_stored(kb: Any, cfg: Any) -> None:
+    """A build/sync must not silently ignore settings that only a rebuild can change."""
+    from hybrid.errors import ConfigError
+    from indexes.config import IndexConfig
+
+    diff = [f"{k}: stored {getattr(kb.cfg, k)!r}, asked {getattr(cfg, k)!r}" for k in IndexConfig.STORED
+            if getattr(kb.cfg, k) != getattr(cfg, k)]
+    if diff:
+        raise ConfigError(f"{kb.path} was built with other settings ({'; '.join(diff)}); "
+                          f"use `hybrid index rebuild --kb {kb.path}` to change them")
+
+
+@click.group("index", context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Build and maintain a knowledge base (FAISS vectors + BM25 + SQLite metadata).
+
+    \b
+    Examples:
+      hybrid index build --kb .cache/kb apps/legal/corpus/
+      hybrid index build --kb .cache/kb docs.jsonl --set index=hnsw
+      hybrid index sync --kb .cache/kb apps/legal/corpus/ --prune
+      hybrid index stats --kb .cache/kb
+      hybrid index rebuild --kb .cache/kb              # from the stored documents
+    """
+
+
+@cli.command("build")
+@kb_option
+@sources_arg
+@config_option
+@set_option
+@click.option("--prune", is_flag=True, help="Delete stored documents that are not in SOURCES.")
+@quiet_option
+def build(kb_dir: str, sources: tuple[str, ...], config_path: str | None, overrides: tuple[str, ...],
+          prune: bool, quiet: bool) -> None:
+    """Create the knowledge base if needed, then sync SOURCES into it."""
+    from indexes.kb import MANIFEST, KnowledgeBase
+
+    cfg = _config(config_path, overrides)
+    if not sources:
+        raise click.UsageError("give at least one PATH, URL or docs.jsonl")
+    docs = load_sources(sources, quiet)
+    if (Path(kb_dir) / MANIFEST).exists():
+        kb = KnowledgeBase.open(kb_dir, overrides=cfg)
+        _check_stored(kb, cfg)
+    else:
+        kb = KnowledgeBase.create(kb_dir, cfg)
+    with kb:
+        report = kb.sync(docs, prune=prune, progress=not quiet)
+        click.echo(f"{kb_dir}: {report}")
+
+
+@cli.command("sync")
+@kb_option
+@sources_arg
+@click.option("--prune", is_flag=True, help="Delete stored documents that are not in SOURCES.")
+@quiet_option
+def sync(kb_dir: str, sources: tuple[str, ...], prune: bool, quiet: bool) -> None:
+    """Add new, re-embed changed and (with --prune) delete gone documents of an existing knowledge base."""
+    from indexes.kb import KnowledgeBase
+
+    if not sources:
+        raise click.UsageError("give at least one PATH, URL or docs.jsonl")
+    kb = KnowledgeBase.open(kb_dir)  # fail on a missing/corrupt KB before the (slow) ingest
+    docs = load_sources(sources, quiet)
+    with kb:
+        report = kb.sync(docs, prune=prune, progress=not quiet)
+        click.echo(f"{kb_dir}: {report}")
+
+
+@cli.command("rebuild")
+@kb_option
+@sources_arg
+@config_option
+@set_option
+@quiet_option
+def rebuild(kb_dir: str, sources: tuple[str, ...], config_path: str | None, overrides: tuple[str, ...],
+            quiet: bool) -> None:
+    """Build a fresh generation from SOURCES, or from the stored documents when none are given.
+
+    Use it after a CorruptKnowledgeBaseError, or to change chunking, embedder or index kind
+    (--set index=hnsw). Settings not given keep their stored values.
+    """
+    from hybrid.config import load_config
+    from indexes.config import IndexConfig
+    from indexes.kb import KnowledgeBase, _read_manifest
+
+    base: dict[str, Any] = {}
+    try:
+        base = dict(_read_manifest(Path(kb_dir)).get("config") or {})
+    except Exception:  # noqa: BLE001 - a corrupt manifest is why people rebuild: start from defaults
+        base = {}
+    cfg = load_config(IndexConfig, config_path, list(overrides), data=base)
+    docs = load_sources(sources, quiet) if sources else None
+    kb, report = KnowledgeBase.rebuild(kb_dir, docs, cfg, progress=not quiet)
+    with kb:
+        click.echo(f"{kb_dir}: rebuilt: {report}")
+
+
+@cli.command("stats")
+@kb_option
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def stats(kb_dir: str, as_json: bool) -> None:
+    """Counts, settings and size of a knowledge base."""
+    from indexes.kb import KnowledgeBase
+
+    with KnowledgeBase.open(kb_dir, readonly=True) as kb:
+        s = kb.stats()
+    if as_json:
+        click.echo(json.dumps(s, indent=2))
+        return
+    width = max(len(k) for k in s)
+    for k, v in s.items():
+        if isinstance(v, (list, dict)):
+            v = ", ".join(v) if isinstance(v, list) else ", ".join(f"{a}={b}" for a, b in v.items())
+        if k == "bytes":
+            v = f"{v:,}"
+        click.echo(f"{k:<{width}}  {v}")
