@@ -155,6 +155,7 @@ class RealBackend:
             kb_stats = None
             if self.ready() and a.knowledge_base is not None:
                 kb_stats = _jsonable(a.knowledge_base.stats())
+                kb_stats.pop("path", None)  # server paths are nobody's business
             out.append({
                 "name": name, "title": app.title or name, "description": app.description,
                 "strategies": [s for s in STRATEGY_NAMES if s not in excluded],
@@ -212,7 +213,13 @@ class RealBackend:
         kb = a.knowledge_base
         if kb is None:
             return []
-        return list(kb.search(query, k, mode=mode))
+        from hybrid.pipeline import kb_size
+
+        n = kb_size(kb)
+        if n == 0:
+            return []
+        # The KB refuses k above its size; for an HTTP client "up to k" is the useful meaning.
+        return list(kb.search(query, min(k, n) if n > 0 else k, mode=mode))
 
     def ingest_files(self, app: str, paths: Sequence[Path], progress: Progress) -> dict[str, Any]:
         a = self._assistant(app)
@@ -222,6 +229,8 @@ class RealBackend:
         result = ingest([str(p) for p in paths], None)
         docs = list(result.documents)
         report = _jsonable(getattr(result, "report", {}))
+        if isinstance(report, dict) and isinstance(report.get("sources"), list):
+            report["sources"] = [Path(p).name for p in report["sources"]]  # no server paths in replies
         progress(f"indexing {len(docs)} document(s)", 0.5)
         with self._ingest_lock:
             kb = a.knowledge_base

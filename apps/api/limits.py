@@ -101,7 +101,7 @@ def retry_after_header(seconds: float) -> str:
 
 
 class BodyTooLarge(Exception):
-    pass
+    """Raised by code that reads a body past its cap (HTTP 413)."""
 
 
 class BodyLimitMiddleware:
@@ -126,29 +126,31 @@ class BodyLimitMiddleware:
                     return await _send_error(send, 400, "invalid Content-Length header")
                 if size > limit:
                     return await _send_error(send, 413, f"request body is {size} bytes; the limit is {limit}")
-        seen = 0
-        started = False
-
-        async def limited_receive():
-            nonlocal seen
+                # With a Content-Length the server enforces the framing: no body can be longer.
+                return await self.app(scope, receive, send)
+        # No Content-Length (chunked): read the body here, counting, before any handler sees it.
+        chunks, seen = [], 0
+        while True:
             msg = await receive()
-            if msg["type"] == "http.request":
-                seen += len(msg.get("body", b""))
-                if seen > limit:
-                    raise BodyTooLarge(f"request body exceeds the limit of {limit} bytes")
-            return msg
+            if msg["type"] != "http.request":
+                return  # client went away mid-body
+            body = msg.get("body", b"")
+            seen += len(body)
+            if seen > limit:
+                return await _send_error(send, 413, f"request body exceeds the limit of {limit} bytes")
+            chunks.append(body)
+            if not msg.get("more_body", False):
+                break
+        replayed = False
 
-        async def tracking_send(msg):
-            nonlocal started
-            if msg["type"] == "http.response.start":
-                started = True
-            await send(msg)
+        async def replay():
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": b"".join(chunks), "more_body": False}
+            return await receive()
 
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except BodyTooLarge as e:
-            if not started:
-                await _send_error(send, 413, str(e))
+        await self.app(scope, replay, send)
 
 
 async def _send_error(send, status: int, message: str) -> None:

@@ -1,0 +1,45 @@
+"""Running the service under uvicorn with a draining shutdown (used by ``hybrid serve``)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import uvicorn
+
+log = logging.getLogger("hybrid.serve")
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn, with SIGTERM meaning: flip readiness, let in-flight work finish, then stop.
+
+    uvicorn re-raises a captured signal after shutdown (the process would die of SIGTERM); a
+    drained shutdown is a clean one, so it is not recorded and the exit code is 0.
+    """
+
+    def __init__(self, config, service, grace: float):
+        super().__init__(config)
+        self.service = service
+        self.grace = grace
+        self._draining = False
+
+    def handle_exit(self, sig, frame) -> None:  # called from the signal handler
+        if self._draining:
+            self.force_exit = True
+            self.should_exit = True
+            return
+        self._draining = True
+        self.service.draining = True
+        log.info("signal %s: draining (%d in flight, grace %.0fs)", sig, self.service.in_flight, self.grace)
+        threading.Thread(target=self._drain, name="hybrid-drain", daemon=True).start()
+
+    def _drain(self) -> None:
+        end = time.monotonic() + self.grace
+        # A short pause even when idle lets load balancers see /readyz 503 before the port closes.
+        time.sleep(min(0.5, self.grace))
+        while self.service.in_flight > 0 and time.monotonic() < end:
+            time.sleep(0.05)
+        if self.service.in_flight:
+            log.warning("drain grace over with %d request(s) still running", self.service.in_flight)
+        self.should_exit = True
