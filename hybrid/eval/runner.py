@@ -1,0 +1,279 @@
+"""``hybrid eval``: every strategy (and the router) answers every question, batched and cached.
+
+::
+
+    from hybrid.eval.runner import EvalConfig, run_eval
+    result = run_eval("apps/legal", "apps/legal/questions.jsonl", "reports/legal", EvalConfig())
+    result.summary["verdict"]
+
+Prompts are built per question by the same code the pipeline uses (``Assistant.prepare``), then
+generated in batches per adapter (``Generator.generate_batch``), so the answers are the ones
+``hybrid ask`` would give, only faster. Every answer is stored in ``cache.sqlite`` as soon as its
+batch finishes: a re-run computes only what changed, an interrupted run resumes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from hybrid.errors import HybridError, InputError
+from hybrid.eval.cache import AnswerCache
+from hybrid.eval.data import Question, QuestionSet, load_questions
+from hybrid.eval.metrics import answer_scores, groundedness, is_refusal
+from hybrid.eval.report import FIXED, summarize, write_report
+from hybrid.io import write_jsonl
+
+log = logging.getLogger(__name__)
+
+ALL_STRATEGIES = ("few_shot", "rag", "tuned", "tuned_rag", "auto")
+
+
+@dataclass
+class EvalConfig:
+    """Settings of one evaluation run."""
+
+    strategies: list[str] = field(default_factory=lambda: list(ALL_STRATEGIES), metadata={
+        "help": "strategies to compare; 'auto' is the app's router"})
+    batch_size: int = field(default=16, metadata={"help": "questions generated together per batch"})
+    limit: int | None = field(default=None, metadata={
+        "help": "evaluate a seeded random sample of this many questions (None = all)"})
+    seed: int = field(default=0, metadata={"help": "sampling and bootstrap seed"})
+    max_new_tokens: int | None = field(default=None, metadata={"help": "override the app's max_new_tokens"})
+    router: str | None = field(default=None, metadata={"help": "router for 'auto' (default: the app's)"})
+    date: str = field(default="2026-01-01", metadata={
+        "help": "fixed {date} for the system prompt, so cached answers stay valid across days"})
+
+    def __post_init__(self) -> None:
+        bad = [s for s in self.strategies if s not in ALL_STRATEGIES and s != "langchain"]
+        if bad:
+            raise ValueError(f"unknown strategy {bad[0]!r}; choose from {', '.join(ALL_STRATEGIES)}")
+        if not self.strategies:
+            raise ValueError("strategies must not be empty")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.limit is not None and self.limit < 1:
+            raise ValueError(f"limit must be >= 1, got {self.limit}")
+
+
+@dataclass
+class EvalResult:
+    rows: list[dict[str, Any]]
+    summary: dict[str, Any]
+    files: dict[str, Path]
+    computed: int  # answers generated in this run (the rest came from the cache)
+    cached: int
+
+
+def _file_hash(path: Path) -> str | None:
+    if not path.is_file():
+        return None
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def training_sources(bot) -> set[str]:
+    """Source names of the documents the app's adapter was trained on (for contamination flags)."""
+    from hybrid.io import read_jsonl
+
+    if not bot.has_adapter_files():
+        return set()
+    path = bot.app.resolve(bot.app.adapter.tune_data)
+    out: set[str] = set()
+    if path.is_file():
+        for _, row in read_jsonl(path):
+            if isinstance(row, dict) and row.get("source") and row["source"] != "style":
+                out.add(Path(str(row["source"])).name)
+    return out
+
+
+def _score(q: Question, text: str, context: list[str] | None) -> tuple[dict[str, float | None], list[str]]:
+    flags: list[str] = []
+    refs = q.answers or [""]
+    s: dict[str, float | None] = dict(answer_scores(text, refs))
+    if q.unanswerable:
+        s["primary"] = 1.0 if is_refusal(text) else 0.0
+    else:
+        s["primary"] = s["f1"]
+    if context is None:
+        s["groundedness"] = None  # this strategy saw no context: groundedness does not apply
+    else:
+        g, flag = groundedness(text, context)
+        s["groundedness"] = g
+        if flag:
+            flags.append(flag)
+    return s, flags
+
+
+def _base_row(q: Question, strategy: str) -> dict[str, Any]:
+    return {"question_id": q.id, "question": q.question, "type": q.type, "tags": q.tags,
+            "references": q.answers, "unanswerable": q.unanswerable, "strategy": strategy, "flags": list(q.flags)}
+
+
+def run_eval(app: Any, questions: str | Path | QuestionSet, out_dir: str | Path, cfg: EvalConfig | None = None, *,
+             assistant=None, progress: bool = True, baseline: Callable[..., list[dict]] | None = None,
+             echo: Callable[[str], None] = lambda s: None) -> EvalResult:
+    """Evaluate ``app`` (a directory or AppConfig) on ``questions``; write the report into ``out_dir``."""
+    from tqdm import tqdm
+
+    from hybrid.app import AppConfig, load_app
+    from hybrid.pipeline import Assistant, kb_config, kb_size
+    from hybrid.strategies.base import run_prompt
+
+    cfg = cfg or EvalConfig()
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    qs = questions if isinstance(questions, QuestionSet) else load_questions(questions)
+    qlist = list(qs.questions)
+    if cfg.limit is not None and cfg.limit < len(qlist):
+        qlist = sorted(random.Random(cfg.seed).sample(qlist, cfg.limit), key=lambda q: q.id)
+    for qid, flag in qs.flagged:
+        log.warning("question %s flagged: %s", qid, flag)
+
+    if assistant is None:
+        appcfg = app if isinstance(app, AppConfig) else load_app(app)
+        if cfg.max_new_tokens:
+            appcfg = dataclasses.replace(appcfg, generation=dataclasses.replace(
+                appcfg.generation, max_new_tokens=cfg.max_new_tokens))
+        kb = None
+        if qs.documents:  # SQuAD-style input: its contexts are the knowledge base
+            from indexes.kb import KnowledgeBase
+
+            digest = hashlib.sha256("".join(sorted(d.id for d in qs.documents)).encode()).hexdigest()[:12]
+            kb_dir = out / f"kb-{digest}"
+            bot0 = Assistant(appcfg)
+            kb = KnowledgeBase.create(kb_dir, kb_config(appcfg), embedder=bot0.embedder, exist_ok=True)
+            kb.sync(qs.documents, progress=progress)
+            assistant = Assistant(appcfg, embedder=bot0.embedder, knowledge_base=kb, date=cfg.date)
+        else:
+            assistant = Assistant(appcfg, date=cfg.date)
+    bot = assistant
+    gen = bot.generator
+    kb = bot.knowledge_base
+    kb_version = None
+    if kb is not None:
+        st = kb.stats() if hasattr(kb, "stats") else {}
+        kb_version = f"{st.get('path', '')}@{st.get('generation', '')}:{kb_size(kb)}"
+    adapter_version = _file_hash(bot.app.adapter_path / "adapter_model.safetensors") if bot.has_adapter_files() else None
+    excluded = bot.excluded()
+    trained_on = training_sources(bot)
+    params = bot.app.generation.params()
+    cache = AnswerCache(out / "cache.sqlite")
+    model_key = f"{getattr(gen, 'model_id', '?')}@{getattr(gen, 'sha', '')}"
+
+    rows: list[dict[str, Any]] = []
+    computed = cached = 0
+    skipped: dict[str, str] = {}
+    strategies = [s for s in cfg.strategies if s != "langchain"]
+    for strategy in strategies:
+        if strategy in excluded:
+            skipped[strategy] = excluded[strategy]
+            echo(f"skipping {strategy}: {excluded[strategy]}")
+            continue
+        uses_adapter = strategy in ("tuned", "tuned_rag", "auto")
+        pending = []
+        for q in qlist:
+            key = AnswerCache.key(question=q.question, strategy=strategy, model=model_key,
+                                  adapter=adapter_version if uses_adapter else None,
+                                  kb_version=kb_version if strategy != "tuned" and strategy != "few_shot" else None,
+                                  params={**dataclasses.asdict(params), "router": cfg.router, "date": cfg.date})
+            hit = cache.get(key)
+            if hit is not None:
+                rows.append(hit)
+                cached += 1
+            else:
+                pending.append((q, key))
+        bar = tqdm(total=len(pending), desc=f"eval {strategy}", unit="q", disable=not progress or not pending)
+        for start in range(0, len(pending), cfg.batch_size):
+            group = pending[start:start + cfg.batch_size]
+            prepared = []
+            for q, key in group:
+                row = _base_row(q, strategy)
+                t = time.perf_counter()
+                try:
+                    strat, prompt, sctx, decision, notices, timings = bot.prepare(q.question, None, strategy, cfg.router)
+                    prepared.append((q, key, row, strat, prompt, sctx, decision, notices, timings,
+                                     time.perf_counter() - t))
+                except HybridError as e:  # one bad question is recorded, the run goes on
+                    row.update(error=f"{type(e).__name__}: {e}", answer="", latency_s=time.perf_counter() - t)
+                    row["scores"], _ = _score(q, "", None)
+                    rows.append(row)
+                    cache.put(key, row, question_id=q.id, strategy=strategy)
+                    computed += 1
+                    bar.update(1)
+            # generate per adapter, the whole group at once
+            by_adapter: dict[str | None, list[int]] = {}
+            for i, p in enumerate(prepared):
+                if p[4].direct is None:
+                    by_adapter.setdefault(p[4].adapter, []).append(i)
+            texts: dict[int, Any] = {}
+            gen_time: dict[int, float] = {}
+            for adapter, idx in by_adapter.items():
+                t = time.perf_counter()
+                try:
+                    outs = gen.generate_batch([prepared[i][4].messages for i in idx], adapter=adapter,
+                                              params=prepared[idx[0]][5].params)
+                except Exception:  # noqa: BLE001 - isolate the failing question, keep the others
+                    outs = []
+                    for i in idx:
+                        try:
+                            outs.append(gen.generate(prepared[i][4].messages, adapter=adapter,
+                                                     params=prepared[i][5].params))
+                        except Exception as e:  # noqa: BLE001 - recorded on its row, the run goes on
+                            outs.append(e)
+                dt = (time.perf_counter() - t) / max(len(idx), 1)
+                for i, o in zip(idx, outs):
+                    texts[i], gen_time[i] = o, dt
+            for i, (q, key, row, strat, prompt, sctx, decision, notices, timings, prep_s) in enumerate(prepared):
+                g = texts.get(i)
+                try:
+                    if isinstance(g, Exception):
+                        raise g
+                    usage = {"prompt_tokens": g.prompt_tokens, "completion_tokens": g.completion_tokens} if g else None
+                    ans = run_prompt(strat.name, prompt, sctx, text=g.text if g else None, usage=usage)
+                    context = [h.chunk.text for h in (sctx.hits or [])] if strat.name in ("rag", "tuned_rag") else None
+                    scores, flags = _score(q, ans.text, context)
+                    row.update(answer=ans.text, error=None, routed_to=decision.strategy if strategy == "auto" else None,
+                               decision={"strategy": decision.strategy, "confidence": decision.confidence,
+                                         "reason": decision.reason, "scores": decision.scores},
+                               citations=[dataclasses.asdict(c) for c in ans.citations],
+                               latency_s=prep_s + gen_time.get(i, 0.0),
+                               prompt_tokens=ans.usage.get("prompt_tokens", 0),
+                               completion_tokens=ans.usage.get("completion_tokens", 0), scores=scores,
+                               flags=row["flags"] + flags, notices=notices + ans.notices)
+                except Exception as e:  # noqa: BLE001 - recorded on its row, the run goes on
+                    row.update(error=f"{type(e).__name__}: {e}", answer="", latency_s=prep_s)
+                    row["scores"], _ = _score(q, "", None)
+                rows.append(row)
+                cache.put(key, row, question_id=q.id, strategy=strategy)
+                computed += 1
+                bar.update(1)
+        bar.close()
+
+    if baseline is not None and "langchain" in cfg.strategies:
+        rows.extend(baseline(qlist, bot=bot, cache=cache, out=out, progress=progress))
+
+    by_q = {q.id: q for q in qlist}
+    for r in rows:
+        q = by_q.get(r["question_id"])
+        r["contaminated"] = bool(q and trained_on and set(Path(d).name for d in q.relevant_docs) & trained_on)
+    rows.sort(key=lambda r: (r["question_id"], r["strategy"]))
+    write_jsonl(out / "results.jsonl", rows)
+    scored = [r for r in rows if "no_reference" not in r.get("flags", [])]
+    summary = summarize(scored, costs=dict(bot.router_config().costs), seed=cfg.seed)
+    summary["skipped_strategies"] = skipped
+    summary["flagged_questions"] = [list(x) for x in qs.flagged]
+    summary["run"] = {"app": bot.app.name, "questions": str(qs.source), "n_evaluated": len(qlist),
+                      "n_total": len(qs.questions), "model": model_key, "adapter": adapter_version,
+                      "kb_version": kb_version, "computed": computed, "cached": cached,
+                      "contaminated_questions": sum(1 for q in qlist if trained_on and
+                                                    set(Path(d).name for d in q.relevant_docs) & trained_on)}
+    files = write_report(summary, out, title=f"Evaluation: {bot.app.title or bot.app.name} on {Path(str(qs.source)).name}")
+    cache.close()
+    return EvalResult(rows=rows, summary=summary, files=files, computed=computed, cached=cached)

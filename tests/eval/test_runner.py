@@ -1,0 +1,123 @@
+"""The evaluation runner end to end with fakes: scripted generator, hash embedder, in-memory KB."""
+
+import json
+
+import pytest
+
+from hybrid.errors import InputError, ModelError
+from hybrid.eval.runner import EvalConfig, run_eval
+from tests.core.conftest import DOCS, make_assistant, write_app
+from indexes.embed import HashEmbedder
+
+QUESTIONS = [
+    {"id": "r1", "question": "What is the lease notice period?", "answer": "60 days", "type": "retrieval",
+     "relevant_docs": ["lease.md"]},
+    {"id": "s1", "question": "What does our house style say about topic 9?", "answer": "Short and plain.",
+     "type": "style"},
+    {"id": "u1", "question": "What is the parking fee on the moon base?", "answer": "", "tags": ["unanswerable"],
+     "type": "retrieval"},
+    {"id": "n1", "question": "Tell me about deposits", "type": "retrieval"},  # no reference: flagged
+]
+
+
+def reply(msgs, adapter):
+    user = msgs[-1]["content"]
+    if "boom" in user:
+        raise ModelError("scripted failure")
+    if adapter:
+        return "Short and plain."
+    if "60 days" in user and "notice period" in user:
+        return "The notice period is 60 days [1]."
+    return "I don't know."
+
+
+def qfile(tmp_path, rows=QUESTIONS):
+    p = tmp_path / "questions.jsonl"
+    p.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return p
+
+
+@pytest.fixture
+def bot(tmp_path):
+    return make_assistant(write_app(tmp_path / "app"), HashEmbedder(256), replies=reply)
+
+
+CFG = EvalConfig(strategies=["few_shot", "rag", "tuned", "auto"], batch_size=2)
+
+
+def test_every_strategy_answers_and_report_is_written(bot, tmp_path):
+    res = run_eval(None, qfile(tmp_path), tmp_path / "out", CFG, assistant=bot, progress=False)
+    assert res.computed == 4 * 4 and res.cached == 0
+    by = {(r["question_id"], r["strategy"]): r for r in res.rows}
+    assert by[("r1", "rag")]["scores"]["f1"] > by[("r1", "few_shot")]["scores"]["f1"]
+    assert by[("r1", "rag")]["citations"] and by[("r1", "rag")]["scores"]["groundedness"] > 0.5
+    assert by[("s1", "tuned")]["scores"]["primary"] == 1.0
+    assert by[("u1", "few_shot")]["scores"]["primary"] == 1.0  # "I don't know" on an unanswerable question
+    assert by[("r1", "auto")]["routed_to"] in ("few_shot", "rag", "tuned", "tuned_rag")
+    assert by[("r1", "tuned")]["scores"]["groundedness"] is None  # no context: not applicable, not NaN
+    assert "no_reference" in by[("n1", "rag")]["flags"]
+    s = res.summary
+    assert s["flagged_questions"] == [["n1", "no_reference"]]
+    assert s["strategies"]["rag"]["n"] == 3  # the flagged question is kept in results, not scored
+    assert (tmp_path / "out" / "results.jsonl").read_text().count("\n") == 16
+    assert (tmp_path / "out" / "report.html").is_file() and (tmp_path / "out" / "score_by_strategy.png").is_file()
+
+
+def test_rerun_uses_the_cache(bot, tmp_path):
+    run_eval(None, qfile(tmp_path), tmp_path / "out", CFG, assistant=bot, progress=False)
+    again = run_eval(None, qfile(tmp_path), tmp_path / "out", CFG, assistant=bot, progress=False)
+    assert again.computed == 0 and again.cached == 16
+
+
+def test_changed_knowledge_base_recomputes_only_what_depends_on_it(tmp_path):
+    app = write_app(tmp_path / "app")
+    emb = HashEmbedder(256)
+    run_eval(None, qfile(tmp_path), tmp_path / "out", CFG,
+             assistant=make_assistant(app, emb, replies=reply), progress=False)
+    more = DOCS + [("Parking permits cost 20 EUR a month.", {"source": "parking.md"})]
+    res = run_eval(None, qfile(tmp_path), tmp_path / "out", CFG,
+                   assistant=make_assistant(app, emb, docs=more, replies=reply), progress=False)
+    # rag and auto depend on the KB version: recomputed; few_shot and tuned came from the cache
+    assert res.computed == 8 and res.cached == 8
+
+
+def test_a_failing_question_is_recorded_and_the_run_goes_on(bot, tmp_path):
+    rows = QUESTIONS[:2] + [{"id": "b1", "question": "boom goes this one", "answer": "x"}]
+    res = run_eval(None, qfile(tmp_path, rows), tmp_path / "out", EvalConfig(strategies=["few_shot"], batch_size=4),
+                   assistant=bot, progress=False)
+    by = {r["question_id"]: r for r in res.rows}
+    assert "scripted failure" in by["b1"]["error"] and by["b1"]["scores"]["primary"] == 0.0
+    assert by["r1"]["error"] is None and by["s1"]["error"] is None
+    assert res.summary["strategies"]["few_shot"]["errors"] == 1
+
+
+def test_an_interrupted_run_resumes_from_the_cache(tmp_path):
+    app = write_app(tmp_path / "app")
+    emb = HashEmbedder(256)
+    calls = {"n": 0}
+
+    def flaky(msgs, adapter):
+        calls["n"] += 1
+        if calls["n"] > 4:
+            raise KeyboardInterrupt  # the user pressed Ctrl-C mid-run
+        return reply(msgs, adapter)
+
+    with pytest.raises(KeyboardInterrupt):
+        run_eval(None, qfile(tmp_path), tmp_path / "out", CFG,
+                 assistant=make_assistant(app, emb, replies=flaky), progress=False)
+    res = run_eval(None, qfile(tmp_path), tmp_path / "out", CFG,
+                   assistant=make_assistant(app, emb, replies=reply), progress=False)
+    assert res.cached >= 4 and res.computed + res.cached == 16
+    assert len(res.rows) == 16
+
+
+def test_empty_question_file_is_a_clear_error(bot, tmp_path):
+    p = tmp_path / "q.jsonl"
+    p.write_text("")
+    with pytest.raises(InputError, match="empty question file"):
+        run_eval(None, p, tmp_path / "out", CFG, assistant=bot, progress=False)
+
+
+def test_unknown_strategy_in_config():
+    with pytest.raises(ValueError, match="unknown strategy 'magic'"):
+        EvalConfig(strategies=["magic"])
