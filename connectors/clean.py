@@ -36,12 +36,14 @@ def normalize_text(text: str) -> str:
 # --- repeated headers and footers -----------------------------------------------------------------
 
 _DIGITS = re.compile(r"\d+")
-_EDGE_LINES = 3  # headers and footers live in the first and last few lines of a page
+_EDGE_LINES = 2  # headers and footers live in the first and last lines of a page
 
 
 def _line_key(line: str) -> str:
-    # "Page 3 of 10" and "Page 4 of 10" are the same footer.
-    return _DIGITS.sub("#", line.strip().casefold())
+    # "Page 3 of 10" and "Page 4 of 10" are the same footer; only short lines get this treatment,
+    # so numbered body sentences ("Step 3 ...") are not mistaken for one.
+    key = line.strip().casefold()
+    return _DIGITS.sub("#", key) if len(key.split()) <= 5 else key
 
 
 def strip_repeated_lines(pages: Sequence[str], min_pages: int = 3, share: float = 0.6) -> tuple[list[str], int]:
@@ -111,7 +113,9 @@ def near_duplicates(texts: Sequence[str], threshold: float, num_perm: int = 128,
         return []
     from datasketch import MinHash, MinHashLSH
 
-    lsh = MinHashLSH(threshold=threshold, num_perm=num_perm)
+    # LSH only proposes candidates; capping its threshold keeps enough bands (datasketch needs
+    # two or more) and recall high, and the exact check below applies the real threshold.
+    lsh = MinHashLSH(threshold=min(threshold, 0.85), num_perm=num_perm)
     sets: dict[int, set[str]] = {}
     out: list[NearDup] = []
     for i, text in enumerate(texts):
@@ -178,6 +182,9 @@ def scrub_pii(text: str) -> tuple[str, dict[str, int]]:
         return m.group(0)
 
     def sub_phone(m: re.Match[str]) -> str:
+        before, after = m.string[max(0, m.start() - 2) : m.start()], m.string[m.end() : m.end() + 2]
+        if re.search(r"\d[ -]?$", before) or re.match(r"[ -]?\d", after):
+            return m.group(0)  # part of a longer digit run (an account number, a failed card)
         n = sum(c.isdigit() for c in m.group(0))
         if 7 <= n <= 15:
             counts["phone"] += 1
