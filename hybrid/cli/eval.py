@@ -1,0 +1,123 @@
+"""``hybrid eval``: every strategy and the router on the same questions, with a written verdict.
+
+``hybrid eval retrieval`` scores a knowledge base on a BEIR-format dataset (the code
+``benchmarks/retrieval.py`` uses).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from pathlib import Path
+
+import click
+
+from hybrid.cli.options import set_option
+
+
+def _default_out(app_dir: str) -> str:
+    return f"reports/{Path(app_dir).name}-{_dt.date.today().isoformat()}"
+
+
+@click.group("eval", invoke_without_command=True)
+@click.option("-a", "--app", "app_dir", type=click.Path(file_okay=False), envvar="HYBRID_APP",
+              help="App directory with app.yaml (env: HYBRID_APP).")
+@click.option("-q", "--questions", type=click.Path(dir_okay=False),
+              help="Questions: JSONL (question, answer, type, ...) or SQuAD v1/v2 JSON.")
+@click.option("--strategies", default="few_shot,rag,tuned,tuned_rag,auto", show_default=True,
+              help="Comma-separated strategies; auto = the app's router.")
+@click.option("-o", "--out", "out_dir", default=None, help="Report directory [default: reports/<app>-<date>].")
+@click.option("-n", "--limit", type=int, default=None, help="Evaluate a seeded sample of N questions.")
+@click.option("-b", "--batch-size", type=int, default=16, show_default=True, help="Questions generated together.")
+@click.option("--max-new-tokens", type=int, default=None, help="Override the app's max_new_tokens.")
+@click.option("-r", "--router", default=None, metavar="KIND", help="Router for auto (default: the app's).")
+@click.option("--baseline", type=click.Choice(["none", "langchain"]), default="none", show_default=True,
+              help="Also score a plain LangChain RAG chain (FAISS, same embedder, k=3, same generator).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@set_option
+@click.pass_context
+def cli(ctx, app_dir, questions, strategies, out_dir, limit, batch_size, max_new_tokens, router, baseline, seed,
+        overrides):
+    """Compare few-shot, RAG, tuned, tuned+RAG and the router on the same questions.
+
+    \b
+    hybrid eval --app apps/legal --questions apps/legal/questions.jsonl
+    hybrid eval --app apps/legal --questions ../shared/data/covidqa/covidqa-squad2.json -n 60
+    hybrid eval retrieval --kb /tmp/cran-kb --dataset ../shared/data/cranfield
+    """
+    if ctx.invoked_subcommand is not None:
+        return
+    if not app_dir or not questions:
+        raise click.UsageError("hybrid eval needs --app and --questions (or a subcommand: retrieval)")
+    from hybrid.app import load_app
+    from hybrid.eval.runner import EvalConfig, run_eval
+
+    names = [s.strip() for s in strategies.split(",") if s.strip()]
+    if baseline == "langchain" and "langchain" not in names:
+        names.append("langchain")
+    try:
+        cfg = EvalConfig(strategies=names, batch_size=batch_size, limit=limit, seed=seed,
+                         max_new_tokens=max_new_tokens, router=router)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+    base = None
+    if "langchain" in names:
+        from hybrid.eval.baseline import langchain_rag_baseline
+
+        base = langchain_rag_baseline
+    app = load_app(app_dir, overrides)
+    out = out_dir or _default_out(app_dir)
+    res = run_eval(app, questions, out, cfg, baseline=base, echo=lambda s: click.echo(s, err=True))
+    s = res.summary
+    click.echo(f"\n{s['run']['n_evaluated']} questions, {res.computed} answers computed, {res.cached} from cache")
+    click.echo(f"{'strategy':<12} {'score':>7}  {'95% CI':<17} {'F1':>6} {'latency':>8}")
+    for name, e in s["strategies"].items():
+        lo, hi = e["primary"]["ci95"]
+        click.echo(f"{name:<12} {e['primary']['mean']:>7.3f}  [{lo:.3f}, {hi:.3f}]  {e['f1']['mean']:>6.3f} "
+                   f"{e['latency_s']['mean']:>7.2f}s")
+    if "oracle" in s:
+        click.echo(f"{'oracle':<12} {s['oracle']['primary']:>7.3f}")
+    for name, why in s.get("skipped_strategies", {}).items():
+        click.echo(f"skipped {name}: {why}")
+    click.echo("\nverdict:")
+    for line in s["verdict"]:
+        click.echo(f"  {line}")
+    click.echo(f"\nreport: {res.files['markdown']}  (also report.html, results.jsonl, summary.json, plots)")
+
+
+@cli.command("retrieval")
+@click.option("--kb", "kb_dir", required=True, type=click.Path(file_okay=False),
+              help="Knowledge-base directory; built from the dataset's corpus when missing.")
+@click.option("--dataset", required=True, type=click.Path(file_okay=False), help="BEIR-format directory.")
+@click.option("--modes", default="dense,bm25,hybrid", show_default=True)
+@click.option("-k", default=100, show_default=True, help="Documents ranked per query.")
+@click.option("--limit-queries", type=int, default=None)
+@click.option("--json", "as_json", is_flag=True, help="Print the scores as JSON.")
+def retrieval(kb_dir, dataset, modes, k, limit_queries, as_json):
+    """Score a knowledge base on a BEIR dataset: nDCG@10, recall@10/100, MRR@10 per search mode."""
+    from hybrid.eval.retrieval import evaluate_run, load_beir, run_knowledge_base
+    from indexes.config import IndexConfig
+    from indexes.kb import MANIFEST, KnowledgeBase
+
+    ds = load_beir(dataset, limit_queries=limit_queries)
+    path = Path(kb_dir)
+    if (path / MANIFEST).exists():
+        kb = KnowledgeBase.open(path)
+    else:
+        click.echo(f"building {path} from {len(ds.corpus)} documents", err=True)
+        kb = KnowledgeBase.create(path, IndexConfig())
+    report = kb.sync(ds.documents(), progress=True)
+    if report.changed:
+        click.echo(str(report), err=True)
+    out = {}
+    for mode in [m.strip() for m in modes.split(",") if m.strip()]:
+        run = run_knowledge_base(kb, ds.queries, k=k, mode=mode, chunk_k=min(k * 3, 1000))
+        out[mode] = evaluate_run(run, ds.qrels).mean
+    if as_json:
+        click.echo(json.dumps({"dataset": ds.name, "queries": len(ds.queries), "scores": out}, indent=2))
+        return
+    keys = list(next(iter(out.values())).keys())
+    click.echo(f"{ds.name}: {len(ds.queries)} queries, {len(ds.corpus)} documents")
+    click.echo(f"{'mode':<8}" + "".join(f"{key:>12}" for key in keys))
+    for mode, m in out.items():
+        click.echo(f"{mode:<8}" + "".join(f"{m[key]:>12.4f}" for key in keys))
