@@ -1,0 +1,33 @@
+import pytest
+
+from hybrid.config import load_config
+from hybrid.errors import ConfigError
+from indexes.config import IndexConfig
+from tests.conftest import ROOT
+
+
+def test_shipped_preset_loads_and_names_its_command():
+    path = ROOT / "configs" / "index.yaml"
+    assert path.read_text().startswith("# hybrid index build")
+    cfg = load_config(IndexConfig, path)
+    assert cfg == IndexConfig()  # the preset documents the defaults
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("chunk_overlap=300", "chunk_overlap"),
+    ("index=annoy", "index"),
+    ("ivf_nprobe=5000", "ivf_nprobe"),
+    ("hnsw_max_tombstones=1.5", "hnsw_max_tombstones"),
+    ("rrf_k=0", "rrf_k"),
+    ("no_such_key=1", "no_such_key"),
+])
+def test_bad_settings_name_the_key(override, needle):
+    with pytest.raises(ConfigError, match=needle):
+        load_config(IndexConfig, ROOT / "configs" / "index.yaml", [override])
+
+
+def test_every_field_has_help():
+    import dataclasses
+
+    for f in dataclasses.fields(IndexConfig):
+        assert f.metadata.get("help"), f.name
