@@ -38,7 +38,8 @@ from hybrid.protocols import Generation, GenerationParams, Message
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ScriptedGenerator", "check_params", "make_params", "cut_at_stop"]
+__all__ = ["HFGenerator", "ScriptedGenerator", "GenerationStream", "check_params", "make_params", "cut_at_stop",
+           "load_generator"]
 
 
 def check_params(params: GenerationParams | None) -> GenerationParams:
@@ -276,3 +277,422 @@ class ScriptedGenerator:
         tail = scanner.flush()
         if tail:
             yield tail
+
+
+# ---------------------------------------------------------------------------------------------
+# the real thing
+
+
+def _stopping_criteria(tokenizer: Any, prompt_len: int, stop: Sequence[str], cancel: threading.Event,
+                       counter: list[int]) -> Any:
+    """A transformers StoppingCriteria for stop strings and cancellation (checked every token)."""
+    import torch
+    from transformers import StoppingCriteria
+
+    # Each token decodes to at least one character for practical tokenizers, so the last
+    # len(longest stop) + 2 tokens always contain a stop string that just completed.
+    window = max((len(s) for s in stop), default=0) + 2
+
+    class _Criteria(StoppingCriteria):
+        def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+            counter[0] += 1
+            n = input_ids.shape[0]
+            if cancel.is_set():
+                return torch.ones(n, dtype=torch.bool, device=input_ids.device)
+            done = torch.zeros(n, dtype=torch.bool, device=input_ids.device)
+            if stop:
+                start = max(prompt_len, input_ids.shape[1] - window)
+                for i in range(n):
+                    tail = tokenizer.decode(input_ids[i, start:], skip_special_tokens=True)
+                    done[i] = any(s in tail for s in stop)
+            return done
+
+    return _Criteria()
+
+
+class GenerationStream:
+    """Iterator over generated text pieces; ``close()`` (or leaving a ``with`` block, or dropping it)
+    cancels generation, which stops within one token.
+
+        with gen.stream(messages) as s:
+            for piece in s:
+                ...
+        s.generation   # Generation(text, prompt_tokens, completion_tokens, finish_reason) once done
+    """
+
+    def __init__(self, streamer: Any, cancel: threading.Event, stop: Sequence[str], prompt_tokens: int):
+        self._streamer = streamer
+        self._cancel = cancel
+        self._scanner = _StopScanner(stop)
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._done = False
+        self._text: list[str] = []
+        self._counter = [0]
+        self._finish = "length"
+        self.prompt_tokens = prompt_tokens
+
+    def __iter__(self) -> "GenerationStream":
+        return self
+
+    def __next__(self) -> str:
+        while not self._done:
+            try:
+                piece = next(self._streamer)
+            except StopIteration:
+                self._end()
+                tail = self._scanner.flush()
+                if tail:
+                    self._text.append(tail)
+                    return tail
+                break
+            out = self._scanner.feed(piece)
+            if self._scanner.stopped:
+                self._finish = "stop"
+                self._cancel.set()  # the stop string is in: no need to generate further
+                self._end()
+            if out:
+                self._text.append(out)
+                return out
+        raise StopIteration
+
+    def _end(self) -> None:
+        self._done = True
+        if self._thread is not None:
+            self._thread.join()
+        if self._error is not None:
+            err, self._error = self._error, None
+            if isinstance(err, (InputError, ModelError)):
+                raise err
+            raise ModelError(f"generation failed: {type(err).__name__}: {err}") from err
+
+    def cancel(self) -> None:
+        """Ask the generating thread to stop at the next token; returns immediately."""
+        self._cancel.set()
+
+    def close(self) -> None:
+        """Cancel and wait for the generating thread to finish (within one token)."""
+        if self._finish == "length" and not self._done:
+            self._finish = "cancelled"
+        self._cancel.set()
+        self._done = True
+        if self._thread is not None:
+            self._thread.join()
+
+    def __enter__(self) -> "GenerationStream":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:  # an abandoned stream must not keep the CPU busy
+        try:
+            self._cancel.set()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+    @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
+    def generation(self) -> Generation:
+        return Generation("".join(self._text).strip(), prompt_tokens=self.prompt_tokens,
+                          completion_tokens=self._counter[0], finish_reason=self._finish)
+
+
+class HFGenerator:
+    """A transformers causal LM with any number of peft adapters, chosen per request by name.
+
+        gen = HFGenerator("default", system_prompt="You are ShopBot. Answer in one sentence.")
+        gen.load_adapter("shop", "adapters/shop")      # refused if trained on another base model
+        gen.generate([{"role": "user", "content": "Hi"}], adapter="shop",
+                     params=GenerationParams(max_new_tokens=32, stop=["\\n\\n"]))
+
+    The system prompt is applied when the messages carry none (a caller's system message wins), with
+    the model's own chat template: the same ``hybrid.chat.render_chat`` the tuner trains with.
+    Requests are serialized by a lock: adapters switch per request without reloading the base
+    model, and one CPU model cannot run two generations faster than one after the other anyway.
+    ``bf16=None`` autocasts to bfloat16 on CPUs with native bf16 matmuls (AMX / AVX-512 BF16).
+    """
+
+    def __init__(self, model: str | os.PathLike[str] = "default", *, system_prompt: str | SystemPrompt | None = None,
+                 dtype: Any = None, bf16: bool | None = None, batch_size: int = 8,
+                 trust_remote_code: bool = False):
+        from hybrid.models import _DEFAULT_ALIASES, DEFAULT_MODEL_ID
+
+        if batch_size <= 0:
+            raise InputError(f"batch_size must be > 0, got {batch_size}")
+        self.name = str(model)
+        self.model_id = DEFAULT_MODEL_ID if self.name in _DEFAULT_ALIASES else self.name
+        self.sha = ""
+        self.system_prompt = system_prompt
+        self.dtype = dtype
+        self._bf16 = bf16
+        self.batch_size = batch_size
+        self.trust_remote_code = trust_remote_code
+        self.model: Any = None  # a PeftModel once an adapter is loaded, else the base model
+        self.tokenizer: Any = None
+        self._cards: dict[str, Any] = {}
+        self._paths: dict[str, str] = {}
+        self._warned: set[tuple[str, str, str]] = set()
+        self._lock = threading.RLock()
+
+    @classmethod
+    def from_loaded(cls, model: Any, tokenizer: Any, *, model_id: str, sha: str = "", **kwargs: Any) -> "HFGenerator":
+        """Wrap an already loaded model (tests build tiny random ones; the tuner reuses its own)."""
+        gen = cls(model_id, **kwargs)
+        gen.model_id, gen.sha = model_id, sha
+        gen._install(model, tokenizer)
+        return gen
+
+    # -- loading
+    def _install(self, model: Any, tokenizer: Any) -> None:
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+        tokenizer.padding_side = "left"  # decoder-only batching: pads before the prompt
+        model.eval()
+        self.model, self.tokenizer = model, tokenizer
+
+    def warm_up(self) -> None:
+        with self._lock:
+            if self.model is not None:
+                return
+            from hybrid.models import load_base_model
+
+            model, tokenizer = load_base_model(self.name, dtype=self.dtype, trust_remote_code=self.trust_remote_code)
+            r = model.hybrid_resolved
+            self.model_id, self.sha = r.model_id, r.sha
+            self._install(model, tokenizer)
+
+    @property
+    def bf16(self) -> bool:
+        if self._bf16 is None:
+            from indexes.embed import bf16_fast
+
+            self._bf16 = bf16_fast()
+        return self._bf16
+
+    @property
+    def context_window(self) -> int:
+        self.warm_up()
+        cfg = self.model.config
+        n = getattr(cfg, "max_position_embeddings", None) or getattr(self.tokenizer, "model_max_length", 2048)
+        return int(min(n, 10**7))
+
+    # -- adapters
+    def has_adapter(self, name: str) -> bool:
+        return name in self._paths
+
+    def adapters(self) -> list[str]:
+        return sorted(self._paths)
+
+    def adapter_card(self, name: str) -> Any:
+        return self._cards.get(name)
+
+    def load_adapter(self, name: str, path: str | os.PathLike[str]) -> None:
+        """Load a peft adapter under ``name`` next to those already loaded (base model stays put).
+
+        Refuses adapters whose card names a different base model hash, and pickle-only weights.
+        """
+        if not name or not isinstance(name, str):
+            raise InputError(f"adapter name must be a non-empty string, got {name!r}")
+        p = Path(path).expanduser()
+        if not (p / "adapter_config.json").is_file():
+            raise ModelError(f"{p} is not a peft adapter directory (no adapter_config.json)")
+        if not (p / "adapter_model.safetensors").is_file():
+            raise ModelError(f"{p} has no adapter_model.safetensors; only safetensors adapters are loaded "
+                             "(pickle files are never read)")
+        self.warm_up()
+        card = None
+        if (p / "adapter_card.json").is_file():
+            from hybrid.tuning.card import check_base_model, read_card
+
+            card = read_card(p)
+            check_base_model(card, model_id=self.model_id, sha=self.sha, where=f"adapter {name!r} ({p})")
+        else:
+            log.warning("adapter %r at %s has no adapter_card.json: its base model cannot be verified", name, p)
+        from peft import PeftModel
+
+        with self._lock:
+            try:
+                if name in self._paths:
+                    self.model.delete_adapter(name)
+                if isinstance(self.model, PeftModel):
+                    self.model.load_adapter(str(p), adapter_name=name, is_trainable=False)
+                else:
+                    self.model = PeftModel.from_pretrained(self.model, str(p), adapter_name=name, is_trainable=False)
+            except (ValueError, RuntimeError, KeyError, OSError) as e:
+                raise ModelError(f"could not load adapter {name!r} from {p}: {str(e).splitlines()[0][:300]}") from None
+            self.model.eval()
+            self._paths[name] = str(p)
+            self._cards[name] = card
+
+    def unload_adapter(self, name: str) -> None:
+        with self._lock:
+            if name in self._paths:
+                self.model.delete_adapter(name)
+                del self._paths[name]
+                self._cards.pop(name, None)
+
+    # -- rendering
+    def _messages(self, messages: list[Message]) -> tuple[list[Message], str | SystemPrompt | None]:
+        msgs = validate_messages(messages)
+        own = next((m["content"] for m in msgs if m["role"] == "system"), None)
+        sp: str | SystemPrompt | None = own if own is not None else self.system_prompt
+        return apply_system_prompt(msgs, None if own is not None else self.system_prompt), sp
+
+    def render(self, messages: list[Message]) -> str:
+        """The exact prompt string the model receives for ``messages``."""
+        self.warm_up()
+        msgs, _ = self._messages(messages)
+        return render_chat(self.tokenizer, msgs)
+
+    def count_tokens(self, messages: list[Message]) -> int:
+        return len(encode_rendered(self.tokenizer, self.render(messages)))
+
+    def _prepare(self, messages: list[Message], adapter: str | None, params: GenerationParams) -> list[int]:
+        if adapter is not None and adapter not in self._paths:
+            raise ModelError(f"adapter {adapter!r} is not loaded (loaded: {', '.join(self.adapters()) or 'none'})")
+        msgs, sp = self._messages(messages)
+        ids = encode_rendered(self.tokenizer, render_chat(self.tokenizer, msgs))
+        window = self.context_window
+        if len(ids) + params.max_new_tokens > window:
+            raise InputError(f"prompt is {len(ids)} tokens; with max_new_tokens={params.max_new_tokens} it exceeds "
+                             f"the context window of {window}")
+        card = self._cards.get(adapter) if adapter else None
+        if card is not None:
+            key = (adapter or "", template_hash(self.tokenizer), system_prompt_hash(sp))
+            if key not in self._warned:
+                self._warned.add(key)
+                warn_card_mismatch(card, tokenizer=self.tokenizer, system_prompt=sp, name=f"adapter {adapter!r}")
+        return ids
+
+    # -- generation
+    def _generation_kwargs(self, params: GenerationParams) -> dict[str, Any]:
+        gc = getattr(self.model, "generation_config", None)
+        eos = getattr(gc, "eos_token_id", None) if gc is not None else None
+        if eos is None:
+            eos = self.tokenizer.eos_token_id
+        kw: dict[str, Any] = {
+            "max_new_tokens": params.max_new_tokens,
+            "do_sample": params.temperature > 0,
+            "repetition_penalty": params.repetition_penalty,
+            "pad_token_id": self.tokenizer.pad_token_id,
+            "eos_token_id": eos,
+        }
+        if params.temperature > 0:
+            kw.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
+        else:  # greedy: clear sampling knobs the model's generation_config may carry (avoids warnings)
+            kw.update(temperature=None, top_p=None, top_k=None)
+        return kw
+
+    def _eos_ids(self) -> set[int]:
+        kw = self._generation_kwargs(GenerationParams())
+        eos = kw["eos_token_id"]
+        ids = set(eos if isinstance(eos, (list, tuple)) else [eos])
+        ids.add(self.tokenizer.pad_token_id)
+        return {i for i in ids if i is not None}
+
+    def _run(self, rows: list[list[int]], adapter: str | None, params: GenerationParams,
+             cancel: threading.Event, counter: list[int], streamer: Any = None) -> list[list[int]]:
+        """Left-pad ``rows``, generate, return each row's new token ids (padding/EOS trimmed later)."""
+        import contextlib
+
+        import torch
+        from transformers import StoppingCriteriaList
+
+        width = max(len(r) for r in rows)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], dtype=torch.long)
+        mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], dtype=torch.long)
+        criteria = StoppingCriteriaList([_stopping_criteria(self.tokenizer, width, params.stop, cancel, counter)])
+        with self._lock:
+            from peft import PeftModel
+
+            ctx: Any = contextlib.nullcontext()
+            if isinstance(self.model, PeftModel):
+                if adapter is None:
+                    ctx = self.model.disable_adapter()
+                else:
+                    self.model.set_adapter(adapter)
+            if params.temperature > 0:
+                torch.manual_seed(params.seed)
+            amp = torch.autocast("cpu", dtype=torch.bfloat16) if self.bf16 else contextlib.nullcontext()
+            with ctx, amp, torch.inference_mode():
+                out = self.model.generate(input_ids=input_ids, attention_mask=mask, stopping_criteria=criteria,
+                                          streamer=streamer, **self._generation_kwargs(params))
+        return [list(map(int, row[width:])) for row in out]
+
+    def _finish(self, new_ids: list[int], prompt_tokens: int, params: GenerationParams, cancelled: bool) -> Generation:
+        eos = self._eos_ids()
+        n = next((i for i, t in enumerate(new_ids) if t in eos), None)
+        ids = new_ids if n is None else new_ids[:n]
+        text = self.tokenizer.decode(ids, skip_special_tokens=True)
+        text, hit = cut_at_stop(text, params.stop)
+        if hit or n is not None:
+            reason = "stop"
+        elif cancelled:
+            reason = "cancelled"
+        else:
+            reason = "length" if len(new_ids) >= params.max_new_tokens else "stop"
+        return Generation(text.strip(), prompt_tokens=prompt_tokens,
+                          completion_tokens=len(ids) + (0 if n is None else 1), finish_reason=reason)
+
+    def generate(self, messages: list[Message], *, adapter: str | None = None,
+                 params: GenerationParams | None = None, cancel: threading.Event | None = None) -> Generation:
+        params = check_params(params)
+        self.warm_up()
+        ids = self._prepare(messages, adapter, params)
+        cancel = cancel or threading.Event()
+        new = self._run([ids], adapter, params, cancel, [0])[0]
+        return self._finish(new, len(ids), params, cancel.is_set())
+
+    def generate_batch(self, batch: list[list[Message]], *, adapter: str | None = None,
+                       params: GenerationParams | None = None) -> list[Generation]:
+        """Batched generation for evaluation: rows sorted by length, ``batch_size`` at a time."""
+        params = check_params(params)
+        if not batch:
+            return []
+        self.warm_up()
+        encoded = [self._prepare(m, adapter, params) for m in batch]
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i]))  # less padding per batch
+        results: list[Generation | None] = [None] * len(encoded)
+        for start in range(0, len(order), self.batch_size):
+            idx = order[start:start + self.batch_size]
+            outs = self._run([encoded[i] for i in idx], adapter, params, threading.Event(), [0])
+            for i, new in zip(idx, outs):
+                results[i] = self._finish(new, len(encoded[i]), params, False)
+        return [r for r in results if r is not None]
+
+    def stream(self, messages: list[Message], *, adapter: str | None = None,
+               params: GenerationParams | None = None, cancel: threading.Event | None = None) -> GenerationStream:
+        """Text pieces as they are generated, from a background thread; see ``GenerationStream``."""
+        from transformers import TextIteratorStreamer
+
+        params = check_params(params)
+        self.warm_up()
+        ids = self._prepare(messages, adapter, params)
+        cancel = cancel or threading.Event()
+        streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
+        st = GenerationStream(streamer, cancel, params.stop, prompt_tokens=len(ids))
+
+        def work() -> None:
+            try:
+                new = self._run([ids], adapter, params, cancel, st._counter, streamer=streamer)
+                if st._finish != "stop":
+                    st._finish = self._finish(new, len(ids), params, cancel.is_set()).finish_reason
+            except BaseException as e:  # noqa: BLE001 - re-raised in the consumer's thread
+                st._error = e
+                streamer.end()  # unblock the consumer
+
+        st._thread = threading.Thread(target=work, name="hybrid-generate", daemon=True)
+        st._thread.start()
+        return st
+
+
+def load_generator(model: str = "default", **kwargs: Any) -> HFGenerator | ScriptedGenerator:
+    """``"scripted"`` gives the fake (for tests and dry runs); anything else an ``HFGenerator``."""
+    if model == "scripted":
+        return ScriptedGenerator(system_prompt=kwargs.get("system_prompt"))
+    return HFGenerator(model, **kwargs)
