@@ -120,17 +120,20 @@ def parse_text(data: bytes, name: str, cfg: IngestConfig) -> Parsed:
 
 @_register((".md", ".markdown"), "text/markdown")
 def parse_markdown(data: bytes, name: str, cfg: IngestConfig) -> Parsed:
-    """Markdown is decoded by us (unstructured guesses encodings) and partitioned by unstructured,
-    which renders it to HTML and keeps headings, lists, tables and code blocks as separate elements."""
+    """Decoded by us (never guessed), rendered to HTML by python-markdown (what unstructured's
+    partition_md does too), then flattened: headings, lists, tables and code blocks keep their lines."""
     text, enc = decode_text(data, strict_utf8=cfg.strict_utf8)
     if not text.strip():
         raise SkipError("empty", "no text found (blank or whitespace only)")
-    _unstructured_offline()
-    from unstructured.partition.md import partition_md
+    import markdown
 
-    elements = partition_md(text=text)
-    title = next((str(e) for e in elements if e.category == "Title"), "")
-    return Parsed([Part(_elements_text(elements))], meta={"encoding": enc, **({"title": title} if title else {})})
+    html = markdown.markdown(text, extensions=["tables", "fenced_code"])
+    _, body = html_to_parts(f"<html><body>{html}</body></html>")
+    meta: dict[str, Any] = {"encoding": enc}
+    m = re.search(r"^\s*#\s+(.+)$", text, re.M)
+    if m:
+        meta["title"] = m.group(1).strip().strip("#").strip()
+    return Parsed([Part(body)], meta=meta)
 
 
 # --- HTML ------------------------------------------------------------------------------------------
@@ -157,22 +160,82 @@ def decode_html(data: bytes, cfg: IngestConfig) -> tuple[str, str]:
     return decode_text(data, strict_utf8=cfg.strict_utf8)
 
 
-def html_to_parts(html: str) -> tuple[str, str, list[str]]:
-    """(title, text, links) of an HTML page, via unstructured's HTML partitioner."""
-    _unstructured_offline()
-    from unstructured.partition.html import partition_html
+_DROP = ("script", "style", "noscript", "template", "svg", "head", "nav", "header", "footer", "aside", "form")
+_BLOCK = {
+    "p", "div", "section", "article", "main", "h1", "h2", "h3", "h4", "h5", "h6", "ul", "ol", "li", "table",
+    "tr", "blockquote", "pre", "dl", "dt", "dd", "figure", "figcaption", "hr", "address", "details", "summary",
+    "caption", "thead", "tbody", "tfoot", "body", "html",
+}
 
-    title = ""
-    m = re.search(r"<title[^>]*>(.*?)</title>", html, re.I | re.S)
-    if m:
-        import html as _html
+_LINE = {"li", "tr", "dt", "dd"}  # one line each, no blank line between siblings
 
-        title = _html.unescape(re.sub(r"\s+", " ", m.group(1))).strip()
-    elements = partition_html(text=html)
-    links: list[str] = []
-    for e in elements:
-        links.extend(getattr(e.metadata, "link_urls", None) or [])
-    return title, _elements_text(elements), links
+
+def html_to_parts(html: str) -> tuple[str, str]:
+    """(title, text) of an HTML page with lxml: scripts, navigation, headers and footers removed,
+    block elements on their own lines, list items as '- ', table cells joined by ' | '.
+
+    lxml's HTML parser never loads a DTD or an external entity, and ``no_network`` is set anyway.
+    """
+    from lxml import etree
+    from lxml import html as lhtml
+
+    parser = lhtml.HTMLParser(no_network=True, remove_comments=True, remove_pis=True)
+    html = re.sub(r"^\s*<\?xml[^>]*\?>", "", html)  # lxml refuses str input with a declaration
+    if not html.strip():
+        raise SkipError("empty", "no text found (blank or whitespace only)")
+    try:
+        root = lhtml.document_fromstring(html, parser=parser)
+    except (etree.ParserError, ValueError) as e:
+        raise SkipError("corrupt", f"unparsable HTML: {e}") from None
+    title = " ".join((root.findtext(".//title") or "").split())
+    for el in root.xpath("|".join(f"//{t}" for t in _DROP)):
+        el.drop_tree()
+    out: list[str] = []
+
+    def inline(t: str, pre: bool) -> str:
+        if pre:
+            return t
+        return (" " if t[:1].isspace() else "") + " ".join(t.split()) + (" " if t[-1:].isspace() and t.strip() else "")
+
+    def walk(el: Any, pre: bool, out: list[str]) -> None:
+        tag = el.tag if isinstance(el.tag, str) else ""
+        pre = pre or tag == "pre"
+        if tag in ("td", "th"):
+            # A cell is one piece of a row, whatever blocks it contains; empty cells vanish.
+            sub: list[str] = []
+            if el.text:
+                sub.append(inline(el.text, False))
+            for child in el:
+                walk(child, False, sub)
+                if child.tail:
+                    sub.append(inline(child.tail, False))
+            cell = " ".join("".join(sub).split())
+            if cell:
+                prev = "".join(out[-4:]).rstrip(" \t")
+                if prev and not prev.endswith("\n"):
+                    out.append(" | ")
+                out.append(cell)
+            return
+        if tag in _BLOCK:
+            out.append("\n")
+        if tag == "li":
+            out.append("- ")
+        elif tag == "br":
+            out.append("\n")
+        if el.text:
+            out.append(inline(el.text, pre))
+        for child in el:
+            walk(child, pre, out)
+            if child.tail:
+                out.append(inline(child.tail, pre))
+        if tag in _BLOCK and tag not in _LINE:
+            out.append("\n")
+
+    body = root.find("body")
+    walk(body if body is not None else root, False, out)
+    lines = [ln.strip() if not ln.startswith(" " * 4) else ln.rstrip() for ln in "".join(out).split("\n")]
+    text = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+    return title, text
 
 
 @_register((".html", ".htm", ".xhtml"), "text/html")
@@ -180,7 +243,7 @@ def parse_html(data: bytes, name: str, cfg: IngestConfig) -> Parsed:
     html, enc = decode_html(data, cfg)
     if not html.strip():
         raise SkipError("empty", "no text found (blank or whitespace only)")
-    title, text, _ = html_to_parts(html)
+    title, text = html_to_parts(html)
     meta: dict[str, Any] = {"encoding": enc}
     if title:
         meta["title"] = title
@@ -278,7 +341,7 @@ def parse_eml(data: bytes, name: str, cfg: IngestConfig) -> Parsed:
         except Exception as e:  # noqa: BLE001 - bad charset or transfer encoding
             raise SkipError("corrupt", f"unreadable e-mail body: {e}") from None
         if body.get_content_subtype() == "html":
-            _, text, _ = html_to_parts(content)
+            _, text = html_to_parts(content)
         else:
             text = content
     attachments = [a.get_filename() or "" for a in msg.iter_attachments()] if msg.is_multipart() else []
