@@ -175,6 +175,9 @@ def test_tune_rows_are_chat_rows_in_house_style(app):
             f"tune.jsonl:{n}: want exactly one user then one assistant message (no system message)"
         user, answer = msgs[0]["content"], msgs[1]["content"]
         assert user.strip() and answer.strip(), f"tune.jsonl:{n}: empty message"
+        # ~4 characters a token: with a system prompt this still fits the tuner's default
+        # max_length of 512 tokens, so the house-style ending is never truncated away
+        assert len(user) + len(answer) <= 1600, f"tune.jsonl:{n}: row too long for 512 tokens"
         assert answer.startswith(style["start"]) and answer.endswith(style["end"]), \
             f"tune.jsonl:{n}: answer not in the house style: {answer!r}"
         body = answer[len(style["start"]): -len(style["end"])].strip()
