@@ -40,6 +40,8 @@ class KnowledgeBaseSection:
         "help": "embedding model for the knowledge base, the example bank and the router ('hash' = fake)"})
     build_on_first_use: bool = field(default=True, metadata={
         "help": "build the knowledge base from sources when it does not exist yet"})
+    ingest: dict[str, Any] = field(default_factory=dict, metadata={
+        "help": "connectors.IngestConfig settings for the sources, e.g. {csv_text_column: text}"})
     chunk_size: int = field(default=200, metadata={"help": "tokens per chunk when the KB is built here"})
     chunk_overlap: int = field(default=30, metadata={"help": "tokens shared by neighbouring chunks"})
 

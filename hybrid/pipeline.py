@@ -198,8 +198,8 @@ class Assistant:
             if self._adapter is None and self._adapter_problem is None:
                 path = self.app.adapter_path
                 if not self.has_adapter_files():
-                    self._adapter_problem = (f"no adapter at {path} (train one: hybrid tune --app "
-                                             f"{self.app.root})")
+                    self._adapter_problem = (f"no adapter at {path} yet (train it with `make demo` or "
+                                             f"hybrid.pipeline.ensure_adapter)")
                 else:
                     gen = self.generator
                     try:
@@ -484,7 +484,13 @@ def make_generator(app: AppConfig):
         from hybrid.generation import ScriptedGenerator
 
         return ScriptedGenerator(context_window=4096)
-    return HFGenerator() if model in ("embedded", "default") else HFGenerator(model=model)
+    from hybrid.chat import SystemPrompt
+
+    # The generator knows the app's template so adapter cards are checked against it; every
+    # strategy still sends the rendered prompt itself as the first message.
+    sp = SystemPrompt(app.system_prompt, defaults={"app_name": app.title or app.name})
+    return HFGenerator("default" if model in ("embedded", "default") else app.resolve(model) if
+                       app.resolve(model).exists() else model, system_prompt=sp)
 
 
 def kb_size(kb) -> int:
@@ -543,7 +549,10 @@ def load_sources(app: AppConfig, *, progress: bool = True) -> list:
 
     if not app.knowledge_base.sources:
         raise InputError(f"app {app.name!r} lists no knowledge_base.sources")
-    result = connectors.ingest([str(p) for p in app.source_paths()], progress=progress)
+    from hybrid.config import load_config
+
+    cfg = load_config(connectors.IngestConfig, None, data=app.knowledge_base.ingest)
+    result = connectors.ingest([str(p) for p in app.source_paths()], cfg, progress=progress)
     log.info("%s: %s", app.name, result.report.render() if hasattr(result.report, "render") else result.report)
     return result.documents
 
