@@ -289,3 +289,58 @@ def test_readme_states_the_system_prompt_and_license(app):
     assert "{app_name}" in text and "{date}" in text
     assert "Apache-2.0" in text
     assert STYLE[app]["start"] in text and STYLE[app]["end"].strip() in text
+
+
+# ------------------------------------------------------------------ worked answers are correct
+
+
+def _task_rows(app: str) -> list[dict]:
+    return read_jsonl(APPS / app / "examples.jsonl") + read_jsonl(APPS / app / "questions.jsonl")
+
+
+def test_deadline_answers_add_up():
+    from datetime import datetime, timedelta
+
+    rows = [r for r in _task_rows("legal") if r["question"].startswith("Calculate the deadline.")]
+    assert len(rows) >= 5
+    for r in rows:
+        m = re.search(r" on (\d{1,2} \w+ \d{4})\. The time limit is (\d+) days", r["question"])
+        assert m, r["id"]
+        start = datetime.strptime(m.group(1), "%d %B %Y")
+        end = start + timedelta(days=int(m.group(2)))
+        assert r["answer"] == f"Deadline: {end.day} {end:%B %Y}", r["id"]
+
+
+def test_order_totals_add_up():
+    from decimal import Decimal
+
+    rows = [r for r in _task_rows("shopping") if r["question"].startswith("Calculate the order total:")]
+    assert len(rows) >= 5
+    for r in rows:
+        items = re.findall(r"(\d+) x [^;]+? at EUR (\d+\.\d{2})", r["question"])
+        assert items, r["id"]
+        subtotal = sum(int(n) * Decimal(p) for n, p in items)
+        pct = re.search(r"a (\d+)% discount", r["question"])
+        if pct:
+            subtotal = (subtotal * (100 - int(pct.group(1))) / 100).quantize(Decimal("0.01"))
+        if "express delivery." in r["question"]:
+            ship = Decimal("12.50")
+        else:
+            ship = Decimal(0) if subtotal > 60 else Decimal("4.95")
+        assert r["answer"] == f"Total: EUR {subtotal + ship:,.2f}", r["id"]
+
+
+def test_product_titles_and_attributes_match_the_catalogue():
+    """Few-shot answers that name catalogue products use the catalogue's own brand, model,
+    colour and size names, so the bank never teaches a wrong fact."""
+    with (APPS / "shopping/corpus/catalogue.csv").open(encoding="utf-8", newline="") as f:
+        cat = list(csv.DictReader(f))
+    names = {(p["brand"], p["name"]) for p in cat}
+    colors = {c for p in cat for c in p["colors"].split("; ")}
+    for r in _task_rows("shopping"):
+        if r["question"].startswith("Write a product title"):
+            brand, model, color, _size = (x.strip() for x in r["answer"].split("|"))
+            assert (brand, model) in names, r["id"]
+            assert color in colors, r["id"]
+        if r["question"].startswith("Extract the color and size"):
+            assert json.loads(r["answer"])["color"] in colors, r["id"]
