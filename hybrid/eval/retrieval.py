@@ -78,6 +78,11 @@ class BeirDataset:
         for qid in self.queries:
             h = int(hashlib.sha256(f"{seed}:{qid}".encode()).hexdigest()[:8], 16) / 0xFFFFFFFF
             (dev if h < dev_fraction else test).append(qid)
+        # small sets can hash all to one side: keep at least one query on each
+        if not dev and len(test) > 1:
+            dev.append(test.pop(0))
+        if not test and len(dev) > 1:
+            test.append(dev.pop())
         return dev, test
 
     def subset(self, query_ids: Iterable[str]) -> "BeirDataset":

@@ -135,6 +135,15 @@ def test_load_beir_small(tmp_path):
     assert docs["d1"].metadata["beir_id"] == "d1"
 
 
+def test_split_keeps_a_query_on_each_side(tmp_path):
+    ds = load_beir(write_beir(tmp_path / "t", CORPUS, QUERIES, QRELS))
+    for frac in (0.01, 0.5, 0.99):
+        dev, test = ds.split_queries(frac)
+        assert len(dev) == 1 and len(test) == 1 and set(dev + test) == {"1", "2"}
+    with pytest.raises(InputError, match="dev_fraction must be in"):
+        ds.split_queries(1.0)
+
+
 def test_load_beir_without_header_and_with_limits(tmp_path):
     ds = load_beir(write_beir(tmp_path / "t", CORPUS, QUERIES, QRELS, header=False), limit_queries=1, limit_docs=1)
     assert list(ds.queries) == ["1"] and set(ds.corpus) == {"d1"}

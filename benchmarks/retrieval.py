@@ -1,0 +1,663 @@
+"""Retrieval benchmark on any BEIR-format dataset: this project against LangChain, side by side, in one run.
+
+    nice -n 5 .venv/bin/python benchmarks/retrieval.py --dataset ../shared/data/cranfield
+    .venv/bin/python benchmarks/retrieval.py --dataset DIR --embedder hash --no-rss --out /tmp/r.json  # smoke
+
+Systems, all with the same embedder (the bundled all-MiniLM-L6-v2) and the same document texts
+(title + newline + text):
+
+- ``hybrid-dense`` / ``hybrid-bm25`` / ``hybrid-hybrid``: this project's ``KnowledgeBase`` (FAISS
+  flat + SQLite FTS5 BM25 + reciprocal rank fusion), one build serving all three modes;
+- ``langchain-faiss``: LangChain's FAISS vector store over ``HuggingFaceEmbeddings``;
+- ``langchain-bm25``: LangChain's ``BM25Retriever`` (rank_bm25);
+- ``langchain-ensemble``: LangChain's ``EnsembleRetriever`` over those two (weighted RRF), with its
+  default equal weights and with weights tuned on the dev split.
+
+What is measured, and how:
+
+- quality: nDCG@10, recall@100 and MRR@10 (``hybrid.eval.retrieval``), each document scored by its
+  best chunk; on all judged queries and on the held-out test split;
+- build seconds: from documents to a searchable index, model load excluded (reported apart);
+- latency: the systems answer the same query one after another, in shuffled order, query by query
+  (single) and batch by batch (batched, ``--batch-size`` queries per call, ms per query), so that
+  load from other jobs on this shared machine falls on all systems alike;
+- peak RSS: each system is built and queried again in a fresh child process, whose own kernel
+  high-water mark (``ru_maxrss`` via ``wait4``) is reported, so no system is charged for another;
+- bf16: the knowledge base is built a second time with fp32 embeddings; dense and hybrid quality
+  of both, and the cosine between bf16 and fp32 vectors, show whether bf16 cost anything;
+- fusion study: dense and BM25 lists of this project fused by weighted RRF and by a convex
+  combination of min-max normalized scores, parameters chosen on the dev split only, reported on test.
+
+``langchain-community`` is sunset: the anchors come from the optional ``bench`` extra
+(``pip install -e '.[bench]'``) and are never runtime dependencies of this project.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gc
+import json
+import os
+import random
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from benchmarks._util import RESULTS, latency_summary, machine_info, run_child, write_json  # noqa: E402
+from hybrid.eval.retrieval import BeirDataset, doc_ranking, evaluate_run, load_beir  # noqa: E402
+
+OURS = ("hybrid-dense", "hybrid-bm25", "hybrid-hybrid")
+LANGCHAIN = ("langchain-faiss", "langchain-bm25", "langchain-ensemble")
+# ours vs the LangChain system it replaces
+PAIRS = {"hybrid-dense": "langchain-faiss", "hybrid-bm25": "langchain-bm25", "hybrid-hybrid": "langchain-ensemble"}
+
+
+def log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------------
+# this project
+
+
+class OurKB:
+    """This project's knowledge base over the dataset; ``search(mode, queries, k)`` -> doc id lists."""
+
+    def __init__(self, ds: BeirDataset, embedder: Any, *, bf16: bool | None, workdir: Path, chunk_k_factor: int):
+        from indexes.config import IndexConfig
+        from indexes.embed import DEFAULT_EMBEDDER, HashEmbedder
+
+        self.ds, self.embedder = ds, embedder
+        spec = f"hash:{embedder.dim}" if isinstance(embedder, HashEmbedder) else DEFAULT_EMBEDDER
+        self.cfg = IndexConfig(embedder=spec, bf16=bf16)
+        self.workdir = workdir
+        self.kb = None
+        self.chunk_k_factor = chunk_k_factor
+        self.n_chunks = 0
+
+    def build(self) -> float:
+        from indexes.kb import KnowledgeBase
+
+        path = self.workdir / f"kb-{os.getpid()}-{time.time_ns()}"
+        t0 = time.perf_counter()
+        self.kb = KnowledgeBase.create(path, self.cfg, embedder=self.embedder)
+        self.kb.sync(self.ds.documents())
+        elapsed = time.perf_counter() - t0
+        self.n_chunks = int(self.kb.stats()["chunks"])
+        return elapsed
+
+    def _fetch(self, k: int) -> int:
+        # documents longer than one chunk can fill several slots: fetch more chunks than documents
+        return min(k * self.chunk_k_factor, self.n_chunks)
+
+    def search(self, mode: str, queries: Sequence[str], k: int) -> list[list[str]]:
+        res = self.kb.search_batch(list(queries), k=self._fetch(k), mode=mode)
+        return [doc_ranking(((h.chunk.doc_id, h.score) for h in hits), k) for hits in res]
+
+    def search_one(self, mode: str, query: str, k: int) -> list[str]:
+        hits = self.kb.search(query, k=self._fetch(k), mode=mode)
+        return doc_ranking(((h.chunk.doc_id, h.score) for h in hits), k)
+
+    def scored(self, mode: str, queries: Sequence[str], depth: int) -> list[dict[str, float]]:
+        """Doc id -> best chunk score, for the fusion study."""
+        res = self.kb.search_batch(list(queries), k=min(depth, self.n_chunks), mode=mode)
+        out = []
+        for hits in res:
+            best: dict[str, float] = {}
+            for h in hits:
+                best[h.chunk.doc_id] = max(best.get(h.chunk.doc_id, -np.inf), float(h.score))
+            out.append(best)
+        return out
+
+    def close(self) -> None:
+        if self.kb is not None:
+            self.kb.close()
+
+
+# --------------------------------------------------------------------------------------------
+# LangChain anchors
+
+
+def _lc_imports():
+    try:
+        from langchain_classic.retrievers import EnsembleRetriever
+        from langchain_community.retrievers import BM25Retriever
+        from langchain_community.vectorstores import FAISS
+        from langchain_core.documents import Document as LCDocument
+    except ImportError as e:
+        raise SystemExit(f"the LangChain anchors need the bench extra: pip install -e '.[bench]' ({e})") from None
+    return FAISS, BM25Retriever, EnsembleRetriever, LCDocument
+
+
+def langchain_embeddings(embedder_spec: str):
+    """HuggingFaceEmbeddings pointed at the local bundled model (never a hub id), or a hash fake."""
+    if embedder_spec.startswith("hash"):
+        from langchain_core.embeddings import Embeddings
+
+        from indexes.embed import get_embedder
+
+        fake = get_embedder(embedder_spec)
+
+        class HashLC(Embeddings):  # the test fake behind LangChain's interface, for the smoke test only
+            def embed_documents(self, texts):
+                return fake.embed(texts).tolist()
+
+            def embed_query(self, text):
+                return fake.embed([text])[0].tolist()
+
+        return HashLC()
+    from indexes.embed import bundled_minilm_path
+
+    try:
+        from langchain_huggingface import HuggingFaceEmbeddings
+    except ImportError:  # the older home of the same wrapper
+        from langchain_community.embeddings import HuggingFaceEmbeddings  # type: ignore
+    return HuggingFaceEmbeddings(model_name=str(bundled_minilm_path()),
+                                 model_kwargs={"device": "cpu", "local_files_only": True})
+
+
+class LangChainStack:
+    """FAISS + BM25 + Ensemble as a LangChain user would build them, with default settings."""
+
+    def __init__(self, ds: BeirDataset, embedder_spec: str, k: int):
+        self.ds, self.k = ds, k
+        FAISS, BM25Retriever, EnsembleRetriever, LCDocument = _lc_imports()
+        self._FAISS, self._BM25, self._Ensemble = FAISS, BM25Retriever, EnsembleRetriever
+        t0 = time.perf_counter()
+        self.embeddings = langchain_embeddings(embedder_spec)
+        self.embeddings.embed_query("warm up")  # load the model before any timing
+        self.model_load_s = time.perf_counter() - t0
+        self.docs = [LCDocument(page_content=d.text, metadata={"beir_id": d.id}) for d in ds.documents()]
+        self.store = self.bm25 = None
+        self.retrievers: dict[str, Any] = {}
+        self.build_s: dict[str, float] = {}
+
+    def build_faiss(self) -> float:
+        t0 = time.perf_counter()
+        self.store = self._FAISS.from_documents(self.docs, self.embeddings)
+        self.build_s["langchain-faiss"] = time.perf_counter() - t0
+        self.retrievers["langchain-faiss"] = self.store.as_retriever(search_kwargs={"k": self.k})
+        return self.build_s["langchain-faiss"]
+
+    def build_bm25(self) -> float:
+        t0 = time.perf_counter()
+        self.bm25 = self._BM25.from_documents(self.docs, k=self.k)
+        self.build_s["langchain-bm25"] = time.perf_counter() - t0
+        self.retrievers["langchain-bm25"] = self.bm25
+        return self.build_s["langchain-bm25"]
+
+    def ensemble(self, weights: Sequence[float] = (0.5, 0.5)):
+        """EnsembleRetriever over the two built retrievers (its own build is just both of theirs)."""
+        return self._Ensemble(retrievers=[self.retrievers["langchain-bm25"], self.retrievers["langchain-faiss"]],
+                              weights=list(weights))
+
+    def build_ensemble(self) -> float:
+        if self.store is None:
+            self.build_faiss()
+        if self.bm25 is None:
+            self.build_bm25()
+        self.retrievers["langchain-ensemble"] = self.ensemble()
+        self.build_s["langchain-ensemble"] = self.build_s["langchain-faiss"] + self.build_s["langchain-bm25"]
+        return self.build_s["langchain-ensemble"]
+
+    def set_k(self, k: int) -> None:
+        self.k = k
+        if "langchain-faiss" in self.retrievers:
+            self.retrievers["langchain-faiss"].search_kwargs["k"] = k
+        if "langchain-bm25" in self.retrievers:
+            self.retrievers["langchain-bm25"].k = k
+
+    @staticmethod
+    def _ids(docs) -> list[str]:
+        return list(dict.fromkeys(d.metadata["beir_id"] for d in docs))
+
+    def search(self, system: str, queries: Sequence[str], k: int, retriever=None) -> list[list[str]]:
+        r = retriever or self.retrievers[system]
+        self.set_k(k)
+        return [self._ids(docs)[:k] for docs in r.batch(list(queries))]
+
+    def search_one(self, system: str, query: str, k: int) -> list[str]:
+        self.set_k(k)
+        return self._ids(self.retrievers[system].invoke(query))[:k]
+
+
+# --------------------------------------------------------------------------------------------
+# measurement
+
+
+def get_embedder(spec: str, bf16: bool | None):
+    from indexes.embed import get_embedder as _get
+
+    if spec.startswith("hash"):
+        emb = _get(spec)
+    else:
+        emb = _get("default", bf16=bf16)
+    emb.warm_up()
+    return emb
+
+
+def time_latency(searchers: dict[str, Callable[[list[str]], Any]], singles: dict[str, Callable[[str], Any]],
+                 queries: list[str], batch_size: int, repeats: int, seed: int) -> dict[str, dict[str, Any]]:
+    """Interleaved timing: every query (and batch) is answered by every system in shuffled order."""
+    rng = random.Random(seed)
+    names = list(singles)
+    single = {n: [] for n in names}
+    batched = {n: [] for n in names}
+    totals = {n: 0.0 for n in names}
+    for q in queries[:3]:  # warm every path
+        for n in names:
+            singles[n](q)
+    for q in queries:
+        rng.shuffle(names)
+        for n in names:
+            t0 = time.perf_counter()
+            singles[n](q)
+            single[n].append(time.perf_counter() - t0)
+    batches = [queries[i:i + batch_size] for i in range(0, len(queries), batch_size)]
+    for _ in range(repeats):
+        for b in batches:
+            rng.shuffle(names)
+            for n in names:
+                t0 = time.perf_counter()
+                searchers[n](b)
+                dt = time.perf_counter() - t0
+                batched[n].append(dt / len(b))
+                totals[n] += dt
+    out = {}
+    for n in singles:
+        out[n] = {"single": latency_summary(single[n]),
+                  "batched": {**latency_summary(batched[n]), "batch_size": batch_size,
+                              "queries_per_s": round(len(queries) * repeats / totals[n], 1)}}
+    return out
+
+
+def fuse_rrf(dense: dict[str, float], sparse: dict[str, float], k: int, w: float) -> list[str]:
+    """Weighted RRF over two doc-score maps (ranks from the scores): w for dense, 1 - w for BM25."""
+    score: dict[str, float] = {}
+    for weight, m in ((w, dense), (1 - w, sparse)):
+        for r, d in enumerate(sorted(m, key=lambda d: -m[d]), 1):
+            score[d] = score.get(d, 0.0) + weight / (k + r)
+    return sorted(score, key=lambda d: -score[d])
+
+
+def fuse_convex(dense: dict[str, float], sparse: dict[str, float], alpha: float) -> list[str]:
+    """alpha * minmax(dense) + (1 - alpha) * minmax(bm25); a doc missing from a list gets that list's 0."""
+    def norm(m: dict[str, float]) -> dict[str, float]:
+        if not m:
+            return {}
+        lo, hi = min(m.values()), max(m.values())
+        return {d: (s - lo) / (hi - lo) if hi > lo else 1.0 for d, s in m.items()}
+
+    nd, ns = norm(dense), norm(sparse)
+    score = {d: alpha * nd.get(d, 0.0) + (1 - alpha) * ns.get(d, 0.0) for d in set(nd) | set(ns)}
+    return sorted(score, key=lambda d: (-score[d], d))
+
+
+def fusion_study(kb: OurKB, ds: BeirDataset, dev: list[str], test: list[str], depth: int, k: int) -> dict[str, Any]:
+    """Choose fusion parameters on dev queries only; report every candidate's dev score and the test score."""
+    qids = dev + test
+    texts = [ds.queries[q] for q in qids]
+    dense = dict(zip(qids, kb.scored("dense", texts, depth)))
+    sparse = dict(zip(qids, kb.scored("bm25", texts, depth)))
+
+    def score(fuse: Callable[[str], list[str]], ids: list[str]) -> dict[str, float]:
+        run = {q: fuse(q)[:k] for q in ids}
+        m = evaluate_run(run, {q: ds.qrels[q] for q in ids}, ndcg_ks=(10,), recall_ks=(100,)).mean
+        return {key: round(v, 4) for key, v in m.items()}
+
+    candidates: dict[str, Callable[[str], list[str]]] = {}
+    for rk in (10, 30, 60):
+        for w in (0.3, 0.4, 0.5, 0.6, 0.7):
+            candidates[f"rrf k={rk} w_dense={w}"] = (lambda q, rk=rk, w=w: fuse_rrf(dense[q], sparse[q], rk, w))
+    for a in np.round(np.arange(0.1, 0.95, 0.1), 2):
+        candidates[f"convex alpha_dense={a}"] = (lambda q, a=float(a): fuse_convex(dense[q], sparse[q], a))
+    dev_scores = {name: score(f, dev) for name, f in candidates.items()}
+    best: dict[str, Any] = {}
+    for family in ("rrf", "convex"):
+        name = max((n for n in dev_scores if n.startswith(family)), key=lambda n: dev_scores[n]["ndcg@10"])
+        best[family] = {"chosen_on_dev": name, "dev": dev_scores[name], "test": score(candidates[name], test)}
+    plain = "rrf k=60 w_dense=0.5"
+    return {"depth_chunks": depth, "dev_queries": len(dev), "test_queries": len(test),
+            "plain_rrf_k60_equal_weights": {"dev": dev_scores[plain], "test": score(candidates[plain], test)},
+            "best": best, "dev_grid": dev_scores}
+
+
+def tune_ensemble_weights(lc: LangChainStack, ds: BeirDataset, dev: list[str], k: int) -> tuple[list[float], dict]:
+    """LangChain's ensemble weights chosen on the same dev split, so the anchor gets the same chance."""
+    grid = {}
+    for w in (0.3, 0.4, 0.5, 0.6, 0.7):  # weight of the dense (FAISS) retriever
+        r = lc.ensemble((round(1 - w, 2), w))
+        run = dict(zip(dev, lc.search("langchain-ensemble", [ds.queries[q] for q in dev], k, retriever=r)))
+        grid[w] = evaluate_run(run, {q: ds.qrels[q] for q in dev}, ndcg_ks=(10,), recall_ks=(100,)).mean["ndcg@10"]
+    w = max(grid, key=grid.get)
+    return [round(1 - w, 2), w], {f"w_dense={w_}": round(v, 4) for w_, v in grid.items()}
+
+
+# --------------------------------------------------------------------------------------------
+# RSS children
+
+
+def rss_child(args) -> int:
+    """Build one system and answer every query once (single and batched); print the build time."""
+    ds = load_beir(args.dataset, limit_queries=args.limit_queries, limit_docs=args.limit_docs)
+    queries = list(ds.queries.values())
+    system = args.rss_child
+    work = Path(tempfile.mkdtemp(prefix="bench-rss-"))
+    try:
+        if system == "hybrid":
+            kb = OurKB(ds, get_embedder(args.embedder, None), bf16=None, workdir=work, chunk_k_factor=args.chunk_k_factor)
+            build = kb.build()
+            for mode in ("dense", "bm25", "hybrid"):
+                kb.search(mode, queries, args.k)
+                for q in queries[:20]:
+                    kb.search_one(mode, q, args.latency_k)
+            kb.close()
+        else:
+            lc = LangChainStack(ds, args.embedder, args.k)
+            build = {"langchain-faiss": lc.build_faiss, "langchain-bm25": lc.build_bm25,
+                     "langchain-ensemble": lc.build_ensemble}[system]()
+            lc.search(system, queries, args.k)
+            for q in queries[:20]:
+                lc.search_one(system, q, args.latency_k)
+        print(json.dumps({"system": system, "build_s": build}))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return 0
+
+
+def measure_rss(args, systems: list[str]) -> dict[str, Any]:
+    out = {}
+    base = [sys.executable, str(Path(__file__).resolve()), "--dataset", str(args.dataset), "--embedder", args.embedder,
+            "--k", str(args.k), "--latency-k", str(args.latency_k), "--chunk-k-factor", str(args.chunk_k_factor)]
+    if args.limit_queries:
+        base += ["--limit-queries", str(args.limit_queries)]
+    if args.limit_docs:
+        base += ["--limit-docs", str(args.limit_docs)]
+    for system in systems:
+        log(f"peak RSS: {system} in a fresh process")
+        code, stdout, stderr, rss, wall = run_child(base + ["--rss-child", system], timeout=3600)
+        if code != 0:
+            tail = stderr.strip().splitlines()[-3:]
+            out[system] = {"error": f"child exited {code}: {' | '.join(tail)}"}
+            log(f"  failed: {out[system]['error']}")
+            continue
+        build = json.loads(stdout.strip().splitlines()[-1])["build_s"]
+        out[system] = {"peak_rss_mib": round(rss, 1), "child_build_s": round(build, 3), "child_wall_s": round(wall, 1)}
+        log(f"  {rss:.0f} MiB")
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# main
+
+
+def r4(m: dict[str, float]) -> dict[str, float]:
+    return {k: round(v, 4) for k, v in m.items()}
+
+
+def quality(run: dict[str, list[str]], ds: BeirDataset, test: list[str]) -> dict[str, Any]:
+    all_m = evaluate_run(run, ds.qrels, ndcg_ks=(10,), recall_ks=(100,))
+    test_m = evaluate_run({q: run[q] for q in test if q in run}, {q: ds.qrels[q] for q in test},
+                          ndcg_ks=(10,), recall_ks=(100,))
+    return {"all": r4(all_m.mean), "test_split": r4(test_m.mean)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--dataset", type=Path, required=True, help="BEIR-format directory")
+    ap.add_argument("--out", type=Path, default=None, help="results JSON (default results/retrieval-<dataset>.json)")
+    ap.add_argument("--limit-queries", type=int, default=None, help="first N judged queries only")
+    ap.add_argument("--limit-docs", type=int, default=None, help="first N documents plus every judged one")
+    ap.add_argument("--embedder", default="default", help="'default' (bundled MiniLM) or 'hash' (smoke tests)")
+    ap.add_argument("--k", type=int, default=100, help="documents retrieved for quality metrics")
+    ap.add_argument("--latency-k", type=int, default=10, help="documents retrieved per query when timing")
+    ap.add_argument("--chunk-k-factor", type=int, default=2, help="chunks fetched per wanted document")
+    ap.add_argument("--batch-size", type=int, default=32, help="queries per batched call")
+    ap.add_argument("--repeats", type=int, default=2, help="passes over the batches when timing")
+    ap.add_argument("--dev-fraction", type=float, default=0.3, help="share of queries used to tune fusion")
+    ap.add_argument("--no-rss", action="store_true", help="skip the per-system child processes for peak RSS")
+    ap.add_argument("--no-fp32", action="store_true", help="skip the fp32 rebuild (bf16 quality check)")
+    ap.add_argument("--skip-langchain", action="store_true",
+                    help="this project only (when the bench extra is not installed); no comparison is written")
+    ap.add_argument("--rss-child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    if args.k <= 0 or args.latency_k <= 0 or args.batch_size <= 0:
+        ap.error(f"--k, --latency-k and --batch-size must be > 0, got {args.k}, {args.latency_k}, {args.batch_size}")
+    if args.rss_child:
+        return rss_child(args)
+
+    from hybrid.errors import HybridError
+
+    try:
+        ds = load_beir(args.dataset, limit_queries=args.limit_queries, limit_docs=args.limit_docs)
+    except HybridError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    out_path = args.out or RESULTS / f"retrieval-{ds.name}.json"
+    k = min(args.k, len(ds.corpus))
+    dev, test = ds.split_queries(args.dev_fraction)
+    qids = list(ds.queries)
+    texts = [ds.queries[q] for q in qids]
+    log(f"{ds.name}: {len(ds.corpus)} docs, {len(qids)} judged queries (dev {len(dev)}, test {len(test)})")
+    work = Path(tempfile.mkdtemp(prefix="bench-retrieval-"))
+    result: dict[str, Any] = {
+        "benchmark": "retrieval", "dataset": ds.name, "docs": len(ds.corpus), "queries": len(qids),
+        "dev_queries": len(dev), "test_queries": len(test), "k": k, "latency_k": args.latency_k,
+        "embedder": args.embedder, "machine": machine_info(), "dataset_notes": ds.notes,
+        "method": {
+            "quality": "nDCG@10 (linear gain, trec_eval), recall@100, MRR@10; a document scores by its best chunk; "
+                       "'all' = every judged query, 'test_split' = queries not used to tune anything",
+            "build_s": "documents -> searchable index, model load excluded; this project persists to disk "
+                       "(SQLite + FAISS files, fsync'd); LangChain keeps everything in memory",
+            "latency": "systems interleaved query by query in shuffled order; single = one call per query; "
+                       "batched = ms per query inside calls of batch_size queries (KnowledgeBase.search_batch "
+                       "vs LangChain Runnable.batch)",
+            "peak_rss": "each system rebuilt and queried in its own fresh child process; the child's ru_maxrss "
+                        "(model, index and Python runtime included)",
+        },
+        "systems": {},
+    }
+    try:
+        # ---- this project (bf16 where the CPU supports it)
+        emb = get_embedder(args.embedder, None)
+        kb = OurKB(ds, emb, bf16=None, workdir=work, chunk_k_factor=args.chunk_k_factor)
+        log(f"this project: building (embedder bf16={getattr(emb, 'bf16', False)})")
+        build = kb.build()
+        log(f"  built in {build:.1f}s, {kb.n_chunks} chunks")
+        for mode in ("dense", "bm25", "hybrid"):
+            run = dict(zip(qids, kb.search(mode, texts, k)))
+            result["systems"][f"hybrid-{mode}"] = {"build_s": round(build, 3), "build_note": "one build serves all three modes",
+                                                   **quality(run, ds, test)}
+        result["this_project"] = {"chunks": kb.n_chunks, "bf16": bool(getattr(emb, "bf16", False)),
+                                  "chunk_size": kb.cfg.chunk_size, "chunk_overlap": kb.cfg.chunk_overlap,
+                                  "rrf_k": kb.cfg.rrf_k, "fusion_depth": kb.cfg.fusion_depth}
+
+        # ---- LangChain
+        lc = None if args.skip_langchain else LangChainStack(ds, args.embedder, k)
+        if lc is not None:
+            run_langchain(lc, ds, result, qids, texts, dev, test, k)
+        # ---- latency, interleaved
+        log("latency: interleaved single and batched queries")
+        lk = min(args.latency_k, len(ds.corpus))
+        singles = {f"hybrid-{m}": (lambda q, m=m: kb.search_one(m, q, lk)) for m in ("dense", "bm25", "hybrid")}
+        batches = {f"hybrid-{m}": (lambda b, m=m: kb.search(m, b, lk)) for m in ("dense", "bm25", "hybrid")}
+        for name in LANGCHAIN if lc is not None else ():
+            singles[name] = lambda q, n=name: lc.search_one(n, q, lk)
+            batches[name] = lambda b, n=name: lc.search(n, b, lk)
+        lat = time_latency(batches, singles, texts, args.batch_size, args.repeats, args.seed)
+        for name, v in lat.items():
+            result["systems"][name]["latency"] = v
+        if lc is not None:
+            result["systems"]["langchain-ensemble-tuned"]["latency"] = "same as langchain-ensemble (only weights differ)"
+
+        # ---- fusion study on this project's own dense and BM25 lists
+        log("fusion study (parameters chosen on dev only)")
+        result["fusion_study"] = fusion_study(kb, ds, dev, test, depth=min(4 * k, kb.n_chunks), k=k)
+
+        # ---- bf16 vs fp32
+        if not args.no_fp32 and not args.embedder.startswith("hash"):
+            result["bf16_check"] = bf16_check(ds, kb, emb, work, args, k, qids, texts, test)
+        kb.close()
+        del lc
+        gc.collect()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    # ---- peak RSS, each system in a fresh process
+    if not args.no_rss:
+        lc_systems = [] if args.skip_langchain else list(LANGCHAIN)
+        rss = measure_rss(args, ["hybrid", *lc_systems])
+        for name in (*OURS, *lc_systems):
+            src = rss.get("hybrid" if name in OURS else name, {})
+            result["systems"][name]["peak_rss_mib"] = src.get("peak_rss_mib", src.get("error"))
+            if name in OURS:
+                result["systems"][name]["peak_rss_note"] = "one process serving all three modes"
+    result["comparison"] = None if args.skip_langchain else compare(result)
+    write_json(out_path, result)
+    print(markdown(result))
+    log(f"wrote {out_path}")
+    return 0
+
+
+def run_langchain(lc: LangChainStack, ds: BeirDataset, result: dict[str, Any], qids: list[str], texts: list[str],
+                  dev: list[str], test: list[str], k: int) -> None:
+    log("LangChain: building FAISS (HuggingFaceEmbeddings) and BM25")
+    lc.build_faiss()
+    lc.build_bm25()
+    lc.build_ensemble()
+    log(f"  built: FAISS {lc.build_s['langchain-faiss']:.1f}s, BM25 {lc.build_s['langchain-bm25']:.2f}s")
+    for name in LANGCHAIN:
+        run = dict(zip(qids, lc.search(name, texts, k)))
+        result["systems"][name] = {"build_s": round(lc.build_s[name], 3), **quality(run, ds, test)}
+    result["systems"]["langchain-ensemble"]["build_note"] = "FAISS build + BM25 build"
+    weights, grid = tune_ensemble_weights(lc, ds, dev, k)
+    run = dict(zip(qids, lc.search("langchain-ensemble", texts, k, retriever=lc.ensemble(weights))))
+    result["systems"]["langchain-ensemble-tuned"] = {
+        "build_s": round(lc.build_s["langchain-ensemble"], 3), "weights_bm25_dense": weights,
+        "dev_grid_ndcg@10": grid, **quality(run, ds, test)}
+    result["model_load_s"] = {"langchain": round(lc.model_load_s, 2)}
+
+
+def bf16_check(ds: BeirDataset, kb_bf16: OurKB, emb_bf16, work: Path, args, k: int, qids, texts, test) -> dict[str, Any]:
+    log("bf16 check: rebuilding this project's knowledge base with fp32 embeddings")
+    emb32 = get_embedder(args.embedder, False)
+    kb32 = OurKB(ds, emb32, bf16=False, workdir=work, chunk_k_factor=args.chunk_k_factor)
+    build32 = kb32.build()
+    out: dict[str, Any] = {"build_s": {"bf16": None, "fp32": round(build32, 3)}, "quality": {}}
+    for mode in ("dense", "hybrid"):
+        for label, kb in (("bf16", kb_bf16), ("fp32", kb32)):
+            run = dict(zip(qids, kb.search(mode, texts, k)))
+            out["quality"][f"{mode}-{label}"] = quality(run, ds, test)["all"]
+    kb32.close()
+    sample_docs = [d.text for d in ds.documents()[:300]]
+    timings = {}
+    vecs = {}
+    for label, e in (("fp32", emb32), ("bf16", emb_bf16), ("fp32 again", emb32), ("bf16 again", emb_bf16)):
+        t0 = time.perf_counter()
+        v = e.embed(sample_docs)
+        timings.setdefault(label.split()[0], []).append(time.perf_counter() - t0)
+        vecs[label.split()[0]] = v
+    q32, q16 = emb32.embed(texts), emb_bf16.embed(texts)
+    cos_docs = np.sum(vecs["fp32"] * vecs["bf16"], axis=1)
+    cos_q = np.sum(q32 * q16, axis=1)
+    out["cosine_bf16_vs_fp32"] = {"docs_mean": round(float(cos_docs.mean()), 6), "docs_min": round(float(cos_docs.min()), 6),
+                                  "queries_mean": round(float(cos_q.mean()), 6), "queries_min": round(float(cos_q.min()), 6),
+                                  "docs_compared": len(sample_docs), "queries_compared": len(texts)}
+    out["encode_s_300_docs"] = {lab: round(min(ts), 3) for lab, ts in timings.items()}
+    out["encode_speedup_bf16"] = round(min(timings["fp32"]) / min(timings["bf16"]), 2)
+    d = out["quality"]
+    out["ndcg@10_change_bf16_minus_fp32"] = {m: round(d[f"{m}-bf16"]["ndcg@10"] - d[f"{m}-fp32"]["ndcg@10"], 4)
+                                             for m in ("dense", "hybrid")}
+    del emb32
+    gc.collect()
+    return out
+
+
+def compare(result: dict[str, Any]) -> dict[str, Any]:
+    """Ratios against LangChain and the issue's targets, each marked met or not."""
+    S = result["systems"]
+    lc_names = [n for n in S if n.startswith("langchain")]
+    best_lc = max(lc_names, key=lambda n: S[n]["all"]["ndcg@10"])
+    best_lc_test = max(lc_names, key=lambda n: S[n]["test_split"]["ndcg@10"])
+    out: dict[str, Any] = {"best_langchain_ndcg@10": {"system": best_lc, "all": S[best_lc]["all"]["ndcg@10"],
+                                                     "test_split_system": best_lc_test,
+                                                     "test_split": S[best_lc_test]["test_split"]["ndcg@10"]},
+                           "ratios": {}}
+    for ours, theirs in PAIRS.items():
+        a, b = S[ours], S[theirs]
+        r: dict[str, Any] = {"vs": theirs,
+                             "ndcg@10_diff": round(a["all"]["ndcg@10"] - b["all"]["ndcg@10"], 4),
+                             "build_s_ratio": round(a["build_s"] / b["build_s"], 3) if b["build_s"] else None}
+        if "latency" in a and isinstance(b.get("latency"), dict):
+            for kind in ("single", "batched"):
+                for p in ("p50_ms", "p95_ms"):
+                    r[f"{kind}_{p}_ratio"] = round(a["latency"][kind][p] / b["latency"][kind][p], 3)
+        if isinstance(a.get("peak_rss_mib"), float) and isinstance(b.get("peak_rss_mib"), float):
+            r["peak_rss_ratio"] = round(a["peak_rss_mib"] / b["peak_rss_mib"], 3)
+        out["ratios"][ours] = r
+    hy = S["hybrid-hybrid"]
+    fs = result.get("fusion_study", {}).get("best", {})
+    best_fused_test = max((v["test"]["ndcg@10"] for v in fs.values()), default=None)
+    hyb_r = out["ratios"]["hybrid-hybrid"]
+    targets = {
+        "hybrid_ndcg@10_minus_best_langchain >= 0.02 (all queries, built-in RRF)": {
+            "value": round(hy["all"]["ndcg@10"] - S[best_lc]["all"]["ndcg@10"], 4)},
+        "hybrid_ndcg@10_minus_best_langchain >= 0.02 (test split, built-in RRF)": {
+            "value": round(hy["test_split"]["ndcg@10"] - S[best_lc_test]["test_split"]["ndcg@10"], 4)},
+        "build_s ratio hybrid / langchain-ensemble <= 0.4": {"value": hyb_r["build_s_ratio"]},
+        "batched p50 latency ratio hybrid / langchain-ensemble <= 0.5": {"value": hyb_r.get("batched_p50_ms_ratio")},
+    }
+    if best_fused_test is not None:
+        targets["best dev-tuned fusion ndcg@10 minus best langchain >= 0.02 (test split)"] = {
+            "value": round(best_fused_test - S[best_lc_test]["test_split"]["ndcg@10"], 4)}
+    for name, t in targets.items():
+        v = t["value"]
+        if v is None:
+            t["met"] = None
+        elif ">=" in name:
+            t["met"] = v >= 0.02
+        else:
+            t["met"] = v <= float(name.rsplit("<=", 1)[1])
+    out["targets"] = targets
+    return out
+
+
+def markdown(result: dict[str, Any]) -> str:
+    S = result["systems"]
+    lines = [f"Dataset {result['dataset']}: {result['docs']:,} docs, {result['queries']} queries; "
+             f"embedder {result['embedder']}; {result['machine']['note']}.", "",
+             "| system | nDCG@10 | recall@100 | nDCG@10 (test split) | build s | single p50 / p95 ms "
+             "| batched p50 / p95 ms per query | peak RSS MiB |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, s in S.items():
+        lat = s.get("latency")
+        if isinstance(lat, dict):
+            single = f"{lat['single']['p50_ms']:.1f} / {lat['single']['p95_ms']:.1f}"
+            batched = f"{lat['batched']['p50_ms']:.2f} / {lat['batched']['p95_ms']:.2f}"
+        else:
+            single = batched = "(as above)"
+        rss = s.get("peak_rss_mib")
+        lines.append(f"| {name} | {s['all']['ndcg@10']:.4f} | {s['all']['recall@100']:.4f} | "
+                     f"{s['test_split']['ndcg@10']:.4f} | {s['build_s']:.2f} | {single} | {batched} | "
+                     f"{rss if isinstance(rss, (int, float)) else '-'} |")
+    lines.append("")
+    for name, t in (result["comparison"] or {"targets": {}})["targets"].items():
+        lines.append(f"- {name}: {t['value']} -> {'met' if t['met'] else 'NOT met' if t['met'] is False else 'n/a'}")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
