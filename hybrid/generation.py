@@ -679,7 +679,7 @@ class HFGenerator:
 
         def work() -> None:
             try:
-                new = self._run([ids], adapter, params, cancel, st._counter, streamer=streamer)
+                new = self._run([ids], adapter, params, cancel, st._counter, streamer=streamer)[0]
                 if st._finish != "stop":
                     st._finish = self._finish(new, len(ids), params, cancel.is_set()).finish_reason
             except BaseException as e:  # noqa: BLE001 - re-raised in the consumer's thread
