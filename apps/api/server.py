@@ -71,6 +71,11 @@ ERRORS = {
 }
 
 
+def errs(*codes: int) -> dict[int, dict]:
+    """Documented error responses of an authenticated route (401 and 429 apply to all of them)."""
+    return {c: ERRORS[c] for c in sorted({401, 422, 429, *codes})}
+
+
 class Service:
     """Per-server state: settings, backend, gate, rate limiter, jobs, metrics, drain flag."""
 
@@ -80,12 +85,30 @@ class Service:
         self.metrics = Metrics()
         self.gate = Gate(settings.concurrency, settings.queue_size)
         self.rate = RateLimiter(settings.rate_limit, settings.rate_burst)
-        self.jobs = JobStore(on_finish=lambda j: self.metrics.jobs.labels(j.status).inc())
-        self.pool = ThreadPoolExecutor(max_workers=settings.concurrency + 2, thread_name_prefix="hybrid-answer")
+        self.jobs: JobStore | None = None
+        self.pool: ThreadPoolExecutor | None = None
+        self.start()
         self.draining = False
         self.load_error: str | None = None
         self.in_flight = 0  # requests doing work (answers, searches, uploads); drain waits for 0
         self._keys = [hashlib.sha256(k.encode()).digest() for k in settings.api_keys]
+
+    def start(self) -> None:
+        """(Re)create the worker pools; the lifespan may run more than once (test clients)."""
+        self.draining = False
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(max_workers=self.settings.concurrency + 2,
+                                           thread_name_prefix="hybrid-answer")
+        if self.jobs is None:
+            self.jobs = JobStore(on_finish=lambda j: self.metrics.jobs.labels(j.status).inc())
+
+    def stop(self) -> None:
+        self.draining = True
+        if self.jobs is not None:
+            self.jobs.shutdown()
+        if self.pool is not None:
+            self.pool.shutdown(wait=False, cancel_futures=True)
+        self.jobs = self.pool = None
 
     # -- auth ----------------------------------------------------------------------------------
     def check_key(self, header: str | None) -> str:
@@ -360,11 +383,10 @@ def create_app(settings: ServiceSettings, backend: Backend) -> FastAPI:
                 svc.load_error = f"{type(e).__name__}: {e}"
                 log.error("loading failed: %s", svc.load_error)
 
+        svc.start()
         app.state.load_task = loop.run_in_executor(None, load)
         yield
-        svc.draining = True
-        svc.jobs.shutdown()
-        svc.pool.shutdown(wait=False, cancel_futures=True)
+        svc.stop()
 
     app = FastAPI(
         title="hybrid Q&A API",
@@ -375,7 +397,6 @@ def create_app(settings: ServiceSettings, backend: Backend) -> FastAPI:
             "Every route except /healthz and /readyz needs `Authorization: Bearer <key>` when keys are "
             "configured. The chat page at / is a static shell; it asks for the key."),
         lifespan=lifespan,
-        responses={401: ERRORS[401]},
     )
     app.state.service = svc
     app.add_middleware(BodyLimitMiddleware, json_limit=settings.max_body_bytes, upload_limit=settings.max_upload_bytes)
@@ -397,10 +418,12 @@ def create_app(settings: ServiceSettings, backend: Backend) -> FastAPI:
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, e: StarletteHTTPException):
         kind = {404: "not_found", 405: "invalid_request"}.get(e.status_code, "invalid_request")
-        msg = str(e.detail)
-        if e.status_code == 400 and "parsing the body" in msg:  # FastAPI's words for bad bytes
-            msg = "request body could not be parsed: send UTF-8 JSON (or multipart form data for uploads)"
-        return error_json(e.status_code, msg, kind, getattr(e, "headers", None))
+        msg, status = str(e.detail), e.status_code
+        if status == 400:  # FastAPI/Starlette could not decode the body (bad JSON bytes, bad multipart)
+            detail = "" if "parsing the body" in msg else f" ({msg.rstrip('.')})"
+            msg = f"request body could not be parsed{detail}: send UTF-8 JSON (multipart form data for uploads)"
+            status = 422  # the same status as any other malformed body
+        return error_json(status, msg, kind, getattr(e, "headers", None))
 
     @app.exception_handler(HybridError)
     async def _hybrid(request: Request, e: HybridError):
@@ -447,7 +470,7 @@ def create_app(settings: ServiceSettings, backend: Backend) -> FastAPI:
 
     @app.get("/metrics", tags=["health"], dependencies=authed, summary="Prometheus metrics",
              response_class=Response,
-             responses={200: {"content": {"text/plain": {"example": "hybrid_requests_total{...} 3.0"}}}})
+             responses={**errs(), 200: {"content": {"text/plain": {"example": "hybrid_requests_total{...} 3.0"}}}})
     async def metrics():
         svc.metrics.queue_depth.set(svc.gate.waiting)
         return Response(svc.metrics.render(), media_type=svc.metrics.content_type)
@@ -455,7 +478,7 @@ def create_app(settings: ServiceSettings, backend: Backend) -> FastAPI:
     # -- Q&A --------------------------------------------------------------------------------------
     @app.post("/v1/ask", response_model=S.AskOut, dependencies=authed, tags=["answers"],
               summary="answer a question (JSON, or Server-Sent Events with stream=true)",
-              responses={**{c: ERRORS[c] for c in (404, 413, 422, 429, 503, 504)},
+              responses={**errs(404, 413, 503, 504),
                          200: {"content": {"text/event-stream": {"example": (
                              'event: token\ndata: {"text": "Two "}\n\n'
                              'event: token\ndata: {"text": "months [1]."}\n\n'
@@ -490,7 +513,10 @@ def create_app(settings: ServiceSettings, backend: Backend) -> FastAPI:
 
     @app.post("/v1/chat/completions", response_model=S.ChatOut, dependencies=authed, tags=["answers"],
               summary="OpenAI-compatible chat completions; `model` names the app; route info in `hybrid`",
-              responses={c: ERRORS[c] for c in (404, 413, 422, 429, 503, 504)})
+              responses={**errs(404, 413, 503, 504), 200: {"content": {"text/event-stream": {"example": (
+                  'data: {"object": "chat.completion.chunk", "choices": [{"delta": {"content": "Two "}}], ...}\n\n'
+                  'data: {"object": "chat.completion.chunk", "choices": [{"delta": {}, "finish_reason": "stop"}], '
+                  '"hybrid": {"strategy": "rag", ...}}\n\ndata: [DONE]\n\n')}}}})
     async def chat_completions(body: S.ChatIn, request: Request):
         question, history = split_messages(body.messages)
         opts = body.hybrid or S.HybridOptions()
@@ -535,7 +561,7 @@ def create_app(settings: ServiceSettings, backend: Backend) -> FastAPI:
                                  headers={**SSE_HEADERS, "X-Request-ID": rid})
 
     @app.get("/v1/models", response_model=S.ModelsOut, dependencies=authed, tags=["answers"],
-             summary="the apps, as OpenAI models")
+             summary="the apps, as OpenAI models", responses=errs())
     async def models():
         return {"object": "list", "data": [{"id": n, "object": "model", "created": 0, "owned_by": "hybrid"}
                                            for n in backend.app_names()]}
@@ -543,7 +569,7 @@ def create_app(settings: ServiceSettings, backend: Backend) -> FastAPI:
     # -- knowledge base ---------------------------------------------------------------------------
     @app.get("/v1/search", response_model=S.SearchOut, dependencies=authed, tags=["knowledge base"],
              summary="raw knowledge-base search in one app",
-             responses={c: ERRORS[c] for c in (404, 422, 503)})
+             responses=errs(404, 503, 504))
     async def search(app_name: str = Query(..., alias="app", min_length=1, max_length=100),
                      q: str = Query(..., min_length=1, max_length=S.HARD_MAX_QUESTION_CHARS,
                                     examples=["deposit cap"]),
@@ -573,7 +599,7 @@ def create_app(settings: ServiceSettings, backend: Backend) -> FastAPI:
     @app.post("/v1/documents", response_model=S.JobOut, status_code=202, dependencies=authed,
               tags=["knowledge base"],
               summary="upload files; they are ingested into the app's knowledge base in the background",
-              responses={c: ERRORS[c] for c in (404, 413, 422, 503)})
+              responses=errs(404, 413, 503))
     async def upload(app_name: str = Form(..., alias="app", min_length=1, max_length=100),
                      files: list[UploadFile] = File(..., description="documents (txt, md, html, pdf, docx, csv...)")):
         svc.admit(app_name)
@@ -604,7 +630,7 @@ def create_app(settings: ServiceSettings, backend: Backend) -> FastAPI:
         return JSONResponse(job.to_dict(), status_code=202)
 
     @app.get("/v1/jobs/{job_id}", response_model=S.JobOut, dependencies=authed, tags=["knowledge base"],
-             summary="progress of an upload job", responses={404: ERRORS[404]})
+             summary="progress of an upload job", responses=errs(404))
     async def job(job_id: str):
         j = svc.jobs.get(job_id)
         if j is None:
@@ -612,7 +638,7 @@ def create_app(settings: ServiceSettings, backend: Backend) -> FastAPI:
         return j.to_dict()
 
     @app.get("/v1/apps", response_model=S.AppsOut, dependencies=authed, tags=["apps"],
-             summary="apps with their strategies, adapter cards and knowledge-base stats")
+             summary="apps with their strategies, adapter cards and knowledge-base stats", responses=errs())
     async def apps_list():
         loop = asyncio.get_running_loop()
         return {"apps": await loop.run_in_executor(None, backend.apps_info)}
