@@ -44,6 +44,7 @@ Task = tuple[int, bytes, str, "str | None"]  # (task id, raw bytes, name, kind s
 # Messages are a 4-byte big-endian length plus a JSON header; a request is followed by the raw
 # bytes. JSON (not pickle) keeps the channel dumb: nothing the worker sends can run code here.
 _LEN = struct.Struct(">I")
+_STARTUP_TIMEOUT_S = 120.0  # a fresh interpreter on a loaded machine; not a parse budget
 
 
 def _send(stream: IO[bytes], header: dict[str, Any], payload: bytes = b"") -> None:
@@ -86,6 +87,7 @@ def worker_main(memory_mb: int) -> None:
 
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     sys.stdout = sys.stderr  # a stray print() in a parser must not corrupt the channel
+    _send(stdout, {"ready": True})  # start-up time must not count against the first document
     while True:
         try:
             req = _recv(stdin)
@@ -169,52 +171,66 @@ class ParsePool:
             idle: list[_Worker] = list(self._workers)
             busy: dict[Any, _Worker] = {}
             exhausted = False
-            while True:
-                while not exhausted and (idle or len(self._workers) < self.size):
-                    nxt = next(pending, None)
-                    if nxt is None:
-                        exhausted = True
-                        break
-                    task_id, data, name, kind = nxt
-                    w = idle.pop() if idle else self._start()  # workers start on demand
-                    try:
-                        w.submit(task_id, data, name, kind, cfg_dict)
-                    except (BrokenPipeError, OSError):
-                        self._drop(w)
-                        w = self._start()
-                        w.submit(task_id, data, name, kind, cfg_dict)
-                    w.task, w.deadline = task_id, time.monotonic() + cfg.parse_timeout_s
-                    busy[w.out] = w
-                if not busy:
-                    return
-                timeout = max(0.0, min(w.deadline for w in busy.values()) - time.monotonic())
-                for out in wait(list(busy), timeout=timeout):
-                    w = busy.pop(out)
-                    task_id = w.task
-                    try:
-                        reply = _recv(w.out)
-                    except (EOFError, OSError, ValueError):
-                        code = w.proc.wait(5)
-                        yield task_id, SkipError(  # type: ignore[misc]
-                            "crashed", f"parser process died (exit code {code}): memory cap or a parser crash"
-                        )
-                        self._drop(w)
-                        continue
-                    w.task = None
-                    idle.append(w)
-                    yield task_id, _from_reply(reply)  # type: ignore[misc]
-                now = time.monotonic()
-                for out, w in list(busy.items()):
-                    if now >= w.deadline:
-                        busy.pop(out)
-                        log.warning("parse of task %s exceeded %.1fs; killing its worker", w.task, cfg.parse_timeout_s)
-                        yield w.task, SkipError(  # type: ignore[misc]
-                            "timeout", f"parsing took longer than parse_timeout_s={cfg.parse_timeout_s:g}s"
-                        )
-                        self._drop(w)
+            try:
+                while True:
+                    while not exhausted and (idle or len(self._workers) < self.size):
+                        nxt = next(pending, None)
+                        if nxt is None:
+                            exhausted = True
+                            break
+                        task_id, data, name, kind = nxt
+                        w = idle.pop() if idle else self._start()  # workers start on demand
+                        try:
+                            w.submit(task_id, data, name, kind, cfg_dict)
+                        except (BrokenPipeError, OSError):
+                            self._drop(w)
+                            w = self._start()
+                            w.submit(task_id, data, name, kind, cfg_dict)
+                        w.task, w.deadline = task_id, time.monotonic() + cfg.parse_timeout_s
+                        busy[w.out] = w
+                    if not busy:
+                        return
+                    timeout = max(0.0, min(w.deadline for w in busy.values()) - time.monotonic())
+                    for out in wait(list(busy), timeout=timeout):
+                        w = busy.pop(out)
+                        task_id = w.task
+                        try:
+                            reply = _recv(w.out)
+                        except (EOFError, OSError, ValueError):
+                            code = w.proc.wait(5)
+                            self._drop(w)
+                            yield task_id, SkipError(  # type: ignore[misc]
+                                "crashed", f"parser process died (exit code {code}): memory cap or a parser crash"
+                            )
+                            continue
+                        w.task = None
+                        idle.append(w)
+                        yield task_id, _from_reply(reply)  # type: ignore[misc]
+                    now = time.monotonic()
+                    for out, w in list(busy.items()):
+                        if now >= w.deadline:
+                            busy.pop(out)
+                            log.warning("parse of task %s exceeded %.1fs; killing its worker", w.task, cfg.parse_timeout_s)
+                            self._drop(w)
+                            yield w.task, SkipError(  # type: ignore[misc]
+                                "timeout", f"parsing took longer than parse_timeout_s={cfg.parse_timeout_s:g}s"
+                            )
+            finally:
+                # A caller that stops early leaves parses in flight; their late replies must not
+                # reach the next run, so those workers are replaced.
+                for w in list(busy.values()):
+                    self._drop(w)
 
     def _start(self) -> _Worker:
         w = _Worker(self.memory_mb)
+        if not wait([w.out], timeout=_STARTUP_TIMEOUT_S):
+            w.kill()
+            raise RuntimeError(f"parse worker did not start within {_STARTUP_TIMEOUT_S}s")
+        try:
+            _recv(w.out)  # the ready message
+        except (EOFError, OSError, ValueError):
+            code = w.proc.wait(5)
+            raise RuntimeError(f"parse worker failed to start (exit code {code})") from None
         self._workers.append(w)
         return w
 

@@ -77,10 +77,11 @@ def test_near_duplicates_and_pii_counts_are_reported_without_values(tmp_path, ca
 
 
 def test_a_parse_past_its_deadline_is_killed_and_the_batch_goes_on(tmp_path):
-    # 150k CSV rows take far longer than 50 ms to parse: the worker is killed, the next file loads.
-    (tmp_path / "a-big.csv").write_text("q,a\n" + "".join(f"question {i},answer {i}\n" for i in range(150_000)))
+    # 400k CSV rows take far longer than a second to parse: the worker is killed, the next file loads.
+    (tmp_path / "a-big.csv").write_text("q,a\n" + "".join(f"question {i},answer {i}\n" for i in range(400_000)))
     (tmp_path / "b-small.txt").write_text("still loaded")
-    result = connectors.ingest([str(tmp_path)], IngestConfig(parse_timeout_s=0.05, workers=1))
+    cfg = IngestConfig(parse_timeout_s=1.0, workers=1, max_file_bytes=100 * 2**20)
+    result = connectors.ingest([str(tmp_path)], cfg)
     assert result.report.skip_counts() == {"timeout": 1}
     assert [d.text for d in result.documents] == ["still loaded"]
 
@@ -129,3 +130,10 @@ def test_cli_user_errors_are_one_line_and_exit_2(tmp_path, args, needle):
                           cwd=tmp_path, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and needle in proc.stderr, proc.stderr
+
+
+def test_a_caller_that_stops_early_does_not_leak_replies_into_the_next_run(corpus):
+    first = next(iter(connectors.load(DOCS, include=["*.pdf", "*.docx"])))
+    assert first.metadata["source"] == "docx-tables.docx"
+    again = list(connectors.load(DOCS, include=["*.txt"], exclude=["edge/**"]))
+    assert [d.metadata["source"] for d in again] == ["book-war-and-peace-1p.txt", "fake-text.txt", "norwich-city.txt"]
