@@ -113,6 +113,19 @@ class RssSampler:
         return self.peak_mb - self.start_mb
 
 
+def release_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the OS, so the next phase's RSS growth starts
+    from a true floor instead of reusing memory a previous phase freed."""
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):
+        pass
+
+
 def run_child(args: Sequence[str], *, timeout: float | None = None, env: dict[str, str] | None = None,
               nice: int = 0) -> tuple[int, str, str, float, float]:
     """Run a child process; return (exit code, stdout, stderr, its own peak RSS in MiB, wall seconds).

@@ -23,7 +23,6 @@ the FAISS index). Without the ``indexes`` package it builds the same settings wi
 from __future__ import annotations
 
 import argparse
-import gc
 import sys
 import time
 from pathlib import Path
@@ -39,6 +38,7 @@ from benchmarks._util import (  # noqa: E402
     current_rss_mb,
     latency_summary,
     machine_info,
+    release_memory,
     write_json,
 )
 
@@ -171,14 +171,25 @@ def make_index(kind: str, dim: int, cfg):
         return RawIndex(kind, dim, cfg)
 
 
-def time_queries(idx, queries: np.ndarray, k: int, n_single: int) -> tuple[dict[str, float], dict[str, float], np.ndarray]:
-    """Single-query latencies (one search call per query) and batched (all queries in one call)."""
-    idx.search(queries[:4], k)  # warm caches and the thread pool
+def time_queries(idx, queries: np.ndarray, k: int, n_single: int,
+                 threads: int) -> tuple[dict[str, float], dict[str, float], np.ndarray]:
+    """Single-query latencies (one search call per query, one FAISS thread) and batched (all queries in one call).
+
+    Single queries run on one thread: a one-query search gains nothing from OpenMP, and on a busy
+    shared machine waking a second OpenMP thread can cost milliseconds that have nothing to do with
+    the index kind being measured.
+    """
+    import faiss
+
+    faiss.omp_set_num_threads(1)
+    idx.search(queries[:4], k)  # warm caches
     single = []
     for q in queries[:n_single]:
         t0 = time.perf_counter()
         idx.search(q[None, :], k)
         single.append(time.perf_counter() - t0)
+    faiss.omp_set_num_threads(threads)
+    idx.search(queries[:4], k)  # warm the thread pool
     t0 = time.perf_counter()
     _, ids = idx.search(queries, k)
     total = time.perf_counter() - t0
@@ -201,17 +212,6 @@ def index_file_mib(faiss_index) -> float:
         return os.path.getsize(path) / 2**20
     finally:
         os.unlink(path)
-
-
-def release_memory() -> None:
-    """Hand freed heap pages back to the OS, so the next index's RSS growth starts from a true floor."""
-    import ctypes
-
-    gc.collect()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass
 
 
 def recall_at_k(approx: np.ndarray, exact: np.ndarray, k: int) -> float:
@@ -247,7 +247,7 @@ def run_size(n: int, args, cfg, log: Callable[[str], None]) -> dict[str, Any]:
         log(f"n={n} {kind}: built in {build_s:.1f}s, index {entry['index_mib']:.0f} MiB, RSS +{held_mb:.0f} MiB")
         for value in spec["sweep"]:
             label = idx.set_search(value)
-            single, batched, ids = time_queries(idx, queries, args.k, args.single)
+            single, batched, ids = time_queries(idx, queries, args.k, args.single, args.threads)
             row: dict[str, Any] = {"search_setting": label, "single": single, "batched": batched}
             if kind == "flat":
                 exact_ids = ids
@@ -290,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--single", type=int, default=200, help="queries timed one by one for p50/p95")
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--data", choices=["gaussian", "lowrank"], default="gaussian")
-    ap.add_argument("--threads", type=int, default=2, help="FAISS OpenMP threads")
+    ap.add_argument("--threads", type=int, default=2, help="FAISS OpenMP threads for builds and batched search")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=None, help="results JSON (default results/scale[-lowrank].json)")
     args = ap.parse_args(argv)
@@ -320,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
         "single_queries_timed": args.single, "faiss_threads": args.threads, "machine": machine_info(),
         "method": ("build_s = new index + add (IVF-PQ training included); index_mib = the index as "
                    "faiss.write_index stores it; rss_growth_mib = resident growth of the process while the "
-                   "index is held; single = one search call per query, p50/p95 over the timed queries; "
+                   "index is held; single = one search call per query on one FAISS thread, p50/p95 over the timed queries; "
                    "batched = all queries in one call, divided by their count; recall_at_10 = overlap of the "
                    "top 10 with the exact Flat top 10 for the same queries"),
         "sizes": [],
