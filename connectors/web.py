@@ -220,8 +220,7 @@ def crawl(start: str, cfg: IngestConfig) -> Iterator[Raw | Skip]:
         try:
             resp = fetch(url, cfg)
         except SkipError as e:
-            log.warning("skipped %s: %s (%s)", url, e.reason, e)
-            yield Skip(url, e.reason, str(e))
+            yield Skip(url, e.reason, str(e))  # logged and counted by the caller
             continue
         fetched += 1
         if resp.url != url and resp.url in queued and depth > 0:
