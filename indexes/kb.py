@@ -43,6 +43,7 @@ import os
 import re
 import shutil
 import sqlite3
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -221,6 +222,7 @@ class KnowledgeBase:
         self._embedder = embedder
         self.readonly = readonly
         self._state = state
+        self._refresh_lock = threading.Lock()
 
     # -- opening --------------------------------------------------------------------------------
     @classmethod
@@ -323,9 +325,10 @@ class KnowledgeBase:
         if int(manifest["generation"]) == self._state.generation:
             self._state.mtime = st.st_mtime_ns
             return False
-        old = self._state
-        self._state = _load_state(self.path, self.cfg)
-        old.close()
+        with self._refresh_lock:
+            if self._state.generation != int(manifest["generation"]):
+                # not closed here: another thread may be mid-search on it; GC closes it
+                self._state = _load_state(self.path, self.cfg)
         return True
 
     def close(self) -> None:
@@ -440,24 +443,18 @@ class KnowledgeBase:
         report.chunks_removed = len(remove_vids)
         report.chunks_kept = len(keep_cids)
 
-        vectors = self._state.vectors
-        try:
-            vectors.remove(remove_vids)
-            vectors.add(np.array(new_vids, dtype=np.int64), vecs)
+        # Change a copy: searches running meanwhile (API threads) keep a consistent index, and a
+        # failure below leaves this object exactly as it was.
+        vectors = self._state.vectors.copy()
+        vectors.remove(remove_vids)
+        vectors.add(np.array(new_vids, dtype=np.int64), vecs)
 
-            def apply(con: sqlite3.Connection) -> None:
-                _apply_changes(con, upserts, to_delete, new_chunks, keep_cids, remove_vids, vectors)
+        def apply(con: sqlite3.Connection) -> None:
+            _apply_changes(con, upserts, to_delete, new_chunks, keep_cids, remove_vids, vectors)
 
-            gen = _publish(self.path, self._state.manifest, self.generation + 1, self._db_file(), vectors, apply,
-                           self.cfg)
-        except BaseException:
-            # the in-memory index was changed in place: go back to what is on disk
-            self._state.close()
-            self._state = _load_state(self.path, self.cfg)
-            raise
-        old = self._state
+        gen = _publish(self.path, self._state.manifest, self.generation + 1, self._db_file(), vectors, apply, self.cfg)
+        # the old state is not closed: a search in another thread may still be reading it (GC closes it)
         self._state = _load_state(self.path, self.cfg, vectors=vectors)
-        old.close()
         report.generation = gen
         report.seconds = time.perf_counter() - t0
         return report
@@ -475,22 +472,14 @@ class KnowledgeBase:
             vids = []
             for d in present:
                 vids.extend(r[0] for r in db.execute("SELECT vid FROM chunks WHERE doc_id=?", (d,)))
-            vectors = self._state.vectors
-            try:
-                vectors.remove(vids)
+            vectors = self._state.vectors.copy()
+            vectors.remove(vids)
 
-                def apply(con: sqlite3.Connection) -> None:
-                    _apply_changes(con, [], set(present), [], set(), vids, vectors)
+            def apply(con: sqlite3.Connection) -> None:
+                _apply_changes(con, [], set(present), [], set(), vids, vectors)
 
-                _publish(self.path, self._state.manifest, self.generation + 1, self._db_file(), vectors, apply,
-                         self.cfg)
-            except BaseException:
-                self._state.close()
-                self._state = _load_state(self.path, self.cfg)
-                raise
-            old = self._state
+            _publish(self.path, self._state.manifest, self.generation + 1, self._db_file(), vectors, apply, self.cfg)
             self._state = _load_state(self.path, self.cfg, vectors=vectors)
-            old.close()
             return len(present)
 
     def documents(self) -> list[Document]:
@@ -614,8 +603,8 @@ class KnowledgeBase:
         k = self._check_k(k)
         if not queries:
             return []
-        st = self._state
-        allowed = self._allowed(filters) if filters else None
+        st = self._state  # one generation for the whole call, even if a writer publishes meanwhile
+        allowed = self._allowed(filters, st) if filters else None
         if allowed is not None and len(allowed) == 0:
             return [[] for _ in queries]
         depth = k if mode != "hybrid" and not mmr else max(k, self.cfg.fusion_depth)
@@ -630,14 +619,14 @@ class KnowledgeBase:
         sparse: list[list[tuple[int, float]]] = [[] for _ in queries]
         if mode in ("bm25", "hybrid"):
             for i, q in enumerate(queries):
-                sparse[i] = self._bm25(q, depth, filters if allowed is not None else None)
+                sparse[i] = self._bm25(q, depth, filters if allowed is not None else None, st)
         out = []
         for i in range(len(queries)):
-            out.append(self._assemble(dense[i], sparse[i], mode, k, mmr, qvecs[i] if qvecs is not None else None))
+            out.append(self._assemble(dense[i], sparse[i], mode, k, mmr, qvecs[i] if qvecs is not None else None, st))
         return out
 
     def _assemble(self, dense: list[tuple[int, float]], sparse: list[tuple[int, float]], mode: str, k: int,
-                  use_mmr: bool, qvec: np.ndarray | None) -> list[Hit]:
+                  use_mmr: bool, qvec: np.ndarray | None, st: _State) -> list[Hit]:
         d_score = dict(dense)
         s_score = dict(sparse)
         if mode == "dense":
@@ -649,10 +638,10 @@ class KnowledgeBase:
                                                    weights=[self.cfg.dense_weight, self.cfg.bm25_weight])]
         if use_mmr and qvec is not None and ranked:
             pool = [v for v, _ in ranked]
-            picked = _mmr(qvec, self._state.vectors.reconstruct(pool), k, self.cfg.mmr_lambda)
+            picked = _mmr(qvec, st.vectors.reconstruct(pool), k, self.cfg.mmr_lambda)
             ranked = [ranked[j] for j in picked]
         ranked = ranked[:k]
-        rows = self._rows([v for v, _ in ranked])
+        rows = self._rows([v for v, _ in ranked], st)
         hits = []
         for r, (vid, score) in enumerate(ranked, 1):
             row = rows.get(vid)
@@ -668,9 +657,9 @@ class KnowledgeBase:
             hits.append(Hit(chunk=row, score=float(score), rank=len(hits) + 1, scores=parts))
         return hits
 
-    def _rows(self, vids: list[int]) -> dict[int, Chunk]:
+    def _rows(self, vids: list[int], st: _State) -> dict[int, Chunk]:
         out: dict[int, Chunk] = {}
-        db = self._state.db
+        db = st.db
         for i in range(0, len(vids), 500):
             part = vids[i:i + 500]
             q = f"SELECT vid, chunk_id, doc_id, text, metadata FROM chunks WHERE vid IN ({','.join('?' * len(part))})"
@@ -678,7 +667,7 @@ class KnowledgeBase:
                 out[vid] = Chunk(id=cid, doc_id=did, text=text, metadata=json.loads(meta))
         return out
 
-    def _bm25(self, query: str, depth: int, filters: dict[str, Any] | None) -> list[tuple[int, float]]:
+    def _bm25(self, query: str, depth: int, filters: dict[str, Any] | None, st: _State) -> list[tuple[int, float]]:
         terms = list(dict.fromkeys(t for t in re.findall(r"\w+", query.lower())))
         content = [t for t in terms if t not in _STOP] or terms
         content = content[: self.cfg.bm25_max_terms]
@@ -689,23 +678,23 @@ class KnowledgeBase:
         args: list[Any] = [match]
         where = "chunks_fts MATCH ?"
         if filters:
-            fsql, fargs = self._filter_sql(filters)
+            fsql, fargs = self._filter_sql(filters, st)
             sql += " JOIN chunks c ON c.vid = f.rowid"
             where += f" AND {fsql}"
             args += fargs
         sql += f" WHERE {where} ORDER BY bm25(chunks_fts) LIMIT ?"
         args.append(depth)
         try:
-            return [(int(v), float(s)) for v, s in self._state.db.execute(sql, args)]
+            return [(int(v), float(s)) for v, s in st.db.execute(sql, args)]
         except sqlite3.OperationalError as e:
             raise InputError(f"cannot run BM25 for query {query[:60]!r}: {e}") from None
 
-    def _filter_sql(self, filters: dict[str, Any]) -> tuple[str, list[Any]]:
+    def _filter_sql(self, filters: dict[str, Any], st: _State) -> tuple[str, list[Any]]:
         if not isinstance(filters, dict):
             raise InputError(f"filters must be a mapping of field -> value, got {type(filters).__name__}")
         parts: list[str] = []
         args: list[Any] = []
-        known = self._state.fields
+        known = st.fields
         for fname, cond in filters.items():
             if fname not in known or not _FIELD_RE.match(fname):
                 raise InputError(f"unknown filter field {fname!r}; known fields: {', '.join(sorted(known)) or '(none)'}")
@@ -734,9 +723,9 @@ class KnowledgeBase:
                 args.append(_filter_scalar(fname, cond))
         return " AND ".join(parts) or "1", args
 
-    def _allowed(self, filters: dict[str, Any]) -> np.ndarray:
-        fsql, fargs = self._filter_sql(filters)
-        rows = self._state.db.execute(f"SELECT c.vid FROM chunks c WHERE {fsql}", fargs).fetchall()
+    def _allowed(self, filters: dict[str, Any], st: _State) -> np.ndarray:
+        fsql, fargs = self._filter_sql(filters, st)
+        rows = st.db.execute(f"SELECT c.vid FROM chunks c WHERE {fsql}", fargs).fetchall()
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
     # -- LangChain and stats ---------------------------------------------------------------------

@@ -98,6 +98,10 @@ class VectorIndex:
         finally:
             os.close(fd)
 
+    def copy(self) -> "VectorIndex":
+        """An independent copy: writers change a copy, so searches running meanwhile see a consistent index."""
+        return VectorIndex(_faiss().clone_index(self.index), self.kind, self.cfg, set(self.tombstones))
+
     # -- properties -----------------------------------------------------------------------------
     @property
     def dim(self) -> int:

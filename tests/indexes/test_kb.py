@@ -203,3 +203,36 @@ def test_langchain_retriever_and_document_conversion(kb):
     back = from_lc_document(to_lc_document(doc))
     assert back == doc
     assert set(TOPICS) >= {d.metadata["source"] for d in got}
+
+
+def test_searches_in_threads_while_the_same_object_syncs(tmp_path):
+    import threading
+
+    cfg = IndexConfig(embedder="hash", chunk_size=200, chunk_overlap=0)  # one chunk per document
+    errors: list[BaseException] = []
+    seen: set[int] = set()
+    with KnowledgeBase.create(tmp_path / "kb", cfg, embedder=HashEmbedder()) as kb:
+        kb.sync(make_docs("1"))
+        stop = threading.Event()
+
+        def reader():
+            while not stop.is_set():
+                try:
+                    hits = kb.search("version of the lease notice", k=6)
+                    versions = {h.chunk.text.rsplit("Version ", 1)[-1] for h in hits}
+                    assert len(versions) == 1, versions  # never a mix of two generations
+                    seen.add(len(hits))
+                except BaseException as e:  # noqa: BLE001 - reported below
+                    errors.append(e)
+                    return
+
+        threads = [threading.Thread(target=reader) for _ in range(3)]
+        for t in threads:
+            t.start()
+        for v in range(2, 12):
+            kb.sync(make_docs(str(v)), prune=True)
+        stop.set()
+        for t in threads:
+            t.join()
+    assert not errors, errors[0]
+    assert seen == {6}
