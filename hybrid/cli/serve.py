@@ -58,13 +58,15 @@ def serve(settings, overrides=()) -> None:
     from apps.api.runner import DrainingServer
     from apps.api.server import create_app
 
+    backend = RealBackend(settings.apps, overrides=overrides)  # bad app dirs fail here, before any log line
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # The CLI may have configured logging already (quieter); the service's own lines stay visible.
+    logging.getLogger("hybrid").setLevel(min(logging.getLogger("hybrid").getEffectiveLevel(), logging.INFO))
     if settings.forced_loopback:
         log.warning("no API key configured: binding to 127.0.0.1 instead of %s "
                     "(set HYBRID_API_KEYS or --api-key to serve other hosts)", settings.forced_loopback)
     elif not settings.api_keys:
         log.warning("no API key configured: anyone on this machine can use the service (loopback only)")
-    backend = RealBackend(settings.apps, overrides=overrides)
     app = create_app(settings, backend)
     config = uvicorn.Config(app, host=settings.host, port=settings.port, log_level=settings.log_level,
                             timeout_graceful_shutdown=5, access_log=False, lifespan="on")

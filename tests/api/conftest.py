@@ -191,3 +191,66 @@ def tiny_apps(tmp_path_factory):
     os.environ.setdefault("HYBRID_CACHE", str(Path(__file__).resolve().parents[2] / ".cache" / "test-cache"))
     root = tmp_path_factory.mktemp("apps")
     return [write_app(root, "legal", LEGAL_DOCS, LEGAL_EX), write_app(root, "shop", SHOP_DOCS, SHOP_EX)]
+
+
+# -- `hybrid serve` as a real subprocess ------------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def real_model_app(tmp_path_factory):
+    """A tiny app dir with the real embedded models (MiniLM embedder, SmolLM2 generator)."""
+    import os
+
+    os.environ.setdefault("HYBRID_CACHE", str(Path(__file__).resolve().parents[2] / ".cache" / "test-cache"))
+    root = tmp_path_factory.mktemp("real-apps")
+    return write_app(root, "legal", LEGAL_DOCS, LEGAL_EX, embedder="sentence-transformers/all-MiniLM-L6-v2",
+                     model="embedded", max_new_tokens=48, title="Vellmar Legal (test)",
+                     description="Deposits and notice periods, from two made-up statute excerpts")
+
+
+class ServeProcess:
+    """``hybrid serve`` in a subprocess on a free loopback port; ``wait_ready()`` polls /readyz."""
+
+    def __init__(self, apps: list[Path], *args: str, env: dict | None = None):
+        import os
+        import subprocess
+        import sys
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        root = Path(__file__).resolve().parents[2]
+        cmd = [sys.executable, "-m", "hybrid", "serve", "--port", str(self.port), "--api-key", KEY, *args]
+        for a in apps:
+            cmd += ["--app", str(a)]
+        self.log_path = Path(os.environ.get("HYBRID_CACHE", "/tmp")) / f"serve-{self.port}.log"
+        self.log = open(self.log_path, "w")
+        self.proc = subprocess.Popen(cmd, cwd=root, stdout=self.log, stderr=subprocess.STDOUT,
+                                     env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
+
+    def wait_ready(self, timeout: float = 300.0) -> "ServeProcess":
+        import httpx
+
+        end = time.monotonic() + timeout
+        while time.monotonic() < end:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"hybrid serve exited {self.proc.returncode}:\n{self.output()}")
+            try:
+                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"hybrid serve not ready after {timeout}s:\n{self.output()}")
+
+    def output(self) -> str:
+        self.log.flush()
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(30)
+            except Exception:  # noqa: BLE001 - last resort for a hung server in a failed test
+                self.proc.kill()
+                self.proc.wait(10)
+        self.log.close()

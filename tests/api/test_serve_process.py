@@ -1,0 +1,80 @@
+"""``hybrid serve`` as users run it: a subprocess with the real embedded models."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+
+import httpx
+import pytest
+
+from tests.api.conftest import AUTH, ServeProcess
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def server(real_model_app):
+    s = ServeProcess([real_model_app]).wait_ready()
+    yield s
+    s.stop()
+
+
+def test_real_answer_with_route_and_citations(server):
+    r = httpx.post(server.url + "/v1/ask", headers=AUTH, timeout=300,
+                   json={"app": "legal", "question": "What is the most a landlord may take as a deposit?",
+                         "max_new_tokens": 24})
+    assert r.status_code == 200, r.text
+    a = r.json()
+    assert a["answer"] and a["strategy"] in ("rag", "few_shot")
+    assert a["decision"]["reason"] and a["usage"]["completion_tokens"] > 0
+    if a["strategy"] == "rag":
+        assert a["citations"][0]["source"] in ("tenancy-act.md", "notice.md")
+    assert httpx.get(server.url + "/v1/ask", timeout=10).status_code in (401, 405)
+
+
+def test_sigterm_during_a_stream_drains_and_exits_0(real_model_app):
+    s = ServeProcess([real_model_app], "--drain-grace", "240").wait_ready()
+    try:
+        events = []
+        with httpx.Client(timeout=300) as c:
+            with c.stream("POST", s.url + "/v1/ask", headers=AUTH,
+                          json={"app": "legal", "question": "How much notice must a landlord give?",
+                                "stream": True, "max_new_tokens": 40, "strategy": "rag"}) as r:
+                assert r.status_code == 200
+                lines = r.iter_lines()
+                for line in lines:  # wait for the first token, then signal
+                    if line.startswith("event: token"):
+                        break
+                s.proc.send_signal(signal.SIGTERM)
+                time.sleep(0.3)
+                ready = httpx.get(s.url + "/readyz", timeout=10)
+                assert ready.status_code == 503 and "draining" in ready.json()["error"]["message"]
+                refused = httpx.post(s.url + "/v1/ask", headers=AUTH, timeout=10,
+                                     json={"app": "legal", "question": "another one?"})
+                assert refused.status_code == 503 and "shutting down" in refused.json()["error"]["message"]
+                for line in lines:
+                    if line.startswith("event: "):
+                        events.append(line[7:])
+                    elif line.startswith("data: ") and events and events[-1] == "final":
+                        final = json.loads(line[6:])
+        assert events[-1] == "final", events  # the in-flight stream finished
+        assert final["answer"] and final["strategy"] == "rag"
+        assert s.proc.wait(60) == 0, s.output()
+        assert "draining" in s.output()
+    finally:
+        s.stop()
+
+
+def test_bad_serve_arguments_are_one_line_errors(tmp_path):
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-m", "hybrid", "serve", "--app", str(tmp_path)],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip().startswith("error:") and "app.yaml" in r.stderr
+    assert "Traceback" not in r.stderr
+    r = subprocess.run([sys.executable, "-m", "hybrid", "serve", "--app", str(tmp_path), "--api-key", "short"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "at least 8 characters" in r.stderr and "Traceback" not in r.stderr
