@@ -132,10 +132,15 @@ def chunk_document(doc: Document, cfg: IndexConfig, length: Callable[[str], int]
     return chunks
 
 
-def chunk_documents(docs: Iterable[Document], cfg: IndexConfig, tokenizer_or_embedder: Any = None) -> list[Chunk]:
+def chunk_documents(docs: Iterable[Document], cfg: IndexConfig, tokenizer_or_embedder: Any = None, *,
+                    progress: bool = False) -> list[Chunk]:
     """Chunks of every document, in order. Empty documents give no chunks."""
     length = token_counter(tokenizer_or_embedder)
     out: list[Chunk] = []
+    if progress:
+        from tqdm.auto import tqdm
+
+        docs = tqdm(list(docs), desc="chunk", unit="doc", disable=None, mininterval=0.5, leave=False)
     for d in docs:
         out.extend(chunk_document(d, cfg, length))
     return out

@@ -421,7 +421,7 @@ class KnowledgeBase:
         from indexes.chunking import chunk_documents
 
         emb = self.embedder
-        new_chunks = chunk_documents(upserts, self.cfg, emb)
+        new_chunks = chunk_documents(upserts, self.cfg, emb, progress=progress and len(upserts) > 200)
         upsert_ids = {d.id for d in upserts}
         old_rows = {}
         if upsert_ids or to_delete:
