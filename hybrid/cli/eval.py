@@ -24,20 +24,22 @@ def _default_out(app_dir: str) -> str:
               help="App directory with app.yaml (env: HYBRID_APP).")
 @click.option("-q", "--questions", type=click.Path(dir_okay=False),
               help="Questions: JSONL (question, answer, type, ...) or SQuAD v1/v2 JSON.")
-@click.option("--strategies", default="few_shot,rag,tuned,tuned_rag,auto", show_default=True,
-              help="Comma-separated strategies; auto = the app's router.")
+@click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), default=None,
+              help="Eval preset (configs/eval.yaml); flags below win over it.")
+@click.option("--strategies", default=None, help="Comma-separated strategies; auto = the app's router "
+              "[default: few_shot,rag,tuned,tuned_rag,auto].")
 @click.option("-o", "--out", "out_dir", default=None, help="Report directory [default: reports/<app>-<date>].")
 @click.option("-n", "--limit", type=int, default=None, help="Evaluate a seeded sample of N questions.")
-@click.option("-b", "--batch-size", type=int, default=16, show_default=True, help="Questions generated together.")
+@click.option("-b", "--batch-size", type=int, default=None, help="Questions generated together [default: 16].")
 @click.option("--max-new-tokens", type=int, default=None, help="Override the app's max_new_tokens.")
 @click.option("-r", "--router", default=None, metavar="KIND", help="Router for auto (default: the app's).")
 @click.option("--baseline", type=click.Choice(["none", "langchain"]), default="none", show_default=True,
               help="Also score a plain LangChain RAG chain (FAISS, same embedder, k=3, same generator).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=None, help="Sampling and bootstrap seed [default: 0].")
 @set_option
 @click.pass_context
-def cli(ctx, app_dir, questions, strategies, out_dir, limit, batch_size, max_new_tokens, router, baseline, seed,
-        overrides):
+def cli(ctx, app_dir, questions, config_path, strategies, out_dir, limit, batch_size, max_new_tokens, router,
+        baseline, seed, overrides):
     """Compare few-shot, RAG, tuned, tuned+RAG and the router on the same questions.
 
     \b
@@ -49,15 +51,20 @@ def cli(ctx, app_dir, questions, strategies, out_dir, limit, batch_size, max_new
         return
     if not app_dir or not questions:
         raise click.UsageError("hybrid eval needs --app and --questions (or a subcommand: retrieval)")
+    import dataclasses
+
     from hybrid.app import load_app
+    from hybrid.config import load_config
     from hybrid.eval.runner import EvalConfig, run_eval
 
-    names = [s.strip() for s in strategies.split(",") if s.strip()]
+    cfg = load_config(EvalConfig, config_path) if config_path else EvalConfig()
+    flags = {"batch_size": batch_size, "limit": limit, "seed": seed, "max_new_tokens": max_new_tokens,
+             "router": router}
+    names = [s.strip() for s in strategies.split(",") if s.strip()] if strategies else list(cfg.strategies)
     if baseline == "langchain" and "langchain" not in names:
         names.append("langchain")
     try:
-        cfg = EvalConfig(strategies=names, batch_size=batch_size, limit=limit, seed=seed,
-                         max_new_tokens=max_new_tokens, router=router)
+        cfg = dataclasses.replace(cfg, strategies=names, **{k: v for k, v in flags.items() if v is not None})
     except ValueError as e:
         raise click.BadParameter(str(e)) from None
     base = None
