@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+ROOT_DIR = Path(__file__).resolve().parents[2]
 KEY = "test-key-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 

@@ -110,7 +110,11 @@ function showFinal(li, data) {
   badge.textContent = data.strategy;
   badge.className = "badge " + data.strategy;
   const d = data.decision || {};
-  li.querySelector(".reason").textContent = d.reason ? `${d.reason} (confidence ${(+d.confidence).toFixed(2)})` : "";
+  // The router's reason can be long (signals, exclusions): show its first clause, all of it on hover.
+  const reason = li.querySelector(".reason");
+  const head = (d.reason || "").split(/\. (?=[a-z]+:)|; /)[0];
+  reason.textContent = d.reason ? `${head} · confidence ${(+d.confidence).toFixed(2)}` : "";
+  reason.title = d.reason || "";
   const cites = li.querySelector(".cites");
   const list = cites.querySelector("ol");
   list.replaceChildren();
