@@ -262,17 +262,19 @@ def _zip_check(data: bytes, kind: str) -> None:
         raise SkipError("corrupt", f"not a {kind} file (no ZIP header)")
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as z:
-            bad = z.testzip()
-            # Zip bombs: refuse archives that expand far beyond their size before parsing them.
+            # Zip bombs: refuse archives that declare a huge expansion before inflating anything.
             total = sum(i.file_size for i in z.infolist())
+            if total > 200 * len(data) + 50 * 1024 * 1024:
+                raise SkipError("too_large", f"{kind} expands to {total} bytes (zip bomb guard)")
+            bad = z.testzip()  # streams each member; a lying size header still hits the deadline
     except zipfile.BadZipFile as e:
         raise SkipError("corrupt", f"broken {kind} archive: {e}") from None
+    except SkipError:
+        raise
     except Exception as e:  # noqa: BLE001 - zlib errors from damaged members
         raise SkipError("corrupt", f"broken {kind} archive: {type(e).__name__}: {e}") from None
     if bad is not None:
         raise SkipError("corrupt", f"broken {kind} archive: member {bad!r} fails its CRC check")
-    if total > 200 * len(data) + 50 * 1024 * 1024:
-        raise SkipError("too_large", f"{kind} expands to {total} bytes (zip bomb guard)")
 
 
 @_register((".docx",), "application/vnd.openxmlformats-officedocument.wordprocessingml.document")
