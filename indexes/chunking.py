@@ -46,7 +46,29 @@ def token_counter(tokenizer_or_embedder: Any) -> Callable[[str], int]:
         return obj
     if tok is None:
         raise TypeError(f"cannot count tokens with {type(obj).__name__}: pass an embedder, tokenizer or callable")
-    return lambda s: len(tok(s, add_special_tokens=False, truncation=False, verbose=False)["input_ids"])
+    return _HFCounter(tok)
+
+
+class _HFCounter:
+    """Token counts from a Hugging Face tokenizer, memoized (the splitter measures the same pieces
+    again while merging) and with a batch method (the Rust tokenizer counts many texts in parallel)."""
+
+    def __init__(self, tok: Any):
+        self.tok = tok
+        self.cache: dict[str, int] = {}
+
+    def __call__(self, s: str) -> int:
+        n = self.cache.get(s)
+        if n is None:
+            n = len(self.tok(s, add_special_tokens=False, truncation=False, verbose=False)["input_ids"])
+            if len(self.cache) > 100_000:
+                self.cache.clear()
+            self.cache[s] = n
+        return n
+
+    def many(self, texts: list[str]) -> list[int]:
+        enc = self.tok(texts, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
+        return [len(e) for e in enc]
 
 
 def _splitter(cfg: IndexConfig, length: Callable[[str], int]):
@@ -83,8 +105,17 @@ def _sections(text: str, mime: str) -> list[tuple[str, str]]:
     return out
 
 
-def chunk_text(text: str, cfg: IndexConfig, length: Callable[[str], int], mime: str = "") -> list[dict[str, Any]]:
-    """Split one text; returns dicts with text, start (char offset in ``text``, -1 if not found), section."""
+def chunk_text(text: str, cfg: IndexConfig, length: Callable[[str], int], mime: str = "",
+               n_tokens: int | None = None) -> list[dict[str, Any]]:
+    """Split one text; returns dicts with text, start (char offset in ``text``, -1 if not found), section.
+
+    ``n_tokens`` (the text's length, when already known) lets a text that fits skip the splitter.
+    """
+    if cfg.chunk_mode == "recursive" and n_tokens is not None and n_tokens <= cfg.chunk_size:
+        piece = text.strip()
+        if len(piece) < max(cfg.min_chunk_chars, 1):
+            return []
+        return [{"text": piece, "start": text.find(piece[:80]), "section": ""}]
     splitter = _splitter(cfg, length)
     sections = _sections(text, mime) if cfg.chunk_mode == "headings" else []
     if not sections:
@@ -120,8 +151,9 @@ def _stored(cfg: IndexConfig) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
 
 
-def chunk_document(doc: Document, cfg: IndexConfig, length: Callable[[str], int]) -> list[Chunk]:
-    pieces = chunk_text(doc.text, cfg, length, str(doc.metadata.get("mime", "")))
+def chunk_document(doc: Document, cfg: IndexConfig, length: Callable[[str], int],
+                   n_tokens: int | None = None) -> list[Chunk]:
+    pieces = chunk_text(doc.text, cfg, length, str(doc.metadata.get("mime", "")), n_tokens)
     chunks = []
     for i, p in enumerate(pieces):
         meta = dict(doc.metadata)
@@ -136,13 +168,23 @@ def chunk_documents(docs: Iterable[Document], cfg: IndexConfig, tokenizer_or_emb
                     progress: bool = False) -> list[Chunk]:
     """Chunks of every document, in order. Empty documents give no chunks."""
     length = token_counter(tokenizer_or_embedder)
+    docs = list(docs)
+    # Count whole documents in one batch first: most short documents then need no splitting at all.
+    sizes: list[int | None] = [None] * len(docs)
+    if isinstance(length, _HFCounter) and docs:
+        short = [i for i, d in enumerate(docs) if len(d.text) < cfg.chunk_size * 12]  # longer ones cannot fit
+        for i, n in zip(short, length.many([docs[i].text for i in short])):
+            sizes[i] = n
+    elif docs:
+        sizes = [length(d.text) if len(d.text) < cfg.chunk_size * 12 else None for d in docs]
     out: list[Chunk] = []
+    items: Iterable[tuple[Document, int | None]] = zip(docs, sizes)
     if progress:
         from tqdm.auto import tqdm
 
-        docs = tqdm(list(docs), desc="chunk", unit="doc", disable=None, mininterval=0.5, leave=False)
-    for d in docs:
-        out.extend(chunk_document(d, cfg, length))
+        items = tqdm(items, total=len(docs), desc="chunk", unit="doc", disable=None, mininterval=0.5, leave=False)
+    for d, n in items:
+        out.extend(chunk_document(d, cfg, length, n))
     return out
 
 
