@@ -51,6 +51,11 @@ def cli(prompt: str, model: str, adapter: str | None, system: str | None, max_ne
 
     if not prompt.strip():
         raise InputError("prompt is empty")
+    from transformers.utils import logging as hf_logging
+
+    # stdout/stderr carry the answer and one-line errors; a sub-second weight-loading bar is noise
+    # (the one-time GGUF conversion still announces itself through our own log line).
+    hf_logging.disable_progress_bar()
     params = make_params(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
                          stop=list(stop))
     gen = HFGenerator(model, system_prompt=system, trust_remote_code=trust_remote_code)

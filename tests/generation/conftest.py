@@ -129,8 +129,8 @@ def real_gen_session():
 
 
 @pytest.fixture
-def real_gen(real_gen_session):
+def real_gen(real_gen_session, one_thread):
     """A per-test view of the session model: fresh settings, the same weights (never mutated here)."""
-    gen = copy.copy(real_gen_session)
+    gen = copy.copy(real_gen_session)  # shares the model, lock and adapter tables: load no adapters here
     gen.system_prompt = None
     return gen
