@@ -10,7 +10,7 @@ import click
 
 from hybrid.cli.options import config_option, set_option
 
-kb_option = click.option("-k", "--kb", "kb_dir", required=True, type=click.Path(file_okay=False), envvar="HYBRID_KB",
+kb_option = click.option("--kb", "kb_dir", required=True, type=click.Path(file_okay=False), envvar="HYBRID_KB",
                          help="Knowledge-base directory (env: HYBRID_KB).")
 quiet_option = click.option("-q", "--quiet", is_flag=True, help="No progress bars or ingest summary.")
 sources_arg = click.argument("sources", nargs=-1, metavar="PATH|URL|docs.jsonl...")
