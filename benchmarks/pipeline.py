@@ -35,13 +35,22 @@ def main() -> None:
     ap.add_argument("--app", default=str(ROOT / "apps" / "legal"))
     ap.add_argument("-n", type=int, default=6, help="questions (mixed types)")
     ap.add_argument("--max-new-tokens", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=0,
+                    help="torch CPU threads (0 = torch's default); on a shared, oversubscribed CPU one "
+                         "thread avoids OpenMP threads spinning against each other")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "pipeline.json"))
     args = ap.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
     from hybrid.app import load_app
     from hybrid.pipeline import Assistant, demo_questions
 
+    load0 = os.getloadavg()
     app = load_app(args.app, [f"generation.max_new_tokens={args.max_new_tokens}"])
     t = time.perf_counter()
     bot = Assistant(app).warm_up()
@@ -83,7 +92,8 @@ def main() -> None:
         "command": "python benchmarks/pipeline.py " + " ".join(sys.argv[1:]),
         "app": app.name, "router": app.router.kind, "questions": len(questions),
         "max_new_tokens": args.max_new_tokens,
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+        "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+                    "python": platform.python_version(), "load_average_at_start": load0,
                     "load_average_at_end": os.getloadavg()},
         "warm_up_s": round(warm, 2), "excluded": excluded,
         "per_strategy": per,
