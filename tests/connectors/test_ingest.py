@@ -76,14 +76,16 @@ def test_near_duplicates_and_pii_counts_are_reported_without_values(tmp_path, ca
     assert "jane.roe" not in rendered and "4111" not in rendered
 
 
-def test_a_parse_past_its_deadline_is_killed_and_the_batch_goes_on(tmp_path):
+def test_a_parse_past_its_deadline_is_killed_and_the_batch_goes_on(tmp_path, caplog):
     # 400k CSV rows take far longer than a second to parse: the worker is killed, the next file loads.
     (tmp_path / "a-big.csv").write_text("q,a\n" + "".join(f"question {i},answer {i}\n" for i in range(400_000)))
     (tmp_path / "b-small.txt").write_text("still loaded")
     cfg = IngestConfig(parse_timeout_s=1.0, workers=1, max_file_bytes=100 * 2**20)
-    result = connectors.ingest([str(tmp_path)], cfg)
+    with caplog.at_level(logging.WARNING, logger="connectors"):
+        result = connectors.ingest([str(tmp_path)], cfg)
     assert result.report.skip_counts() == {"timeout": 1}
     assert [d.text for d in result.documents] == ["still loaded"]
+    assert "skipped a-big.csv: timeout" in caplog.text  # a logged skip, not a silent one
 
 
 def test_a_parse_past_its_memory_cap_is_a_skip(tmp_path):
