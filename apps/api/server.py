@@ -217,7 +217,7 @@ class Service:
             self.metrics.in_flight.dec()
             self.in_flight -= 1
 
-    async def stream(self, req: AskRequest) -> tuple[AsyncIterator[tuple[str, Any]], threading.Event]:
+    async def stream(self, req: AskRequest) -> tuple[AsyncIterator[tuple[str, Any]], Any]:
         """Streaming: enter the gate now (so 429 is a real status), then yield ("token", str) ...
         ("answer", Answer) or ("error", ApiError). Cancelled (client gone) -> generation stops."""
         self.in_flight += 1
@@ -252,6 +252,26 @@ class Service:
 
         fut = loop.run_in_executor(self.pool, produce)
 
+        released = False
+
+        async def release(reason: str | None = None) -> None:
+            """Free the slot once the worker has really stopped (within a token of cancel). Idempotent:
+            called by the event loop below and, if the body never started, by the response itself."""
+            nonlocal released
+            if released:
+                return
+            released = True
+            if reason and not cancel.is_set():
+                self.metrics.cancelled.labels(reason).inc()
+            cancel.set()
+            try:
+                await asyncio.wait({fut}, timeout=2.0)
+            except BaseException:  # noqa: BLE001 - cancelled while waiting: still release below
+                pass
+            self.gate.release()
+            self.metrics.in_flight.dec()
+            self.in_flight -= 1
+
         async def events() -> AsyncIterator[tuple[str, Any]]:
             finished = False
             try:
@@ -276,20 +296,9 @@ class Service:
                         return
                     yield kind, item
             finally:
-                if not finished:
-                    if not cancel.is_set():
-                        self.metrics.cancelled.labels("disconnect").inc()
-                    cancel.set()
-                # The slot is freed when the worker has really stopped (within a token of cancel).
-                try:
-                    await asyncio.wait({fut}, timeout=2.0)
-                except BaseException:  # noqa: BLE001 - cancelled while waiting: still release below
-                    pass
-                self.gate.release()
-                self.metrics.in_flight.dec()
-                self.in_flight -= 1
+                await release(None if finished else "disconnect")
 
-        return events(), cancel
+        return events(), release
 
     def record(self, app: str, ans: Answer, seconds: float) -> None:
         m = self.metrics
@@ -335,6 +344,21 @@ def answer_payload(ans: Answer, request_id: str) -> dict[str, Any]:
 
 def sse(event: str, data: Any) -> str:
     return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False)}\n\n"
+
+
+class ManagedStream(StreamingResponse):
+    """A streaming response that always runs ``on_close``, even when the client vanished before the
+    first byte (then the body iterator never starts, so its own ``finally`` would never run)."""
+
+    def __init__(self, content, on_close, **kw):
+        super().__init__(content, **kw)
+        self.on_close = on_close
+
+    async def __call__(self, scope, receive, send):
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self.on_close("disconnect")
 
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
@@ -492,7 +516,7 @@ def create_app(settings: ServiceSettings, backend: Backend) -> FastAPI:
             ans = await svc.answer(req, request)
             svc.record(req.app, ans, time.perf_counter() - t0)
             return JSONResponse(answer_payload(ans, rid), headers={"X-Request-ID": rid})
-        events, _ = await svc.stream(req)
+        events, release = await svc.stream(req)
 
         async def body_iter() -> AsyncIterator[str]:
             first = True
@@ -508,8 +532,8 @@ def create_app(settings: ServiceSettings, backend: Backend) -> FastAPI:
                 else:
                     yield sse("error", {"error": {"message": item.message, "type": item.kind, "code": item.status}})
 
-        return StreamingResponse(body_iter(), media_type="text/event-stream",
-                                 headers={**SSE_HEADERS, "X-Request-ID": rid})
+        return ManagedStream(body_iter(), release, media_type="text/event-stream",
+                             headers={**SSE_HEADERS, "X-Request-ID": rid})
 
     @app.post("/v1/chat/completions", response_model=S.ChatOut, dependencies=authed, tags=["answers"],
               summary="OpenAI-compatible chat completions; `model` names the app; route info in `hybrid`",
@@ -534,7 +558,7 @@ def create_app(settings: ServiceSettings, backend: Backend) -> FastAPI:
                 "choices": [{"index": 0, "message": {"role": "assistant", "content": ans.text},
                              "finish_reason": finish_reason(ans, req)}],
                 "usage": openai_usage(ans), "hybrid": extension(ans, rid)}, headers={"X-Request-ID": rid})
-        events, _ = await svc.stream(req)
+        events, release = await svc.stream(req)
 
         def chunk(delta: dict, finish: str | None = None, **extra) -> str:
             d = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": req.app,
@@ -557,8 +581,8 @@ def create_app(settings: ServiceSettings, backend: Backend) -> FastAPI:
                     yield f"data: {json.dumps({'error': {'message': item.message, 'type': item.kind, 'code': item.status}})}\n\n"
             yield "data: [DONE]\n\n"
 
-        return StreamingResponse(body_iter(), media_type="text/event-stream",
-                                 headers={**SSE_HEADERS, "X-Request-ID": rid})
+        return ManagedStream(body_iter(), release, media_type="text/event-stream",
+                             headers={**SSE_HEADERS, "X-Request-ID": rid})
 
     @app.get("/v1/models", response_model=S.ModelsOut, dependencies=authed, tags=["answers"],
              summary="the apps, as OpenAI models", responses=errs())
