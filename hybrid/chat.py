@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime as _dt
 import hashlib
 import logging
+import re
 import string
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
@@ -88,6 +89,18 @@ class SystemPrompt:
         if missing:
             raise InputError(f"system prompt needs a value for {', '.join(missing)}: {self.template!r}")
         return self.template.format(**{k: merged[k] for k in names})
+
+    def matches(self, text: str) -> bool:
+        """Could ``text`` be a rendering of this template (any variable values)?
+
+        Lets inference recognise an already-rendered system message (e.g. with today's date) as
+        this template, so adapter-card hashes compare templates, not dates.
+        """
+        pattern = "".join(
+            re.escape(literal) + ("(?s:.*?)" if name is not None else "")
+            for literal, name, _, _ in string.Formatter().parse(self.template)
+        )
+        return re.fullmatch(pattern, text, flags=re.DOTALL) is not None
 
     @property
     def hash(self) -> str:

@@ -545,6 +545,8 @@ class HFGenerator:
         msgs = validate_messages(messages)
         own = next((m["content"] for m in msgs if m["role"] == "system"), None)
         sp: str | SystemPrompt | None = own if own is not None else self.system_prompt
+        if own is not None and isinstance(self.system_prompt, SystemPrompt) and self.system_prompt.matches(own):
+            sp = self.system_prompt  # the caller rendered our template (e.g. with a date): same prompt
         return apply_system_prompt(msgs, None if own is not None else self.system_prompt), sp
 
     def render(self, messages: list[Message]) -> str:
@@ -613,10 +615,8 @@ class HFGenerator:
         mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], dtype=torch.long)
         criteria = StoppingCriteriaList([_stopping_criteria(self.tokenizer, width, params.stop, cancel, counter)])
         with self._lock:
-            from peft import PeftModel
-
             ctx: Any = contextlib.nullcontext()
-            if isinstance(self.model, PeftModel):
+            if self._paths:  # the model is a PeftModel once any adapter is loaded (peft imports slowly)
                 if adapter is None:
                     ctx = self.model.disable_adapter()
                 else:

@@ -136,3 +136,11 @@ def test_card_mismatch_warnings(tok, caplog):
     assert any("chat template differs" in p for p in card_mismatches(card, tokenizer=tok, system_prompt="Be brief."))
     # empty card fields (foreign adapters) are not compared
     assert card_mismatches({}, tokenizer=tok, system_prompt="x") == []
+
+
+def test_system_prompt_recognises_its_renderings():
+    sp = SystemPrompt("You are {app_name}. Today is {date}.\nCite (sources).")
+    assert sp.matches(sp.render(app_name="Shop Bot"))
+    assert sp.matches("You are X. Today is 1999-01-01.\nCite (sources).")
+    assert not sp.matches("You are X. Today is 1999-01-01.")
+    assert not sp.matches("Something else entirely.")

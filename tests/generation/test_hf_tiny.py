@@ -203,6 +203,23 @@ def test_adapter_card_mismatch_warns_once(tiny_gen, tiny_model_dir, tmp_path, ca
     assert caplog.text.count("system prompt differs from training") == 1
 
 
+def test_rendered_dated_system_message_counts_as_the_cards_template(tiny_gen, tiny_model_dir, tmp_path, caplog):
+    from hybrid.chat import SystemPrompt
+
+    template = "You are {app_name}. Today is {date}."
+    path = make_lora(tiny_model_dir, tmp_path / "dated", seed=1, base_sha=tiny_gen.sha, base_id=tiny_gen.model_id,
+                     tokenizer=tiny_gen.tokenizer, system_prompt=template)
+    tiny_gen.system_prompt = SystemPrompt(template, defaults={"app_name": "ShopBot"})
+    tiny_gen.load_adapter("dated", path)
+    msgs = [{"role": "system", "content": "You are ShopBot. Today is 2031-05-06."}, *user("hi")]
+    with caplog.at_level(logging.WARNING, logger="hybrid.chat"):
+        tiny_gen.generate(msgs, adapter="dated", params=make_params(max_new_tokens=2))
+        assert "differs" not in caplog.text  # a rendering of the same template, another day
+        tiny_gen.generate([{"role": "system", "content": "Be rude."}, *user("hi")], adapter="dated",
+                          params=make_params(max_new_tokens=2))
+    assert "system prompt differs from training" in caplog.text
+
+
 def test_adapter_without_card_loads_with_a_warning(tiny_gen, two_adapters, tmp_path, caplog):
     bare = tmp_path / "bare"
     shutil.copytree(two_adapters[0], bare)

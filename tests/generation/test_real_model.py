@@ -47,7 +47,7 @@ def test_gguf_converts_once_into_safetensors_and_reloads(tmp_path, monkeypatch):
     model, tok = models.load_base_model("SmolLM2-135M-Instruct")  # alias of "default"
     assert len(calls) == 1 and (path / "model.safetensors").stat().st_mtime_ns == before
     assert model.hybrid_resolved.model_id == "SmolLM2-135M-Instruct"
-    assert model.config.quantization_config if hasattr(model.config, "quantization_config") else True
+    assert getattr(model.config, "quantization_config", None) is None
     assert getattr(model, "hf_quantizer", None) is None
     assert "<|im_start|>" in (tok.chat_template or "")
     assert models.weights_sha(path, use_cache=False) == results[0].sha
