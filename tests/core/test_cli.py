@@ -121,3 +121,17 @@ def test_chat_streams_and_keeps_history(capsys, cli_app, monkeypatch):
     assert out.count("bot> ") == 2
     assert "[tuned] bot> [cliapp]" in out or "[tuned] bot> [testapp]" in out
     assert "(strategy: tuned)" in out
+
+
+def test_main_job_runs_end_to_end_with_fakes(cli_app):
+    """The demo's job (ingest -> KB -> adapter reuse -> routed answers) on the fake-backed test app."""
+    from hybrid.pipeline import run_main_job
+
+    lines = []
+    answers = run_main_job(cli_app, ["What is the lease notice period?", "Draft a reminder that rent is due"],
+                           echo=lines.append)
+    text = "\n".join(lines)
+    assert "== 1/4 ingest" in text and "3 documents" in text
+    assert "reused cached adapter" in text
+    assert len(answers) == 2 and all(a.decision and a.decision.reason for a in answers)
+    assert "route: " in text and "lease.md" in text
