@@ -12,6 +12,7 @@ Load it from the commented preset ``configs/ingest.yaml`` (or build it in code):
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 MiB = 1024 * 1024
 
@@ -71,6 +72,13 @@ class IngestConfig:
     pdf_respect_permissions: bool = field(
         default=True,
         metadata=_h("skip PDFs whose owner forbids text extraction (reason 'copy_protected')"),
+    )
+    pdf_strategy: Literal["fast", "hi_res"] = field(
+        default="fast",
+        metadata=_h(
+            "fast: PDFium text layer (offline, no torch); hi_res: unstructured layout models, needs "
+            "pip install 'hybrid[pdf-hires]'"
+        ),
     )
     # --- bounds on every parse ----------------------------------------------------------------
     parse_timeout_s: float = field(

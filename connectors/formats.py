@@ -394,6 +394,8 @@ def parse_pdf(data: bytes, name: str, cfg: IngestConfig) -> Parsed:
             "copy_protected",
             "the PDF's owner forbids text extraction (set pdf_respect_permissions=false to override)",
         )
+    if cfg.pdf_strategy == "hi_res":
+        return _parse_pdf_hires(data)
     try:
         doc = pdfium.PdfDocument(data)
     except pdfium.PdfiumError as e:
@@ -422,6 +424,25 @@ def parse_pdf(data: bytes, name: str, cfg: IngestConfig) -> Parsed:
     finally:
         doc.close()
     return Parsed(parts, meta=meta)
+
+
+def _parse_pdf_hires(data: bytes) -> Parsed:
+    """unstructured's layout-model path (tables, reading order, OCR), one part per page."""
+    try:
+        from unstructured.partition.pdf import partition_pdf
+    except ImportError:
+        raise SkipError(
+            "missing_extra", "pdf_strategy=hi_res needs the optional extra: pip install 'hybrid[pdf-hires]'"
+        ) from None
+    _unstructured_offline()
+    try:
+        elements = partition_pdf(file=io.BytesIO(data), strategy="hi_res")
+    except Exception as e:  # noqa: BLE001 - layout models raise many types on damaged files
+        raise SkipError("corrupt", f"unreadable PDF (hi_res): {type(e).__name__}: {str(e)[:200]}") from None
+    pages: dict[int, list[Any]] = {}
+    for e in elements:
+        pages.setdefault(int(getattr(e.metadata, "page_number", None) or 1), []).append(e)
+    return Parsed([Part(_elements_text(els), {"page": n}) for n, els in sorted(pages.items())])
 
 
 # --- tables and records -------------------------------------------------------------------------------

@@ -68,8 +68,12 @@ def _recv(stream: IO[bytes]) -> dict[str, Any]:
     return json.loads(_read_exact(stream, n))
 
 
-def worker_main(memory_mb: int) -> None:
+def worker_main(memory_mb: int, allow_torch: bool = False) -> None:
     """Loop over stdin requests and answer on stdout ('ok' or 'skip')."""
+    if not allow_torch:
+        # spaCy's thinc imports torch when it can, which costs ~180 MB and seconds per worker, yet
+        # the small English model runs on numpy. Only the hi-res PDF path needs torch.
+        sys.modules["torch"] = None  # type: ignore[assignment]
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(var, "1")
     if memory_mb:
@@ -119,12 +123,12 @@ def worker_main(memory_mb: int) -> None:
 
 
 class _Worker:
-    def __init__(self, memory_mb: int):
+    def __init__(self, memory_mb: int, allow_torch: bool):
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         # The parent's sys.path (editable installs, test runners) must be visible to the worker.
         env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "connectors.isolation", str(memory_mb)],
+            [sys.executable, "-m", "connectors.isolation", str(memory_mb), "torch" if allow_torch else "no-torch"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env,
         )
         self.task: int | None = None
@@ -155,9 +159,10 @@ class _Worker:
 class ParsePool:
     """A small pool of parse workers with per-task deadlines (see the module docstring)."""
 
-    def __init__(self, *, workers: int, memory_mb: int):
+    def __init__(self, *, workers: int, memory_mb: int, allow_torch: bool = False):
         self.size = max(1, workers)
         self.memory_mb = memory_mb
+        self.allow_torch = allow_torch
         self._workers: list[_Worker] = []
         self._lock = threading.Lock()  # one run at a time: workers are not shared between callers
 
@@ -222,7 +227,7 @@ class ParsePool:
                     self._drop(w)
 
     def _start(self) -> _Worker:
-        w = _Worker(self.memory_mb)
+        w = _Worker(self.memory_mb, self.allow_torch)
         if not wait([w.out], timeout=_STARTUP_TIMEOUT_S):
             w.kill()
             raise RuntimeError(f"parse worker did not start within {_STARTUP_TIMEOUT_S}s")
@@ -259,7 +264,7 @@ def _from_reply(reply: dict[str, Any]) -> Parsed | SkipError:
     return SkipError(reply["reason"], reply["message"])
 
 
-_POOLS: dict[int, ParsePool] = {}
+_POOLS: dict[tuple[int, bool], ParsePool] = {}
 
 
 def shared_pool(cfg: IngestConfig, n_tasks: int | None = None) -> ParsePool:
@@ -267,12 +272,13 @@ def shared_pool(cfg: IngestConfig, n_tasks: int | None = None) -> ParsePool:
     size = cfg.workers or min(4, os.cpu_count() or 1)
     if n_tasks is not None:
         size = max(1, min(size, n_tasks))
-    pool = _POOLS.get(cfg.parse_memory_mb)
+    key = (cfg.parse_memory_mb, cfg.pdf_strategy == "hi_res")
+    pool = _POOLS.get(key)
     if pool is None or pool.size < size:
-        # Keep at most one live pool: a bigger one or another memory cap replaces the old one.
+        # Keep at most one live pool: a bigger one or other worker settings replace the old one.
         for old in list(_POOLS):
             _POOLS.pop(old).close()
-        pool = _POOLS[cfg.parse_memory_mb] = ParsePool(workers=size, memory_mb=cfg.parse_memory_mb)
+        pool = _POOLS[key] = ParsePool(workers=size, memory_mb=key[0], allow_torch=key[1])
     return pool
 
 
@@ -283,4 +289,4 @@ def _close_pools() -> None:
 
 
 if __name__ == "__main__":
-    worker_main(int(sys.argv[1]) if len(sys.argv) > 1 else 0)
+    worker_main(int(sys.argv[1]) if len(sys.argv) > 1 else 0, len(sys.argv) > 2 and sys.argv[2] == "torch")

@@ -239,3 +239,16 @@ def test_json_path_selects_records():
 def test_truncated_json_is_a_skip():
     data = (EDGE / "fake-incomplete-json.txt").read_bytes()
     assert skip_reason(data, "record.json") == "corrupt"
+
+
+def test_hi_res_pdf_without_its_extra_is_a_clear_skip():
+    pytest.importorskip("pypdfium2")
+    try:
+        import unstructured.partition.pdf  # noqa: F401
+    except ImportError:
+        data = (DOCS / "fake-memo.pdf").read_bytes()
+        with pytest.raises(SkipError, match=r"pip install 'hybrid\[pdf-hires\]'") as e:
+            parse_bytes(data, "a.pdf", IngestConfig(pdf_strategy="hi_res"))
+        assert e.value.reason == "missing_extra"
+    else:
+        pytest.skip("the pdf-hires extra is installed here")

@@ -139,3 +139,13 @@ def test_a_caller_that_stops_early_does_not_leak_replies_into_the_next_run(corpu
     assert (first.metadata["source"], first.metadata["page"]) == ("fake-memo-with-duplicate-page.pdf", 1)
     again = list(connectors.load(DOCS, include=["*.txt"], exclude=["edge/**"]))
     assert [d.metadata["source"] for d in again] == ["book-war-and-peace-1p.txt", "fake-text.txt", "norwich-city.txt"]
+
+
+def test_parse_workers_run_without_torch(tmp_path):
+    # The worker blocks torch (spaCy's thinc would import it for nothing); the docx path still works.
+    from connectors.isolation import shared_pool
+
+    pool = shared_pool(IngestConfig())
+    assert pool.allow_torch is False
+    (doc,) = connectors.load(DOCS / "fake.docx")
+    assert doc.text == "Lorem ipsum dolor sit amet."
