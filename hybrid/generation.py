@@ -310,9 +310,19 @@ def _stopping_criteria(tokenizer: Any, prompt_len: int, stop: Sequence[str], can
     return _Criteria()
 
 
+class _StreamState:
+    """What the generating thread shares with its stream. The thread holds only this, never the
+    stream itself, so a stream the consumer drops is collected and its ``__del__`` cancels."""
+
+    def __init__(self) -> None:
+        self.counter = [0]  # tokens generated, counted by the stopping criteria
+        self.finish = "length"
+        self.error: BaseException | None = None
+
+
 class GenerationStream:
-    """Iterator over generated text pieces; ``close()`` (or leaving a ``with`` block, or dropping it)
-    cancels generation, which stops within one token.
+    """Iterator over generated text pieces; ``close()``, leaving a ``with`` block, or simply dropping
+    the iterator (``break`` out of a ``for`` loop) cancels generation, which stops within one token.
 
         with gen.stream(messages) as s:
             for piece in s:
@@ -320,16 +330,15 @@ class GenerationStream:
         s.generation   # Generation(text, prompt_tokens, completion_tokens, finish_reason) once done
     """
 
-    def __init__(self, streamer: Any, cancel: threading.Event, stop: Sequence[str], prompt_tokens: int):
+    def __init__(self, streamer: Any, cancel: threading.Event, stop: Sequence[str], prompt_tokens: int,
+                 state: _StreamState, thread: threading.Thread):
         self._streamer = streamer
         self._cancel = cancel
         self._scanner = _StopScanner(stop)
-        self._thread: threading.Thread | None = None
-        self._error: BaseException | None = None
+        self._state = state
+        self._thread = thread
         self._done = False
         self._text: list[str] = []
-        self._counter = [0]
-        self._finish = "length"
         self.prompt_tokens = prompt_tokens
 
     def __iter__(self) -> "GenerationStream":
@@ -348,7 +357,7 @@ class GenerationStream:
                 break
             out = self._scanner.feed(piece)
             if self._scanner.stopped:
-                self._finish = "stop"
+                self._state.finish = "stop"
                 self._cancel.set()  # the stop string is in: no need to generate further
                 self._end()
             if out:
@@ -358,10 +367,9 @@ class GenerationStream:
 
     def _end(self) -> None:
         self._done = True
-        if self._thread is not None:
-            self._thread.join()
-        if self._error is not None:
-            err, self._error = self._error, None
+        self._thread.join()
+        err, self._state.error = self._state.error, None
+        if err is not None:
             if isinstance(err, (InputError, ModelError)):
                 raise err
             raise ModelError(f"generation failed: {type(err).__name__}: {err}") from err
@@ -372,12 +380,11 @@ class GenerationStream:
 
     def close(self) -> None:
         """Cancel and wait for the generating thread to finish (within one token)."""
-        if self._finish == "length" and not self._done:
-            self._finish = "cancelled"
+        if self._state.finish == "length" and not self._done:
+            self._state.finish = "cancelled"
         self._cancel.set()
         self._done = True
-        if self._thread is not None:
-            self._thread.join()
+        self._thread.join()
 
     def __enter__(self) -> "GenerationStream":
         return self
@@ -393,12 +400,12 @@ class GenerationStream:
 
     @property
     def running(self) -> bool:
-        return self._thread is not None and self._thread.is_alive()
+        return self._thread.is_alive()
 
     @property
     def generation(self) -> Generation:
         return Generation("".join(self._text).strip(), prompt_tokens=self.prompt_tokens,
-                          completion_tokens=self._counter[0], finish_reason=self._finish)
+                          completion_tokens=self._state.counter[0], finish_reason=self._state.finish)
 
 
 class HFGenerator:
@@ -681,20 +688,20 @@ class HFGenerator:
         ids = self._prepare(messages, adapter, params)
         cancel = cancel or threading.Event()
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        st = GenerationStream(streamer, cancel, params.stop, prompt_tokens=len(ids))
+        state = _StreamState()
 
         def work() -> None:
             try:
-                new = self._run([ids], adapter, params, cancel, st._counter, streamer=streamer)[0]
-                if st._finish != "stop":
-                    st._finish = self._finish(new, len(ids), params, cancel.is_set()).finish_reason
+                new = self._run([ids], adapter, params, cancel, state.counter, streamer=streamer)[0]
+                if state.finish != "stop":
+                    state.finish = self._finish(new, len(ids), params, cancel.is_set()).finish_reason
             except BaseException as e:  # noqa: BLE001 - re-raised in the consumer's thread
-                st._error = e
+                state.error = e
                 streamer.end()  # unblock the consumer
 
-        st._thread = threading.Thread(target=work, name="hybrid-generate", daemon=True)
-        st._thread.start()
-        return st
+        thread = threading.Thread(target=work, name="hybrid-generate", daemon=True)
+        thread.start()
+        return GenerationStream(streamer, cancel, params.stop, len(ids), state, thread)
 
 
 def load_generator(model: str = "default", **kwargs: Any) -> HFGenerator | ScriptedGenerator:

@@ -102,6 +102,26 @@ def test_cancel_event_stops_generation_from_another_thread(tiny_gen):
     assert g.finish_reason == "cancelled" and g.completion_tokens <= 1
 
 
+def test_dropping_a_stream_cancels_it(tiny_gen):
+    """What a web server does when the client disconnects: stop iterating and let go."""
+    import gc
+    import weakref
+
+    s = tiny_gen.stream(user("hi"), params=make_params(max_new_tokens=900))
+    state, thread, ref = s._state, s._thread, weakref.ref(s)
+    next(s)
+    del s
+    gc.collect()
+    assert ref() is None  # nothing else (not the generating thread) keeps the stream alive
+    thread.join(timeout=60)
+    assert not thread.is_alive() and state.counter[0] < 900
+
+    cancel = threading.Event()
+    for _ in tiny_gen.stream(user("hi"), params=make_params(max_new_tokens=900), cancel=cancel):
+        break
+    assert cancel.is_set()
+
+
 def _set_event():
     e = threading.Event()
     e.set()
