@@ -40,8 +40,39 @@ def test_no_server_errors_fake_backend(case):
                                                  content_type_conformance])
 
 
+@pytest.fixture(scope="module")
+def real_schema(tiny_apps, tmp_path_factory):
+    """The same schema served by the real pipeline (real KnowledgeBase, router, strategies; hash
+    embedder and scripted generator). Uploads are left to the fake run: each one starts a real
+    ingest job, and hundreds of those would only measure the connectors."""
+    from apps.api.backend import RealBackend
+    from apps.api.server import create_app
+
+    b = RealBackend(tiny_apps)
+    b.load()
+    app = create_app(make_settings(upload_dir=str(tmp_path_factory.mktemp("fuzz-real"))), b)
+    return schemathesis.openapi.from_asgi("/openapi.json", app).exclude(path="/v1/documents")
+
+
+def test_no_server_errors_real_backend(real_schema):
+    from hypothesis import given
+
+    ops = [r.ok() for r in real_schema.get_all_operations()]
+    assert len(ops) >= 9
+    for op in ops:
+        @given(case=op.as_strategy())
+        @settings(max_examples=max(10, EXAMPLES // 5), deadline=None, suppress_health_check=list(HealthCheck))
+        def run(case):
+            CALLS["real"] += 1
+            case.call_and_validate(headers=AUTH, checks=[not_a_server_error, status_code_conformance,
+                                                         content_type_conformance])
+
+        run()
+
+
 def test_zz_at_least_1000_generated_cases():
     if CALLS["fake"] == 0:
         pytest.skip("run the whole module to count the generated cases")
-    print(f"schemathesis: {CALLS['fake']} generated cases, no server error")
+    print(f"schemathesis: {CALLS['fake']} generated cases (fake backend), {CALLS['real']} (real pipeline), "
+          "no server error")
     assert CALLS["fake"] >= 1000, f"only {CALLS['fake']} generated cases ran"
