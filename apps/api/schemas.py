@@ -202,9 +202,13 @@ class ChatOut(BaseModel):
 
 
 class ModelsOut(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"object": "list", "data": [
+        {"id": "legal", "object": "model", "created": 0, "owned_by": "hybrid"},
+        {"id": "shopping", "object": "model", "created": 0, "owned_by": "hybrid"}]}]})
     object: Literal["list"] = "list"
     data: list[dict[str, Any]]
 
 
 class Health(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{"status": "ok"}]})
     status: str

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import threading
 import time
 
@@ -251,3 +253,22 @@ def test_metrics_are_prometheus_text(client):
                    'hybrid_time_to_first_token_seconds_count{app="legal"} 1.0',
                    "hybrid_queue_depth 0.0"):
         assert needle in text, needle
+
+
+def test_openapi_documents_every_endpoint_with_an_example(client):
+    spec = client.get("/openapi.json").json()
+    expected = {("post", "/v1/ask"), ("post", "/v1/chat/completions"), ("get", "/v1/search"),
+                ("post", "/v1/documents"), ("get", "/v1/jobs/{job_id}"), ("get", "/v1/apps"), ("get", "/v1/models"),
+                ("get", "/healthz"), ("get", "/readyz"), ("get", "/metrics")}
+    found = {(m, p) for p, ops in spec["paths"].items() for m in ops}
+    assert expected <= found
+    text_of = {}
+    for path, ops in spec["paths"].items():
+        for method, op in ops.items():
+            blob = json.dumps(op)
+            for ref in re.findall(r'"#/components/schemas/([^"]+)"', blob):
+                blob += json.dumps(spec["components"]["schemas"][ref])
+            text_of[(method, path)] = blob
+    for key in expected:
+        assert '"example' in text_of[key], f"{key} has no example"
+    assert spec["paths"]["/v1/ask"]["post"]["responses"]["429"]
