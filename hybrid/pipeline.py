@@ -439,7 +439,8 @@ class Assistant:
             pieces: list[str] = []
             line = ""
             buffered = bool(prompt.injections) or prompt.postprocess is not None
-            for piece in self.generator.stream(prompt.messages, adapter=prompt.adapter, params=sctx.params):
+            for piece in self.generator.stream(prompt.messages, adapter=prompt.adapter,
+                                               params=prompt.params or sctx.params):
                 pieces.append(piece)
                 if not buffered:
                     yield piece

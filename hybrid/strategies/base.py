@@ -71,6 +71,7 @@ class Prompt:
     injections: list[guard.Injection] = field(default_factory=list)
     postprocess: Callable[[str], str] | None = None
     direct: str | None = None  # when set, this is the answer and the model is not called
+    params: GenerationParams | None = None  # per-prompt sampling settings (None = the context's)
 
 
 def relevance(hit: Hit) -> float:
@@ -117,12 +118,13 @@ def run_prompt(name: str, prompt: Prompt, ctx: StrategyContext, text: str | None
                       usage={"prompt_tokens": 0, "completion_tokens": 0}, notices=notices)
     if text is None:
         t = time.perf_counter()
-        gen = ctx.generator.generate(prompt.messages, adapter=prompt.adapter, params=ctx.params)
+        params = prompt.params or ctx.params
+        gen = ctx.generator.generate(prompt.messages, adapter=prompt.adapter, params=params)
         ctx.timings["generate"] = time.perf_counter() - t
         text = gen.text
         usage = {"prompt_tokens": int(gen.prompt_tokens), "completion_tokens": int(gen.completion_tokens)}
         if gen.finish_reason == "length":
-            notices.append(f"answer cut at max_new_tokens={ctx.params.max_new_tokens}")
+            notices.append(f"answer cut at max_new_tokens={params.max_new_tokens}")
     if prompt.postprocess is not None:
         text = prompt.postprocess(text)
     text, removed = guard.filter_output(text, prompt.injections)

@@ -7,6 +7,7 @@ last ``Answer:`` is returned.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 
 from hybrid.strategies import STRATEGIES
@@ -57,9 +58,18 @@ class FewShot:
         if used < len(picked):
             notices.append(f"used {used} of {len(picked)} examples to fit the {ctx.budget}-token budget")
         post = strip_reasoning if ctx.chain_of_thought else None
+        params = None
+        if shots:
+            # The examples show how long an answer should be; a small model that has produced the
+            # format and keeps going only repeats it. Cap at twice the longest shown answer.
+            longest = max(count(ctx, [m]) for m in shots if m["role"] == "assistant")
+            cap = min(ctx.params.max_new_tokens, 2 * longest + 16)
+            if cap < ctx.params.max_new_tokens:
+                params = dataclasses.replace(ctx.params, max_new_tokens=cap)
         if ctx.chain_of_thought:
             user = {"role": "user", "content": f"{query}\n\n(Give your reasoning, then 'Answer:' and the answer.)"}
-        return Prompt(messages=[msgs[0], *shots, *msgs[1:], user], notices=notices, postprocess=post)
+        return Prompt(messages=[msgs[0], *shots, *msgs[1:], user], notices=notices, postprocess=post,
+                      params=params)
 
     def answer(self, query: str, ctx: StrategyContext) -> Answer:
         return run_prompt(self.name, self.build(query, ctx), ctx)

@@ -137,3 +137,15 @@ def test_every_strategy_answers(bot):
     for name in ("few_shot", "rag", "tuned", "tuned_rag"):
         ans = bot.ask("What is the lease notice period?", strategy=name)
         assert ans.strategy == name and ans.text and ans.decision.strategy == name
+
+
+def test_few_shot_caps_answer_length_by_the_examples(app_dir, embedder):
+    import dataclasses
+
+    bot = make_assistant(app_dir, embedder, replies=lambda m, a: "word " * 200)
+    bot.app = dataclasses.replace(bot.app, generation=dataclasses.replace(bot.app.generation, max_new_tokens=120))
+    ans = bot.ask("Draft a reminder that rent is due", strategy="few_shot")
+    call = bot.generator.calls[-1]
+    longest = max(bot.generator.count_tokens([m]) for m in call.messages[1:-1] if m["role"] == "assistant")
+    assert call.params.max_new_tokens == 2 * longest + 16 < 120
+    assert ans.usage["completion_tokens"] == call.params.max_new_tokens
