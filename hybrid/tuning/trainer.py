@@ -49,9 +49,12 @@ class TrainResult:
     step_losses: list[float] = field(default_factory=list)
     tokens_seen: int = 0
     target_tokens: int = 0
+    padded_tokens: int = 0  # tokens fed to the model including row-end padding
     wall_time_s: float = 0.0
+    train_seconds: float = 0.0  # time inside optimizer steps only (no data prep, eval or saving)
     stopped_early: bool = False
     report: DataReport | None = None
+    model: Any = None  # the trained (peft-wrapped) model, for immediate use or evaluation
 
 
 # ------------------------------------------------------------------------------------------------
@@ -413,8 +416,10 @@ def train(cfg: TuneConfig, data: Sequence[str | os.PathLike[str]] = (), out: str
     window_loss, window_tok, window_t = 0.0, 0, time.perf_counter()
     epoch_plan = plan(state["epoch"])
     loss_mod.train()
+    step_seconds = 0.0
     try:
         while state["step"] < total:
+            t_step = time.perf_counter()
             # Gather this step's micro-batches (this rank's share), crossing epoch borders if needed.
             mine: list[MicroBatch] = []
             n_targets_step = 0
@@ -430,6 +435,7 @@ def train(cfg: TuneConfig, data: Sequence[str | os.PathLike[str]] = (), out: str
                     mine.append(collate(rows_, pad_id=pad_id, packed=packed))
             n_targets_step = sum(b.n_targets for b in mine)
             n_tokens_step = sum(b.n_tokens for b in mine)
+            state["padded"] = state.get("padded", 0) + sum(b.n_padded for b in mine) * d.world
             n_targets_step, n_tokens_step = (int(x) for x in _all_sum([n_targets_step, n_tokens_step], d))
             lr = lr_at(state["step"], total, tc)
             for g in opt.param_groups:
@@ -448,6 +454,7 @@ def train(cfg: TuneConfig, data: Sequence[str | os.PathLike[str]] = (), out: str
                      else torch.sqrt(sum((p.grad.float() ** 2).sum() for p in params if p.grad is not None)))
             opt.step()
             opt.zero_grad(set_to_none=True)
+            step_seconds += time.perf_counter() - t_step
             state["step"] += 1
             state["tokens"] += n_tokens_step
             state["targets"] += n_targets_step
@@ -541,5 +548,6 @@ def train(cfg: TuneConfig, data: Sequence[str | os.PathLike[str]] = (), out: str
         dist.barrier()
     return TrainResult(out=saved, card=card, steps=int(state["step"]), train_loss=train_loss, eval_loss=final_eval,
                        eval_history=history, step_losses=list(losses), tokens_seen=int(state["tokens"]),
-                       target_tokens=int(state["targets"]), wall_time_s=wall, stopped_early=stopped_early,
-                       report=report)
+                       target_tokens=int(state["targets"]), padded_tokens=int(state.get("padded", 0)),
+                       wall_time_s=wall, train_seconds=step_seconds,
+                       stopped_early=stopped_early, report=report, model=model)

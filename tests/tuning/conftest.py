@@ -63,3 +63,31 @@ def chat_row(q: str, a: str, source: str | None = None) -> dict:
     if source:
         row["source"] = source
     return row
+
+
+def tiny_cfg(*overrides: str):
+    """A TuneConfig sized for the tiny model: short rows, few steps, no progress bar."""
+    from hybrid.config import load_config
+    from hybrid.tuning.config import TuneConfig
+
+    base = ["data.max_length=96", "train.batch_tokens=384", "train.max_steps=4", "train.eval_every=2",
+            "train.lr=0.01", "train.progress=false", "train.tensorboard=false", "train.warmup_steps=1",
+            "data.system_prompt=You are a test shop assistant."]
+    return load_config(TuneConfig, None, base + list(overrides))
+
+
+@pytest.fixture
+def catalogue_file(tmp_path):
+    from hybrid.tuning.sample import catalogue_rows
+
+    return write_rows(tmp_path / "cat.jsonl", catalogue_rows(n_products=12))
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tokenizer, tmp_path_factory):
+    """A tiny model saved as a Hugging Face directory, so the CLI's real loading path can use it."""
+    d = tmp_path_factory.mktemp("tiny-model")
+    model = make_tiny_model(tokenizer)
+    model.save_pretrained(d, safe_serialization=True)
+    tokenizer.save_pretrained(d)
+    return d

@@ -1,0 +1,108 @@
+"""``hybrid tune``: train an adapter; ``hybrid tune merge``: fold one into its base; ``hybrid tune build``.
+
+    hybrid tune --data train.jsonl --config configs/lora.yaml --out adapters/shop --set train.max_steps=100
+    hybrid tune --data train.jsonl --config configs/lora.yaml --out adapters/shop --resume
+    hybrid tune merge --adapter adapters/shop --out models/shop-merged
+    hybrid tune build raft --docs docs.jsonl --out raft.jsonl
+
+Multi-GPU: the same command under ``torchrun --nproc-per-node 4 -m hybrid.cli tune ...`` or
+``accelerate launch -m hybrid.cli tune ...``.
+"""
+
+from __future__ import annotations
+
+import click
+
+from hybrid.cli.options import config_option, set_option
+
+
+@click.group(name="tune", invoke_without_command=True)
+@click.option("-d", "--data", "data", multiple=True, type=click.Path(dir_okay=False),
+              help="Training JSONL (chat 'messages', Alpaca, or 'text' rows); repeatable.")
+@click.option("-e", "--eval-data", "eval_data", multiple=True, type=click.Path(dir_okay=False),
+              help="Eval JSONL; without it, data.eval_fraction of source documents is held out.")
+@click.option("-o", "--out", type=click.Path(file_okay=False), default=None,
+              help="Adapter directory to write (checkpoints go to OUT.run/).")
+@config_option
+@set_option
+@click.option("--resume", is_flag=True, help="Continue from the newest checkpoint in OUT.run/checkpoints.")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.pass_context
+def cli(ctx: click.Context, data: tuple[str, ...], eval_data: tuple[str, ...], out: str | None,
+        config_path: str | None, overrides: tuple[str, ...], resume: bool, quiet: bool) -> None:
+    """Tune the base model on your data (LoRA, prompt/prefix tuning, IA3 or full fine-tuning)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    if not data or not out:
+        raise click.UsageError("hybrid tune needs --data FILE and --out DIR (or a subcommand: merge, build)")
+    import logging
+
+    from hybrid.config import load_config
+    from hybrid.tuning.config import TuneConfig
+    from hybrid.tuning.trainer import train
+
+    logging.getLogger("hybrid.tuning").setLevel(logging.INFO)
+    cfg = load_config(TuneConfig, config_path, list(overrides))
+    result = train(cfg, data=list(data), out=out, eval_data=list(eval_data), resume=resume,
+                   progress=False if quiet else None)
+    if result.out is None:  # a non-zero rank under torchrun
+        return
+    card = result.card
+    fmt = lambda x: "n/a" if x is None else f"{x:.4f}"  # noqa: E731
+    click.echo(f"data: {result.report.summary() if result.report else ''}")
+    for problem in (result.report.problems[:5] if result.report else []):
+        click.echo(f"  skipped {problem}")
+    click.echo(f"trained {card.method} for {result.steps} steps on {result.tokens_seen} tokens "
+               f"in {result.wall_time_s:.1f} s ({result.tokens_seen / max(result.wall_time_s, 1e-9):.0f} tokens/s)")
+    evals = ", ".join(f"{s}:{v:.3f}" for s, v in result.eval_history)
+    click.echo(f"train loss {fmt(result.train_loss)}, eval loss {fmt(result.eval_loss)}"
+               + (f" (by step {evals})" if evals else "") + (" - stopped early" if result.stopped_early else ""))
+    click.echo(f"adapter: {result.out} (card: {result.out}/adapter_card.json)")
+
+
+@cli.command("merge")
+@click.option("-a", "--adapter", required=True, type=click.Path(file_okay=False, exists=True),
+              help="Adapter directory written by hybrid tune.")
+@click.option("-o", "--out", required=True, type=click.Path(file_okay=False), help="Merged model directory.")
+@click.option("--base-model", default=None, help="Base model (default: the one named in the adapter card).")
+def merge(adapter: str, out: str, base_model: str | None) -> None:
+    """Fold a LoRA/IA3 adapter into its base model and save a standalone model directory."""
+    from hybrid.tuning.save import merge_adapter
+
+    path = merge_adapter(adapter, out, base_model=base_model)
+    click.echo(f"merged model: {path}")
+
+
+@cli.command("build")
+@click.argument("kind", type=click.Choice(["raft", "style", "text"]))
+@click.option("--docs", "docs", required=True, type=click.Path(exists=True),
+              help="docs.jsonl ({id, text, metadata} rows) or a knowledge-base directory.")
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Training JSONL to write.")
+@click.option("--eval-out", type=click.Path(dir_okay=False), default=None,
+              help="Also write a held-out split (by source document) here.")
+@click.option("--eval-fraction", type=float, default=0.1, show_default=True)
+@click.option("--distractors", type=int, default=3, show_default=True, help="RAFT: distractor chunks per row.")
+@click.option("--oracle-fraction", type=float, default=0.8, show_default=True,
+              help="RAFT: share of rows whose context holds the oracle chunk.")
+@click.option("--seed", type=int, default=0, show_default=True)
+def build(kind: str, docs: str, out: str, eval_out: str | None, eval_fraction: float, distractors: int,
+          oracle_fraction: float, seed: int) -> None:
+    """Build training rows from documents: raft (grounded Q&A), style (continuations) or text (pretraining)."""
+    from hybrid.io import write_jsonl
+    from hybrid.tuning import builders
+    from hybrid.tuning.data import split_by_source
+
+    chunks = builders.load_chunks(docs)
+    if kind == "raft":
+        rows = builders.build_raft(chunks, n_distractors=distractors, oracle_fraction=oracle_fraction, seed=seed)
+    elif kind == "style":
+        rows = builders.build_style_set(chunks, seed=seed)
+    else:
+        rows = builders.build_text_set(chunks)
+    train_rows, eval_rows = split_by_source(rows, eval_fraction if eval_out else 0.0, seed=seed,
+                                            key=lambda r: r["source"])
+    n = write_jsonl(out, train_rows)
+    msg = f"{kind}: {n} rows -> {out}"
+    if eval_out:
+        msg += f", {write_jsonl(eval_out, eval_rows)} rows -> {eval_out}"
+    click.echo(msg + f" (from {len(chunks)} chunks)")
