@@ -578,6 +578,8 @@ class KnowledgeBase:
         if k <= 0:
             raise InputError(f"k must be > 0, got {k}")
         n = self._state.n_chunks
+        if n == 0:
+            raise InputError(f"knowledge base {self.path} is empty; sync documents into it first")
         if k > n:
             raise InputError(f"k={k} is larger than the knowledge base ({n} chunks); ask for at most {n}")
         return k

@@ -51,6 +51,12 @@ def test_bad_k(kb, k, msg):
     assert_unchanged(kb, before)
 
 
+def test_searching_an_empty_kb_says_so(tmp_path, cfg):
+    with KnowledgeBase.create(tmp_path / "empty", cfg, embedder=HashEmbedder()) as kb:
+        with pytest.raises(InputError, match="is empty; sync documents into it first"):
+            kb.search("anything", k=1)
+
+
 def test_unknown_filter_field_and_operator(kb):
     before = snapshot(kb.path)
     with pytest.raises(InputError, match=r"unknown filter field 'author'.*known fields: .*source"):
