@@ -65,7 +65,7 @@ log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 LOCK = ".lock"
-REBUILD_HINT = "run `hybrid index rebuild --kb {path}` (with your sources) to rebuild it"
+REBUILD_HINT = "run `hybrid index rebuild --kb {path}` to rebuild it (add your SOURCES if its documents are lost too)"
 _GEN_RE = re.compile(r"^gen-(\d{6})\.(faiss|sqlite)$")
 _FIELD_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 _OPS = {"eq": "=", "ne": "!=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
