@@ -447,7 +447,10 @@ class HFGenerator:
 
     @classmethod
     def from_loaded(cls, model: Any, tokenizer: Any, *, model_id: str, sha: str = "", **kwargs: Any) -> "HFGenerator":
-        """Wrap an already loaded model (tests build tiny random ones; the tuner reuses its own)."""
+        """Wrap an already loaded base model (tests build tiny random ones; the tuner reuses its own).
+
+        The tokenizer is not modified (batches are left-padded by hand), so a trainer can share it.
+        """
         gen = cls(model_id, **kwargs)
         gen.model_id, gen.sha = model_id, sha
         gen._install(model, tokenizer)
@@ -457,7 +460,6 @@ class HFGenerator:
     def _install(self, model: Any, tokenizer: Any) -> None:
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
-        tokenizer.padding_side = "left"  # decoder-only batching: pads before the prompt
         model.eval()
         self.model, self.tokenizer = model, tokenizer
 
@@ -610,7 +612,8 @@ class HFGenerator:
 
     def _run(self, rows: list[list[int]], adapter: str | None, params: GenerationParams,
              cancel: threading.Event, counter: list[int], streamer: Any = None) -> list[list[int]]:
-        """Left-pad ``rows``, generate, return each row's new token ids (padding/EOS trimmed later)."""
+        """Left-pad ``rows`` by hand (decoder-only models continue from the right edge), generate, and
+        return each row's new token ids (padding/EOS trimmed later)."""
         import contextlib
 
         import torch
