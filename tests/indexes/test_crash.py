@@ -93,3 +93,42 @@ def test_kill_9_during_sync_never_leaves_a_mix(tmp_path):
     assert kills >= 50
     assert mid_write >= 1, "no kill landed during a write; the test proved nothing"
     assert len(seen_versions) > 5  # syncs really completed between kills
+
+
+class Boom(RuntimeError):
+    pass
+
+
+@pytest.mark.parametrize("step", ["copy", "faiss", "rename", "manifest"])
+def test_failure_at_each_write_step_keeps_the_old_generation(tmp_path, monkeypatch, step):
+    """Deterministic companion of the kill loop: fail at each step of publishing a generation."""
+    import shutil
+
+    from hybrid.types import Document
+    from indexes import kb as kbmod
+    from indexes.vectors import VectorIndex
+
+    path = tmp_path / "kb"
+    cfg = IndexConfig(embedder="hash")
+    old = [Document(f"d{i}", f"Clause {i}, version old.", {"source": f"s{i}"}) for i in range(5)]
+    new = [Document(f"d{i}", f"Clause {i}, version new.", {"source": f"s{i}"}) for i in range(5)]
+    with KnowledgeBase.create(path, cfg, embedder=HashEmbedder()) as kb:
+        kb.sync(old)
+
+        def boom(*a, **k):
+            raise Boom(step)
+
+        target = {"copy": (shutil, "copyfile"), "faiss": (VectorIndex, "save"),
+                  "rename": (kbmod.os, "replace"), "manifest": (kbmod, "atomic_write_text")}[step]
+        with monkeypatch.context() as m:
+            m.setattr(*target, boom)
+            with pytest.raises(Boom):
+                kb.sync(new)
+        # the same object and a fresh one both still serve the old generation
+        for k in (kb, KnowledgeBase.open(path, embedder=HashEmbedder())):
+            assert {d.text.split("version ")[1] for d in k.documents()} == {"old."}
+            assert "version old" in k.search("clause version", k=1)[0].chunk.text
+        assert not [f for f in path.iterdir() if f.name.endswith(".tmp")]  # temp files cleaned up
+        # and the next sync goes through
+        assert kb.sync(new).updated == 5
+        assert {d.text.split("version ")[1] for d in kb.documents()} == {"new."}
