@@ -225,7 +225,7 @@ def main() -> None:
             "peak_rss_mb is the kernel high-water mark (wait4) of each system's child process; for hybrid "
             "it is the largest of its processes (the parse workers reaped by it count), for langchain the one process",
             "hybrid_tree_peak_rss_mb sums hybrid's parent and its parse workers (default 2), sampled every 50 ms: "
-            "each worker that meets a DOCX/PPTX imports unstructured, spaCy and torch",
+            "each worker that meets a DOCX/PPTX loads unstructured and spaCy (torch is blocked in workers)",
             "langchain errors are files unstructured could not open without extras this project does not install "
             "(PDF needs unstructured[pdf], which pulls torchvision/CUDA torch; CSV needs pandas) plus the broken files",
             "hybrid drops the 15 repeated copies as exact duplicates; langchain returns every element of every copy",
