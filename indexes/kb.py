@@ -277,6 +277,12 @@ class KnowledgeBase:
         stored = dict(manifest.get("config") or {})
         if overrides is not None:
             extra = dataclasses.asdict(overrides) if dataclasses.is_dataclass(overrides) else dict(overrides)
+            known = {f.name for f in dataclasses.fields(IndexConfig)}
+            unknown = sorted(set(extra) - known)
+            if unknown:
+                from hybrid.errors import ConfigError
+
+                raise ConfigError(f"unknown IndexConfig setting {unknown[0]!r} in overrides")
             for k, v in extra.items():
                 if k not in IndexConfig.STORED:
                     stored[k] = v

@@ -236,3 +236,13 @@ def test_searches_in_threads_while_the_same_object_syncs(tmp_path):
             t.join()
     assert not errors, errors[0]
     assert seen == {6}
+
+
+def test_open_overrides_change_search_settings_only(kb):
+    from hybrid.errors import ConfigError
+
+    kb.close()
+    with KnowledgeBase.open(kb.path, embedder=HashEmbedder(), overrides={"rrf_k": 5, "chunk_size": 999}) as k2:
+        assert k2.cfg.rrf_k == 5 and k2.cfg.chunk_size == 24  # stored settings win
+    with pytest.raises(ConfigError, match="unknown IndexConfig setting 'rrf'"):
+        KnowledgeBase.open(kb.path, embedder=HashEmbedder(), overrides={"rrf": 5})
