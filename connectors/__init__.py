@@ -91,6 +91,9 @@ def _parsed_docs(raw: Raw, outcome: Any, report: IngestReport) -> list[Document]
     for where, reason, message in outcome.skips:
         log.warning("skipped %s %s: %s (%s)", src, where, reason, message)
         report.skip(f"{src} {where}", reason, message)
+    for code, message in outcome.notes:
+        log.info("note on %s: %s (%s)", src, code, message)
+        report.notes.append(NoteRecord(src, code, message))
     enc = outcome.meta.get("encoding")
     if enc and enc not in ("utf-8", "ascii"):
         report.notes.append(NoteRecord(src, "decoded", f"not UTF-8: decoded as {enc}"))

@@ -37,6 +37,7 @@ class Parsed:
     parts: list[Part] = field(default_factory=list)
     skips: list[tuple[str, str, str]] = field(default_factory=list)  # (where, reason, message)
     meta: dict[str, Any] = field(default_factory=dict)  # applies to every part (title, encoding...)
+    notes: list[tuple[str, str]] = field(default_factory=list)  # (code, message): loaded, but worth a look
 
 
 Parser = Callable[[bytes, str, IngestConfig], Parsed]
@@ -115,7 +116,16 @@ def _elements_text(elements: list[Any]) -> str:
 @_register((".txt", ".text", ".log", ".rst"), "text/plain")
 def parse_text(data: bytes, name: str, cfg: IngestConfig) -> Parsed:
     text, enc = decode_text(data, strict_utf8=cfg.strict_utf8)
-    return Parsed([Part(text)], meta={"encoding": enc})
+    out = Parsed([Part(text)], meta={"encoding": enc})
+    head = text.lstrip()[:1]
+    if head in ("{", "[") and len(text) < 5_000_000:
+        # Valid as text, so it loads; but a JSON-shaped file that does not parse was probably cut
+        # short, and the user should hear about it.
+        try:
+            json.loads(text)
+        except ValueError:
+            out.notes.append(("suspect", "looks like truncated or invalid JSON; loaded as plain text"))
+    return out
 
 
 @_register((".md", ".markdown"), "text/markdown")

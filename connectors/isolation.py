@@ -105,6 +105,7 @@ def worker_main(memory_mb: int, allow_torch: bool = False) -> None:
                 "parts": [[p.text, p.meta] for p in parsed.parts],
                 "skips": parsed.skips,
                 "meta": parsed.meta,
+                "notes": parsed.notes,
             }
         except SkipError as e:
             reply = {"status": "skip", "reason": e.reason, "message": str(e)}
@@ -260,7 +261,8 @@ class ParsePool:
 
 def _from_reply(reply: dict[str, Any]) -> Parsed | SkipError:
     if reply["status"] == "ok":
-        return Parsed([Part(t, m) for t, m in reply["parts"]], [tuple(s) for s in reply["skips"]], reply["meta"])
+        return Parsed([Part(t, m) for t, m in reply["parts"]], [tuple(s) for s in reply["skips"]], reply["meta"],
+                      [tuple(n) for n in reply.get("notes", [])])
     return SkipError(reply["reason"], reply["message"])
 
 

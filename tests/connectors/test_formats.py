@@ -236,6 +236,13 @@ def test_json_path_selects_records():
     assert json_path({"a": {"b": [1, 2, 3]}}, "$.a.b[1]") == [2]
 
 
+def test_truncated_json_in_a_text_file_loads_with_a_note():
+    parsed = parse(EDGE / "fake-incomplete-json.txt")
+    assert '"name": "John Doe"' in parsed.parts[0].text
+    assert [code for code, _ in parsed.notes] == ["suspect"]
+    assert parse(DOCS / "fake-text.txt").notes == []
+
+
 def test_truncated_json_is_a_skip():
     data = (EDGE / "fake-incomplete-json.txt").read_bytes()
     assert skip_reason(data, "record.json") == "corrupt"

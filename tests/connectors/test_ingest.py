@@ -45,6 +45,7 @@ def test_every_edge_file_is_accounted_for_with_a_reason(corpus):
     assert dups["edge/umlauts-non-utf8.md"] == ("exact", "umlauts-utf8.md")
     notes = {(n.source, n.message) for n in corpus.report.notes}
     assert ("edge/umlauts-non-utf8.md", "not UTF-8: decoded as cp1252") in notes
+    assert ("edge/fake-incomplete-json.txt", "looks like truncated or invalid JSON; loaded as plain text") in notes
 
 
 def test_documents_carry_the_required_metadata(corpus):
