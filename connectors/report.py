@@ -56,6 +56,11 @@ class IngestReport:
     def skip(self, source: str, reason: str, message: str) -> None:
         self.skipped.append(SkipRecord(source, reason, message))
 
+    @property
+    def skips(self) -> list[SkipRecord]:
+        """Alias of ``skipped`` (the demo and other callers read it under this name)."""
+        return self.skipped
+
     def skip_counts(self) -> dict[str, int]:
         return dict(sorted(Counter(s.reason for s in self.skipped).items()))
 
