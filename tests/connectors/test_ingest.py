@@ -78,8 +78,8 @@ def test_near_duplicates_and_pii_counts_are_reported_without_values(tmp_path, ca
 
 
 def test_a_parse_past_its_deadline_is_killed_and_the_batch_goes_on(tmp_path, caplog):
-    # 400k CSV rows take far longer than a second to parse: the worker is killed, the next file loads.
-    (tmp_path / "a-big.csv").write_text("q,a\n" + "".join(f"question {i},answer {i}\n" for i in range(400_000)))
+    # A million CSV rows take far longer than a second to parse: the worker is killed, the next file loads.
+    (tmp_path / "a-big.csv").write_text("q,a\n" + "".join(f"question {i},answer {i}\n" for i in range(1_000_000)))
     (tmp_path / "b-small.txt").write_text("still loaded")
     cfg = IngestConfig(parse_timeout_s=1.0, workers=1, max_file_bytes=100 * 2**20)
     with caplog.at_level(logging.WARNING, logger="connectors"):
