@@ -179,7 +179,12 @@ def load(source: str | Path, *, cfg: IngestConfig | None = None, report: IngestR
 
 @dataclass
 class IngestResult:
-    """Cleaned, deduplicated documents and the report of how they were obtained."""
+    """Cleaned, deduplicated documents and the report of how they were obtained.
+
+        result = connectors.ingest(["docs/"])
+        result.write_jsonl("docs.jsonl")
+        print(result.report.render())
+    """
 
     documents: list[Document] = field(default_factory=list)
     report: IngestReport = field(default_factory=IngestReport)

@@ -113,13 +113,18 @@ def test_every_config_field_has_help():
 def test_cli_writes_jsonl_and_prints_the_summary(tmp_path):
     out = tmp_path / "d.jsonl"
     proc = subprocess.run(
-        [sys.executable, "-m", "hybrid", "ingest", str(EDGE), "-i", "*.txt", "-i", "*.pdf", "--out", str(out)],
+        [sys.executable, "-m", "hybrid", "ingest", str(EDGE), "-i", "*.txt", "-i", "*.pdf", "--out", str(out),
+         "--report", str(tmp_path / "report.json")],
         capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr
     assert "skipped     4 (copy_protected: 1, empty: 2, encrypted: 1)" in proc.stdout
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert {r["metadata"]["source"] for r in rows} == {"fake-incomplete-json.txt", "fake-text-utf-16.txt"}
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["skip_counts"] == {"copy_protected": 1, "empty": 2, "encrypted": 1}
+    assert {s["source"] for s in report["skipped"]} == {"copy-protected.pdf", "empty.txt",
+                                                        "fake-text-all-whitespace.txt", "password.pdf"}
 
 
 @pytest.mark.parametrize("args,needle", [
