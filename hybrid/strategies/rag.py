@@ -71,7 +71,7 @@ def build_rag_prompt(query: str, ctx: StrategyContext, adapter: str | None = Non
         blocks.append(block)
         injections.extend(found)
         citations.append(Citation(n=n, chunk_id=hit.chunk.id, source=src, page=page,
-                                  snippet=hit.chunk.text[:160], score=float(hit.score)))
+                                  snippet=hit.chunk.text[:160], score=relevance(hit)))
     notices = []
     if dropped:
         notices.append(f"dropped {dropped} of {len(ordered)} retrieved chunk(s) to fit the "
