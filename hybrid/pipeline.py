@@ -616,12 +616,22 @@ DEMO_TUNE = ("train.max_steps=12", "train.batch_tokens=1024", "train.eval_every=
 
 def run_main_job(app_dir: str | Path = "apps/legal", questions: Sequence[str] | None = None, *,
                  tune_config_path: str | Path | None = None, tune_overrides: Sequence[str] = DEMO_TUNE,
-                 echo=print) -> list[Answer]:
+                 work_dir: str | Path | None = None, echo=print) -> list[Answer]:
     """The full main job (what ``make demo`` runs): ingest the app's corpus, build its knowledge base,
     tune its adapter briefly or reuse a cached one, then answer a handful of mixed questions through
-    the router, printing each answer with its route, reason and citations."""
+    the router, printing each answer with its route, reason and citations.
+
+    ``work_dir`` puts the knowledge base and the adapter in ``work_dir/kb`` and ``work_dir/adapter``
+    (default: the app's own paths, under ``$HYBRID_CACHE/apps/<name>/``); a second run reuses both."""
+    import dataclasses
+
     t0 = time.perf_counter()
     app = load_app(app_dir)
+    if work_dir is not None:
+        w = Path(work_dir).resolve()
+        app = dataclasses.replace(
+            app, knowledge_base=dataclasses.replace(app.knowledge_base, path=str(w / "kb")),
+            adapter=dataclasses.replace(app.adapter, path=str(w / "adapter")))
     from indexes.embed import get_embedder
 
     embedder = get_embedder(app.knowledge_base.embedder)
