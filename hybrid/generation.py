@@ -528,7 +528,11 @@ class HFGenerator:
             log.warning("adapter %r at %s has no adapter_card.json: its base model cannot be verified", name, p)
         from peft import PeftModel
 
-        with self._lock:
+        import warnings
+
+        with self._lock, warnings.catch_warnings():
+            # peft calls a transformers API deprecated in 5.x; the FutureWarning is not the user's concern
+            warnings.filterwarnings("ignore", category=FutureWarning, message=".*is_gradient_checkpointing.*")
             try:
                 if name in self._paths:
                     self.model.delete_adapter(name)

@@ -21,6 +21,17 @@ def _resolve_adapter(value: str) -> tuple[str, Path]:
                      "pass an adapter directory written by `hybrid tune`")
 
 
+def _card_system_prompt(card):
+    """The adapter's training system prompt, with the variable values it was trained with."""
+    from hybrid.chat import SystemPrompt
+
+    data = ((card.hyperparameters or {}).get("config") or {}).get("data") or {}
+    defaults = {k: v for k, v in {"app_name": data.get("app_name")}.items() if v}
+    sp = SystemPrompt(card.system_prompt, defaults=defaults)
+    sp.render()  # fail now, with the variable's name, rather than at the first token
+    return sp
+
+
 @click.command("generate", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("prompt")
 @click.option("-m", "--model", default="default", envvar="HYBRID_MODEL", show_default=True,
@@ -65,7 +76,7 @@ def cli(prompt: str, model: str, adapter: str | None, system: str | None, max_ne
         gen.load_adapter(name, path)
         card = gen.adapter_card(name)
         if system is None and card is not None and card.system_prompt:
-            gen.system_prompt = card.system_prompt  # answer with the framing it was trained on
+            gen.system_prompt = _card_system_prompt(card)  # answer with the framing it was trained on
     messages = [{"role": "user", "content": prompt}]
     if stream is None:
         stream = sys.stdout.isatty()

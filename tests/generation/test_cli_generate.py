@@ -71,3 +71,21 @@ def test_generate_with_the_embedded_model(real_gen):
     code, out, err = run("What is the capital of France?", "-n", "16", "--no-stream")
     assert code == 0, err
     assert "Paris" in out
+
+
+def test_adapter_card_system_prompt_is_rendered_with_its_training_values(tiny_model_dir, tiny_gen, tmp_path):
+    from hybrid.cli.generate import _card_system_prompt
+    from hybrid.errors import InputError
+    from hybrid.tuning.card import read_card, write_card
+
+    path = make_lora(tiny_model_dir, tmp_path / "sp", seed=1, base_sha=tiny_gen.sha, base_id=tiny_gen.model_id,
+                     tokenizer=tiny_gen.tokenizer, system_prompt="You are {app_name}. Today is {date}.")
+    card = read_card(path)
+    with pytest.raises(InputError, match="needs a value for app_name"):
+        _card_system_prompt(card)  # the card does not say which app it was trained for
+    card.hyperparameters = {"config": {"data": {"app_name": "ShopBot"}}}
+    write_card(card, path)
+    sp = _card_system_prompt(read_card(path))
+    assert sp.render().startswith("You are ShopBot. Today is ")
+    code, out, err = run("hi", "--model", str(tiny_model_dir), "--adapter", str(path), "-n", "4", "--no-stream")
+    assert code == 0 and out.strip() and "Warning" not in err
