@@ -439,17 +439,24 @@ class Assistant:
             pieces: list[str] = []
             line = ""
             buffered = bool(prompt.injections) or prompt.postprocess is not None
-            for piece in self.generator.stream(prompt.messages, adapter=prompt.adapter,
-                                               params=prompt.params or sctx.params):
-                pieces.append(piece)
-                if not buffered:
-                    yield piece
-                    continue
-                line += piece
-                while "\n" in line:
-                    head, line = line.split("\n", 1)
-                    if prompt.postprocess is None and not any(guard.echoes(head, i) for i in prompt.injections):
-                        yield head + "\n"
+            inner = self.generator.stream(prompt.messages, adapter=prompt.adapter,
+                                          params=prompt.params or sctx.params)
+            try:
+                for piece in inner:
+                    pieces.append(piece)
+                    if not buffered:
+                        yield piece
+                        continue
+                    line += piece
+                    while "\n" in line:
+                        head, line = line.split("\n", 1)
+                        if prompt.postprocess is None and not any(guard.echoes(head, i) for i in prompt.injections):
+                            yield head + "\n"
+            finally:
+                # closing this generator (client gone, /stop) must stop the model's stream too
+                close = getattr(inner, "close", None)
+                if close is not None:
+                    close()
             text = "".join(pieces)
             sctx.timings["generate"] = time.perf_counter() - t
             if buffered and prompt.postprocess is None and line and \

@@ -156,3 +156,24 @@ def test_answer_is_json_serialisable(bot):
 
     d = json.loads(json.dumps(answer_to_dict(bot.ask(Q))))
     assert d["decision"]["strategy"] == d["strategy"]
+
+
+def test_closing_the_stream_stops_the_model_stream(bot, monkeypatch):
+    closed = []
+    real = bot.generator.stream
+
+    def stream(*a, **kw):
+        inner = real(*a, **kw)
+
+        def wrapped():
+            try:
+                yield from inner
+            finally:
+                closed.append(True)
+        return wrapped()
+
+    monkeypatch.setattr(bot.generator, "stream", stream)
+    tokens = iter(bot.stream("What does our house style say about topic 3?", strategy="tuned"))
+    next(tokens)
+    tokens.close()
+    assert closed == [True]
