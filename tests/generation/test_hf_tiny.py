@@ -274,3 +274,15 @@ def test_bad_generation_inputs(tiny_gen):
         tiny_gen.generate([{"role": "robot", "content": "hi"}])
     with pytest.raises(ModelError, match="adapter 'nope' is not loaded"):
         tiny_gen.generate(user("hi"), adapter="nope")
+
+
+def test_from_loaded_wraps_a_model_without_touching_its_tokenizer(tiny_model_dir, one_thread):
+    from hybrid.models import load_base_model
+
+    model, tok = load_base_model(tiny_model_dir)
+    tok.padding_side = "right"  # what a trainer uses
+    gen = HFGenerator.from_loaded(model, tok, model_id="tiny", sha=model.hybrid_resolved.sha, bf16=False)
+    p = make_params(max_new_tokens=6)
+    out = gen.generate_batch([user("hi"), user("The X1 blender costs")], params=p)
+    assert [g.text for g in out] == [gen.generate(user(q), params=p).text for q in ("hi", "The X1 blender costs")]
+    assert tok.padding_side == "right" and gen.model_id == "tiny"
