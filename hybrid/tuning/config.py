@@ -119,6 +119,10 @@ class TrainSection:
     packing: bool = field(default=True, metadata={
         "help": "pack several examples into one row with per-example positions (no cross-example "
                 "attention); off: length-bucketed padded batches. Prompt/prefix tuning always pad"})
+    pack_length: int = field(default=0, metadata={
+        "help": "tokens per packed row (0 = auto: max(data.max_length, 512), capped at batch_tokens); longer "
+                "rows waste less on row ends but pay more for attention"})
+    eval_at_start: bool = field(default=True, metadata={"help": "measure eval loss before the first step"})
     eval_every: int = field(default=50, metadata={"help": "eval loss every N optimizer steps (0 = end only)"})
     early_stopping_patience: int = field(default=0, metadata={
         "help": "stop after this many evals without improvement (0 = never)"})
@@ -146,7 +150,7 @@ class TrainSection:
             raise ValueError(f"train.warmup_ratio must be in [0, 1), got {self.warmup_ratio}")
         if not 0 <= self.min_lr_ratio <= 1:
             raise ValueError(f"train.min_lr_ratio must be in [0, 1], got {self.min_lr_ratio}")
-        for name in ("warmup_steps", "eval_every", "save_every", "early_stopping_patience"):
+        for name in ("pack_length", "warmup_steps", "eval_every", "save_every", "early_stopping_patience"):
             if getattr(self, name) < 0:
                 raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
         if self.log_every < 1:
@@ -188,6 +192,12 @@ class TuneConfig:
         if self.train.packing and self.train.batch_tokens < self.data.max_length:
             raise ValueError(f"train.batch_tokens ({self.train.batch_tokens}) must be >= data.max_length "
                              f"({self.data.max_length}) so the longest example fits a micro-batch")
+
+    def pack_length(self) -> int:
+        """Row length for packing: at least one full example, at most one micro-batch."""
+        t = self.train
+        n = t.pack_length or max(self.data.max_length, 512)
+        return max(self.data.max_length, min(n, t.batch_tokens))
 
     def method_settings(self) -> dict:
         """The hyperparameters of the chosen method only (for the card)."""

@@ -187,8 +187,8 @@ def evaluate(loss_mod: Any, examples: Sequence[Example], cfg: TuneConfig, *, pad
     d = dist_ or Dist()
     if not examples:
         return None
-    plan = plan_epoch(examples, max_length=cfg.data.max_length, batch_tokens=cfg.train.batch_tokens,
-                      seed=0, epoch=0, packing=packed, shuffle=False)
+    plan = plan_epoch(examples, max_length=cfg.pack_length() if packed else cfg.data.max_length,
+                      batch_tokens=cfg.train.batch_tokens, seed=0, epoch=0, packing=packed, shuffle=False)
     was_training = loss_mod.training
     loss_mod.eval()
     total, count = 0.0, 0
@@ -375,8 +375,10 @@ def train(cfg: TuneConfig, data: Sequence[str | os.PathLike[str]] = (), out: str
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=tc.lr, weight_decay=tc.weight_decay, betas=(0.9, 0.999), eps=1e-8)
 
+    row_len = cfg.pack_length() if packed else cfg.data.max_length
+
     def plan(epoch: int) -> list:
-        return plan_epoch(train_ex, max_length=cfg.data.max_length, batch_tokens=tc.batch_tokens,
+        return plan_epoch(train_ex, max_length=row_len, batch_tokens=tc.batch_tokens,
                           seed=tc.seed, epoch=epoch, packing=packed)
 
     per_step = tc.grad_accum * d.world
@@ -415,6 +417,10 @@ def train(cfg: TuneConfig, data: Sequence[str | os.PathLike[str]] = (), out: str
     stopped_early = False
     window_loss, window_tok, window_t = 0.0, 0, time.perf_counter()
     epoch_plan = plan(state["epoch"])
+    if eval_ex and tc.eval_at_start and state["step"] == 0 and not state["eval_history"]:
+        ev0 = evaluate(loss_mod, eval_ex, cfg, pad_id=pad_id, bf16=bf16, dist_=d, packed=packed)
+        state["eval_history"].append([0, ev0])
+        metrics.log({"step": 0, "eval_loss": ev0})
     loss_mod.train()
     step_seconds = 0.0
     try:
@@ -545,7 +551,7 @@ def train(cfg: TuneConfig, data: Sequence[str | os.PathLike[str]] = (), out: str
     if d.world > 1:
         import torch.distributed as dist
 
-        dist.barrier()
+        dist.barrier()  # rank 0 has finished writing before any rank returns
     return TrainResult(out=saved, card=card, steps=int(state["step"]), train_loss=train_loss, eval_loss=final_eval,
                        eval_history=history, step_losses=list(losses), tokens_seen=int(state["tokens"]),
                        target_tokens=int(state["targets"]), padded_tokens=int(state.get("padded", 0)),

@@ -35,7 +35,7 @@ def test_lora_run_writes_adapter_card_and_metrics(tmp_path, tokenizer, tiny_mode
     assert card.hyperparameters["config"]["lora"]["r"] == 16
     assert card.tokens_seen == res.tokens_seen > 0 and card.steps == 6
     assert card.eval_loss == res.eval_history[-1][1]
-    assert [s for s, _ in res.eval_history] == [2, 4, 6]
+    assert [s for s, _ in res.eval_history] == [0, 2, 4, 6]  # 0 = before training
     lines = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in lines if "loss" in r] == [2, 4, 6]
     assert all(r["tokens_per_s"] > 0 for r in lines if "loss" in r)
@@ -91,10 +91,10 @@ def test_unknown_target_module_lists_the_models_modules(tokenizer, tiny_model, c
 def test_grad_accumulation_matches_one_big_batch(tokenizer, catalogue_file):
     """Two micro-batches accumulated == the same tokens in one micro-batch (token-weighted loss)."""
     a = train(tiny_cfg("train.max_steps=3", "train.batch_tokens=192", "train.grad_accum=2", "data.max_length=96",
-                       "train.packing=true", "train.eval_every=3"),
+                       "train.pack_length=96", "train.eval_every=3"),
               [catalogue_file], None, model=make_tiny_model(tokenizer), tokenizer=tokenizer)
     b = train(tiny_cfg("train.max_steps=3", "train.batch_tokens=384", "train.grad_accum=1", "data.max_length=96",
-                       "train.packing=true", "train.eval_every=3"),
+                       "train.pack_length=96", "train.eval_every=3"),
               [catalogue_file], None, model=make_tiny_model(tokenizer), tokenizer=tokenizer)
     # same rows per step (2 x 2 rows vs 1 x 4 rows, same packing order) -> same losses up to float noise
     assert a.tokens_seen == b.tokens_seen
@@ -107,7 +107,7 @@ def test_early_stopping_keeps_the_best_weights(tokenizer, tiny_model, catalogue_
                          "train.early_stopping_delta=100.0"), [catalogue_file], None,
                 model=tiny_model, tokenizer=tokenizer)
     assert res.stopped_early and res.steps == 3
-    assert res.eval_loss == res.eval_history[0][1]
+    assert res.eval_loss == res.eval_history[1][1]  # the step-1 eval ([0] is before training)
 
 
 def test_lr_schedule_warms_up_then_decays():
