@@ -7,7 +7,7 @@ PY     := $(VENV)/bin/python
 TORCH_SPEC ?= torch==2.13.0
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test test-fast install clean bench
+.PHONY: demo test test-fast install install-bench browser clean bench
 
 $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -23,11 +23,38 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(PY) -m hybrid.demo
 
-test: $(STAMP)
+# The chat page's end-to-end test drives Debian's chromium (never a downloaded browser).
+# Installed here when missing and we may (root with apt); otherwise the browser tests say they skip.
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+	  { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } ; } || \
+	  echo "note: chromium not installed; the browser tests will be skipped (apt-get install chromium)"
+
+test: $(STAMP) browser
 	$(PY) -m pytest
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow"
+
+# The anchors the benchmarks compare against (LangChain & co). Never runtime dependencies.
+# langchain-huggingface pins huggingface-hub<2 but only wraps sentence-transformers: install it bare.
+BENCH_STAMP := $(VENV)/.installed-bench
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install -q langchain-community langchain-classic rank-bm25 langchain-unstructured
+	$(PY) -m pip install -q --no-deps langchain-huggingface
+	@touch $(BENCH_STAMP)
+
+install-bench: $(BENCH_STAMP)
+
+# Every benchmark, each side by side with its anchor in one run; results in benchmarks/results/.
+bench: $(BENCH_STAMP)
+	$(PY) benchmarks/ingest.py
+	$(PY) benchmarks/retrieval.py --dataset ../shared/data/cranfield
+	$(PY) benchmarks/scale.py
+	$(PY) benchmarks/tuning.py
+	$(PY) benchmarks/pipeline.py
+	$(PY) benchmarks/eval.py
+	$(PY) benchmarks/serving.py
 
 clean:
 	rm -rf $(VENV) .cache .pytest_cache
