@@ -13,7 +13,6 @@ import time
 import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any, Callable
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")

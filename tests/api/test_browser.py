@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.api.conftest import AUTH, KEY, ROOT_DIR, ServeProcess, fake_backend
+from tests.api.conftest import KEY, ROOT_DIR, ServeProcess, fake_backend
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
