@@ -23,6 +23,8 @@ the FAISS index). Without the ``indexes`` package it builds the same settings wi
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -227,7 +229,9 @@ def run_size(n: int, args, cfg, log: Callable[[str], None]) -> dict[str, Any]:
     queries = make_vectors(args.queries, DIM, rng, args.data, basis)
     log(f"n={n}: generated {data.nbytes / 2**20:.0f} MiB of {args.data} vectors in {time.perf_counter() - t0:.1f}s")
     specs = index_specs(cfg)
-    result: dict[str, Any] = {"n": n, "dim": DIM, "data_mib": round(data.nbytes / 2**20, 1), "indexes": {}}
+    result: dict[str, Any] = {"n": n, "dim": DIM, "data_mib": round(data.nbytes / 2**20, 1),
+                              "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                              "loadavg_at_start": [round(x, 2) for x in os.getloadavg()], "indexes": {}}
     exact_ids = None
     for kind in args.indexes:
         spec = specs[kind]
@@ -293,6 +297,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2, help="FAISS OpenMP threads for builds and batched search")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=None, help="results JSON (default results/scale[-lowrank].json)")
+    ap.add_argument("--append", action="store_true",
+                    help="keep the sizes already in --out (same data kind) and add or replace these")
     args = ap.parse_args(argv)
     args.indexes = [s.strip() for s in args.indexes.split(",") if s.strip()]
     unknown = [i for i in args.indexes if i not in ("flat", "hnsw", "ivfpq")]
@@ -325,9 +331,15 @@ def main(argv: list[str] | None = None) -> int:
                    "top 10 with the exact Flat top 10 for the same queries"),
         "sizes": [],
     }
+    if args.append and out_path.is_file():
+        old = json.loads(out_path.read_text())
+        if old.get("data") != args.data:
+            ap.error(f"--append: {out_path} holds {old.get('data')!r} vectors, not {args.data!r}")
+        out["sizes"] = [sz for sz in old.get("sizes", []) if sz["n"] not in sizes]
     t0 = time.perf_counter()
     for n in sizes:
         out["sizes"].append(run_size(n, args, cfg, log))
+        out["sizes"].sort(key=lambda sz: sz["n"])
         out["total_s"] = round(time.perf_counter() - t0, 1)
         write_json(out_path, out)  # after each size, so a long 1M run keeps the 100k figures
     print(markdown_table(out))
