@@ -211,7 +211,7 @@ def real_model_app(tmp_path_factory):
 class ServeProcess:
     """``hybrid serve`` in a subprocess on a free loopback port; ``wait_ready()`` polls /readyz."""
 
-    def __init__(self, apps: list[Path], *args: str, env: dict | None = None):
+    def __init__(self, apps: list[Path], *args: str, env: dict | None = None, key: bool = True):
         import os
         import subprocess
         import sys
@@ -219,7 +219,9 @@ class ServeProcess:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         root = Path(__file__).resolve().parents[2]
-        cmd = [sys.executable, "-m", "hybrid", "serve", "--port", str(self.port), "--api-key", KEY, *args]
+        cmd = [sys.executable, "-m", "hybrid", "serve", "--port", str(self.port), *args]
+        if key:
+            cmd += ["--api-key", KEY]
         for a in apps:
             cmd += ["--app", str(a)]
         self.log_path = Path(os.environ.get("HYBRID_CACHE", "/tmp")) / f"serve-{self.port}.log"

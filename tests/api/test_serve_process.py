@@ -78,3 +78,18 @@ def test_bad_serve_arguments_are_one_line_errors(tmp_path):
     r = subprocess.run([sys.executable, "-m", "hybrid", "serve", "--app", str(tmp_path), "--api-key", "short"],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "at least 8 characters" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_without_a_key_it_serves_both_apps_on_loopback_only_and_warns(tiny_apps):
+    import psutil
+
+    s = ServeProcess(tiny_apps, "--host", "0.0.0.0", key=False, env={"HYBRID_API_KEYS": ""}).wait_ready(120)
+    try:
+        apps = httpx.get(s.url + "/v1/apps", timeout=10).json()["apps"]  # no key needed: loopback only
+        assert [a["name"] for a in apps] == ["legal", "shop"]
+        bound = {c.laddr.ip for c in psutil.Process(s.proc.pid).net_connections(kind="inet")
+                 if c.status == psutil.CONN_LISTEN}
+        assert bound == {"127.0.0.1"}
+        assert "no API key configured: binding to 127.0.0.1 instead of 0.0.0.0" in s.output()
+    finally:
+        s.stop()
