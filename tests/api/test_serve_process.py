@@ -34,6 +34,28 @@ def test_real_answer_with_route_and_citations(server):
     assert httpx.get(server.url + "/v1/ask", timeout=10).status_code in (401, 405)
 
 
+def test_disconnect_cancels_real_generation(server):
+    def metric(name: str) -> float:
+        text = httpx.get(server.url + "/metrics", headers=AUTH, timeout=30).text
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
+
+    before = metric('hybrid_cancelled_total{reason="disconnect"}')
+    with httpx.Client(timeout=300) as c:
+        with c.stream("POST", server.url + "/v1/ask", headers=AUTH,
+                      json={"app": "legal", "question": "Explain every rule about deposits in detail.",
+                            "stream": True, "max_new_tokens": 48, "strategy": "rag"}) as r:
+            for line in r.iter_lines():
+                if line.startswith("event: token"):
+                    break  # leave after the first token: the connection closes
+    t0 = time.monotonic()
+    while metric("hybrid_generations_in_flight") > 0 and time.monotonic() - t0 < 30:
+        time.sleep(0.05)
+    stopped = time.monotonic() - t0
+    assert metric("hybrid_generations_in_flight") == 0, "generation still running after the client left"
+    assert metric('hybrid_cancelled_total{reason="disconnect"}') == before + 1
+    print(f"real generation released its slot {stopped:.2f}s after the disconnect")
+
+
 def test_sigterm_during_a_stream_drains_and_exits_0(real_model_app):
     s = ServeProcess([real_model_app], "--drain-grace", "240").wait_ready()
     try:
