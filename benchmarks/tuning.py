@@ -1,12 +1,14 @@
 """Tuning throughput and memory: this project's loop vs a plain ``transformers.Trainer`` + ``peft``.
 
-Both sides train the embedded SmolLM2-135M-Instruct with the same LoRA config, the same data (the sample
-catalogue, chat-template rendered, loss on the answer only), the same max sequence length, the same
-number of optimizer steps and about the same number of examples per step, under the same precision
-(bf16 autocast where the CPU has native bf16). Each side runs in its own subprocess so peak RSS is its
-own. Eval loss is measured identically for both (each eval example alone, token-weighted mean).
+Both sides train the embedded SmolLM2-135M-Instruct with the same LoRA config, the same data (by default
+the 175 self-instruct seed tasks in /work/shared, uneven lengths like real instruction data; ``--data
+catalogue`` for the uniform sample set), rendered with the chat template and with loss on the answer
+only, the same max sequence length, number of optimizer steps, LR schedule and about the same number of
+examples per step, under the same precision (bf16 autocast where the CPU has native bf16). Each side runs
+in its own subprocess, back to back, so peak RSS is its own. Eval loss is measured identically for both
+(each held-out example alone, token-weighted mean).
 
-    .venv/bin/python benchmarks/tuning.py --steps 12 --out benchmarks/results/tuning.json
+    .venv/bin/python benchmarks/tuning.py --out benchmarks/results/tuning.json
 
 The baseline follows the Trainer docs: ``get_peft_model`` + ``Trainer`` + ``DataCollatorForSeq2Seq``
 padding each batch to its longest row, random sampling. Our side packs examples into rows with
@@ -45,13 +47,36 @@ def _cfg(steps: int, max_length: int, batch_tokens: int, lr: float, seed: int):
                   "tensorboard": False, "log_every": 1}})
 
 
-def _examples(cfg, tokenizer):
+SELF_INSTRUCT = ROOT.parent / "shared" / "data" / "instructions" / "self-instruct-seed-tasks.jsonl"
+
+
+def _records(name: str) -> list[dict]:
+    """``self-instruct``: 175 real instruction tasks (Apache-2.0, first instance each), 55-400 tokens
+    once rendered - the uneven lengths real instruction data has. ``catalogue``: the uniform sample set."""
+    if name == "catalogue":
+        from hybrid.tuning.sample import catalogue_rows
+
+        return catalogue_rows()
+    rows = []
+    with open(SELF_INSTRUCT, encoding="utf-8") as f:
+        for line in f:
+            task = json.loads(line)
+            inst = task["instances"][0]
+            rows.append({"instruction": task["instruction"], "input": inst.get("input", ""),
+                         "output": inst["output"], "source": task["id"]})
+    return rows
+
+
+def _rows(name: str):
     from hybrid.tuning.data import rows_from_records
-    from hybrid.tuning.sample import catalogue_rows
+
+    return rows_from_records(_records(name))[0]
+
+
+def _examples(cfg, tokenizer, name: str):
     from hybrid.tuning.trainer import load_examples
 
-    rows, _ = rows_from_records(catalogue_rows())
-    train_ex, eval_ex, _, _ = load_examples(cfg, [], tokenizer, rows=rows)
+    train_ex, eval_ex, _, _ = load_examples(cfg, [], tokenizer, rows=_rows(name))
     return train_ex, eval_ex
 
 
@@ -88,15 +113,11 @@ def child_ours(a) -> dict:
 
     cfg = _cfg(a.steps, a.max_length, a.batch_tokens, a.lr, a.seed)
     model, tok = load_base_model()
-    train_ex, eval_ex = _examples(cfg, tok)
-    plan = plan_epoch(train_ex, max_length=cfg.data.max_length, batch_tokens=cfg.train.batch_tokens,
+    train_ex, eval_ex = _examples(cfg, tok, a.data)
+    plan = plan_epoch(train_ex, max_length=cfg.pack_length(), batch_tokens=cfg.train.batch_tokens,
                       seed=cfg.train.seed, epoch=0)
-    per_batch = sum(len(row) for mb in plan for row in mb) / len(plan)
-    from hybrid.tuning.data import rows_from_records
-    from hybrid.tuning.sample import catalogue_rows
-
-    rows, _ = rows_from_records(catalogue_rows())
-    res = train(cfg, [], None, model=model, tokenizer=tok, rows=rows, progress=False)
+    per_batch = sum(len(row) for mb in plan for row in mb) / len(plan)  # examples per step (grad_accum=1)
+    res = train(cfg, [], None, model=model, tokenizer=tok, rows=_rows(a.data), progress=False)
     bf16 = use_bf16("auto", torch.device("cpu"))
     ev = plain_eval_loss(res.model, eval_ex, bf16)
     return {"useful_tokens": res.tokens_seen, "train_seconds": res.train_seconds,
@@ -117,7 +138,7 @@ def child_baseline(a) -> dict:
 
     cfg = _cfg(a.steps, a.max_length, a.batch_tokens, a.lr, a.seed)
     model, tok = load_base_model()
-    train_ex, eval_ex = _examples(cfg, tok)  # same rendering and masking as ours
+    train_ex, eval_ex = _examples(cfg, tok, a.data)  # same rendering, masking and split as ours
     train_ds = [{"input_ids": e.input_ids, "attention_mask": [1] * len(e), "labels": e.labels} for e in train_ex]
     model = get_peft_model(model, LoraConfig(task_type=TaskType.CAUSAL_LM, r=LORA["r"], lora_alpha=LORA["alpha"],
                                              lora_dropout=LORA["dropout"], target_modules=LORA["target_modules"]))
@@ -185,7 +206,7 @@ def model_flops_per_token() -> dict:
 def run_child(kind: str, a, nice: int) -> dict:
     cmd = [sys.executable, __file__, "--child", kind, "--steps", str(a.steps), "--max-length", str(a.max_length),
            "--batch-tokens", str(a.batch_tokens), "--baseline-batch", str(a.baseline_batch), "--lr", str(a.lr),
-           "--seed", str(a.seed), "--workdir", a.workdir]
+           "--seed", str(a.seed), "--workdir", a.workdir, "--data", a.data]
     if nice:
         cmd = ["nice", "-n", str(nice)] + cmd
     load_before = os.getloadavg()
@@ -205,7 +226,8 @@ def run_child(kind: str, a, nice: int) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--steps", type=int, default=10)
-    p.add_argument("--max-length", type=int, default=128)
+    p.add_argument("--data", choices=["self-instruct", "catalogue"], default="self-instruct")
+    p.add_argument("--max-length", type=int, default=512)
     p.add_argument("--batch-tokens", type=int, default=1024)
     p.add_argument("--baseline-batch", type=int, default=0, help="0 = match our examples per step")
     p.add_argument("--lr", type=float, default=1e-3)
@@ -242,9 +264,9 @@ def main() -> None:
               "peak_rss": ours["peak_rss_mb"] / base["peak_rss_mb"],
               "eval_loss": ours["eval_loss"] / base["eval_loss"]}
     result = {
-        "benchmark": "tuning: LoRA r=16 on SmolLM2-135M-Instruct, sample catalogue, same steps/lr/schedule",
+        "benchmark": "tuning: LoRA r=16 on SmolLM2-135M-Instruct, same data/steps/lr/schedule/precision",
         "command": "python benchmarks/tuning.py " + " ".join(sys.argv[1:]),
-        "settings": {"steps": a.steps, "max_length": a.max_length, "our_batch_tokens": a.batch_tokens,
+        "settings": {"data": a.data, "steps": a.steps, "max_length": a.max_length, "our_batch_tokens": a.batch_tokens,
                      "baseline_batch_size": a.baseline_batch, "lr": a.lr, "seed": a.seed, "lora": LORA,
                      "omp_num_threads": threads, "nice": a.nice},
         "machine": {"cpu": platform.processor() or platform.machine(), "cpus": os.cpu_count(),

@@ -5,8 +5,8 @@
     hybrid tune merge --adapter adapters/shop --out models/shop-merged
     hybrid tune build raft --docs docs.jsonl --out raft.jsonl
 
-Multi-GPU: the same command under ``torchrun --nproc-per-node 4 -m hybrid.cli tune ...`` or
-``accelerate launch -m hybrid.cli tune ...``.
+Multi-GPU: the same command under ``torchrun --nproc-per-node 4 -m hybrid tune ...`` or
+``accelerate launch --num_processes 4 -m hybrid tune ...``.
 """
 
 from __future__ import annotations
