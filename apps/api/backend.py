@@ -187,10 +187,12 @@ class RealBackend:
         a = self._for_request(req)
         s = a.stream(req.question, req.history, req.strategy)
         tokens = iter(s)
+        pieces: list[str] = []
         try:
             for piece in tokens:
                 if cancel.is_set():
                     return
+                pieces.append(piece)
                 yield piece
         finally:
             # Closing the pipeline's token generator drops the model's stream, which cancels
@@ -200,7 +202,7 @@ class RealBackend:
                 close()
         if cancel.is_set() or s.answer is None:
             return
-        yield s.answer
+        yield _count_completion(s.answer, "".join(pieces), a)
 
     def ask(self, req: AskRequest, cancel: threading.Event) -> Answer:
         # Through the stream, so a deadline or a disconnect can stop generation midway.
@@ -239,6 +241,23 @@ class RealBackend:
             sync = _jsonable(_sync_add(kb, docs))
         progress("done", 1.0)
         return {"documents": len(docs), "load": report, "sync": sync}
+
+
+def _count_completion(ans: Answer, text: str, assistant) -> Answer:
+    """Streamed answers count text pieces, not tokens; with the model's tokenizer at hand, count
+    tokens, and say when the answer hit max_new_tokens (OpenAI clients read it as finish_reason)."""
+    tok = getattr(assistant.generator, "tokenizer", None)
+    if tok is None or not text or ans.strategy is None:
+        return ans
+    try:
+        n = len(tok.encode(text, add_special_tokens=False))
+    except Exception:  # noqa: BLE001 - a tokenizer without encode(): keep the pipeline's count
+        return ans
+    ans.usage["completion_tokens"] = n
+    limit = assistant.app.generation.max_new_tokens
+    if n >= limit and not any("max_new_tokens" in x for x in ans.notices):
+        ans.notices.append(f"answer cut at max_new_tokens={limit}")
+    return ans
 
 
 def _sync_add(kb, docs: list[Document]):

@@ -34,6 +34,17 @@ def test_real_answer_with_route_and_citations(server):
     assert httpx.get(server.url + "/v1/ask", timeout=10).status_code in (401, 405)
 
 
+def test_openai_client_against_the_real_model(server):
+    openai = pytest.importorskip("openai")
+    client = openai.OpenAI(base_url=server.url + "/v1", api_key=AUTH["Authorization"].split()[1], max_retries=0)
+    resp = client.chat.completions.create(model="legal", max_tokens=4, messages=[
+        {"role": "user", "content": "Describe the rules on deposits and notice in detail."}])
+    assert resp.choices[0].message.content.strip()
+    assert resp.usage.completion_tokens == 4  # real tokens, counted with the model's tokenizer
+    assert resp.choices[0].finish_reason == "length"
+    assert resp.model_extra["hybrid"]["decision"]["reason"]
+
+
 def test_disconnect_cancels_real_generation(server):
     def metric(name: str) -> float:
         text = httpx.get(server.url + "/metrics", headers=AUTH, timeout=30).text
