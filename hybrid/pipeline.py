@@ -24,14 +24,14 @@ import logging
 import re
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import numpy as np
 
 from hybrid.app import AppConfig, load_app
-from hybrid.errors import ConfigError, HybridError, InputError, KnowledgeBaseError, ModelError
+from hybrid.errors import HybridError, InputError, KnowledgeBaseError
 from hybrid.io import read_jsonl
 from hybrid.protocols import Message
 from hybrid.types import Answer, Decision

@@ -135,3 +135,8 @@ def test_main_job_runs_end_to_end_with_fakes(cli_app):
     assert "reused cached adapter" in text
     assert len(answers) == 2 and all(a.decision and a.decision.reason for a in answers)
     assert "route: " in text and "lease.md" in text
+
+
+def test_app_show_reports_paths_and_adapter_state(capsys, cli_app):
+    out = run_ok(capsys, "app", "show", str(cli_app))
+    assert "app: testapp (Test Helper)" in out and "examples: 4" in out and "(present)" in out

@@ -8,7 +8,7 @@ import pytest
 
 from hybrid.app import load_app
 from hybrid.errors import InputError
-from hybrid.pipeline import Assistant, depends_on_history, retrieval_query
+from hybrid.pipeline import depends_on_history, retrieval_query
 from tests.core.conftest import make_assistant, write_app
 
 Q = "What is the lease notice period?"

@@ -10,7 +10,7 @@ from hybrid.errors import InputError
 from hybrid.strategies import STRATEGIES, get_strategy
 from hybrid.strategies.few_shot import strip_reasoning
 from hybrid.strategies.rag import CLOSE, OPEN
-from tests.core.conftest import DOCS, make_assistant, write_app
+from tests.core.conftest import make_assistant, write_app
 
 
 def test_registry_names_and_unknown():
