@@ -208,23 +208,24 @@ def run_eval(app: Any, questions: str | Path | QuestionSet, out_dir: str | Path,
                     computed += 1
                     bar.update(1)
             # generate per adapter, the whole group at once
-            by_adapter: dict[str | None, list[int]] = {}
+            # one batch per (adapter, sampling settings): a strategy may set per-prompt params
+            groups: dict[tuple[str | None, str], list[int]] = {}
             for i, p in enumerate(prepared):
                 if p[4].direct is None:
-                    by_adapter.setdefault(p[4].adapter, []).append(i)
+                    pp = p[4].params or p[5].params
+                    groups.setdefault((p[4].adapter, json.dumps(dataclasses.asdict(pp), sort_keys=True)), []).append(i)
             texts: dict[int, Any] = {}
             gen_time: dict[int, float] = {}
-            for adapter, idx in by_adapter.items():
+            for (adapter, _), idx in groups.items():
+                pp = prepared[idx[0]][4].params or prepared[idx[0]][5].params
                 t = time.perf_counter()
                 try:
-                    outs = gen.generate_batch([prepared[i][4].messages for i in idx], adapter=adapter,
-                                              params=prepared[idx[0]][5].params)
+                    outs = gen.generate_batch([prepared[i][4].messages for i in idx], adapter=adapter, params=pp)
                 except Exception:  # noqa: BLE001 - isolate the failing question, keep the others
                     outs = []
                     for i in idx:
                         try:
-                            outs.append(gen.generate(prepared[i][4].messages, adapter=adapter,
-                                                     params=prepared[i][5].params))
+                            outs.append(gen.generate(prepared[i][4].messages, adapter=adapter, params=pp))
                         except Exception as e:  # noqa: BLE001 - recorded on its row, the run goes on
                             outs.append(e)
                 dt = (time.perf_counter() - t) / max(len(idx), 1)
