@@ -1,34 +1,31 @@
-"""``make demo``: build a knowledge base from the legal sample corpus and answer a few searches.
+"""``make demo``: the main job on the embedded defaults, with the legal example app.
 
-One small function per step, so later steps (tune, route, answer) can be added beside them::
+1. ingest the legal app's corpus (apps/legal/corpus: 36 made-up statutes, contracts, policies);
+2. build its knowledge base (FAISS + BM25) and answer a search;
+3. tune its LoRA adapter briefly (or reuse the cached one) and show one answer before and after;
+4. answer a handful of mixed held-out questions through the router, printing each answer with its
+   route, the router's reason and the citations.
 
-    docs = ingest_corpus(LEGAL_CORPUS)
-    kb = build_kb(docs, cache_root() / "kb")
-    show_searches(kb, QUERIES)
-
-Everything runs offline on the CPU; the second run reuses the knowledge base (nothing is re-embedded).
+Everything runs offline on the CPU. Artifacts go to ``.cache/demo`` (``$HYBRID_DEMO_DIR``), so a
+second run reuses the knowledge base and the adapter and only answers.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
 from pathlib import Path
-from typing import Any, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
-LEGAL_CORPUS = ROOT / "apps" / "legal" / "corpus"
-
-QUERIES: list[tuple[str, dict[str, Any]]] = [
-    ("How much notice must a landlord give before raising the rent?", {}),
-    ("What is the court fee to appeal a small claims decision?", {}),
-    ("When does the limitation period start again after a part payment?", {}),
-]
+APP_DIR = ROOT / "apps" / "legal"
+DEMO_TUNE_CONFIG = ROOT / "configs" / "demo-lora.yaml"
+SEARCH = "How much notice must a landlord give before raising the rent?"
+STYLE_QUESTION = "What is a power of attorney?"
 
 
-def cache_root() -> Path:
-    """``.cache/demo`` in the project (``$HYBRID_DEMO_DIR`` to put it elsewhere)."""
+def work_dir() -> Path:
     p = Path(os.environ.get("HYBRID_DEMO_DIR") or ROOT / ".cache" / "demo")
     p.mkdir(parents=True, exist_ok=True)
     return p
@@ -40,53 +37,85 @@ def say(text: str = "", *, bold: bool = False) -> None:
     print(text, flush=True)
 
 
-def ingest_corpus(corpus: Path = LEGAL_CORPUS) -> list:
-    """Load and clean every file of the corpus with the connectors."""
-    from connectors import ingest
-
-    if not corpus.is_dir():
-        raise SystemExit(f"error: the sample corpus is missing: {corpus}")
-    say(f"1. Ingest  {corpus.relative_to(ROOT) if corpus.is_relative_to(ROOT) else corpus}", bold=True)
-    t0 = time.perf_counter()
-    result = ingest([corpus], progress=True)
-    r = result.report
-    skipped = len(getattr(r, "skips", []) or [])
-    say(f"   {len(result.documents)} documents from {len({d.metadata.get('source') for d in result.documents})} files"
-        f" ({skipped} skipped) in {time.perf_counter() - t0:.1f}s")
-    return result.documents
+def rel(p: Path) -> str:
+    p = Path(p)
+    return str(p.relative_to(ROOT)) if p.is_relative_to(ROOT) else str(p)
 
 
-def build_kb(docs: Sequence, path: Path):
-    """Create (first run) or sync (later runs) the knowledge base; prints what was embedded."""
-    from indexes.config import IndexConfig
+def demo_app():
+    """The legal app with its knowledge base and adapter under the demo's work dir."""
+    from hybrid.app import load_app
+
+    app = load_app(APP_DIR)
+    w = work_dir()
+    return dataclasses.replace(
+        app, knowledge_base=dataclasses.replace(app.knowledge_base, path=str(w / "kb")),
+        adapter=dataclasses.replace(app.adapter, path=str(w / "adapter")))
+
+
+def step_ingest(app) -> list:
+    from hybrid.pipeline import load_sources
+
+    say(f"1/4 Ingest {', '.join(rel(p) for p in app.source_paths())}", bold=True)
+    t = time.perf_counter()
+    docs = load_sources(app, progress=True)
+    say(f"    {len(docs)} documents from {len({d.metadata.get('source') for d in docs})} files "
+        f"in {time.perf_counter() - t:.1f}s")
+    return docs
+
+
+def step_index(app, docs, embedder):
+    from hybrid.cli.search import format_hit
+    from hybrid.pipeline import kb_config
     from indexes.kb import KnowledgeBase
 
-    say(f"2. Index   {path.relative_to(ROOT) if path.is_relative_to(ROOT) else path}", bold=True)
-    kb = KnowledgeBase.create(path, IndexConfig(), exist_ok=True)
+    say(f"2/4 Knowledge base {rel(app.kb_path)}", bold=True)
+    kb = KnowledgeBase.create(app.kb_path, kb_config(app), embedder=embedder, exist_ok=True)
     report = kb.sync(docs, prune=True, progress=True)
     s = kb.stats()
-    say(f"   {report}")
-    say(f"   {s['documents']} documents, {s['chunks']} chunks, {s['dim']}-d {s['embedder'].split('/')[-1]} "
-        f"vectors in FAISS {s['index']} + SQLite FTS5 BM25, {s['bytes'] / 1e6:.1f} MB")
+    say(f"    {report}")
+    say(f"    {s['documents']} documents, {s['chunks']} chunks in FAISS {s['index']} + SQLite FTS5 BM25")
+    say(f"    search (hybrid): {SEARCH}")
+    for h in kb.search(SEARCH, k=3, mode="hybrid"):
+        say("    " + format_hit(h).replace("\n", "\n    "))
     return kb
 
 
-def show_searches(kb, queries: Sequence[tuple[str, dict[str, Any]]] = QUERIES, k: int = 3) -> None:
-    """Hybrid (dense + BM25, fused by reciprocal rank) search for each query, top ``k`` with snippets."""
-    from hybrid.cli.search import format_hit
+def step_tune(app, bot) -> None:
+    from hybrid.pipeline import ensure_adapter
 
-    say("3. Search  (hybrid: dense + BM25, reciprocal rank fusion)", bold=True)
-    t0 = time.perf_counter()
-    kb.embedder.warm_up()  # load the model once up front, so the per-query times below are search times
-    say(f"   embedder ready in {time.perf_counter() - t0:.1f}s")
-    for query, filters in queries:
-        t0 = time.perf_counter()
-        hits = kb.search(query, k=k, filters=filters or None, mode="hybrid")
-        ms = (time.perf_counter() - t0) * 1000
+    say(f"3/4 Adapter {rel(app.adapter_path)}", bold=True)
+    gen = bot.generator
+    messages = [{"role": "system", "content": bot.system_prompt}, {"role": "user", "content": STYLE_QUESTION}]
+    params = dataclasses.replace(app.generation.params(), max_new_tokens=60)
+    had = bot.has_adapter_files()
+    before = gen.generate(messages, params=params).text if not had else None
+    t = time.perf_counter()
+    path, trained = ensure_adapter(app, config=DEMO_TUNE_CONFIG)
+    say(f"    {'trained in %.0fs' % (time.perf_counter() - t) if trained else 'reused the cached adapter'}: "
+        f"{rel(path)}")
+    if before is None:
+        before = gen.generate(messages, params=params).text
+    after = gen.generate(messages, adapter=bot.adapter, params=params).text if bot.adapter else "(no adapter)"
+    say(f"    Q: {STYLE_QUESTION}")
+    say(f"    base model : {before}")
+    say(f"    with adapter: {after}")
+
+
+def step_answer(app, bot) -> None:
+    from hybrid.pipeline import demo_questions
+
+    say("4/4 Answers through the router", bold=True)
+    for q in demo_questions(app):
+        ans = bot.ask(q)
+        d = ans.decision
         say()
-        say(f"   Q: {query}   ({ms:.0f} ms)", bold=True)
-        for h in hits:
-            say("   " + format_hit(h).replace("\n", "\n   "))
+        say(f"    Q: {q}", bold=True)
+        say("    A: " + ans.text.replace("\n", "\n       "))
+        say(f"    route: {ans.strategy} (confidence {d.confidence:.2f}) - {d.reason}")
+        for c in ans.citations:
+            say(f"    [{c.n}] {c.source}" + (f", page {c.page}" if c.page is not None else ""))
+        say(f"    {ans.timings.get('total', 0):.1f}s, {ans.usage.get('completion_tokens', 0)} tokens")
 
 
 def main() -> None:
@@ -95,20 +124,26 @@ def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     import logging
 
-    logging.basicConfig(level=logging.ERROR)  # skipped files are summarized, not logged one by one
+    logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     from hybrid.errors import HybridError
+    from hybrid.pipeline import Assistant
+    from indexes.embed import get_embedder
 
     t0 = time.perf_counter()
     try:
-        docs = ingest_corpus()
-        with build_kb(docs, cache_root() / "kb") as kb:
-            show_searches(kb)
+        app = demo_app()
+        embedder = get_embedder(app.knowledge_base.embedder)
+        docs = step_ingest(app)
+        kb = step_index(app, docs, embedder)
+        bot = Assistant(app, embedder=embedder, knowledge_base=kb)
+        step_tune(app, bot)
+        step_answer(app, Assistant(app, embedder=embedder, knowledge_base=kb, generator=bot.generator))
     except HybridError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     say()
-    say(f"done in {time.perf_counter() - t0:.1f}s. Try: .venv/bin/hybrid search \"tenant deposit\" "
-        f"--kb {cache_root().relative_to(ROOT) if cache_root().is_relative_to(ROOT) else cache_root()}/kb")
+    say(f"done in {time.perf_counter() - t0:.0f}s. Next: .venv/bin/hybrid ask \"When is a tenancy deposit "
+        f"returned?\" --app apps/legal   (or: .venv/bin/hybrid serve --app apps/legal --app apps/shopping)")
 
 
 if __name__ == "__main__":

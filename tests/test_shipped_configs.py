@@ -16,7 +16,7 @@ def _classes():
 
     return {"ingest.yaml": IngestConfig, "index.yaml": IndexConfig, "eval.yaml": EvalConfig,
             "lora.yaml": TuneConfig, "tiny-lora.yaml": TuneConfig, "ia3.yaml": TuneConfig,
-            "prompt-tuning.yaml": TuneConfig, "prefix-tuning.yaml": TuneConfig, "full.yaml": TuneConfig}
+            "prompt-tuning.yaml": TuneConfig, "prefix-tuning.yaml": TuneConfig, "full.yaml": TuneConfig, "demo-lora.yaml": TuneConfig}
 
 
 PRESETS = sorted(p.name for p in (ROOT / "configs").glob("*.yaml"))
