@@ -52,8 +52,9 @@ def cli(ctx: click.Context, data: tuple[str, ...], eval_data: tuple[str, ...], o
     click.echo(f"data: {result.report.summary() if result.report else ''}")
     for problem in (result.report.problems[:5] if result.report else []):
         click.echo(f"  skipped {problem}")
-    click.echo(f"trained {card.method} for {result.steps} steps on {result.tokens_seen} tokens "
-               f"in {result.wall_time_s:.1f} s ({result.tokens_seen / max(result.wall_time_s, 1e-9):.0f} tokens/s)")
+    click.echo(f"trained {card.method} for {result.steps} steps on {result.tokens_seen} tokens: "
+               f"{result.tokens_seen / max(result.train_seconds, 1e-9):.0f} tokens/s in training steps, "
+               f"{result.wall_time_s:.1f} s wall time with data preparation and evals")
     evals = ", ".join(f"{s}:{v:.3f}" for s, v in result.eval_history)
     click.echo(f"train loss {fmt(result.train_loss)}, eval loss {fmt(result.eval_loss)}"
                + (f" (by step {evals})" if evals else "") + (" - stopped early" if result.stopped_early else ""))

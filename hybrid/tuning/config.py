@@ -133,6 +133,8 @@ class TrainSection:
     seed: int = field(default=0, metadata={"help": "seeds data order, dropout and initialisation"})
     precision: Literal["auto", "bf16", "fp32"] = field(default="auto", metadata={
         "help": "auto = bf16 autocast where the CPU/GPU multiplies bf16 natively, else fp32"})
+    threads: int = field(default=0, metadata={
+        "help": "CPU threads for torch (0 = torch's default); 1 is often faster on a machine busy with other jobs"})
     tensorboard: bool = field(default=True, metadata={"help": "also log to TensorBoard when installed"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar with tokens/s"})
 
@@ -154,6 +156,8 @@ class TrainSection:
         for name in ("pack_length", "warmup_steps", "eval_every", "save_every", "early_stopping_patience"):
             if getattr(self, name) < 0:
                 raise ValueError(f"train.{name} must be >= 0, got {getattr(self, name)}")
+        if self.threads < 0:
+            raise ValueError(f"train.threads must be >= 0, got {self.threads}")
         if self.log_every < 1:
             raise ValueError(f"train.log_every must be >= 1, got {self.log_every}")
         if self.max_grad_norm < 0:

@@ -340,6 +340,8 @@ def train(cfg: TuneConfig, data: Sequence[str | os.PathLike[str]] = (), out: str
     d = setup_distributed()
     tc = cfg.train
     show = (tc.progress if progress is None else progress) and d.main
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
     random.seed(tc.seed)
     torch.manual_seed(tc.seed)
     if model is None:
