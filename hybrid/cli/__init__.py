@@ -67,6 +67,8 @@ def main(argv: list[str] | None = None) -> None:
     """Entry point: translates HybridError into one line on stderr and exit 2."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    # transformers draws a "Loading weights" bar for a sub-second load; our own bars stay
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     try:
         cli.main(args=argv, prog_name="hybrid", standalone_mode=False)
     except click.exceptions.Abort:
