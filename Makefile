@@ -20,6 +20,15 @@ $(STAMP): pyproject.toml Makefile
 
 install: $(STAMP)
 
+# The anchors the benchmarks compare against (LangChain & co). Never runtime dependencies.
+# langchain-huggingface pins huggingface-hub<2 but only wraps sentence-transformers: install it bare.
+BENCH_STAMP := $(VENV)/.installed-bench
+$(BENCH_STAMP): $(STAMP)
+	$(PY) -m pip install -q langchain-community langchain-classic rank-bm25 langchain-unstructured
+	$(PY) -m pip install -q --no-deps langchain-huggingface
+	@touch $(BENCH_STAMP)
+
+
 demo: $(STAMP)
 	$(PY) -m hybrid.demo
 
@@ -30,19 +39,12 @@ browser:
 	  { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } ; } || \
 	  echo "note: chromium not installed; the browser tests will be skipped (apt-get install chromium)"
 
-test: $(STAMP) browser
+# The benchmarks' side-by-side paths are tested too, so the anchors are installed for the tests.
+test: $(STAMP) $(BENCH_STAMP) browser
 	$(PY) -m pytest
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow"
-
-# The anchors the benchmarks compare against (LangChain & co). Never runtime dependencies.
-# langchain-huggingface pins huggingface-hub<2 but only wraps sentence-transformers: install it bare.
-BENCH_STAMP := $(VENV)/.installed-bench
-$(BENCH_STAMP): $(STAMP)
-	$(PY) -m pip install -q langchain-community langchain-classic rank-bm25 langchain-unstructured
-	$(PY) -m pip install -q --no-deps langchain-huggingface
-	@touch $(BENCH_STAMP)
 
 install-bench: $(BENCH_STAMP)
 
