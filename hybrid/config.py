@@ -74,6 +74,11 @@ def _coerce(value: Any, tp: Any, key: str, where: str) -> Any:
         vt = args[1] if len(args) == 2 else Any
         return {str(k): _coerce(v, vt, f"{key}.{k}", where) for k, v in value.items()}
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                pass
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: {key} must be a number, got {value!r}")
         return float(value)

@@ -63,3 +63,12 @@ def test_override_without_equals_is_an_error():
 def test_missing_file_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(Outer, tmp_path / "nope.yaml")
+
+
+def test_scientific_notation_is_a_number(tmp_path):
+    p = tmp_path / "c.yaml"
+    p.write_text("ratio: 1e-3\n")  # YAML 1.1 would leave this a string
+    assert load_config(Outer, p).ratio == pytest.approx(0.001)
+    assert load_config(Outer, None, ["ratio=2e-4"]).ratio == pytest.approx(2e-4)
+    with pytest.raises(ConfigError, match="ratio must be a number"):
+        load_config(Outer, None, ["ratio=lots"])
