@@ -183,13 +183,19 @@ def weights_sha(path: str | os.PathLike[str], *, use_cache: bool = True) -> str:
 
 
 def _offline_snapshot(repo_id: str) -> Path | None:
-    """A model id already in the local Hugging Face cache, without touching the network."""
-    try:
-        from huggingface_hub import snapshot_download
-
-        return Path(snapshot_download(repo_id, local_files_only=True))
-    except Exception:  # noqa: BLE001 - any failure means "not available offline"
+    """A model id already in the local Hugging Face cache, read from disk only (no hub client)."""
+    if repo_id.count("/") != 1:
         return None
+    root = Path(os.environ.get("HF_HUB_CACHE") or Path(os.environ.get("HF_HOME") or
+                Path.home() / ".cache" / "huggingface") / "hub")
+    repo = root / ("models--" + repo_id.replace("/", "--"))
+    ref = repo / "refs" / "main"
+    try:
+        snap = repo / "snapshots" / ref.read_text().strip()
+    except OSError:
+        snaps = sorted((repo / "snapshots").glob("*"), key=lambda p: p.stat().st_mtime) if repo.is_dir() else []
+        snap = snaps[-1] if snaps else repo / "missing"
+    return snap if (snap / "config.json").is_file() else None
 
 
 def resolve_model(name_or_path: str | os.PathLike[str] = "default") -> ResolvedModel:

@@ -63,3 +63,17 @@ def test_local_directory_loads_with_its_tokenizer(tiny_model_dir, one_thread):
     assert model.hybrid_resolved.sha == weights_sha(tiny_model_dir)
     assert tok.pad_token_id is not None and not model.training
     assert str(model.dtype) == "torch.float32"
+
+
+def test_a_hub_id_already_in_the_local_cache_resolves_from_disk(tmp_path, monkeypatch):
+    from hybrid.models import _offline_snapshot
+
+    snap = tmp_path / "models--acme--tiny" / "snapshots" / "abc123"
+    snap.mkdir(parents=True)
+    (snap / "config.json").write_text("{}")
+    (tmp_path / "models--acme--tiny" / "refs").mkdir()
+    (tmp_path / "models--acme--tiny" / "refs" / "main").write_text("abc123")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
+    assert _offline_snapshot("acme/tiny") == snap
+    assert _offline_snapshot("acme/absent") is None
+    assert _offline_snapshot("not-an-id") is None
