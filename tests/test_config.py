@@ -72,3 +72,17 @@ def test_scientific_notation_is_a_number(tmp_path):
     assert load_config(Outer, None, ["ratio=2e-4"]).ratio == pytest.approx(2e-4)
     with pytest.raises(ConfigError, match="ratio must be a number"):
         load_config(Outer, None, ["ratio=lots"])
+
+
+def test_atomic_writes_get_ordinary_file_permissions(tmp_path):
+    import os
+    import stat
+
+    from hybrid.io import atomic_write_text
+
+    p = tmp_path / "out.json"
+    atomic_write_text(p, "{}")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(p.stat().st_mode) == 0o666 & ~umask
+    assert p.read_text() == "{}"
