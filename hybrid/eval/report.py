@@ -59,9 +59,12 @@ def summarize(rows: list[dict], *, costs: dict[str, float] | None = None, seed: 
         rs = [r for r in rows if r["strategy"] == s]
         entry: dict[str, Any] = {"n": len(rs), "errors": sum(1 for r in rs if r.get("error"))}
         for m in METRICS:
-            vals = [r["scores"].get(m, 0.0) for r in rs]
+            vals = [v for v in (r["scores"].get(m, 0.0) for r in rs) if v is not None]
+            if not vals and m == "groundedness":  # no context was retrieved: not applicable
+                entry[m] = {"mean": None, "ci95": None, "n": 0}
+                continue
             lo, hi = bootstrap_ci(vals, seed=seed)
-            entry[m] = {"mean": _mean(vals), "ci95": [lo, hi]}
+            entry[m] = {"mean": _mean(vals), "ci95": [lo, hi], "n": len(vals)}
         unans = [r for r in rs if r.get("unanswerable")]
         entry["refusal_accuracy"] = _mean(r["scores"].get("primary", 0.0) for r in unans) if unans else None
         entry["latency_s"] = {"mean": _mean(r.get("latency_s", 0.0) for r in rs),
@@ -141,6 +144,10 @@ def _cost_at_equal_quality(per: dict[str, Any], costs: dict[str, float]) -> dict
     cheapest = min(tied, key=lambda s: (per[s]["latency_s"]["mean"], costs.get(s, 1.0)))
     return {"best": best, "statistically_tied": sorted(tied), "cheapest_tied": cheapest,
             "latency_s": {s: per[s]["latency_s"]["mean"] for s in tied}}
+
+
+def _opt(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f}"
 
 
 def _fmt_ci(m: dict[str, Any]) -> str:
@@ -270,7 +277,7 @@ def render_markdown(summary: dict[str, Any], title: str, images: list[Path]) -> 
     for s, e in per.items():
         ref = "-" if e["refusal_accuracy"] is None else f"{e['refusal_accuracy']:.2f}"
         out.append(f"| {s} | {_fmt_ci(e['primary'])} | {_fmt_ci(e['f1'])} | {e['em']['mean']:.3f} | "
-                   f"{e['rouge_l']['mean']:.3f} | {e['bleu']['mean']:.3f} | {e['groundedness']['mean']:.3f} | {ref} | "
+                   f"{e['rouge_l']['mean']:.3f} | {e['bleu']['mean']:.3f} | {_opt(e['groundedness']['mean'])} | {ref} | "
                    f"{e['latency_s']['mean']:.2f} | {e['tokens']['prompt']:.0f}/{e['tokens']['completion']:.0f} | {e['errors']} |")
     if "oracle" in summary:
         o = summary["oracle"]

@@ -58,6 +58,8 @@ def test_every_strategy_answers_and_report_is_written(bot, tmp_path):
     assert "no_reference" in by[("n1", "rag")]["flags"]
     s = res.summary
     assert s["flagged_questions"] == [["n1", "no_reference"]]
+    assert s["strategies"]["tuned"]["groundedness"]["mean"] is None  # shown as "-", never as 0 or NaN
+    assert s["strategies"]["rag"]["groundedness"]["mean"] > 0
     assert s["strategies"]["rag"]["n"] == 3  # the flagged question is kept in results, not scored
     assert (tmp_path / "out" / "results.jsonl").read_text().count("\n") == 16
     assert (tmp_path / "out" / "report.html").is_file() and (tmp_path / "out" / "score_by_strategy.png").is_file()
