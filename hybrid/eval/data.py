@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from hybrid.errors import InputError
+from hybrid.io import read_jsonl
 from hybrid.types import Document, stable_id
 
 
@@ -78,32 +79,25 @@ def _check(questions: list[Question], path: str) -> QuestionSet:
 
 def _load_jsonl(path: Path) -> QuestionSet:
     questions: list[Question] = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{path}:{n}: invalid JSON ({e.msg})") from None
-            if not isinstance(row, dict) or not str(row.get("question", "")).strip():
-                raise InputError(f"{path}:{n}: each row needs a non-empty 'question'")
-            answers = _as_list(row.get("answer", row.get("answers")))
-            tags = _as_list(row.get("tags"))
-            unans = bool(row.get("is_impossible") or row.get("unanswerable") or "unanswerable" in tags)
-            if unans:
-                answers = [a for a in answers if a.strip()]
-            questions.append(Question(
-                id=str(row.get("id", f"line{n}")),
-                question=str(row["question"]),
-                answers=answers,
-                type=str(row.get("type") or "general"),
-                tags=tags,
-                relevant_doc_ids=_as_list(row.get("relevant_doc_ids")),
-                relevant_docs=_as_list(row.get("relevant_docs")),
-                relevant_chunks=_as_list(row.get("relevant_chunks")),
-                unanswerable=unans,
-            ))
+    for n, row in read_jsonl(path):
+        if not isinstance(row, dict) or not str(row.get("question", "")).strip():
+            raise InputError(f"{path}:{n}: each row needs a non-empty 'question'")
+        answers = _as_list(row.get("answer", row.get("answers")))
+        tags = _as_list(row.get("tags"))
+        unans = bool(row.get("is_impossible") or row.get("unanswerable") or "unanswerable" in tags)
+        if unans:
+            answers = [a for a in answers if a.strip()]
+        questions.append(Question(
+            id=str(row.get("id", f"line{n}")),
+            question=str(row["question"]),
+            answers=answers,
+            type=str(row.get("type") or "general"),
+            tags=tags,
+            relevant_doc_ids=_as_list(row.get("relevant_doc_ids")),
+            relevant_docs=_as_list(row.get("relevant_docs")),
+            relevant_chunks=_as_list(row.get("relevant_chunks")),
+            unanswerable=unans,
+        ))
     return _check(questions, str(path))
 
 

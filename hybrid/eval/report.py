@@ -192,6 +192,15 @@ def verdict(summary: dict[str, Any]) -> list[str]:
 # ---------------------------------------------------------------- plots and files
 
 
+def _save(fig, path: Path) -> Path:
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def _plots(summary: dict[str, Any], out: Path) -> list[Path]:
     import matplotlib
 
@@ -212,10 +221,7 @@ def _plots(summary: dict[str, Any], out: Path) -> list[Path]:
         ax.legend()
     ax.set_ylabel("primary score (F1 / refusal)")
     ax.set_title("Score by strategy (95% CI)")
-    fig.tight_layout()
-    files.append(out / "score_by_strategy.png")
-    fig.savefig(files[-1], dpi=110)
-    plt.close(fig)
+    files.append(_save(fig, out / "score_by_strategy.png"))
 
     fig, ax = plt.subplots(figsize=(6, 3.5))
     for s in names:
@@ -225,10 +231,7 @@ def _plots(summary: dict[str, Any], out: Path) -> list[Path]:
     ax.set_xlabel("mean latency per answer (s)")
     ax.set_ylabel("primary score")
     ax.set_title("Quality versus latency")
-    fig.tight_layout()
-    files.append(out / "quality_vs_latency.png")
-    fig.savefig(files[-1], dpi=110)
-    plt.close(fig)
+    files.append(_save(fig, out / "quality_vs_latency.png"))
 
     if "router" in summary:
         labels = sorted(set(summary["router"]["confusion"]) | {c for v in summary["router"]["confusion"].values() for c in v})
@@ -244,10 +247,7 @@ def _plots(summary: dict[str, Any], out: Path) -> list[Path]:
         ax.set_xlabel("router chose")
         ax.set_ylabel("oracle best")
         ax.set_title("Router confusion matrix")
-        fig.tight_layout()
-        files.append(out / "router_confusion.png")
-        fig.savefig(files[-1], dpi=110)
-        plt.close(fig)
+        files.append(_save(fig, out / "router_confusion.png"))
 
     types = sorted({t for s in names for t in per[s]["by_type"]})
     if types:
@@ -260,10 +260,7 @@ def _plots(summary: dict[str, Any], out: Path) -> list[Path]:
         ax.set_ylabel("primary score")
         ax.set_title("By question type")
         ax.legend(fontsize=7)
-        fig.tight_layout()
-        files.append(out / "by_type.png")
-        fig.savefig(files[-1], dpi=110)
-        plt.close(fig)
+        files.append(_save(fig, out / "by_type.png"))
     return files
 
 

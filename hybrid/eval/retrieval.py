@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from hybrid.errors import InputError
+from hybrid.io import read_jsonl
 from hybrid.types import Document
 
 Qrels = dict[str, dict[str, int]]
@@ -93,17 +94,11 @@ class BeirDataset:
 
 
 def _read_jsonl_objects(path: Path) -> Iterable[tuple[int, dict[str, Any]]]:
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise InputError(f"{path}:{n}: invalid JSON ({e.msg})") from None
-            if not isinstance(obj, dict) or "_id" not in obj:
-                raise InputError(f"{path}:{n}: expected an object with an '_id' field, got {line.strip()[:80]!r}")
-            yield n, obj
+    """BEIR rows: JSON objects with an ``_id`` (bad JSON raises with the line, via ``read_jsonl``)."""
+    for n, obj in read_jsonl(path):
+        if not isinstance(obj, dict) or "_id" not in obj:
+            raise InputError(f"{path}:{n}: expected an object with an '_id' field, got {json.dumps(obj)[:80]!r}")
+        yield n, obj
 
 
 def read_qrels(path: str | Path) -> Qrels:
