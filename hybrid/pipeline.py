@@ -293,19 +293,25 @@ class Assistant:
                             adapter_vecs=self.adapter_training_vectors(), excluded=excluded,
                             costs=cfg.costs, neighbours=cfg.rules.neighbours)
 
-    def router_features(self, queries: Sequence[str], *, progress: bool = False) -> np.ndarray:
-        """The learned router's feature rows for ``queries`` (embedding + rule signals). Loads the
-        embedder, KB and example bank, never the generator."""
-        from hybrid.routing.learned import features
-
+    def route_contexts(self, queries: Sequence[str], *, progress: bool = False) -> list:
+        """One ``RouteContext`` per query, as ``prepare`` builds it (embedding, lazy retrieval, examples,
+        adapter prompts). Loads the embedder, KB and example bank, never the generator."""
         kb = self.knowledge_base
         app = self.app
         vecs = np.asarray(self.embedder.embed(list(queries), progress=progress), dtype=np.float32)
-        rows = []
+        excluded = {k: v for k, v in self.excluded().items()}
+        out = []
         for q, v in zip(queries, vecs):
             def retrieve(q=q):
                 return list(kb.search(q, self.retrieval_k(), mode=app.rag.mode)) if kb is not None else []
-            rows.append(features(self.route_context(q, v, retrieve, {})))
+            out.append(self.route_context(q, v, retrieve, dict(excluded)))
+        return out
+
+    def router_features(self, queries: Sequence[str], *, progress: bool = False) -> np.ndarray:
+        """The learned router's feature rows for ``queries`` (embedding + rule signals)."""
+        from hybrid.routing.learned import features
+
+        rows = [features(c) for c in self.route_contexts(queries, progress=progress)]
         return np.stack(rows) if rows else np.zeros((0, self.embedder.dim))
 
     def warm_up(self) -> "Assistant":

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import click
+import numpy as np
 
 from hybrid.cli.ask import app_option
 from hybrid.cli.options import set_option
@@ -71,6 +72,36 @@ def read_labels(path: Path, questions: Path | None = None) -> tuple[list[str], l
     return [q for q, _ in rows], [s for _, s in rows], skipped
 
 
+def out_of_fold_report(X, scores, queries, contexts, bot, cfg) -> dict:
+    """The learned router's cross-validated score (each question routed by a model trained without it)
+    next to every fixed strategy and the oracle, on the questions every strategy answered."""
+    from hybrid.errors import InputError
+    from hybrid.eval.stats import bootstrap_ci, paired_bootstrap
+    from hybrid.routing.learned import cross_validated_decisions, routed_scores
+
+    strategies = sorted({s for row in scores for s in row})
+    full = [i for i, row in enumerate(scores) if set(row) == set(strategies)]
+    try:
+        decisions = cross_validated_decisions(X[full], [scores[i] for i in full], [queries[i] for i in full],
+                                              [contexts[i] for i in full], app_name=bot.app.name,
+                                              embedder=bot.embedder, cfg=cfg)
+    except InputError as e:
+        return {"skipped": str(e)}
+    rows = [scores[i] for i in full]
+    got = routed_scores(decisions, rows)
+    fixed = {s: [r[s] for r in rows] for s in strategies}
+    oracle = [max(r.values()) for r in rows]
+    best = max(fixed, key=lambda s: sum(fixed[s]))
+    diff, ci, p = paired_bootstrap(got, fixed[best])
+    mean = sum(got) / len(got)
+    return {"questions": len(rows), "learned": round(mean, 4), "learned_ci95": [round(x, 4) for x in bootstrap_ci(got)],
+            "fixed": {s: round(sum(v) / len(v), 4) for s, v in fixed.items()},
+            "oracle": round(sum(oracle) / len(oracle), 4),
+            "vs_best_fixed": {"strategy": best, "diff": round(diff, 4), "ci95": [round(x, 4) for x in ci],
+                              "p": round(p, 4)},
+            "routes": {s: sum(1 for d in decisions if d.strategy == s) for s in strategies}}
+
+
 @click.group("router")
 def cli() -> None:
     """Train and inspect the learned router."""
@@ -89,15 +120,18 @@ def train(labels: str, app_dir: str, out: str | None, questions: str | None, ove
     """Fit the learned router for an app from labelled outcomes; saves JSON weights (no pickle)."""
     from hybrid.errors import InputError
     from hybrid.pipeline import Assistant
-    from hybrid.routing.learned import train_learned
+    from hybrid.routing.learned import features, train_learned
 
     bot = Assistant.from_dir(app_dir, overrides)
     qpath = Path(questions) if questions else bot.app.resolve("questions.jsonl")
     queries, scores, skipped = read_labels(Path(labels), qpath)
     if len(queries) < 2:
         raise InputError(f"{labels}: need at least 2 labelled queries, found {len(queries)} ({skipped} rows skipped)")
-    X = bot.router_features(queries, progress=len(queries) > 50)
-    router, report = train_learned(X, scores, app_name=bot.app.name, embedder=bot.embedder, cfg=bot.router_config())
+    contexts = bot.route_contexts(queries, progress=len(queries) > 50)
+    X = np.stack([features(c) for c in contexts])
+    cfg = bot.router_config()
+    router, report = train_learned(X, scores, app_name=bot.app.name, embedder=bot.embedder, cfg=cfg)
+    report["out_of_fold"] = out_of_fold_report(X, scores, queries, contexts, bot, cfg)
     dest = Path(out) if out else bot.app.router_model_path
     router.save(dest)
     report["skipped_rows"] = skipped

@@ -27,6 +27,11 @@ from hybrid.eval.stats import bootstrap_ci, paired_bootstrap
 from hybrid.io import atomic_write_text
 
 FIXED = ("few_shot", "rag", "tuned", "tuned_rag")
+# strategies whose rows carry a router's choice: the app's router, and the learned router trained on the
+# run's own labels and scored out-of-fold
+ROUTED = ("auto", "learned_cv", "learned")
+ROUTER_NAMES = {"auto": "the app's router", "learned_cv": "the learned router (cross-validated)",
+                "learned": "the saved learned router"}
 METRICS = ("primary", "f1", "em", "rouge_l", "bleu", "groundedness")
 
 
@@ -99,25 +104,50 @@ def summarize(rows: list[dict], *, costs: dict[str, float] | None = None, seed: 
         ovals = [v for _, v in oracle.values()]
         summary["oracle"] = {"primary": _mean(ovals), "ci95": list(bootstrap_ci(ovals, seed=seed)),
                              "label_counts": _counts(label for label, _ in oracle.values())}
-    routed = [r for r in rows if r["strategy"] == "auto" and r.get("routed_to")]
-    if routed and oracle:
-        correct, confusion = [], defaultdict(lambda: defaultdict(int))
-        for r in routed:
-            if r["question_id"] not in oracle:
-                continue
-            label, best = oracle[r["question_id"]]
-            chosen = r["routed_to"]
-            chosen_score = scores_by.get(chosen, {}).get(r["question_id"], r["scores"]["primary"])
-            correct.append(1.0 if chosen_score >= best - 1e-9 else 0.0)
-            confusion[label][chosen] += 1
-        summary["router"] = {
-            "accuracy_vs_oracle": _mean(correct), "ci95": list(bootstrap_ci(correct, seed=seed)), "n": len(correct),
-            "confusion": {k: dict(v) for k, v in confusion.items()},
-            "route_counts": _counts(r["routed_to"] for r in routed),
-        }
+    routers: dict[str, Any] = {}
+    for name in ROUTED:
+        routed = [r for r in rows if r["strategy"] == name and r.get("routed_to")]
+        if routed and oracle:
+            routers[name] = _router_stats(name, routed, oracle, scores_by, per, seed)
+    if routers:
+        summary["routers"] = routers
+        summary["router"] = routers.get("auto") or next(iter(routers.values()))
     summary["cost_at_equal_quality"] = _cost_at_equal_quality(per, costs)
     summary["verdict"] = verdict(summary)
     return summary
+
+
+def _router_stats(name: str, routed: list[dict], oracle: dict[str, tuple[str, float]],
+                  scores_by: dict[str, dict[str, float]], per: dict[str, Any], seed: int) -> dict[str, Any]:
+    """How one router did: accuracy against the oracle, its confusion matrix, and its score against the
+    best fixed strategy and the oracle on the same questions (paired bootstrap CIs)."""
+    correct, confusion = [], defaultdict(lambda: defaultdict(int))
+    mine, best_vals = [], []
+    for r in routed:
+        if r["question_id"] not in oracle:
+            continue
+        label, best = oracle[r["question_id"]]
+        chosen = r["routed_to"]
+        chosen_score = scores_by.get(chosen, {}).get(r["question_id"], r["scores"]["primary"])
+        correct.append(1.0 if chosen_score >= best - 1e-9 else 0.0)
+        confusion[label][chosen] += 1
+        mine.append(r["scores"]["primary"])
+        best_vals.append(best)
+    qids = [r["question_id"] for r in routed if r["question_id"] in oracle]
+    out: dict[str, Any] = {
+        "accuracy_vs_oracle": _mean(correct), "ci95": list(bootstrap_ci(correct, seed=seed)), "n": len(correct),
+        "confusion": {k: dict(v) for k, v in confusion.items()},
+        "route_counts": _counts(r["routed_to"] for r in routed),
+        "primary": _mean(mine), "primary_ci95": list(bootstrap_ci(mine, seed=seed)),
+    }
+    gap, gap_ci, _ = paired_bootstrap(best_vals, mine, seed=seed)
+    out["gap_to_oracle"] = {"diff": gap, "ci95": list(gap_ci)}
+    fixed = [s for s in FIXED if s in per and all(q in scores_by[s] for q in qids)]
+    if fixed:
+        top = max(fixed, key=lambda s: _mean(scores_by[s][q] for q in qids))
+        d, ci, p = paired_bootstrap(mine, [scores_by[top][q] for q in qids], seed=seed)
+        out["vs_best_fixed"] = {"strategy": top, "diff": d, "ci95": list(ci), "p": p}
+    return out
 
 
 def _counts(items: Iterable[str]) -> dict[str, int]:
@@ -182,10 +212,25 @@ def verdict(summary: dict[str, Any]) -> list[str]:
         da = per[a]["by_type"][t]
         lines.append(f"On {t} questions {a} wins ({da['mean']:.3f}, CI [{da['ci95'][0]:.3f}, {da['ci95'][1]:.3f}]) "
                      f"over {b} by {da['mean'] - per[b]['by_type'][t]['mean']:+.3f}.")
-    if "router" in summary and "oracle" in summary:
-        r = summary["router"]
-        lines.append(f"The router picked a best strategy on {r['accuracy_vs_oracle']:.0%} of questions; "
-                     f"the oracle would score {summary['oracle']['primary']:.3f}.")
+    for name, r in summary.get("routers", {}).items():
+        lo, hi = r["primary_ci95"]
+        line = (f"{ROUTER_NAMES.get(name, name).capitalize()} scores {r['primary']:.3f} [{lo:.3f}, {hi:.3f}] and "
+                f"picked a best strategy on {r['accuracy_vs_oracle']:.0%} of questions; it is "
+                f"{r['gap_to_oracle']['diff']:.3f} below the oracle (CI [{r['gap_to_oracle']['ci95'][0]:.3f}, "
+                f"{r['gap_to_oracle']['ci95'][1]:.3f}])")
+        b = r.get("vs_best_fixed")
+        if b:
+            sig = "significant" if b["ci95"][0] > 0 or b["ci95"][1] < 0 else "not significant"
+            line += (f", {b['diff']:+.3f} against the best fixed strategy {b['strategy']} "
+                     f"(CI [{b['ci95'][0]:+.3f}, {b['ci95'][1]:+.3f}], {sig})")
+        lines.append(line + ".")
+    rs = summary.get("routers", {})
+    if "learned_cv" in rs and "auto" in rs:
+        a, l_ = rs["auto"]["gap_to_oracle"]["diff"], rs["learned_cv"]["gap_to_oracle"]["diff"]
+        rel = "closer to" if l_ < a - 1e-9 else ("as close to" if abs(l_ - a) <= 1e-9 else "further from")
+        lines.append(f"The learned router is {rel} the oracle than the app's router ({l_:.3f} vs {a:.3f} below it).")
+    if "oracle" in summary:
+        lines.append(f"The oracle (best fixed strategy per question) would score {summary['oracle']['primary']:.3f}.")
     return lines
 
 
@@ -233,20 +278,23 @@ def _plots(summary: dict[str, Any], out: Path) -> list[Path]:
     ax.set_title("Quality versus latency")
     files.append(_save(fig, out / "quality_vs_latency.png"))
 
-    if "router" in summary:
-        labels = sorted(set(summary["router"]["confusion"]) | {c for v in summary["router"]["confusion"].values() for c in v})
-        mat = [[summary["router"]["confusion"].get(o, {}).get(c, 0) for c in labels] for o in labels]
-        fig, ax = plt.subplots(figsize=(4.5, 4))
-        ax.imshow(mat, cmap="Blues")
-        ax.set_xticks(range(len(labels)), labels, rotation=30)
-        ax.set_yticks(range(len(labels)), labels)
-        top = max((v for row in mat for v in row), default=0)
-        for i, row in enumerate(mat):
-            for j, v in enumerate(row):  # white text on dark cells so every count stays readable
-                ax.text(j, i, str(v), ha="center", va="center", color="white" if v > top / 2 else "black")
-        ax.set_xlabel("router chose")
-        ax.set_ylabel("oracle best")
-        ax.set_title("Router confusion matrix")
+    routers = summary.get("routers", {})
+    if routers:
+        labels = sorted({o for r in routers.values() for o in r["confusion"]} |
+                        {c for r in routers.values() for v in r["confusion"].values() for c in v})
+        fig, axes = plt.subplots(1, len(routers), figsize=(4.5 * len(routers), 4), squeeze=False)
+        for ax, (name, r) in zip(axes[0], routers.items()):
+            mat = [[r["confusion"].get(o, {}).get(c, 0) for c in labels] for o in labels]
+            ax.imshow(mat, cmap="Blues")
+            ax.set_xticks(range(len(labels)), labels, rotation=30)
+            ax.set_yticks(range(len(labels)), labels)
+            top = max((v for row in mat for v in row), default=0)
+            for i, row in enumerate(mat):
+                for j, v in enumerate(row):  # white text on dark cells so every count stays readable
+                    ax.text(j, i, str(v), ha="center", va="center", color="white" if v > top / 2 else "black")
+            ax.set_xlabel(f"{name} chose")
+            ax.set_ylabel("oracle best")
+            ax.set_title(f"{name}: {r['accuracy_vs_oracle']:.0%} best picks")
         files.append(_save(fig, out / "router_confusion.png"))
 
     types = sorted({t for s in names for t in per[s]["by_type"]})
@@ -280,10 +328,20 @@ def render_markdown(summary: dict[str, Any], title: str, images: list[Path]) -> 
         o = summary["oracle"]
         out += ["", f"Oracle (best fixed strategy per question): {o['primary']:.3f} "
                     f"[{o['ci95'][0]:.3f}, {o['ci95'][1]:.3f}]; best-strategy counts: {o['label_counts']}."]
-    if "router" in summary:
-        r = summary["router"]
-        out += [f"Router accuracy against the oracle: {r['accuracy_vs_oracle']:.3f} "
-                f"[{r['ci95'][0]:.3f}, {r['ci95'][1]:.3f}] over {r['n']} questions; routes: {r['route_counts']}."]
+    if summary.get("routers"):
+        out += ["", "## Routers", "",
+                "`auto` is the app's router; `learned_cv` is the learned router trained on this run's labels and "
+                "scored out-of-fold (every question routed by a model that never saw it), reusing the chosen "
+                "strategy's answer.", "",
+                "| router | score [95% CI] | best picks [95% CI] | below oracle [95% CI] | vs best fixed [95% CI] | routes |",
+                "|---|---|---|---|---|---|"]
+        for name, r in summary["routers"].items():
+            g, b = r["gap_to_oracle"], r.get("vs_best_fixed")
+            vs = (f"{b['diff']:+.3f} vs {b['strategy']} [{b['ci95'][0]:+.3f}, {b['ci95'][1]:+.3f}]" if b else "-")
+            routes = ", ".join(f"{k} {v}" for k, v in r["route_counts"].items())
+            out.append(f"| {name} | {r['primary']:.3f} [{r['primary_ci95'][0]:.3f}, {r['primary_ci95'][1]:.3f}] | "
+                       f"{r['accuracy_vs_oracle']:.2f} [{r['ci95'][0]:.2f}, {r['ci95'][1]:.2f}] | "
+                       f"{g['diff']:.3f} [{g['ci95'][0]:.3f}, {g['ci95'][1]:.3f}] | {vs} | {routes} |")
     c = summary.get("cost_at_equal_quality") or {}
     if c:
         out += ["", f"Cost at equal quality: {', '.join(c['statistically_tied'])} are statistically tied with "

@@ -24,12 +24,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
+
 from hybrid.errors import HybridError, InputError
 from hybrid.eval.cache import AnswerCache
 from hybrid.eval.data import Question, QuestionSet, load_questions
 from hybrid.eval.metrics import answer_scores, groundedness, is_refusal
 from hybrid.eval.report import FIXED, summarize, write_report
 from hybrid.io import write_jsonl
+from hybrid.routing.learned import features
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +51,9 @@ class EvalConfig:
     seed: int = field(default=0, metadata={"help": "sampling and bootstrap seed"})
     max_new_tokens: int | None = field(default=None, metadata={"help": "override the app's max_new_tokens"})
     router: str | None = field(default=None, metadata={"help": "router for 'auto' (default: the app's)"})
+    learned_cv: bool = field(default=True, metadata={
+        "help": "also score the learned router trained on this run's labels, out-of-fold by question"})
+    cv_folds: int = field(default=5, metadata={"help": "folds of that cross-validation"})
     date: str = field(default="2026-01-01", metadata={
         "help": "fixed {date} for the system prompt, so cached answers stay valid across days"})
 
@@ -59,6 +65,8 @@ class EvalConfig:
             raise ValueError("strategies must not be empty")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.cv_folds < 2:
+            raise ValueError(f"cv_folds must be >= 2, got {self.cv_folds}")
         if self.limit is not None and self.limit < 1:
             raise ValueError(f"limit must be >= 1, got {self.limit}")
 
@@ -114,6 +122,48 @@ def _score(q: Question, text: str, context: list[str] | None) -> tuple[dict[str,
 def _base_row(q: Question, strategy: str) -> dict[str, Any]:
     return {"question_id": q.id, "question": q.question, "type": q.type, "tags": q.tags,
             "references": q.answers, "unanswerable": q.unanswerable, "strategy": strategy, "flags": list(q.flags)}
+
+
+def learned_cv_rows(bot, rows: list[dict[str, Any]], cfg: EvalConfig, *,
+                    progress: bool = False) -> tuple[list[dict[str, Any]], str | None]:
+    """Rows of strategy ``learned_cv``: the learned router, trained on this run's own labels with
+    cross-validation by question, routes each question it never saw; the answer is the chosen fixed
+    strategy's answer from this run (same prompt, same greedy settings), so no generation is needed.
+
+    Returns (rows, None), or ([], why) when there is too little to learn from.
+    """
+    from hybrid.routing.learned import cross_validated_decisions
+
+    fixed = [r for r in rows if r["strategy"] in FIXED and "no_reference" not in r.get("flags", [])]
+    by_q: dict[str, dict[str, dict[str, Any]]] = {}
+    for r in fixed:
+        by_q.setdefault(r["question_id"], {})[r["strategy"]] = r
+    if len({r["strategy"] for r in fixed}) < 2:
+        return [], "needs at least two fixed strategies in the run"
+    qids = [q for q, rs in by_q.items() if len(rs) >= 2]
+    if len(qids) < 2 * cfg.cv_folds:
+        return [], f"needs at least {2 * cfg.cv_folds} questions answered by two or more strategies, got {len(qids)}"
+    queries = [next(iter(by_q[q].values()))["question"] for q in qids]
+    labels = [{s: float(r["scores"]["primary"]) for s, r in by_q[q].items()} for q in qids]
+    t = time.perf_counter()
+    contexts = bot.route_contexts(queries, progress=progress and len(queries) > 50)
+    X = np.stack([features(c) for c in contexts])
+    decisions = cross_validated_decisions(X, labels, queries, contexts, app_name=bot.app.name,
+                                          embedder=bot.embedder, cfg=bot.router_config(), folds=cfg.cv_folds,
+                                          seed=cfg.seed)
+    route_s = (time.perf_counter() - t) / len(qids)
+    out = []
+    for q, d in zip(qids, decisions):
+        src = by_q[q].get(d.strategy)
+        if src is None:  # routed to a strategy that did not answer this question
+            continue
+        row = {**src, "strategy": "learned_cv", "routed_to": d.strategy,
+               "decision": {"strategy": d.strategy, "confidence": d.confidence, "reason": d.reason,
+                            "scores": d.scores},
+               "latency_s": float(src.get("latency_s", 0.0)) + route_s,
+               "flags": list(src.get("flags", [])) + ["answer_of_" + d.strategy]}
+        out.append(row)
+    return out, None
 
 
 def run_eval(app: Any, questions: str | Path | QuestionSet, out_dir: str | Path, cfg: EvalConfig | None = None, *,
@@ -256,6 +306,13 @@ def run_eval(app: Any, questions: str | Path | QuestionSet, out_dir: str | Path,
                 computed += 1
                 bar.update(1)
         bar.close()
+
+    if cfg.learned_cv:
+        cv_rows, why = learned_cv_rows(bot, rows, cfg, progress=progress)
+        if why:
+            skipped["learned_cv"] = why
+            echo(f"skipping learned_cv: {why}")
+        rows.extend(cv_rows)
 
     if baseline is not None and "langchain" in cfg.strategies:
         rows.extend(baseline(qlist, bot=bot, cache=cache, out=out, progress=progress))

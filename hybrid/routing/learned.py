@@ -251,3 +251,39 @@ def train_learned(X: np.ndarray, scores: Sequence[dict[str, float]], *, app_name
     report = {"rows": int(n), "strategies": strategies, "oof_best_agreement": model["trained"]["oof_best_agreement"],
               "temperature": round(temperature, 4)}
     return LearnedRouter(model, cfg), report
+
+
+def cross_validated_decisions(X: np.ndarray, scores: Sequence[dict[str, float]], queries: Sequence[str],
+                              contexts: Sequence[RouteContext], *, app_name: str, embedder,
+                              cfg: RouterConfig | None = None, folds: int | None = None,
+                              seed: int = 0) -> list[Decision]:
+    """Out-of-fold routing: every query is decided by a router trained without its fold.
+
+    Folds split by query (one row per query), so no question's own label ever informs its route.
+    The decision is the full ``LearnedRouter.route`` (cost-aware ties, confidence floor, fallback),
+    exactly what a saved router would do on unseen questions of the same kind.
+    """
+    cfg = cfg or RouterConfig()
+    n = len(X)
+    if not (n == len(scores) == len(queries) == len(contexts)):
+        raise InputError(f"need one feature row, label, query and context per question; got {n}, {len(scores)}, "
+                         f"{len(queries)}, {len(contexts)}")
+    k = min(folds or cfg.learned.folds, n)
+    if k < 2 or n < 2 * k:
+        raise InputError(f"cross-validation needs at least {2 * max(k, 2)} labelled questions, got {n}")
+    order = np.random.default_rng(seed).permutation(n)
+    out: list[Decision | None] = [None] * n
+    X = np.asarray(X, dtype=np.float64)
+    for f in range(k):
+        test = order[f::k]
+        train = np.setdiff1d(order, test)
+        router, _ = train_learned(X[train], [scores[i] for i in train], app_name=app_name, embedder=embedder,
+                                  cfg=cfg, seed=seed)
+        for i in test:
+            out[i] = router.route(queries[i], contexts[i])
+    return [d for d in out if d is not None]
+
+
+def routed_scores(decisions: Sequence[Decision], scores: Sequence[dict[str, float]]) -> list[float]:
+    """The score each question gets from the strategy its decision chose (0 if that one was not scored)."""
+    return [float(s.get(d.strategy, 0.0)) for d, s in zip(decisions, scores)]

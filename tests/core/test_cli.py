@@ -77,6 +77,9 @@ def test_router_train_writes_a_model_the_app_then_uses(capsys, cli_app, tmp_path
     out = run_ok(capsys, "router", "train", "--from", str(labels), "--app", str(cli_app))
     report = json.loads(out)
     assert report["rows"] == 12 and report["skipped_rows"] == 1
+    oof = report["out_of_fold"]  # each question routed by a model trained without it
+    assert oof["questions"] == 12 and oof["fixed"] == {"few_shot": 0.5, "rag": 0.5} and oof["oracle"] == 0.85
+    assert oof["learned"] > 0.5 and oof["vs_best_fixed"]["diff"] > 0
     assert (cli_app / "router.json").is_file()
     out = run_ok(capsys, "ask", "What is the lease notice period?", "--app", str(cli_app), "--router", "learned",
                  "--json")

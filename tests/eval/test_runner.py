@@ -123,3 +123,49 @@ def test_empty_question_file_is_a_clear_error(bot, tmp_path):
 def test_unknown_strategy_in_config():
     with pytest.raises(ValueError, match="unknown strategy 'magic'"):
         EvalConfig(strategies=["magic"])
+
+
+def mixed_questions(n_each=6):
+    """Two kinds of question, each answered right by exactly one strategy (rag or the adapter)."""
+    rows = []
+    for i in range(n_each):
+        rows.append({"id": f"r{i}", "question": f"What is the lease notice period, case {i}?", "answer": "60 days",
+                     "type": "retrieval"})
+        rows.append({"id": f"s{i}", "question": f"What does our house style say about topic {i}?",
+                     "answer": "Short and plain.", "type": "style"})
+    return rows
+
+
+def test_learned_router_is_scored_out_of_fold_on_the_runs_own_labels(bot, tmp_path):
+    cfg = EvalConfig(strategies=["few_shot", "rag", "tuned", "auto"], batch_size=4, cv_folds=3)
+    res = run_eval(None, qfile(tmp_path, mixed_questions()), tmp_path / "out", cfg, assistant=bot, progress=False)
+    by = {(r["question_id"], r["strategy"]): r for r in res.rows}
+    cv = [r for r in res.rows if r["strategy"] == "learned_cv"]
+    assert len(cv) == 12
+    for r in cv:  # the answer is the chosen fixed strategy's own answer, not a new generation
+        assert r["answer"] == by[(r["question_id"], r["routed_to"])]["answer"]
+        assert r["scores"] == by[(r["question_id"], r["routed_to"])]["scores"]
+    s = res.summary
+    fixed_best = max(s["strategies"][k]["primary"]["mean"] for k in ("few_shot", "rag", "tuned"))
+    assert fixed_best <= 0.6  # each fixed strategy gets only its own kind right
+    learned = s["routers"]["learned_cv"]
+    assert learned["primary"] > fixed_best  # routing by kind beats any single strategy
+    assert learned["vs_best_fixed"]["diff"] > 0 and learned["gap_to_oracle"]["diff"] < s["oracle"]["primary"] - fixed_best
+    assert "auto" in s["routers"] and s["router"] is s["routers"]["auto"]
+    assert any("learned router (cross-validated)" in line for line in s["verdict"])
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "| learned_cv |" in md and "## Routers" in md
+
+
+def test_learned_router_needs_enough_questions_and_says_why(bot, tmp_path):
+    res = run_eval(None, qfile(tmp_path), tmp_path / "out", CFG, assistant=bot, progress=False)
+    assert "needs at least 10 questions" in res.summary["skipped_strategies"]["learned_cv"]
+    assert not [r for r in res.rows if r["strategy"] == "learned_cv"]
+    one = run_eval(None, qfile(tmp_path, mixed_questions()), tmp_path / "out1",
+                   EvalConfig(strategies=["rag"], batch_size=4), assistant=bot, progress=False)
+    assert "two fixed strategies" in one.summary["skipped_strategies"]["learned_cv"]
+
+
+def test_cv_folds_must_be_at_least_two():
+    with pytest.raises(ValueError, match="cv_folds must be >= 2"):
+        EvalConfig(cv_folds=1)
