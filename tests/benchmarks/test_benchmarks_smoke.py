@@ -103,6 +103,10 @@ def test_retrieval_benchmark_side_by_side(tmp_path):
     assert set(c["ratios"]) == {"hybrid-dense", "hybrid-bm25", "hybrid-hybrid"}
     assert c["ratios"]["hybrid-hybrid"]["vs"] == "langchain-ensemble"
     assert c["ratios"]["hybrid-hybrid"]["build_s_ratio"] > 0
+    # builds alternate (ours, theirs, ...) and the median of the three samples is what is compared
+    ours = r["systems"]["hybrid-hybrid"]
+    assert len(ours["build_samples_s"]) == 3 and ours["build_s"] == sorted(ours["build_samples_s"])[1]
+    assert len(r["systems"]["langchain-ensemble"]["build_samples_s"]["faiss"]) == 3
     assert all(t["met"] in (True, False) for t in c["targets"].values())
 
 
