@@ -130,7 +130,7 @@ def train(labels: str, app_dir: str, out: str | None, questions: str | None, ove
     contexts = bot.route_contexts(queries, progress=len(queries) > 50)
     X = np.stack([features(c) for c in contexts])
     cfg = bot.router_config()
-    router, report = train_learned(X, scores, app_name=bot.app.name, embedder=bot.embedder, cfg=cfg)
+    router, report = train_learned(X, scores, app_name=bot.app.name, embedder=bot.embedder, cfg=cfg, queries=queries)
     report["out_of_fold"] = out_of_fold_report(X, scores, queries, contexts, bot, cfg)
     dest = Path(out) if out else bot.app.router_model_path
     router.save(dest)

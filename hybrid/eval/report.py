@@ -140,6 +140,11 @@ def _router_stats(name: str, routed: list[dict], oracle: dict[str, tuple[str, fl
         "route_counts": _counts(r["routed_to"] for r in routed),
         "primary": _mean(mine), "primary_ci95": list(bootstrap_ci(mine, seed=seed)),
     }
+    inside = [r for r in routed if r.get("router_in_sample")]
+    if inside:  # a learned router scored on its own training questions flatters itself
+        outside = [r["scores"]["primary"] for r in routed if not r.get("router_in_sample")]
+        out["in_sample"] = {"n": len(inside), "n_unseen": len(outside),
+                            "primary_unseen": _mean(outside) if outside else None}
     gap, gap_ci, _ = paired_bootstrap(best_vals, mine, seed=seed)
     out["gap_to_oracle"] = {"diff": gap, "ci95": list(gap_ci)}
     fixed = [s for s in FIXED if s in per and all(q in scores_by[s] for q in qids)]
@@ -224,6 +229,12 @@ def verdict(summary: dict[str, Any]) -> list[str]:
             line += (f", {b['diff']:+.3f} against the best fixed strategy {b['strategy']} "
                      f"(CI [{b['ci95'][0]:+.3f}, {b['ci95'][1]:+.3f}], {sig})")
         lines.append(line + ".")
+        if r.get("in_sample"):
+            i = r["in_sample"]
+            lines.append(f"Careful: {i['n']} of {r['n']} questions were in the labels {name}'s router was trained on, "
+                         f"so its score is in-sample" + (f" (unseen questions only: {i['primary_unseen']:.3f}, n="
+                                                         f"{i['n_unseen']})" if i["n_unseen"] else "") +
+                         "; learned_cv is the out-of-fold figure.")
     rs = summary.get("routers", {})
     if "learned_cv" in rs and "auto" in rs:
         a, l_ = rs["auto"]["gap_to_oracle"]["diff"], rs["learned_cv"]["gap_to_oracle"]["diff"]

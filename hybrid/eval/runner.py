@@ -217,6 +217,12 @@ def run_eval(app: Any, questions: str | Path | QuestionSet, out_dir: str | Path,
     cache = AnswerCache(out / "cache.sqlite")
     model_key = f"{getattr(gen, 'model_id', '?')}@{getattr(gen, 'sha', '')}"
 
+    # a learned router decides `auto`: its model file is part of auto's cache key, and the questions
+    # it was trained on are marked in-sample
+    router_kind = cfg.router or getattr(bot, "_router_kind", "rules")
+    learned = bot.router(router_kind) if router_kind == "learned" and "auto" in cfg.strategies else None
+    router_version = _file_hash(bot.app.router_model_path) if learned is not None else None
+
     rows: list[dict[str, Any]] = []
     computed = cached = 0
     skipped: dict[str, str] = {}
@@ -232,7 +238,9 @@ def run_eval(app: Any, questions: str | Path | QuestionSet, out_dir: str | Path,
             key = AnswerCache.key(question=q.question, strategy=strategy, model=model_key,
                                   adapter=adapter_version if uses_adapter else None,
                                   kb_version=kb_version if strategy != "tuned" and strategy != "few_shot" else None,
-                                  params={**dataclasses.asdict(params), "router": cfg.router, "date": cfg.date})
+                                  params={**dataclasses.asdict(params), "router": cfg.router, "date": cfg.date,
+                                          **({"router_model": router_version}
+                                             if strategy == "auto" and router_version else {})})
             hit = cache.get(key)
             if hit is not None:
                 rows.append(hit)
@@ -321,6 +329,8 @@ def run_eval(app: Any, questions: str | Path | QuestionSet, out_dir: str | Path,
     for r in rows:
         q = by_q.get(r["question_id"])
         r["contaminated"] = bool(q and trained_on and set(Path(d).name for d in q.relevant_docs) & trained_on)
+        if r["strategy"] == "auto" and learned is not None:
+            r["router_in_sample"] = bool(learned.trained_on(r["question"]))
     rows.sort(key=lambda r: (r["question_id"], r["strategy"]))
     write_jsonl(out / "results.jsonl", rows)
     scored = [r for r in rows if "no_reference" not in r.get("flags", [])]

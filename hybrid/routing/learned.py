@@ -106,6 +106,7 @@ class LearnedRouter:
         self.b = np.asarray(model["b"], dtype=np.float64)
         self.temperature = float(model["temperature"])
         self._rules = None
+        self._hashes: set[str] | None = None
 
     # -- persistence -----------------------------------------------------------------------------
     def save(self, path: str | Path) -> None:
@@ -138,6 +139,12 @@ class LearnedRouter:
             raise ConfigError(f"{path}: weight shape does not match {d} features x "
                               f"{len(model['strategies'])} strategies")
         return cls(model, cfg)
+
+    def trained_on(self, query: str) -> bool:
+        """True when ``query`` was one of the labelled questions this router was trained on."""
+        if self._hashes is None:
+            self._hashes = set(self.model.get("trained", {}).get("query_hashes", []))
+        return query_hash(query) in self._hashes
 
     # -- scoring and deciding --------------------------------------------------------------------
     def predict(self, x: np.ndarray) -> dict[str, float]:
@@ -189,9 +196,18 @@ class LearnedRouter:
                         excluded=excluded)
 
 
+def query_hash(query: str) -> str:
+    """Short stable hash of a query's text, to recognise the router's own training questions."""
+    import hashlib
+
+    return hashlib.sha256(" ".join(query.split()).lower().encode()).hexdigest()[:16]
+
+
 def train_learned(X: np.ndarray, scores: Sequence[dict[str, float]], *, app_name: str, embedder,
-                  cfg: RouterConfig | None = None, seed: int = 0) -> tuple[LearnedRouter, dict]:
-    """Fit the router on feature rows ``X`` (see ``features``) and per-strategy scores.
+                  cfg: RouterConfig | None = None, seed: int = 0,
+                  queries: Sequence[str] | None = None) -> tuple[LearnedRouter, dict]:
+    """Fit the router on feature rows ``X`` (see ``features``) and per-strategy scores. With ``queries``
+    the model remembers their hashes, so an evaluation can tell in-sample questions apart.
 
     Returns the router and a small report (rows, strategies, out-of-fold agreement with the best).
     """
@@ -246,7 +262,8 @@ def train_learned(X: np.ndarray, scores: Sequence[dict[str, float]], *, app_name
         "temperature": temperature, "score_range": [lo, hi],
         "trained": {"n": int(n), "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                     "oof_best_agreement": None if math.isnan(agree) else round(agree, 4),
-                    "l2": lc.l2, "steps": lc.steps},
+                    "l2": lc.l2, "steps": lc.steps,
+                    "query_hashes": sorted({query_hash(q) for q in queries}) if queries is not None else []},
     }
     report = {"rows": int(n), "strategies": strategies, "oof_best_agreement": model["trained"]["oof_best_agreement"],
               "temperature": round(temperature, 4)}

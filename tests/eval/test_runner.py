@@ -169,3 +169,30 @@ def test_learned_router_needs_enough_questions_and_says_why(bot, tmp_path):
 def test_cv_folds_must_be_at_least_two():
     with pytest.raises(ValueError, match="cv_folds must be >= 2"):
         EvalConfig(cv_folds=1)
+
+
+def test_a_saved_learned_router_is_marked_in_sample_on_its_own_training_questions(bot, tmp_path):
+    import numpy as np
+
+    from hybrid.routing.learned import features, train_learned
+
+    rows = mixed_questions()
+    seen = rows[:8]  # the router learns from 8 questions; the other 4 are new to it
+    ctxs = bot.route_contexts([r["question"] for r in seen])
+    labels = [{"rag": 1.0, "tuned": 0.0} if r["type"] == "retrieval" else {"rag": 0.0, "tuned": 1.0} for r in seen]
+    router, _ = train_learned(np.stack([features(c) for c in ctxs]), labels, app_name=bot.app.name,
+                              embedder=bot.embedder, cfg=bot.router_config(), queries=[r["question"] for r in seen])
+    router.save(bot.app.router_model_path)
+    cfg = EvalConfig(strategies=["rag", "tuned", "auto"], batch_size=4, router="learned", cv_folds=3)
+    res = run_eval(None, qfile(tmp_path, rows), tmp_path / "out", cfg, assistant=bot, progress=False)
+    auto = {r["question_id"]: r for r in res.rows if r["strategy"] == "auto"}
+    assert sorted(q for q, r in auto.items() if r["router_in_sample"]) == sorted(r["id"] for r in seen)
+    info = res.summary["routers"]["auto"]["in_sample"]
+    assert info["n"] == 8 and info["n_unseen"] == 4
+    assert any("in-sample" in line for line in res.summary["verdict"])
+    # retraining the router changes auto's cache key: its answers are recomputed, the others are not
+    router.model["b"] = [0.0, 0.0]
+    router.save(bot.app.router_model_path)
+    bot._routers.clear()
+    again = run_eval(None, qfile(tmp_path, rows), tmp_path / "out", cfg, assistant=bot, progress=False)
+    assert again.computed == 12 and again.cached == 24
