@@ -112,7 +112,7 @@ def _load_squad(path: Path, data: dict[str, Any]) -> QuestionSet:
             doc_id = stable_id(path.name, doc_key, context[:200])
             if context.strip():
                 docs.append(Document(id=doc_id, text=context, metadata={
-                    "source": f"{path.name}#{doc_key}", "uri": f"{path.as_uri()}#{doc_key}",
+                    "source": f"{path.name}#{doc_key}", "uri": f"{path.resolve().as_uri()}#{doc_key}",
                     "title": title if "title" in article else f"document {doc_key}", "mime": "text/plain",
                 }))
             for qa in para.get("qas") or []:

@@ -65,6 +65,15 @@ def test_squad_v2_contexts_become_documents(tmp_path):
     assert qs.questions[1].unanswerable and qs.flagged == []
 
 
+def test_squad_file_given_by_a_relative_path(tmp_path, monkeypatch):
+    data = {"data": [{"paragraphs": [{"context": "Rain is wet.", "qas": [
+        {"id": "q1", "question": "Is rain wet?", "answers": [{"text": "wet"}]}]}]}]}
+    write(tmp_path, "rel.json", json.dumps(data))
+    monkeypatch.chdir(tmp_path)
+    qs = load_questions("rel.json")  # the documents' URIs need an absolute path
+    assert qs.documents[0].metadata["uri"] == (tmp_path / "rel.json").as_uri() + "#0-0"
+
+
 def test_shared_covidqa_loads():
     path = SHARED / "data" / "covidqa" / "covidqa-squad2.json"
     if not path.is_file():
