@@ -67,6 +67,8 @@ class _HFCounter:
         return n
 
     def many(self, texts: list[str]) -> list[int]:
+        if not texts:  # the tokenizer fails on an empty batch
+            return []
         enc = self.tok(texts, add_special_tokens=False, truncation=False, verbose=False)["input_ids"]
         return [len(e) for e in enc]
 

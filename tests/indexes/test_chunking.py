@@ -75,3 +75,16 @@ def test_headings_mode_handles_html_and_falls_back_on_plain_text():
 
 def test_empty_document_gives_no_chunks():
     assert chunk_documents([Document.create("   \n ", {"source": "e.txt"})], IndexConfig(embedder="hash"), HashEmbedder()) == []
+
+
+def test_only_long_documents_with_a_real_tokenizer():
+    """Every document too long to count in one batch (COVID-QA's papers): the batch is empty, not an error."""
+    from transformers import AutoTokenizer
+
+    from indexes.embed import bundled_minilm_path
+
+    tok = AutoTokenizer.from_pretrained(str(bundled_minilm_path()), local_files_only=True)
+    cfg = IndexConfig(chunk_size=50, chunk_overlap=0)
+    long_text = " ".join(f"Sentence {i} is about coronavirus spike proteins." for i in range(200))
+    chunks = chunk_documents([Document(id="p1", text=long_text)], cfg, tok)
+    assert len(chunks) > 10 and all(len(tok(c.text, add_special_tokens=False)["input_ids"]) <= 50 for c in chunks)
