@@ -56,7 +56,12 @@ class LearnedConfig:
         "help": "predicted scores within this of the best are equivalent: the cheapest wins"})
     confidence_floor: float = field(default=0.40, metadata={
         "help": "below this calibrated confidence, use the fallback"})
-    fallback: str = field(default="rules", metadata={"help": "'rules' or a strategy name"})
+    fallback: str = field(default="best_fixed", metadata={
+        "help": "below the floor: 'best_fixed' (the strategy with the best mean score in the training labels), "
+                "'rules', or a strategy name"})
+    prefer: str = field(default="best_fixed", metadata={
+        "help": "among strategies predicted within epsilon of the best: 'best_fixed' keeps the best fixed "
+                "strategy when it is one of them (else the cheapest), 'cheapest' always takes the cheapest"})
     l2: float = field(default=1.0, metadata={"help": "L2 penalty (few labelled queries: keep it strong)"})
     steps: int = field(default=500, metadata={"help": "gradient steps (full batch, Adam)"})
     lr: float = field(default=0.05, metadata={"help": "Adam learning rate"})
@@ -65,8 +70,11 @@ class LearnedConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.confidence_floor <= 1.0:
             raise ValueError(f"confidence_floor must be in [0, 1], got {self.confidence_floor}")
-        if self.fallback != "rules" and self.fallback not in STRATEGIES:
-            raise ValueError(f"fallback must be 'rules' or one of {list(STRATEGIES)}, got {self.fallback!r}")
+        if self.fallback not in ("rules", "best_fixed") and self.fallback not in STRATEGIES:
+            raise ValueError(f"fallback must be 'best_fixed', 'rules' or one of {list(STRATEGIES)}, "
+                             f"got {self.fallback!r}")
+        if self.prefer not in ("best_fixed", "cheapest"):
+            raise ValueError(f"prefer must be 'best_fixed' or 'cheapest', got {self.prefer!r}")
         if self.steps < 1 or self.lr <= 0 or self.l2 < 0:
             raise ValueError(f"need steps >= 1, lr > 0, l2 >= 0; got {self.steps}, {self.lr}, {self.l2}")
         if self.folds < 2:

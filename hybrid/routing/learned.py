@@ -140,6 +140,12 @@ class LearnedRouter:
                               f"{len(model['strategies'])} strategies")
         return cls(model, cfg)
 
+    def best_fixed(self, excluded: dict[str, str] | None = None) -> str | None:
+        """The available strategy with the best mean score in the training labels (None for old models)."""
+        prior = self.model.get("trained", {}).get("mean_scores") or {}
+        avail = {s: v for s, v in prior.items() if s not in (excluded or {})}
+        return max(avail, key=lambda s: avail[s]) if avail else None
+
     def trained_on(self, query: str) -> bool:
         """True when ``query`` was one of the labelled questions this router was trained on."""
         if self._hashes is None:
@@ -170,14 +176,23 @@ class LearnedRouter:
         costs = ctx.costs or self.cfg.costs
         best = max(avail.values())
         near = [s for s, v in avail.items() if v >= best - lc.epsilon]
-        pick = min(near, key=lambda s: costs.get(s, 1.0))
+        prior = self.best_fixed(excluded)
+        if lc.prefer == "best_fixed" and prior in near:
+            pick = prior  # leave the strategy that wins on average only for a clearly better one
+        else:
+            pick = min(near, key=lambda s: costs.get(s, 1.0))
         names = list(avail)
         probs = _softmax(np.array([avail[s] for s in names]) / self.temperature)
         # calibrated probability that the truly best strategy is one of the near-equivalent set
         conf = float(sum(p for s, p in zip(names, probs) if s in near))
         scores = {s: round(v, 4) for s, v in pred.items()}
-        why = (f"predicted score {avail[pick]:.2f}" if len(near) == 1 else
-               f"cheapest of {', '.join(sorted(near))} (predicted within {lc.epsilon:.2f} of the best {best:.2f})")
+        if len(near) == 1:
+            why = f"predicted score {avail[pick]:.2f}"
+        elif pick == prior and lc.prefer == "best_fixed":
+            why = (f"best on average in training, and predicted within {lc.epsilon:.2f} of the best "
+                   f"{best:.2f} ({', '.join(sorted(near))})")
+        else:
+            why = f"cheapest of {', '.join(sorted(near))} (predicted within {lc.epsilon:.2f} of the best {best:.2f})"
         if conf < lc.confidence_floor:
             fb = lc.fallback
             if fb == "rules":
@@ -188,9 +203,11 @@ class LearnedRouter:
                                 reason=f"learned router unsure (confidence {conf:.2f} < floor "
                                        f"{lc.confidence_floor:.2f}); fallback rules -> {inner.reason}",
                                 excluded=excluded)
+            if fb == "best_fixed":
+                fb = prior or pick
             if fb not in excluded:
                 pick = fb
-                why = f"confidence {conf:.2f} < floor {lc.confidence_floor:.2f}: fallback"
+                why = f"confidence {conf:.2f} < floor {lc.confidence_floor:.2f}: fallback {lc.fallback}"
         return Decision(strategy=pick, scores=scores, confidence=round(conf, 3),
                         reason=f"{pick}: {why}; learned from {self.model['trained']['n']} labelled queries",
                         excluded=excluded)
@@ -263,6 +280,8 @@ def train_learned(X: np.ndarray, scores: Sequence[dict[str, float]], *, app_name
         "trained": {"n": int(n), "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
                     "oof_best_agreement": None if math.isnan(agree) else round(agree, 4),
                     "l2": lc.l2, "steps": lc.steps,
+                    "mean_scores": {s: round(float(Y[M[:, j] > 0, j].mean()), 6) if M[:, j].any() else 0.0
+                                    for j, s in enumerate(strategies)},
                     "query_hashes": sorted({query_hash(q) for q in queries}) if queries is not None else []},
     }
     report = {"rows": int(n), "strategies": strategies, "oof_best_agreement": model["trained"]["oof_best_agreement"],

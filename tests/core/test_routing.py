@@ -152,9 +152,26 @@ def test_learned_router_is_cost_aware():
     X, Y = synthetic()
     # tuned scores as well as the winner everywhere, and it is the cheapest
     Y = [{**y, "tuned": max(y.values())} for y in Y]
-    router, _ = train_learned(X, Y, app_name="a", embedder=HashEmbedder(16))
+    cfg = RouterConfig()
+    cfg.learned.prefer = "cheapest"
+    router, _ = train_learned(X, Y, app_name="a", embedder=HashEmbedder(16), cfg=cfg)
     d = router.route("q", learned_ctx(X[0]))
     assert d.strategy == "tuned" and "cheapest" in d.reason
+
+
+def test_learned_router_keeps_the_best_fixed_strategy_in_a_near_tie():
+    X, Y = synthetic()
+    # tuned is as good as the winner everywhere (so best on average) but the most expensive
+    Y = [{**y, "tuned": max(y.values())} for y in Y]
+    cfg = RouterConfig()
+    router, _ = train_learned(X, Y, app_name="a", embedder=HashEmbedder(16), cfg=cfg)
+    assert router.best_fixed() == "tuned"
+    ctx = learned_ctx(X[0])
+    ctx.costs = {"few_shot": 1.0, "rag": 1.5, "tuned": 3.0, "tuned_rag": 3.5}
+    d = router.route("q", ctx)  # rag and tuned predicted alike
+    assert d.strategy == "tuned" and "best on average" in d.reason
+    cfg.learned.prefer = "cheapest"
+    assert router.route("q", ctx).strategy == "rag"
 
 
 def test_learned_router_falls_back_below_the_confidence_floor():
@@ -164,9 +181,22 @@ def test_learned_router_falls_back_below_the_confidence_floor():
     router, _ = train_learned(X, Y, app_name="a", embedder=HashEmbedder(16), cfg=cfg)
     router.temperature = 5.0  # a flat softmax: the router is unsure about every query
     d = router.route("q", learned_ctx(X[0]))
+    # default fallback: the strategy with the best mean score in the labels (few_shot: 0.6 vs rag 0.55)
+    assert d.strategy == "few_shot" and "fallback best_fixed" in d.reason
+    cfg.learned.fallback = "rules"
+    d = router.route("q", learned_ctx(X[0]))
     assert "unsure" in d.reason and "fallback rules" in d.reason
-    cfg.learned.fallback = "few_shot"
-    assert router.route("q", learned_ctx(X[0])).strategy == "few_shot"
+    cfg.learned.fallback = "tuned"
+    assert router.route("q", learned_ctx(X[0])).strategy == "tuned"
+
+
+def test_router_config_rejects_unknown_fallback_and_prefer():
+    from hybrid.routing.config import LearnedConfig
+
+    with pytest.raises(ValueError, match="fallback must be 'best_fixed', 'rules'"):
+        LearnedConfig(fallback="magic")
+    with pytest.raises(ValueError, match="prefer must be"):
+        LearnedConfig(prefer="fastest")
 
 
 def test_learned_router_skips_excluded_strategies():
