@@ -32,9 +32,10 @@ def read_labels(path: Path, questions: Path | None = None) -> tuple[list[str], l
         for _, q in read_jsonl(questions):
             if isinstance(q, dict) and q.get("id") is not None:
                 texts[str(q["id"])] = str(q.get("question") or q.get("query") or "")
+    from hybrid.eval.report import fixed_rows_by_question
+
     direct: list[tuple[str, dict[str, float]]] = []
-    grouped: dict[str, dict[str, float]] = {}
-    order: list[str] = []
+    eval_rows: list[dict] = []
     skipped = 0
     for _, row in read_jsonl(path):
         if not isinstance(row, dict) or not isinstance(row.get("scores"), dict):
@@ -53,21 +54,18 @@ def read_labels(path: Path, questions: Path | None = None) -> tuple[list[str], l
             else:
                 skipped += 1
             continue
-        strategy, qid = row.get("strategy"), row.get("question_id")
-        value = scores.get("primary")
-        if strategy not in STRATEGIES or value is None or row.get("error"):
-            skipped += 1  # "auto" rows and failed answers carry no label
-            continue
-        key = str(qid) if qid is not None else query
-        text = query or texts.get(key, "")
+        eval_rows.append(row)
+    grouped: dict[str, dict[str, float]] = {}
+    order: list[str] = []
+    for qid, by_strategy in fixed_rows_by_question(eval_rows).items():
+        any_row = next(iter(by_strategy.values()))
+        text = str(any_row.get("question") or any_row.get("query") or "").strip() or texts.get(qid, "")
         if not text:
-            skipped += 1
-            continue
-        if key not in grouped:
-            grouped[key] = {}
-            order.append(key)
-            texts.setdefault(key, text)
-        grouped[key][strategy] = float(value)
+            continue  # no text for this question anywhere: its rows are counted as skipped below
+        texts[qid] = text
+        grouped[qid] = {st: float(r["scores"]["primary"]) for st, r in by_strategy.items()}
+        order.append(qid)
+    skipped += len(eval_rows) - sum(len(g) for g in grouped.values())  # auto rows, failures, unknown texts
     rows = direct + [(texts[k], grouped[k]) for k in order]
     return [q for q, _ in rows], [s for _, s in rows], skipped
 

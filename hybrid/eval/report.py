@@ -47,6 +47,17 @@ def _by(rows: list[dict], *keys: str) -> dict[tuple, list[dict]]:
     return out
 
 
+def fixed_rows_by_question(rows: Iterable[dict]) -> dict[str, dict[str, dict]]:
+    """question id (or text) -> {fixed strategy: its row}, in first-seen order; failed answers carry no label."""
+    out: dict[str, dict[str, dict]] = {}
+    for r in rows:
+        if r.get("strategy") in FIXED and not r.get("error") and isinstance(r.get("scores"), dict) \
+                and r["scores"].get("primary") is not None:
+            qid = r.get("question_id")
+            out.setdefault(str(qid) if qid is not None else str(r.get("question") or ""), {})[r["strategy"]] = r
+    return out
+
+
 def oracle_labels(rows: list[dict], costs: dict[str, float]) -> dict[str, tuple[str, float]]:
     """Per question: the best fixed strategy by primary score, ties going to the cheapest."""
     best: dict[str, tuple[str, float]] = {}

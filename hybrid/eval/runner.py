@@ -30,7 +30,7 @@ from hybrid.errors import HybridError, InputError
 from hybrid.eval.cache import AnswerCache
 from hybrid.eval.data import Question, QuestionSet, load_questions
 from hybrid.eval.metrics import answer_scores, groundedness, is_refusal
-from hybrid.eval.report import FIXED, summarize, write_report
+from hybrid.eval.report import fixed_rows_by_question, summarize, write_report
 from hybrid.io import write_jsonl
 from hybrid.routing.learned import features
 
@@ -134,11 +134,8 @@ def learned_cv_rows(bot, rows: list[dict[str, Any]], cfg: EvalConfig, *,
     """
     from hybrid.routing.learned import cross_validated_decisions
 
-    fixed = [r for r in rows if r["strategy"] in FIXED and "no_reference" not in r.get("flags", [])]
-    by_q: dict[str, dict[str, dict[str, Any]]] = {}
-    for r in fixed:
-        by_q.setdefault(r["question_id"], {})[r["strategy"]] = r
-    if len({r["strategy"] for r in fixed}) < 2:
+    by_q = fixed_rows_by_question(r for r in rows if "no_reference" not in r.get("flags", []))
+    if len({s for rs in by_q.values() for s in rs}) < 2:
         return [], "needs at least two fixed strategies in the run"
     qids = [q for q, rs in by_q.items() if len(rs) >= 2]
     if len(qids) < 2 * cfg.cv_folds:
