@@ -253,6 +253,16 @@ def verdict(summary: dict[str, Any]) -> list[str]:
         lines.append(f"The learned router is {rel} the oracle than the app's router ({l_:.3f} vs {a:.3f} below it).")
     if "oracle" in summary:
         lines.append(f"The oracle (best fixed strategy per question) would score {summary['oracle']['primary']:.3f}.")
+    if "langchain" in per and per["langchain"]["primary"]["mean"] > 0:
+        lc = per["langchain"]["primary"]["mean"]
+        parts = [f"{name} {per[name]['primary']['mean'] / lc:.2f}x" for name in ROUTED if name in per]
+        if parts:
+            lines.append(f"Against the LangChain RAG chain ({lc:.3f}), routed answers score: {', '.join(parts)}.")
+    fixed_pairs = [p for p in summary["pairs"] if p["a"] in FIXED and p["b"] in FIXED]
+    if fixed_pairs and all(p["ci95"][0] <= 0 <= p["ci95"][1] for p in fixed_pairs):
+        lines.append("No fixed strategy is significantly better than another here: with this generator the "
+                     "differences between retrieval, tuning and examples do not show on these questions, so "
+                     "no router can gain much over any one of them.")
     return lines
 
 

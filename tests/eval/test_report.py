@@ -56,3 +56,17 @@ def test_report_files_are_written_and_html_is_self_contained(rows, tmp_path):
     assert "data:image/png;base64," in html and "http://" not in html and "https://" not in html
     assert json.loads(files["summary"].read_text())["n_questions"] == 20
     assert "## Verdict" in files["markdown"].read_text()
+
+
+def test_verdict_says_when_no_strategy_differs_and_compares_routers_with_langchain():
+    from hybrid.eval.report import summarize
+
+    rows = []
+    for i in range(20):
+        for s, v in (("few_shot", 0.1 + 0.01 * (i % 3)), ("rag", 0.1 + 0.01 * ((i + 1) % 3)), ("langchain", 0.05)):
+            rows.append({"question_id": f"q{i}", "type": "squad", "strategy": s, "scores": {"primary": v, "f1": v}})
+        rows.append({"question_id": f"q{i}", "type": "squad", "strategy": "auto", "routed_to": "rag",
+                     "scores": {"primary": 0.1 + 0.01 * ((i + 1) % 3), "f1": 0.1}})
+    v = summarize(rows)["verdict"]
+    assert any("No fixed strategy is significantly better" in line for line in v)
+    assert any("Against the LangChain RAG chain (0.050), routed answers score: auto 2.21x" in line for line in v)
