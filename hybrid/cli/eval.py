@@ -44,7 +44,7 @@ def cli(ctx, app_dir, questions, config_path, strategies, out_dir, limit, batch_
 
     \b
     hybrid eval --app apps/legal --questions apps/legal/questions.jsonl
-    hybrid eval --app apps/legal --questions ../shared/data/covidqa/covidqa-squad2.json -n 60
+    hybrid eval --app apps/covidqa --questions ../shared/data/covidqa/covidqa-squad2.json -n 100
     hybrid eval retrieval --kb /tmp/cran-kb --dataset ../shared/data/cranfield
     """
     if ctx.invoked_subcommand is not None:
