@@ -124,6 +124,12 @@ def _base_row(q: Question, strategy: str) -> dict[str, Any]:
             "references": q.answers, "unanswerable": q.unanswerable, "strategy": strategy, "flags": list(q.flags)}
 
 
+def _request_key(messages: Any, adapter: str | None, params_key: str) -> str:
+    """Identity of one generation request: same messages, adapter and settings give the same answer."""
+    blob = json.dumps([messages, adapter, params_key], sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()
+
+
 def learned_cv_rows(bot, rows: list[dict[str, Any]], cfg: EvalConfig, *,
                     progress: bool = False) -> tuple[list[dict[str, Any]], str | None]:
     """Rows of strategy ``learned_cv``: the learned router, trained on this run's own labels with
@@ -221,6 +227,7 @@ def run_eval(app: Any, questions: str | Path | QuestionSet, out_dir: str | Path,
     router_version = _file_hash(bot.app.router_model_path) if learned is not None else None
 
     rows: list[dict[str, Any]] = []
+    generated: dict[str, tuple[Any, float]] = {}  # request key -> (generation, its seconds), this run only
     computed = cached = 0
     skipped: dict[str, str] = {}
     strategies = [s for s in cfg.strategies if s != "langchain"]
@@ -271,8 +278,16 @@ def run_eval(app: Any, questions: str | Path | QuestionSet, out_dir: str | Path,
                     groups.setdefault((p[4].adapter, json.dumps(dataclasses.asdict(pp), sort_keys=True)), []).append(i)
             texts: dict[int, Any] = {}
             gen_time: dict[int, float] = {}
-            for (adapter, _), idx in groups.items():
+            for (adapter, pkey), idx in groups.items():
                 pp = prepared[idx[0]][4].params or prepared[idx[0]][5].params
+                # a prompt this run already generated (auto routed to a strategy that answered the same
+                # question with the same prompt, adapter and settings) is not generated again
+                keys = {i: _request_key(prepared[i][4].messages, adapter, pkey) for i in idx}
+                for i in [i for i in idx if keys[i] in generated]:
+                    texts[i], gen_time[i] = generated[keys[i]]
+                idx = [i for i in idx if keys[i] not in generated]
+                if not idx:
+                    continue
                 t = time.perf_counter()
                 try:
                     outs = gen.generate_batch([prepared[i][4].messages for i in idx], adapter=adapter, params=pp)
@@ -286,6 +301,8 @@ def run_eval(app: Any, questions: str | Path | QuestionSet, out_dir: str | Path,
                 dt = (time.perf_counter() - t) / max(len(idx), 1)
                 for i, o in zip(idx, outs):
                     texts[i], gen_time[i] = o, dt
+                    if not isinstance(o, Exception):
+                        generated[keys[i]] = (o, dt)
             for i, (q, key, row, strat, prompt, sctx, decision, notices, timings, prep_s) in enumerate(prepared):
                 g = texts.get(i)
                 try:

@@ -196,3 +196,29 @@ def test_a_saved_learned_router_is_marked_in_sample_on_its_own_training_question
     bot._routers.clear()
     again = run_eval(None, qfile(tmp_path, rows), tmp_path / "out", cfg, assistant=bot, progress=False)
     assert again.computed == 12 and again.cached == 24
+
+
+def test_a_prompt_already_generated_in_the_run_is_not_generated_again(tmp_path):
+    app = write_app(tmp_path / "app")
+    emb = HashEmbedder(256)
+    seen = []
+
+    def counting(msgs, adapter):
+        seen.append(msgs[-1]["content"])
+        return reply(msgs, adapter)
+
+    def calls(strategies, out):
+        seen.clear()
+        res = run_eval(None, qfile(tmp_path, mixed_questions()), tmp_path / out,
+                       EvalConfig(strategies=strategies, batch_size=4, learned_cv=False),
+                       assistant=make_assistant(app, emb, replies=counting), progress=False)
+        return len(seen), res
+
+    alone, _ = calls(["auto"], "a")
+    fixed, _ = calls(["rag", "tuned"], "b")
+    both, res = calls(["rag", "tuned", "auto"], "c")
+    routed = [r for r in res.rows if r["strategy"] == "auto" and r["routed_to"] in ("rag", "tuned")]
+    assert routed and both == fixed  # every auto answer reused its strategy's generation
+    assert alone == len(routed)  # ... which auto on its own does generate
+    by = {(r["question_id"], r["strategy"]): r for r in res.rows}
+    assert all(r["answer"] == by[(r["question_id"], r["routed_to"])]["answer"] for r in routed)
