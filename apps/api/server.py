@@ -176,23 +176,30 @@ class Service:
         await self.gate.acquire()
         self.metrics.queue_depth.set(self.gate.waiting)
 
-    async def answer(self, req: AskRequest, request: Request) -> Answer:
-        """Non-streaming: the answer runs in a worker thread; deadline and disconnect cancel it."""
-        deadline = time.monotonic() + self.settings.request_timeout
-        loop = asyncio.get_running_loop()
-        cancel = threading.Event()
+    async def take_slot(self, *, count_deadline: bool) -> None:
+        """Count the request in flight and wait for a generator slot within the request deadline
+        (504 when none frees up; ``count_deadline`` also records that as a deadline cancellation).
+        The caller releases the gate and both in-flight counts when done."""
         self.in_flight += 1
         try:
             await asyncio.wait_for(self.enter_gate(), timeout=self.settings.request_timeout)
         except asyncio.TimeoutError:
             self.in_flight -= 1
-            self.metrics.cancelled.labels("deadline").inc()
+            if count_deadline:
+                self.metrics.cancelled.labels("deadline").inc()
             raise ApiError(504, f"no generator slot within the {self.settings.request_timeout:g}s deadline",
                            "timeout") from None
         except BaseException:
             self.in_flight -= 1
             raise
         self.metrics.in_flight.inc()
+
+    async def answer(self, req: AskRequest, request: Request) -> Answer:
+        """Non-streaming: the answer runs in a worker thread; deadline and disconnect cancel it."""
+        deadline = time.monotonic() + self.settings.request_timeout
+        loop = asyncio.get_running_loop()
+        cancel = threading.Event()
+        await self.take_slot(count_deadline=True)
         fut = loop.run_in_executor(self.pool, self.backend.ask, req, cancel)
         try:
             while True:
@@ -220,17 +227,7 @@ class Service:
     async def stream(self, req: AskRequest) -> tuple[AsyncIterator[tuple[str, Any]], Any]:
         """Streaming: enter the gate now (so 429 is a real status), then yield ("token", str) ...
         ("answer", Answer) or ("error", ApiError). Cancelled (client gone) -> generation stops."""
-        self.in_flight += 1
-        try:
-            await asyncio.wait_for(self.enter_gate(), timeout=self.settings.request_timeout)
-        except asyncio.TimeoutError:
-            self.in_flight -= 1
-            raise ApiError(504, f"no generator slot within the {self.settings.request_timeout:g}s deadline",
-                           "timeout") from None
-        except BaseException:
-            self.in_flight -= 1
-            raise
-        self.metrics.in_flight.inc()
+        await self.take_slot(count_deadline=False)
         loop = asyncio.get_running_loop()
         cancel = threading.Event()
         queue: asyncio.Queue = asyncio.Queue()
