@@ -115,6 +115,10 @@ def build(kb_dir: str, sources: tuple[str, ...], config_path: str | None, overri
         _check_stored(kb, cfg)
     else:
         kb = KnowledgeBase.create(kb_dir, cfg)
+    _sync(kb, kb_dir, docs, prune, quiet)
+
+
+def _sync(kb, kb_dir: str, docs, prune: bool, quiet: bool) -> None:
     with kb:
         report = kb.sync(docs, prune=prune, progress=not quiet)
         click.echo(f"{kb_dir}: {report}")
@@ -133,9 +137,7 @@ def sync(kb_dir: str, sources: tuple[str, ...], prune: bool, quiet: bool) -> Non
         raise click.UsageError("give at least one PATH, URL or docs.jsonl")
     kb = KnowledgeBase.open(kb_dir)  # fail on a missing/corrupt KB before the (slow) ingest
     docs = load_sources(sources, quiet)
-    with kb:
-        report = kb.sync(docs, prune=prune, progress=not quiet)
-        click.echo(f"{kb_dir}: {report}")
+    _sync(kb, kb_dir, docs, prune, quiet)
 
 
 @cli.command("rebuild")
