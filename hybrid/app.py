@@ -155,11 +155,13 @@ class AppConfig:
     def __post_init__(self) -> None:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", self.name or ""):
             raise ValueError(f"name must be letters, digits, '_', '-' or '.', got {self.name!r}")
-        if not self.system_prompt.strip():
+        from hybrid.chat import SystemPrompt, normalize_system_prompt
+
+        # a YAML block scalar ends in a newline; the one shared normalisation (also applied by the
+        # tuning config, rendering and the card hash) makes tuning and inference render alike
+        self.system_prompt = normalize_system_prompt(self.system_prompt)
+        if not self.system_prompt:
             raise ValueError("system_prompt must not be empty")
-        # a YAML block scalar ends in a newline; strip it here so tuning and inference render alike
-        self.system_prompt = self.system_prompt.strip()
-        from hybrid.chat import SystemPrompt
 
         unknown = sorted(set(SystemPrompt(self.system_prompt).variables) - set(PROMPT_VARIABLES))
         if unknown:

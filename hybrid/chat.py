@@ -36,6 +36,16 @@ DEFAULT_SYSTEM_PROMPT = (
 )
 
 
+def normalize_system_prompt(text: str | None) -> str:
+    """The one normalisation every system prompt gets: surrounding white space removed.
+
+    A YAML block scalar ends in a newline and a copied prompt often carries a trailing space; the app
+    config, the tuning config, rendering and the card hash all pass through here, so the same words
+    always render and hash alike (``"Be brief.\\n"`` and ``"Be brief."`` are one prompt).
+    """
+    return (text or "").strip()
+
+
 def _fields(template: str) -> list[str]:
     try:
         parsed = list(string.Formatter().parse(template))
@@ -68,6 +78,7 @@ class SystemPrompt:
     defaults: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "template", normalize_system_prompt(self.template))
         _fields(self.template)  # fail at construction, not at the first request
 
     @property
@@ -100,7 +111,7 @@ class SystemPrompt:
             re.escape(literal) + ("(?s:.*?)" if name is not None else "")
             for literal, name, _, _ in string.Formatter().parse(self.template)
         )
-        return re.fullmatch(pattern, text, flags=re.DOTALL) is not None
+        return re.fullmatch(pattern, normalize_system_prompt(text), flags=re.DOTALL) is not None
 
     @property
     def hash(self) -> str:
@@ -113,10 +124,11 @@ def _sha(text: str) -> str:
 
 
 def system_prompt_hash(text: "str | SystemPrompt | None") -> str:
-    """Stable hash recorded in adapter cards. ``None``/empty hashes as the empty prompt."""
+    """Stable hash recorded in adapter cards, of the normalised text (``normalize_system_prompt``).
+    ``None``/empty hashes as the empty prompt."""
     if isinstance(text, SystemPrompt):
         text = text.template
-    return _sha(text or "")
+    return _sha(normalize_system_prompt(text))
 
 
 def template_hash(tokenizer: Any) -> str:
@@ -153,7 +165,8 @@ def apply_system_prompt(messages: Sequence[Mapping[str, str]], system_prompt: "s
     msgs = validate_messages(messages)
     if system_prompt is None:
         return msgs
-    text = system_prompt.render() if isinstance(system_prompt, SystemPrompt) else str(system_prompt)
+    text = (system_prompt.render() if isinstance(system_prompt, SystemPrompt)
+            else normalize_system_prompt(str(system_prompt)))
     return [{"role": "system", "content": text}] + [m for m in msgs if m["role"] != "system"]
 
 

@@ -95,6 +95,11 @@ class DataSection:
         "help": "also compute the loss on prompt tokens (default: completion only)"})
 
     def __post_init__(self) -> None:
+        if self.system_prompt is not None:
+            # the same normalisation as the app config, so a copied prompt hashes like the app's
+            from hybrid.chat import normalize_system_prompt
+
+            self.system_prompt = normalize_system_prompt(self.system_prompt)
         if self.max_length < 8:
             raise ValueError(f"data.max_length must be >= 8, got {self.max_length}")
         if not 0 <= self.eval_fraction < 1:

@@ -225,10 +225,9 @@ def _system_prompt(cfg: TuneConfig) -> tuple[str, str, str]:
     """(text rendered into examples, template recorded in the card, its hash)."""
     from hybrid.chat import DEFAULT_SYSTEM_PROMPT, SystemPrompt, system_prompt_hash
 
-    template = cfg.data.system_prompt if cfg.data.system_prompt is not None else DEFAULT_SYSTEM_PROMPT
-    sp = SystemPrompt(template)
+    sp = SystemPrompt(cfg.data.system_prompt if cfg.data.system_prompt is not None else DEFAULT_SYSTEM_PROMPT)
     values = {"app_name": cfg.data.app_name} if "app_name" in sp.variables else {}
-    return sp.render(**values), template, system_prompt_hash(sp)
+    return sp.render(**values), sp.template, system_prompt_hash(sp)
 
 
 def load_examples(cfg: TuneConfig, data: Sequence[str | os.PathLike[str]], tokenizer: Any, *,
