@@ -35,7 +35,7 @@ examples:                        # few_shot: the k nearest examples (MMR) become
 
 adapter:                         # tuned / tuned_rag: train with
   path: adapter                  #   hybrid tune --data {path}/tune.jsonl --out {path}/adapter
-  tune_data: tune.jsonl          # chat rows {{"messages": [...]}} or {{"question", "answer"}}
+  tune_data: tune.jsonl          # chat rows {{"messages": [...]}}, {{"question", "answer"}} or {{"question", "context", "answer"}}
 
 rag:
   k: 6                           # chunks retrieved per query

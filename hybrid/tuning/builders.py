@@ -148,16 +148,10 @@ def derive_question(chunk: SourceChunk, seed: int = 0) -> tuple[str, str] | None
 
 
 def _rag_turn(question: str, blocks: list[tuple[str, str]]) -> str:
-    """The user turn exactly as the ``rag`` strategy renders retrieved sources, when it is installed."""
-    try:
-        from hybrid.strategies import rag as _rag
+    """The user turn exactly as the ``rag`` strategy renders retrieved sources."""
+    from hybrid.tuning.data import rag_user_turn
 
-        quote = getattr(_rag, "_quote")
-        rendered = [f"[{i}] source: {src}\n{quote(text)}" for i, (src, text) in enumerate(blocks, 1)]
-        return _rag.data_user_turn(question, rendered)
-    except (ImportError, AttributeError):
-        rendered = [f"[{i}] source: {src}\n\"\"\"\n{text.strip()}\n\"\"\"" for i, (src, text) in enumerate(blocks, 1)]
-        return "Sources:\n" + "\n".join(rendered) + f"\n\nQuestion: {question}"
+    return rag_user_turn(question, blocks)
 
 
 def build_raft(chunks: Sequence[SourceChunk], *, n_distractors: int = 3, oracle_fraction: float = 0.8,

@@ -78,9 +78,10 @@ class IA3Section:
 
 @dataclass
 class DataSection:
-    format: Literal["auto", "chat", "alpaca", "text"] = field(default="auto", metadata={
-        "help": "chat = {'messages': [...]}, alpaca = {'instruction','input','output'}, "
-                "text = {'text'} (continued pretraining); auto picks per row"})
+    format: Literal["auto", "chat", "alpaca", "qa", "text"] = field(default="auto", metadata={
+        "help": "chat = {'messages': [...]}, alpaca = {'instruction','input','output'}, qa = {'question', "
+                "'answer'} (+ 'context', quoted as a rag source), text = {'text'} (continued pretraining); "
+                "auto picks per row"})
     system_prompt: str | None = field(default=None, metadata={
         "help": "system prompt (template) rendered into every chat/alpaca example (null: the project "
                 "default from hybrid.chat); use the same one at inference; recorded in the adapter card"})

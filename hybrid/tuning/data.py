@@ -117,6 +117,24 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
 # parsing
 
 
+# Every row shape ``parse_row`` accepts, for the message that rejects a row of none of them.
+ACCEPTED_SHAPES = ('chat {"messages": [{"role", "content"}, ...]}; alpaca {"instruction", "output"} '
+                   '(+ "input"); Q/A {"question", "answer"} (+ "context", "title"); text {"text"}')
+
+
+def rag_user_turn(question: str, blocks: Sequence[tuple[str, str]]) -> str:
+    """The user turn exactly as the ``rag`` strategy renders numbered (source, text) blocks."""
+    try:
+        from hybrid.strategies import rag as _rag
+
+        quote = getattr(_rag, "_quote")
+        rendered = [f"[{i}] source: {src}\n{quote(text)}" for i, (src, text) in enumerate(blocks, 1)]
+        return _rag.data_user_turn(question, rendered)
+    except (ImportError, AttributeError):
+        rendered = [f"[{i}] source: {src}\n\"\"\"\n{text.strip()}\n\"\"\"" for i, (src, text) in enumerate(blocks, 1)]
+        return "Sources:\n" + "\n".join(rendered) + f"\n\nQuestion: {question}"
+
+
 def _nonempty_str(obj: dict, key: str, line_kind: str) -> str:
     if key not in obj:
         raise RowError("missing_field", f"{line_kind} row has no '{key}' field")
@@ -144,10 +162,10 @@ def parse_row(obj: Any, fmt: str = "auto", *, line: int = 0, file: str = "") -> 
         raise RowError("not_object", f"row must be a JSON object, got {type(obj).__name__}")
     if fmt == "auto":
         fmt = "chat" if "messages" in obj else "alpaca" if ("instruction" in obj or "output" in obj) \
-            else "text" if "text" in obj else ""
+            else "qa" if "question" in obj else "text" if "text" in obj else ""
         if not fmt:
-            raise RowError("missing_field", f"row has none of 'messages', 'instruction'/'output', 'text' "
-                                            f"(keys: {sorted(obj)[:6]})")
+            raise RowError("missing_field", f"row matches no accepted shape (keys: {sorted(obj)[:6]}); "
+                                            f"accepted: {ACCEPTED_SHAPES}")
     fallback = f"{file}:{line}"
     if fmt == "chat":
         msgs = obj.get("messages")
@@ -185,13 +203,31 @@ def parse_row(obj: Any, fmt: str = "auto", *, line: int = 0, file: str = "") -> 
         user = instruction.strip() + (f"\n\n{extra.strip()}" if extra.strip() else "")
         msgs = [{"role": "user", "content": user}, {"role": "assistant", "content": output}]
         return Row("chat", messages=msgs, source=_source_of(obj, fallback), line=line, file=file)
+    if fmt == "qa":
+        question = _nonempty_str(obj, "question", "Q/A")
+        answer = _nonempty_str(obj, "answer", "Q/A")
+        context = obj.get("context", "") or ""
+        if not isinstance(context, str):
+            raise RowError("bad_type", f"'context' must be a string, got {type(context).__name__}")
+        if not question.strip():
+            raise RowError("empty_prompt", "'question' is empty")
+        if not answer.strip():
+            raise RowError("empty_answer", "'answer' is empty")
+        user = question.strip()
+        if context.strip():
+            # the context is shown exactly as the rag strategy shows a retrieved source at inference
+            label = next((str(obj[k]) for k in ("title", "source") if isinstance(obj.get(k), str) and obj[k]),
+                         "context")
+            user = rag_user_turn(question.strip(), [(label, context)])
+        msgs = [{"role": "user", "content": user}, {"role": "assistant", "content": answer}]
+        return Row("chat", messages=msgs, source=_source_of(obj, fallback), line=line, file=file)
     if fmt == "text":
         text = _nonempty_str(obj, "text", "text")
         if not text.strip():
             raise RowError("empty_answer", "'text' is empty")
         return Row("text", text=text, source=_source_of(obj, obj.get("id") if isinstance(obj.get("id"), str)
                                                             else fallback), line=line, file=file)
-    raise InputError(f"data.format must be auto, chat, alpaca or text, got {fmt!r}")
+    raise InputError(f"data.format must be auto, chat, alpaca, qa or text, got {fmt!r}")
 
 
 def read_rows(path: str | os.PathLike[str], fmt: str = "auto", *,

@@ -24,3 +24,41 @@ def test_a_copied_prompt_with_trailing_white_space_hashes_like_the_apps(tokenize
     with caplog.at_level(logging.WARNING):
         assert card_mismatches(card, tokenizer=tokenizer, system_prompt=app.system_prompt + "\n") == []
     assert normalize_system_prompt(None) == ""
+
+
+def test_question_answer_rows_are_accepted_and_context_is_quoted_like_rag(tmp_path, tokenizer):
+    from hybrid.strategies.rag import _quote, data_user_turn
+    from hybrid.tuning.data import encode_rows, read_rows
+    from tests.tuning.conftest import write_rows
+
+    p = write_rows(tmp_path / "qa.jsonl", [
+        {"question": "What is the notice period?", "answer": "Thirty days."},
+        {"question": "Who pays the deposit?", "context": "The tenant pays the deposit.\n",
+         "answer": "The tenant.", "title": "lease.md"},
+    ])
+    rows, report = read_rows(p)
+    assert report.n_skipped == 0 and len(rows) == 2
+    assert rows[0].messages == [{"role": "user", "content": "What is the notice period?"},
+                                {"role": "assistant", "content": "Thirty days."}]
+    want = data_user_turn("Who pays the deposit?", [f"[1] source: lease.md\n{_quote('The tenant pays the deposit.')}"])
+    assert rows[1].messages[0]["content"] == want
+    examples, _ = encode_rows(rows, tokenizer, TuneConfig().data, system_prompt="Be brief.")
+    assert len(examples) == 2 and all(e.n_targets > 0 for e in examples)
+
+
+def test_an_unknown_row_shape_lists_every_accepted_shape(tmp_path):
+    from hybrid.tuning.data import read_rows
+    from tests.tuning.conftest import write_rows
+
+    _, report = read_rows(write_rows(tmp_path / "x.jsonl", [{"prompt": "hi", "reply": "yo"}]))
+    (problem,) = report.problems
+    assert "missing_field" in problem
+    for shape in ('"messages"', '"instruction", "output"', '"question", "answer"', '"context"', '"text"'):
+        assert shape in problem, shape
+
+
+def test_the_app_scaffold_documents_the_accepted_tune_data_shapes():
+    from hybrid.cli import app as app_cli
+
+    src = open(app_cli.__file__, encoding="utf-8").read()
+    assert '{{"question", "answer"}}' in src and '{{"question", "context", "answer"}}' in src
