@@ -74,22 +74,16 @@ def cli() -> None:
     """Create and inspect apps (a directory: app.yaml + data)."""
 
 
-@cli.command("init")
-@click.argument("name")
-@click.option("-d", "--dir", "directory", type=click.Path(file_okay=False), default=None,
-              help="Where to create it (default: ./NAME).")
-@click.option("--title", default=None, help="Display name (default: NAME).")
-@click.option("--force", is_flag=True, help="Write into an existing, non-empty directory.")
-def init(name: str, directory: str | None, title: str | None, force: bool) -> None:
-    """Scaffold a new app NAME: a commented app.yaml and empty data files."""
+def scaffold(name: str, root: Path, title: str | None = None, *, force: bool = False) -> None:
+    """Write a new app's app.yaml and empty data files into ``root`` (what ``hybrid app init`` does)."""
     from hybrid.app import load_app
     from hybrid.errors import InputError
+    from hybrid.io import atomic_write_text
 
     import re
 
     if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]*", name):
         raise InputError(f"app name must be letters, digits, '_', '-' or '.', got {name!r}")
-    root = Path(directory or name)
     if root.exists() and any(root.iterdir()) and not force:
         raise InputError(f"{root} exists and is not empty (use --force to write into it)")
     (root / "corpus").mkdir(parents=True, exist_ok=True)
@@ -99,13 +93,127 @@ def init(name: str, directory: str | None, title: str | None, force: bool) -> No
         "examples.jsonl": "", "tune.jsonl": "", "questions.jsonl": "",
         "README.md": README.format(title=title, path=root.as_posix()),
     }
-    from hybrid.io import atomic_write_text
-
     for fname, text in files.items():
         if not (root / fname).exists() or force:
             atomic_write_text(root / fname, text)
     load_app(root)  # the scaffold must load as written
+
+
+@cli.command("init")
+@click.argument("name")
+@click.option("-d", "--dir", "directory", type=click.Path(file_okay=False), default=None,
+              help="Where to create it (default: ./NAME).")
+@click.option("--title", default=None, help="Display name (default: NAME).")
+@click.option("--force", is_flag=True, help="Write into an existing, non-empty directory.")
+def init(name: str, directory: str | None, title: str | None, force: bool) -> None:
+    """Scaffold a new app NAME: a commented app.yaml and empty data files."""
+    root = Path(directory or name)
+    scaffold(name, root, title, force=force)
     click.echo(f"created {root}/ (app.yaml, corpus/, examples.jsonl, tune.jsonl, questions.jsonl, README.md)")
+
+
+NEXT_STEPS = """# {title}
+
+Imported from `{source}` by `hybrid app import`: {articles} articles in `corpus/`, questions split by
+{split_by} into `questions/train.jsonl` ({train}), `questions/dev.jsonl` ({dev}) and `questions/test.jsonl`
+({test}); `examples.jsonl` (few-shot bank) and `tune.jsonl` come from the train split only.
+
+Next steps:
+
+    # 1. try it: RAG over corpus/ works now (the knowledge base builds on first use)
+    hybrid ask "{question}" --app {path}
+
+{reader}    # {n_adapter}. tune the adapter on the train split (tuned / tuned_rag strategies)
+    hybrid tune --data {path}/tune.jsonl --out {path}/adapter
+
+    # {n_router}. label the dev split with every strategy, then fit the learned router on those labels
+    hybrid eval --app {path} --questions {path}/questions/dev.jsonl --out reports/{name}-dev
+    hybrid router train --from reports/{name}-dev/results.jsonl --app {path} --questions {path}/questions/dev.jsonl
+
+    # {n_eval}. the held-out verdict: articles in test were never seen by the adapter, examples or router
+    hybrid eval --app {path} --questions {path}/questions/test.jsonl --out reports/{name}-test --router learned
+
+Retrieval hit@k in the report compares each question's `relevant_docs` with the sources retrieved.
+"""
+
+
+def _has_reader_command() -> bool:
+    try:
+        from hybrid.cli.tune import cli as tune_cli
+    except Exception:  # noqa: BLE001 - only decides whether to mention a command
+        return False
+    return "reader" in getattr(tune_cli, "commands", {})
+
+
+@cli.command("import")
+@click.argument("directory", type=click.Path(file_okay=False))
+@click.option("-d", "--data", "data", required=True, type=click.Path(dir_okay=False),
+              help="SQuAD v1/v2 JSON, or JSONL rows {question, context, answer} (optional title, id, answer_start).")
+@click.option("--split", "split_text", default="0.6,0.2,0.2", show_default=True,
+              help="Train,dev,test fractions; the split is by article title.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split and the example sample.")
+@click.option("--max-examples", type=int, default=200, show_default=True, help="Cap on examples.jsonl rows.")
+@click.option("--name", default=None, help="App name when DIRECTORY is created (default: its folder name).")
+@click.option("--force", is_flag=True, help="Overwrite non-empty examples.jsonl / tune.jsonl / questions/ of an existing app.")
+def import_(directory: str, data: str, split_text: str, seed: int, max_examples: int, name: str | None,
+            force: bool) -> None:
+    """Import a SQuAD-format file into app DIRECTORY (created like `hybrid app init` when missing):
+    corpus/ per article, questions/{train,dev,test}.jsonl split by title, examples.jsonl and tune.jsonl.
+
+    \b
+    hybrid app import apps/policy --data policyqa-dev.json
+    hybrid app import apps/covid --data covidqa-squad2.json --split 0.8,0.1,0.1 --seed 1
+    """
+    from hybrid.app import load_app
+    from hybrid.errors import InputError
+    from hybrid.eval.importer import import_qa, parse_split, read_qa_file
+    from hybrid.io import atomic_write_text
+
+    fractions = parse_split(split_text)
+    if max_examples < 0:
+        raise InputError(f"--max-examples must be >= 0, got {max_examples}")
+    read = read_qa_file(data)  # a bad file fails before anything is written
+    root = Path(directory)
+    created = not (root / "app.yaml").is_file()
+    if created:
+        app_name = name or root.resolve().name
+        if root.exists() and any(root.iterdir()):
+            raise InputError(f"{root} is not empty and has no app.yaml; import into a new directory or an app")
+        scaffold(app_name, root)
+    elif not force:
+        busy = [f for f in ("examples.jsonl", "tune.jsonl", "questions/train.jsonl")
+                if (root / f).is_file() and (root / f).stat().st_size > 0]
+        if busy:
+            raise InputError(f"{root} already has {', '.join(busy)}; use --force to replace them")
+    app = load_app(root)
+    report = import_qa(data, root, split=fractions, seed=seed, max_examples=max_examples, read=read)
+    for line in report.summary():
+        click.echo(line)
+    if "corpus" not in [Path(s).as_posix().rstrip("/") for s in app.knowledge_base.sources]:
+        click.echo(f"note: {root}/app.yaml knowledge_base.sources is {list(app.knowledge_base.sources)}; "
+                   f"add corpus to search the imported articles")
+    first = next((r for r in _first_question(root)), "a question about your documents")
+    reader = _has_reader_command()
+    steps = {"n_adapter": 3 if reader else 2, "n_router": 4 if reader else 3, "n_eval": 5 if reader else 4}
+    atomic_write_text(root / "README.md", NEXT_STEPS.format(
+        title=app.title or app.name, source=Path(data).name, articles=report.articles, split_by=report.split_by,
+        path=root.as_posix(), name=app.name, question=first.replace('"', "'"),
+        reader=("    # 2. tune the reader (extract strategy) on the train split: see hybrid tune reader --help\n\n"
+                if reader else ""), **{s: report.questions.get(s, 0) for s in ("train", "dev", "test")}, **steps))
+    click.echo(f"{'created' if created else 'filled'} {root}/: corpus/ ({report.articles} files), "
+               f"questions/train|dev|test.jsonl, examples.jsonl, tune.jsonl; next steps in {root}/README.md")
+
+
+def _first_question(root: Path):
+    from hybrid.io import read_jsonl
+
+    for split in ("test", "dev", "train"):
+        p = root / "questions" / f"{split}.jsonl"
+        if p.is_file() and p.stat().st_size:
+            for _, row in read_jsonl(p):
+                if isinstance(row, dict) and not row.get("unanswerable"):
+                    yield str(row.get("question", ""))
+                    return
 
 
 @cli.command("show")
