@@ -363,9 +363,10 @@ class Assistant:
         return keep
 
     def prepare(self, query: str, history: Sequence[Message] | None = None, strategy: str = "auto",
-                router: str | None = None):
+                router: str | None = None, filters: dict[str, Any] | None = None):
         """Validate, route, and build the chosen strategy's prompt. Returns (strategy, prompt, ctx,
-        decision, notices, timings) for ``ask`` and ``stream``."""
+        decision, notices, timings) for ``ask`` and ``stream``. ``filters`` scopes retrieval to matching
+        chunks (``KnowledgeBase.search`` syntax, e.g. ``{"source": "policy.txt"}``)."""
         from hybrid.strategies import get_strategy
         from hybrid.strategies.base import StrategyContext
 
@@ -392,7 +393,7 @@ class Assistant:
             history=hist, retrieval_query=rq, query_vec=qvec, k=app.rag.k, mode=app.rag.mode,
             min_score=app.rag.min_score, max_examples=app.examples.max_k, mmr_lambda=app.examples.mmr_lambda,
             chain_of_thought=app.examples.chain_of_thought, dont_know=app.voice.dont_know,
-            refuse=app.voice.refuse, timings=timings)
+            refuse=app.voice.refuse, timings=timings, filters=filters or None)
         excluded = self.excluded()
         if sctx.retriever is not None and "rag" in excluded:
             sctx.retriever = None
@@ -413,17 +414,18 @@ class Assistant:
         return strat, prompt, sctx, decision, notices, timings
 
     def ask(self, query: str, history: Sequence[Message] | None = None, strategy: str = "auto", *,
-            router: str | None = None) -> Answer:
-        """Answer one query. ``strategy`` forces one (``auto`` = the app's router)."""
+            router: str | None = None, filters: dict[str, Any] | None = None) -> Answer:
+        """Answer one query. ``strategy`` forces one (``auto`` = the app's router); ``filters`` scopes
+        retrieval to a document or source."""
         from hybrid.strategies.base import run_prompt
 
-        strat, prompt, sctx, decision, notices, timings = self.prepare(query, history, strategy, router)
+        strat, prompt, sctx, decision, notices, timings = self.prepare(query, history, strategy, router, filters)
         t0 = timings.pop("_t0")
         ans = run_prompt(strat.name, prompt, sctx)
         return self._finish(ans, decision, notices, t0)
 
     def stream(self, query: str, history: Sequence[Message] | None = None, strategy: str = "auto", *,
-               router: str | None = None) -> Streamed:
+               router: str | None = None, filters: dict[str, Any] | None = None) -> Streamed:
         """Like ``ask`` but yields text as it is generated; ``.answer`` is set at the end.
 
         When the data block held instruction-like text, tokens are released a line at a time so the
@@ -432,7 +434,7 @@ class Assistant:
         from hybrid.strategies import guard
         from hybrid.strategies.base import run_prompt
 
-        strat, prompt, sctx, decision, notices, timings = self.prepare(query, history, strategy, router)
+        strat, prompt, sctx, decision, notices, timings = self.prepare(query, history, strategy, router, filters)
         t0 = timings.pop("_t0")
         out = Streamed(iter(()), decision=decision)
 

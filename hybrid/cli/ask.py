@@ -45,19 +45,25 @@ def format_answer(ans, *, show_route: bool = True) -> str:
               help="Force a strategy; auto lets the app's router decide.")
 @click.option("-r", "--router", default=None, metavar="KIND",
               help="Router for auto: rules, learned or fixed:<strategy> (default: the app's).")
+@click.option("-f", "--filter", "filters", multiple=True, metavar="FIELD=VALUE",
+              help="Scope retrieval (repeatable), as in hybrid search: source=policy.txt, source=a.txt|b.txt.")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole answer as JSON.")
 @set_option
-def cli(question: str, app_dir: str, strategy: str, router: str | None, as_json: bool, overrides) -> None:
+def cli(question: str, app_dir: str, strategy: str, router: str | None, filters: tuple[str, ...], as_json: bool,
+        overrides) -> None:
     """Answer QUESTION with an app, and say how the answer was made.
 
     \b
     hybrid ask "What is the notice period for a flat lease?" --app apps/legal
     hybrid ask "Draft a return request" --app apps/shopping --strategy few_shot --json
+    hybrid ask "Do they sell my data?" --app apps/policy --filter source=walmart-com.txt
     """
+    from hybrid.cli.search import parse_filters
     from hybrid.pipeline import Assistant, answer_to_dict
 
+    flt = parse_filters(filters) if filters else None
     bot = Assistant.from_dir(app_dir, overrides, router=router)
-    ans = bot.ask(question, strategy=strategy)
+    ans = bot.ask(question, strategy=strategy, filters=flt)
     if as_json:
         click.echo(json.dumps(answer_to_dict(ans), indent=2, ensure_ascii=False))
     else:

@@ -36,15 +36,21 @@ def _default_out(app_dir: str) -> str:
 @click.option("--baseline", type=click.Choice(["none", "langchain"]), default="none", show_default=True,
               help="Also score a plain LangChain RAG chain (FAISS, same embedder, k=3, same generator).")
 @click.option("--seed", type=int, default=None, help="Sampling and bootstrap seed [default: 0].")
+@click.option("--titles", default=None, metavar="A,B|@FILE",
+              help="Only questions of these titles (SQuAD article titles, or the JSONL 'title' field).")
+@click.option("--exclude-titles", default=None, metavar="A,B|@FILE",
+              help="Leave out questions of these titles. For SQuAD input the knowledge base is the contexts "
+                   "of the selected questions' articles.")
 @set_option
 @click.pass_context
 def cli(ctx, app_dir, questions, config_path, strategies, out_dir, limit, batch_size, max_new_tokens, router,
-        baseline, seed, overrides):
+        baseline, seed, titles, exclude_titles, overrides):
     """Compare few-shot, RAG, tuned, tuned+RAG and the router on the same questions.
 
     \b
     hybrid eval --app apps/legal --questions apps/legal/questions.jsonl
     hybrid eval --app apps/covidqa --questions ../shared/data/covidqa/covidqa-squad2.json -n 100
+    hybrid eval --app apps/policy --questions apps/policy/questions/test.jsonl --exclude-titles yahoo.com
     hybrid eval retrieval --kb /tmp/cran-kb --dataset ../shared/data/cranfield
     """
     if ctx.invoked_subcommand is not None:
@@ -55,6 +61,8 @@ def cli(ctx, app_dir, questions, config_path, strategies, out_dir, limit, batch_
 
     from hybrid.app import load_app
     from hybrid.config import load_config
+    from hybrid.eval.data import load_questions, parse_titles, select_titles
+    from hybrid.eval.report import retrieval_line
     from hybrid.eval.runner import EvalConfig, run_eval
 
     cfg = load_config(EvalConfig, config_path) if config_path else EvalConfig()
@@ -74,7 +82,14 @@ def cli(ctx, app_dir, questions, config_path, strategies, out_dir, limit, batch_
         base = langchain_rag_baseline
     app = load_app(app_dir, overrides)
     out = out_dir or _default_out(app_dir)
-    res = run_eval(app, questions, out, cfg, baseline=base, echo=lambda s: click.echo(s, err=True))
+    qs = load_questions(questions)
+    include, exclude = parse_titles(titles), parse_titles(exclude_titles)
+    if include or exclude:
+        n = len(qs.questions)
+        qs = select_titles(qs, include, exclude)
+        click.echo(f"titles: kept {len(qs.questions)} of {n} questions ({len({q.title for q in qs.questions})} "
+                   f"titles)", err=True)
+    res = run_eval(app, qs, out, cfg, baseline=base, echo=lambda s: click.echo(s, err=True))
     s = res.summary
     click.echo(f"\n{s['run']['n_evaluated']} questions, {res.computed} answers computed, {res.cached} from cache")
     click.echo(f"{'strategy':<12} {'score':>7}  {'95% CI':<17} {'F1':>6} {'latency':>8}")
@@ -86,6 +101,9 @@ def cli(ctx, app_dir, questions, config_path, strategies, out_dir, limit, batch_
         click.echo(f"{'oracle':<12} {s['oracle']['primary']:>7.3f}")
     for name, why in s.get("skipped_strategies", {}).items():
         click.echo(f"skipped {name}: {why}")
+    rline = retrieval_line(s.get("retrieval") or {})
+    if rline:
+        click.echo(rline)
     click.echo("\nverdict:")
     for line in s["verdict"]:
         click.echo(f"  {line}")

@@ -123,7 +123,7 @@ def summarize(rows: list[dict], *, costs: dict[str, float] | None = None, seed: 
     if routers:
         summary["routers"] = routers
         summary["router"] = routers.get("auto") or next(iter(routers.values()))
-    summary["cost_at_equal_quality"] = _cost_at_equal_quality(per, costs)
+    summary["cost_at_equal_quality"] = _cost_at_equal_quality(per, pairs, costs)
     summary["verdict"] = verdict(summary)
     return summary
 
@@ -180,16 +180,54 @@ def _quantile(xs: list[float], q: float) -> float:
     return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
 
 
-def _cost_at_equal_quality(per: dict[str, Any], costs: dict[str, float]) -> dict[str, Any]:
-    """Among strategies whose primary-score CI overlaps the best one, the cheapest by mean latency."""
+def _cost_at_equal_quality(per: dict[str, Any], pairs: list[dict[str, Any]],
+                           costs: dict[str, float]) -> dict[str, Any]:
+    """Strategies the paired test cannot separate from the best one, and the cheapest of them.
+
+    "Tied" uses the paired bootstrap over the questions both answered (the same test as the paired
+    comparison table), never overlapping per-strategy CIs: two strategies can have overlapping CIs and
+    still differ on nearly every question. "Cheapest" is mean prompt + completion tokens per answer,
+    which does not depend on what else ran on the machine at the time (latency does: a strategy that
+    ran while the machine was busy looks slow); the router's configured cost breaks ties.
+    """
     if not per:
         return {}
     best = max(per, key=lambda s: per[s]["primary"]["mean"])
-    lo_best = per[best]["primary"]["ci95"][0]
-    tied = [s for s in per if per[s]["primary"]["ci95"][1] >= lo_best]
-    cheapest = min(tied, key=lambda s: (per[s]["latency_s"]["mean"], costs.get(s, 1.0)))
+    tied = [best]
+    for p in pairs:
+        if best not in (p["a"], p["b"]):
+            continue
+        other = p["b"] if p["a"] == best else p["a"]
+        if p["ci95"][0] <= 0 <= p["ci95"][1]:
+            tied.append(other)
+    tokens = {s: per[s]["tokens"]["prompt"] + per[s]["tokens"]["completion"] for s in tied}
+    cheapest = min(tied, key=lambda s: (tokens[s], costs.get(s, 1.0), s))
     return {"best": best, "statistically_tied": sorted(tied), "cheapest_tied": cheapest,
+            "test": "paired bootstrap vs the best, 95% CI of the difference contains 0",
+            "cost": "prompt + completion tokens per answer",
+            "tokens_per_answer": {s: round(tokens[s], 1) for s in tied},
             "latency_s": {s: per[s]["latency_s"]["mean"] for s in tied}}
+
+
+def cost_line(c: dict[str, Any]) -> str:
+    """The report's "Cost at equal quality" sentence."""
+    others = [s for s in c["statistically_tied"] if s != c["best"]]
+    toks = c.get("tokens_per_answer") or {}
+    if not others:
+        return (f"Cost at equal quality: the paired tests separate {c['best']} from every other strategy, so "
+                f"no strategy matches it at a lower cost.")
+    cost = ", ".join(f"{s} {toks[s]:.0f}" for s in sorted(toks, key=lambda s: toks[s])) if toks else ""
+    return (f"Cost at equal quality: the paired test cannot separate {', '.join(others)} from {c['best']} "
+            f"(95% CI of the difference contains 0); the cheapest of them by tokens per answer is "
+            f"{c['cheapest_tied']}" + (f" ({cost})." if cost else "."))
+
+
+def retrieval_line(r: dict[str, Any]) -> str | None:
+    """The report's retrieval sentence, or None when no question named its source."""
+    if not r or not r.get("n"):
+        return None
+    return (f"Retrieval hit@1 {r['hit@1']:.2f} / hit@{r['k']} {r['hit@k']:.2f} over {r['n']} questions with "
+            f"known sources (a hit: a retrieved chunk comes from the question's source document).")
 
 
 def _opt(v: float | None) -> str:
@@ -348,6 +386,9 @@ def render_markdown(summary: dict[str, Any], title: str, images: list[Path]) -> 
     per = summary["strategies"]
     out = [f"# {title}", "", f"{summary['n_questions']} questions.", "", "## Verdict", ""]
     out += [f"- {v}" for v in summary["verdict"]]
+    rline = retrieval_line(summary.get("retrieval") or {})
+    if rline:
+        out += ["", rline]
     out += ["", "## Scores by strategy (mean [95% CI])", "",
             "| strategy | primary | F1 | EM | ROUGE-L | BLEU | grounded | refusal acc. | latency s | tokens in/out | errors |",
             "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -376,8 +417,7 @@ def render_markdown(summary: dict[str, Any], title: str, images: list[Path]) -> 
                        f"{g['diff']:.3f} [{g['ci95'][0]:.3f}, {g['ci95'][1]:.3f}] | {vs} | {routes} |")
     c = summary.get("cost_at_equal_quality") or {}
     if c:
-        out += ["", f"Cost at equal quality: {', '.join(c['statistically_tied'])} are statistically tied with "
-                    f"{c['best']}; the cheapest of them is {c['cheapest_tied']}."]
+        out += ["", cost_line(c)]
     out += ["", "## Paired comparisons (primary score)", "", "| a | b | n | a - b | 95% CI | p |", "|---|---|---|---|---|---|"]
     for p in summary["pairs"]:
         out.append(f"| {p['a']} | {p['b']} | {p['n']} | {p['diff']:+.3f} | [{p['ci95'][0]:+.3f}, {p['ci95'][1]:+.3f}] | {p['p']:.3f} |")

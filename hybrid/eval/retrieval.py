@@ -314,3 +314,36 @@ def run_knowledge_base(kb: Any, queries: Mapping[str, str], *, k: int = 100, mod
         for qid, hits in zip(batch, results):
             run[qid] = hits_to_ranking(hits, doc_key, k)
     return run
+
+
+# --------------------------------------------------------------------------------------------
+# did retrieval find the question's known source? (``hybrid eval`` per question)
+
+
+def source_rank(hits: Sequence[Any], relevant_docs: Sequence[str] = (),
+                relevant_doc_ids: Sequence[str] = ()) -> int | None:
+    """1-based rank of the first hit from a known source document, else None.
+
+    A hit matches when the basename of its ``source`` (or ``uri``) metadata is one of ``relevant_docs``
+    (file names, as ``hybrid app import`` writes them), or its chunk's ``doc_id`` is in ``relevant_doc_ids``.
+
+    >>> source_rank(hits, relevant_docs=["walmart-com.txt"])   # doctest: +SKIP
+    2
+    """
+    names = {Path(str(d)).name for d in relevant_docs if d}
+    ids = {str(d) for d in relevant_doc_ids if d}
+    for rank, h in enumerate(hits, 1):
+        m = h.chunk.metadata or {}
+        srcs = {Path(str(m[key]).split("#")[0]).name for key in ("source", "uri") if m.get(key)}
+        if (names and srcs & names) or (ids and str(h.chunk.doc_id) in ids):
+            return rank
+    return None
+
+
+def hit_rates(ranks: Sequence[int | None], k: int) -> dict[str, Any]:
+    """hit@1 and hit@k over questions with a known source (ranks from ``source_rank``)."""
+    n = len(ranks)
+    if not n:
+        return {"n": 0, "k": k, "hit@1": None, "hit@k": None}
+    return {"n": n, "k": k, "hit@1": sum(1 for r in ranks if r == 1) / n,
+            "hit@k": sum(1 for r in ranks if r is not None and r <= k) / n}

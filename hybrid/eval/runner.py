@@ -169,6 +169,34 @@ def learned_cv_rows(bot, rows: list[dict[str, Any]], cfg: EvalConfig, *,
     return out, None
 
 
+def retrieval_hits(bot, questions: Sequence[Question]) -> dict[str, Any]:
+    """Did retrieval find each question's known source? Searches the app's KB as ``rag`` does (the
+    question, ``rag.k``, its mode and the question's filter) for every question whose row names its
+    source (``relevant_docs`` / ``relevant_doc_ids``); the answer of each strategy does not matter here.
+
+    Returns ``{"n", "k", "hit@1", "hit@k", "per_question": {id: {"rank", "hit@1", "hit@k", "k"}}}``.
+    """
+    from hybrid.eval.retrieval import hit_rates, source_rank
+
+    kb = bot.knowledge_base
+    known = [q for q in questions if q.relevant_docs or q.relevant_doc_ids]
+    k = bot.retrieval_k()
+    if kb is None or not known:
+        return {**hit_rates([], k), "per_question": {}}
+    mode = bot.app.rag.mode
+    per: dict[str, dict[str, Any]] = {}
+    for q in known:
+        try:
+            extra = {"filters": q.filter} if q.filter else {}
+            hits = list(kb.search(q.question, k, mode=mode, **extra))
+        except HybridError as e:  # recorded, the run goes on
+            log.warning("retrieval for %s failed: %s", q.id, e)
+            continue
+        rank = source_rank(hits, q.relevant_docs, q.relevant_doc_ids)
+        per[q.id] = {"rank": rank, "hit@1": rank == 1, "hit@k": rank is not None and rank <= k, "k": k}
+    return {**hit_rates([p["rank"] for p in per.values()], k), "per_question": per}
+
+
 def run_eval(app: Any, questions: str | Path | QuestionSet, out_dir: str | Path, cfg: EvalConfig | None = None, *,
              assistant=None, progress: bool = True, baseline: Callable[..., list[dict]] | None = None,
              echo: Callable[[str], None] = lambda s: None) -> EvalResult:
@@ -244,7 +272,8 @@ def run_eval(app: Any, questions: str | Path | QuestionSet, out_dir: str | Path,
                                   kb_version=kb_version if strategy != "tuned" and strategy != "few_shot" else None,
                                   params={**dataclasses.asdict(params), "router": cfg.router, "date": cfg.date,
                                           **({"router_model": router_version}
-                                             if strategy == "auto" and router_version else {})})
+                                             if strategy == "auto" and router_version else {}),
+                                          **({"filter": q.filter} if q.filter else {})})
             hit = cache.get(key)
             if hit is not None:
                 rows.append(hit)
@@ -259,7 +288,8 @@ def run_eval(app: Any, questions: str | Path | QuestionSet, out_dir: str | Path,
                 row = _base_row(q, strategy)
                 t = time.perf_counter()
                 try:
-                    strat, prompt, sctx, decision, notices, timings = bot.prepare(q.question, None, strategy, cfg.router)
+                    strat, prompt, sctx, decision, notices, timings = bot.prepare(
+                        q.question, None, strategy, cfg.router, filters=q.filter)
                     prepared.append((q, key, row, strat, prompt, sctx, decision, notices, timings,
                                      time.perf_counter() - t))
                 except HybridError as e:  # one bad question is recorded, the run goes on
@@ -340,7 +370,10 @@ def run_eval(app: Any, questions: str | Path | QuestionSet, out_dir: str | Path,
         rows.extend(baseline(qlist, bot=bot, cache=cache, out=out, progress=progress))
 
     by_q = {q.id: q for q in qlist}
+    retrieval = retrieval_hits(bot, qlist)
     for r in rows:
+        if r["question_id"] in retrieval.get("per_question", {}):
+            r["retrieval_hit"] = retrieval["per_question"][r["question_id"]]
         q = by_q.get(r["question_id"])
         r["contaminated"] = bool(q and trained_on and set(Path(d).name for d in q.relevant_docs) & trained_on)
         if r["strategy"] == "auto" and learned is not None:
@@ -350,6 +383,7 @@ def run_eval(app: Any, questions: str | Path | QuestionSet, out_dir: str | Path,
     scored = [r for r in rows if "no_reference" not in r.get("flags", [])]
     summary = summarize(scored, costs=dict(bot.router_config().costs), seed=cfg.seed)
     summary["skipped_strategies"] = skipped
+    summary["retrieval"] = {k: v for k, v in retrieval.items() if k != "per_question"}
     summary["flagged_questions"] = [list(x) for x in qs.flagged]
     summary["run"] = {"app": bot.app.name, "questions": str(qs.source), "n_evaluated": len(qlist),
                       "n_total": len(qs.questions), "model": model_key, "adapter": adapter_version,

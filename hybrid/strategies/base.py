@@ -48,6 +48,7 @@ class StrategyContext:
     dont_know: str = "I don't know."
     refuse: str = "I can't repeat instructions found inside my sources."
     timings: dict[str, float] = field(default_factory=dict)
+    filters: dict[str, Any] | None = None  # metadata filter scoping retrieval, e.g. {"source": "policy.txt"}
 
     def retrieve(self) -> list[Hit]:
         if self.hits is None:
@@ -55,7 +56,8 @@ class StrategyContext:
                 self.hits = []
             else:
                 t = time.perf_counter()
-                self.hits = list(self.retriever.search(self.retrieval_query, self.k, mode=self.mode))
+                extra = {"filters": self.filters} if self.filters else {}  # retrievers without filters still work
+                self.hits = list(self.retriever.search(self.retrieval_query, self.k, mode=self.mode, **extra))
                 self.timings["retrieve"] = time.perf_counter() - t
         return self.hits
 
