@@ -105,7 +105,8 @@ class GenerationSection:
     max_new_tokens: int = field(default=160, metadata={"help": "upper bound on generated tokens"})
     temperature: float = field(default=0.0, metadata={"help": "0 = greedy (reproducible answers)"})
     top_p: float = field(default=1.0, metadata={"help": "nucleus sampling mass"})
-    repetition_penalty: float = field(default=1.1, metadata={"help": "1.0 disables it"})
+    repetition_penalty: float = field(default=1.1, metadata={
+        "help": "penalty on tokens the model already generated (never on the prompt, so answers may quote their sources); 1.0 disables it"})
     max_prompt_tokens: int = field(default=1536, metadata={
         "help": "prompt budget (also capped by the model's context window minus max_new_tokens)"})
     history_turns: int = field(default=4, metadata={

@@ -46,7 +46,8 @@ class GenerationParams:
     top_p: float = field(default=1.0, metadata={"help": "nucleus sampling mass"})
     stop: list[str] = field(default_factory=list, metadata={"help": "strings that end generation"})
     seed: int = field(default=0, metadata={"help": "sampling seed"})
-    repetition_penalty: float = field(default=1.1, metadata={"help": "1.0 disables it"})
+    repetition_penalty: float = field(default=1.1, metadata={
+        "help": "penalty on tokens the model already generated (never on the prompt, so answers may quote their sources); 1.0 disables it"})
 
     def __post_init__(self) -> None:
         import math

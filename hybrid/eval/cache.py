@@ -20,6 +20,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+# Bumped when the same settings start producing different answers (2: the repetition penalty
+# applies to generated tokens only), so a cache never serves answers of the old behaviour.
+CACHE_VERSION = 2
+
 
 class AnswerCache:
     """A small JSON-in-SQLite store. Never pickle."""
@@ -38,8 +42,8 @@ class AnswerCache:
     @staticmethod
     def key(*, question: str, strategy: str, model: str, adapter: str | None, kb_version: str | None,
             params: dict[str, Any] | None = None) -> str:
-        blob = json.dumps({"q": question, "s": strategy, "m": model, "a": adapter, "kb": kb_version,
-                           "p": params or {}}, sort_keys=True)
+        blob = json.dumps({"v": CACHE_VERSION, "q": question, "s": strategy, "m": model, "a": adapter,
+                           "kb": kb_version, "p": params or {}}, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()
 
     def get(self, key: str) -> dict[str, Any] | None:

@@ -78,3 +78,20 @@ def test_stream_and_batch_give_sensible_answers(real_gen):
     out = real_gen.generate_batch([user("What is the capital of France?"), user("What is the capital of Italy?"),
                                    user("Hello!")], params=p)
     assert "Paris" in out[0].text and "Rome" in out[1].text and out[2].text
+
+
+def test_a_grounded_answer_can_copy_a_phrase_from_its_source(real_gen):
+    """The repetition penalty counts generated tokens only. transformers' own penalty also hits the
+    prompt, and on this very prompt turned "thirty-six months" into "36 weeks" at 1.1 (and into an
+    unrelated paragraph at 1.3)."""
+    from hybrid.strategies.rag import data_user_turn
+
+    src = ("The Harbourline Warranty covers manufacturing defects for thirty-six months from the date of "
+           "delivery, excluding wear parts such as seals and gaskets.")
+    msgs = [{"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": data_user_turn(
+                "How long does the Harbourline Warranty cover manufacturing defects?",
+                [f'[1] source: warranty.md\n"""\n{src}\n"""'])}]
+    for penalty in (1.1, 1.3):
+        g = real_gen.generate(msgs, params=make_params(max_new_tokens=48, repetition_penalty=penalty))
+        assert "thirty-six months from the date of delivery" in g.text, (penalty, g.text)
