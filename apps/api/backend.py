@@ -57,6 +57,7 @@ class AskRequest:
     temperature: float | None = None
     top_p: float | None = None
     stop: list[str] = field(default_factory=list)
+    filters: dict[str, Any] | None = None  # metadata filter scoping retrieval (KnowledgeBase.search syntax)
 
 
 @runtime_checkable
@@ -185,7 +186,7 @@ class RealBackend:
         if not self.ready():
             raise NotReadyError("still loading models and knowledge bases")
         a = self._for_request(req)
-        s = a.stream(req.question, req.history, req.strategy)
+        s = a.stream(req.question, req.history, req.strategy, filters=req.filters)
         tokens = iter(s)
         pieces: list[str] = []
         try:
@@ -359,6 +360,8 @@ class FakeBackend:
     def ask_stream(self, req: AskRequest, cancel: threading.Event) -> Iterator[str | Answer]:
         t0 = time.perf_counter()
         hits = self.search(req.app, req.question, req.k or 3)
+        if req.filters:  # equality filters only, enough to show scoping in tests
+            hits = [h for h in hits if all(h.chunk.metadata.get(f) == v for f, v in req.filters.items())]
         top = hits[0].score if hits else 0.0
         if req.strategy != "auto":
             strategy, reason = req.strategy, f"forced by the request: {req.strategy}"

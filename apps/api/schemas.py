@@ -10,6 +10,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from apps.api.settings import HARD_MAX_HISTORY, HARD_MAX_K, HARD_MAX_NEW_TOKENS, HARD_MAX_QUESTION_CHARS
 
 Strategy = Literal["auto", "few_shot", "rag", "tuned", "tuned_rag"]
+# a metadata filter value: equality, or {"in": [...]} / {"gte": x, "lt": y} (indexes.kb search filters)
+Scalar = str | int | float | bool
+FilterValue = Scalar | dict[str, Scalar | list[Scalar]]
 
 
 class ErrorBody(BaseModel):
@@ -34,6 +37,7 @@ class AskIn(BaseModel):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"app": "legal", "question": "How long is the notice period for a residential tenancy?"},
         {"app": "shopping", "question": "Do you ship to Norway?", "strategy": "rag", "k": 4, "stream": True},
+        {"app": "policy", "question": "Do they sell my data?", "filters": {"source": "walmart-com.txt"}},
     ]})
     app: str = Field(min_length=1, max_length=100, description="app name, see GET /v1/apps")
     question: str = Field(min_length=1, max_length=HARD_MAX_QUESTION_CHARS)
@@ -44,6 +48,9 @@ class AskIn(BaseModel):
     max_new_tokens: int | None = Field(None, ge=1, le=HARD_MAX_NEW_TOKENS)
     temperature: float | None = Field(None, ge=0, le=2, allow_inf_nan=False)
     stream: bool = Field(False, description="Server-Sent Events: 'token' events, then one 'final' event")
+    filters: dict[str, FilterValue] | None = Field(
+        None, max_length=8, description="scope retrieval to matching chunks, as `hybrid search --filter`: "
+        '{"source": "policy.txt"}, {"source": {"in": ["a.txt", "b.txt"]}}, {"page": {"lt": 3}}')
 
 
 class CitationOut(BaseModel):

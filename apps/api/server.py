@@ -144,7 +144,8 @@ class Service:
 
     def ask_request(self, app: str, question: str, history: list[dict[str, str]], strategy: str,
                     k: int | None, max_new_tokens: int | None, temperature: float | None,
-                    top_p: float | None = None, stop: list[str] | None = None) -> AskRequest:
+                    top_p: float | None = None, stop: list[str] | None = None,
+                    filters: dict[str, Any] | None = None) -> AskRequest:
         s = self.settings
         if not question.strip():
             raise ApiError(422, "question is empty: ask something")
@@ -162,7 +163,8 @@ class Service:
             raise ApiError(422, f"max_new_tokens must be <= {s.max_new_tokens}, got {max_new_tokens}")
         self.admit(app)
         return AskRequest(app=app, question=question, history=history, strategy=strategy, k=k,
-                          max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, stop=stop or [])
+                          max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, stop=stop or [],
+                          filters=filters or None)
 
     # -- running answers -----------------------------------------------------------------------
     async def enter_gate(self) -> None:
@@ -506,7 +508,7 @@ def create_app(settings: ServiceSettings, backend: Backend) -> FastAPI:
                              'event: final\ndata: {"answer": "Two months [1].", "strategy": "rag", ...}\n\n')}}}})
     async def ask(body: S.AskIn, request: Request):
         req = svc.ask_request(body.app, body.question, [t.model_dump() for t in body.history], body.strategy,
-                              body.k, body.max_new_tokens, body.temperature)
+                              body.k, body.max_new_tokens, body.temperature, filters=body.filters)
         rid = new_request_id()
         t0 = time.perf_counter()
         if not body.stream:
