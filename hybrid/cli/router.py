@@ -14,13 +14,16 @@ from hybrid.cli.options import set_option
 STRATEGIES = ("few_shot", "rag", "tuned", "tuned_rag")
 
 
-def read_labels(path: Path, questions: Path | None = None) -> tuple[list[str], list[dict[str, float]], int]:
+def read_labels(path: Path, questions: Path | None = None,
+                reasons: dict[str, int] | None = None) -> tuple[list[str], list[dict[str, float]], int]:
     """(queries, per-strategy scores, skipped rows) from either shape:
 
     - ``{"query": "...", "scores": {"rag": 0.8, "tuned": 0.4}}`` (one row per query), or
     - evaluation rows ``{"question_id", "strategy", "scores": {"primary": ..}}`` (one per question and
       strategy; the text comes from the row's ``question``/``query`` or from ``questions``' ``id``).
-    A row that fits neither is a counted skip, never a crash.
+    A row that fits neither is a counted skip, never a crash; ``reasons`` (when given) receives the
+    count per reason: ``"no scores"``, ``"router:auto"`` (rows of routers and baselines, whose score is
+    another strategy's answer), ``"no reference"``, ``"failed"``, ``"no question text"``.
     """
     from hybrid.errors import InputError
     from hybrid.io import read_jsonl
@@ -34,12 +37,18 @@ def read_labels(path: Path, questions: Path | None = None) -> tuple[list[str], l
                 texts[str(q["id"])] = str(q.get("question") or q.get("query") or "")
     from hybrid.eval.report import fixed_rows_by_question
 
+    from hybrid.eval.report import FIXED
+
+    why: dict[str, int] = reasons if reasons is not None else {}
+
+    def skip(reason: str) -> None:
+        why[reason] = why.get(reason, 0) + 1
+
     direct: list[tuple[str, dict[str, float]]] = []
     eval_rows: list[dict] = []
-    skipped = 0
     for _, row in read_jsonl(path):
         if not isinstance(row, dict) or not isinstance(row.get("scores"), dict):
-            skipped += 1
+            skip("no scores")
             continue
         scores = row["scores"]
         query = str(row.get("query") or row.get("question") or "").strip()
@@ -47,27 +56,82 @@ def read_labels(path: Path, questions: Path | None = None) -> tuple[list[str], l
             try:
                 clean = {k: float(v) for k, v in scores.items() if v is not None}
             except (TypeError, ValueError):
-                skipped += 1
+                skip("no scores")
                 continue
             if query and clean:
                 direct.append((query, clean))
             else:
-                skipped += 1
+                skip("no question text" if clean else "no scores")
             continue
-        eval_rows.append(row)
+        if row.get("strategy") not in FIXED:
+            skip(f"router:{row.get('strategy')}")
+        elif "no_reference" in (row.get("flags") or []):
+            skip("no reference")  # F1 against an empty reference labels nothing
+        elif row.get("error") or row["scores"].get("primary") is None:
+            skip("failed")
+        else:
+            eval_rows.append(row)
     grouped: dict[str, dict[str, float]] = {}
     order: list[str] = []
     for qid, by_strategy in fixed_rows_by_question(eval_rows).items():
         any_row = next(iter(by_strategy.values()))
         text = str(any_row.get("question") or any_row.get("query") or "").strip() or texts.get(qid, "")
-        if not text:
-            continue  # no text for this question anywhere: its rows are counted as skipped below
+        if not text:  # no text for this question anywhere
+            for _ in by_strategy:
+                skip("no question text")
+            continue
         texts[qid] = text
         grouped[qid] = {st: float(r["scores"]["primary"]) for st, r in by_strategy.items()}
         order.append(qid)
-    skipped += len(eval_rows) - sum(len(g) for g in grouped.values())  # auto rows, failures, unknown texts
     rows = direct + [(texts[k], grouped[k]) for k in order]
-    return [q for q, _ in rows], [s for _, s in rows], skipped
+    return [q for q, _ in rows], [s for _, s in rows], sum(why.values())
+
+
+def explain_skipped(reasons: dict[str, int]) -> str:
+    """``300 rows skipped: 250 are router or baseline rows (auto 100, ...), 50 had no reference``."""
+    total = sum(reasons.values())
+    if not total:
+        return "no rows skipped"
+    routers = {k.split(":", 1)[1]: v for k, v in reasons.items() if k.startswith("router:")}
+    parts = []
+    if routers:
+        parts.append(f"{sum(routers.values())} are router or baseline rows "
+                     f"({', '.join(f'{k} {v}' for k, v in sorted(routers.items()))}), whose answers are another "
+                     f"strategy's")
+    words = {"no reference": "had no reference answer", "failed": "were failed answers",
+             "no question text": "had no question text (pass --questions with their ids)",
+             "no scores": "had no readable scores"}
+    for key, text in words.items():
+        if reasons.get(key):
+            parts.append(f"{reasons[key]} {text}")
+    return f"{total} rows skipped: " + ", ".join(parts)
+
+
+def format_report(report: dict) -> list[str]:
+    """The comparison table ``hybrid router train`` prints (``--json`` prints ``report`` raw)."""
+    lines = [f"learned router fitted on {report['rows']} labelled questions "
+             f"({', '.join(report.get('strategies', []))}); saved to {report['saved']}"]
+    if report.get("skipped_rows"):
+        lines.append(report["skipped_explained"])
+    oof = report.get("out_of_fold") or {}
+    if "skipped" in oof:
+        lines.append(f"no out-of-fold comparison: {oof['skipped']}")
+        return lines
+    lines += ["", f"out of fold: each of the {oof['questions']} questions every strategy answered is routed by a "
+                  f"model trained without it", "",
+              f"{'':<24}{'mean score':>10}"]
+    best = oof["vs_best_fixed"]
+    for name, v in sorted(oof["fixed"].items(), key=lambda kv: -kv[1]):
+        lines.append(f"{name:<24}{v:>10.3f}")
+    lo, hi = oof["learned_ci95"]
+    lines.append(f"{'learned router (oof)':<24}{oof['learned']:>10.3f}  95% CI [{lo:.3f}, {hi:.3f}]")
+    lines.append(f"{'best fixed: ' + best['strategy']:<24}{oof['fixed'][best['strategy']]:>10.3f}")
+    lines.append(f"{'oracle':<24}{oof['oracle']:>10.3f}  (best strategy per question)")
+    sig = "significant" if best["ci95"][0] > 0 or best["ci95"][1] < 0 else "not significant"
+    lines += ["", f"learned - {best['strategy']}: {best['diff']:+.3f} (paired bootstrap 95% CI "
+                  f"[{best['ci95'][0]:+.3f}, {best['ci95'][1]:+.3f}], p {best['p']:.3f}, {sig})",
+              "routes: " + ", ".join(f"{k} {v}" for k, v in oof["routes"].items() if v)]
+    return lines
 
 
 def out_of_fold_report(X, scores, queries, contexts, bot, cfg) -> dict:
@@ -113,8 +177,9 @@ def cli() -> None:
               help="Where to write the model (default: the app's router.model).")
 @click.option("--questions", default=None, type=click.Path(dir_okay=False),
               help="Question file to look up texts of evaluation rows (default: APP/questions.jsonl).")
+@click.option("--json", "as_json", is_flag=True, help="Print the raw report as one JSON line.")
 @set_option
-def train(labels: str, app_dir: str, out: str | None, questions: str | None, overrides) -> None:
+def train(labels: str, app_dir: str, out: str | None, questions: str | None, as_json: bool, overrides) -> None:
     """Fit the learned router for an app from labelled outcomes; saves JSON weights (no pickle)."""
     from hybrid.errors import InputError
     from hybrid.pipeline import Assistant
@@ -122,9 +187,11 @@ def train(labels: str, app_dir: str, out: str | None, questions: str | None, ove
 
     bot = Assistant.from_dir(app_dir, overrides)
     qpath = Path(questions) if questions else bot.app.resolve("questions.jsonl")
-    queries, scores, skipped = read_labels(Path(labels), qpath)
+    reasons: dict[str, int] = {}
+    queries, scores, skipped = read_labels(Path(labels), qpath, reasons)
     if len(queries) < 2:
-        raise InputError(f"{labels}: need at least 2 labelled queries, found {len(queries)} ({skipped} rows skipped)")
+        raise InputError(f"{labels}: need at least 2 labelled queries, found {len(queries)} "
+                         f"({explain_skipped(reasons)})")
     contexts = bot.route_contexts(queries, progress=len(queries) > 50)
     X = np.stack([features(c) for c in contexts])
     cfg = bot.router_config()
@@ -133,5 +200,11 @@ def train(labels: str, app_dir: str, out: str | None, questions: str | None, ove
     dest = Path(out) if out else bot.app.router_model_path
     router.save(dest)
     report["skipped_rows"] = skipped
+    report["skipped_reasons"] = reasons
+    report["skipped_explained"] = explain_skipped(reasons)
     report["saved"] = str(dest)
-    click.echo(json.dumps(report))
+    if as_json:
+        click.echo(json.dumps(report))
+        return
+    for line in format_report(report):
+        click.echo(line)

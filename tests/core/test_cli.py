@@ -74,7 +74,7 @@ def test_router_train_writes_a_model_the_app_then_uses(capsys, cli_app, tmp_path
              for i in range(6)]
     rows += [{"nonsense": True}]
     labels.write_text("".join(json.dumps(r) + "\n" for r in rows))
-    out = run_ok(capsys, "router", "train", "--from", str(labels), "--app", str(cli_app))
+    out = run_ok(capsys, "router", "train", "--from", str(labels), "--app", str(cli_app), "--json")
     report = json.loads(out)
     assert report["rows"] == 12 and report["skipped_rows"] == 1
     oof = report["out_of_fold"]  # each question routed by a model trained without it
