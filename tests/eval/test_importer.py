@@ -140,3 +140,23 @@ def test_titles_select_and_exclude_and_shrink_a_squad_kb(tmp_path):
 def test_policyqa_imports(tmp_path):
     rep = import_qa(SHARED / "data" / "policyqa" / "policyqa-dev.json", tmp_path / "pol")
     assert rep.articles == 20 and rep.split_by == "title" and sum(rep.questions.values()) == 3809
+
+
+def test_imported_app_evaluates_with_titles_and_retrieval_hits(tmp_path, capsys):
+    """The new user's path: import, then eval the test split (fakes: hash embedder, scripted generator)."""
+    app = tmp_path / "pol"
+    assert run(capsys, "app", "import", str(app), "--data", str(write(tmp_path, squad())))[0] == 0
+    kb = f"--set=knowledge_base.path={tmp_path / 'kb'}"
+    test_rows = rows(app / "questions" / "test.jsonl")
+    title = test_rows[0]["title"]
+    code, out, err = run(capsys, "eval", "--app", str(app), "--questions", str(app / "questions" / "test.jsonl"),
+                         "--strategies", "rag", "--out", str(tmp_path / "rep"), "--titles", title,
+                         "--set", "knowledge_base.embedder=hash:256", "--set", "generation.model=scripted", kb)
+    assert code == 0, err
+    assert "titles: kept" in err
+    assert "Retrieval hit@1" in out and "over 4 questions with known sources" in out
+    summary = json.loads((tmp_path / "rep" / "summary.json").read_text())
+    assert summary["retrieval"]["n"] == 4 and summary["retrieval"]["hit@k"] > 0
+    res = [json.loads(x) for x in (tmp_path / "rep" / "results.jsonl").read_text().splitlines()]
+    assert {r["question_id"] for r in res} == {r["id"] for r in test_rows if r["title"] == title}
+    assert all("retrieval_hit" in r for r in res)
