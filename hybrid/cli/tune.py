@@ -56,7 +56,7 @@ def cli(ctx: click.Context, data: tuple[str, ...], eval_data: tuple[str, ...], o
                f"{result.tokens_seen / max(result.train_seconds, 1e-9):.0f} tokens/s in training steps, "
                f"{result.wall_time_s:.1f} s wall time with data preparation and evals")
     evals = ", ".join(f"{s}:{v:.3f}" for s, v in result.eval_history)
-    click.echo(f"train loss {fmt(result.train_loss)}, eval loss {fmt(result.eval_loss)}"
+    click.echo(f"train loss {fmt(result.train_loss)} ({result.train_loss_basis}), eval loss {fmt(result.eval_loss)}"
                + (f" (by step {evals})" if evals else "") + (" - stopped early" if result.stopped_early else ""))
     click.echo(f"adapter: {result.out} (card: {result.out}/adapter_card.json)")
 
@@ -107,3 +107,7 @@ def build(kind: str, docs: str, out: str, eval_out: str | None, eval_fraction: f
     if eval_out:
         msg += f", {write_jsonl(eval_out, eval_rows)} rows -> {eval_out}"
     click.echo(msg + f" (from {len(chunks)} chunks)")
+
+
+from hybrid.cli.tune_reader import reader as _reader  # noqa: E402
+cli.add_command(_reader)

@@ -70,13 +70,20 @@ def plan_epoch(examples: Sequence[Example], *, max_length: int, batch_tokens: in
     """The micro-batches of one epoch, each a list of rows, each row a list of examples.
 
     Deterministic in (seed, epoch): resuming recomputes the same plan and skips what was done.
-    Without packing, each row holds one example and rows of similar length share a micro-batch.
+    Without packing, each row holds one example and rows of similar length share a micro-batch. Either
+    way the micro-batch order is shuffled (seeded), so row length does not follow the schedule.
     """
     order = list(examples)
     if shuffle:
         random.Random(f"{seed}:{epoch}").shuffle(order)
     if packing:
         rows = pack_rows(order, max_length)
+        if shuffle:
+            # Packing sorts each window longest-first, so without this the epoch would run all long rows
+            # (e.g. RAFT) first and all short ones last, at the low end of the learning-rate schedule.
+            # Rows, not micro-batches, are shuffled: the row sequence then does not depend on how many
+            # rows a micro-batch holds, so grad_accum=2 x 2 rows trains exactly like 1 x 4 rows.
+            random.Random(f"{seed}:{epoch}:rows").shuffle(rows)
         rows_per_batch = max(1, batch_tokens // max_length)
         batches = [rows[i:i + rows_per_batch] for i in range(0, len(rows), rows_per_batch)]
     else:

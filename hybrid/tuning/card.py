@@ -36,7 +36,8 @@ class DataFile:
     sha256: str
     rows: int
     split: str = "train"  # "train" | "eval"
-    skipped: int = 0
+    skipped: int = 0  # rows dropped at reading AND at tokenization (e.g. too_long), as the printed report
+    skipped_reasons: dict[str, int] = field(default_factory=dict)  # reason -> count, summing to ``skipped``
 
 
 @dataclass
@@ -88,7 +89,8 @@ def card_markdown(card: AdapterCard) -> str:
         f"- base model: `{card.base_model_id}` (sha256 `{card.base_model_sha[:16]}`)",
         f"- chat template hash: `{card.template_hash[:16]}`",
         f"- system prompt hash: `{card.system_prompt_hash[:16]}`",
-        f"- train loss: {fmt(card.train_loss)}, eval loss: {fmt(card.eval_loss)}",
+        f"- train loss ({card.extra.get('train_loss_basis', 'mean of the last steps')}): "
+        f"{fmt(card.train_loss)}, eval loss: {fmt(card.eval_loss)}",
         f"- steps: {card.steps}, tokens seen: {card.tokens_seen}, wall time: {card.wall_time_s:.1f} s",
         f"- created: {card.created}",
         "",
@@ -104,7 +106,9 @@ def card_markdown(card: AdapterCard) -> str:
         "|---|---|---:|---:|---|",
     ]
     for d in card.data:
-        lines.append(f"| {d.split} | `{d.path}` | {d.rows} | {d.skipped} | `{d.sha256[:16]}` |")
+        why = " (" + ", ".join(f"{k}: {v}" for k, v in sorted(d.skipped_reasons.items())) + ")" \
+            if d.skipped_reasons else ""
+        lines.append(f"| {d.split} | `{d.path}` | {d.rows} | {d.skipped}{why} | `{d.sha256[:16]}` |")
     lines += ["", "## Hyperparameters", "", "```json",
               json.dumps(card.hyperparameters, indent=2, sort_keys=True), "```", ""]
     return "\n".join(lines)

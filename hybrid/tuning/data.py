@@ -73,6 +73,7 @@ class DataReport:
     kept: Counter = field(default_factory=Counter)
     skipped: Counter = field(default_factory=Counter)  # reason -> count
     skipped_by_file: Counter = field(default_factory=Counter)
+    reasons_by_file: dict[str, Counter] = field(default_factory=dict)  # file -> reason -> count
     truncated: int = 0
     problems: list[str] = field(default_factory=list)
     max_problems: int = 20
@@ -80,6 +81,7 @@ class DataReport:
     def skip(self, file: str, line: int, reason: str, message: str) -> None:
         self.skipped[reason] += 1
         self.skipped_by_file[file] += 1
+        self.reasons_by_file.setdefault(file, Counter())[reason] += 1
         msg = f"{file}:{line}: {reason}: {message}"
         log.warning("skipped %s", msg)
         if len(self.problems) < self.max_problems:

@@ -52,6 +52,7 @@ class TrainResult:
     padded_tokens: int = 0  # tokens fed to the model including row-end padding
     wall_time_s: float = 0.0
     train_seconds: float = 0.0  # time inside optimizer steps only (no data prep, eval or saving)
+    train_loss_basis: str = ""  # what ``train_loss`` averages, e.g. "... over the last 12 steps = one epoch"
     stopped_early: bool = False
     report: DataReport | None = None
     model: Any = None  # the trained (peft-wrapped) model, for immediate use or evaluation
@@ -205,6 +206,25 @@ def evaluate(loss_mod: Any, examples: Sequence[Example], cfg: TuneConfig, *, pad
     return total / count if count else None
 
 
+def last_epoch_loss(losses: Sequence[float], targets: Sequence[int], steps_per_epoch: int
+                    ) -> tuple[float | None, int]:
+    """(train loss, steps it covers): the token-weighted mean of the last epoch's worth of steps.
+
+    One epoch of steps sees every training row once, whatever the batch order, so the number does
+    not depend on which rows happened to come last (the last few steps alone would). ``targets`` are
+    each step's loss-carrying tokens; without them (an older checkpoint) steps weigh the same.
+    """
+    n = min(len(losses), max(1, steps_per_epoch))
+    if n == 0:
+        return None, 0
+    tail = list(losses[-n:])
+    w = list(targets[-n:]) if len(targets) >= n else [1] * n
+    total = sum(w)
+    if total <= 0:
+        return sum(tail) / n, n
+    return sum(x * k for x, k in zip(tail, w)) / total, n
+
+
 def lr_at(step: int, total: int, cfg: Any) -> float:
     """Linear warmup to ``lr``, then cosine / linear decay to ``lr * min_lr_ratio`` (or constant)."""
     warm = cfg.warmup_steps or int(round(cfg.warmup_ratio * total))
@@ -239,16 +259,14 @@ def load_examples(cfg: TuneConfig, data: Sequence[str | os.PathLike[str]], token
     files: list[DataFile] = []
     train_rows: list[Row] = list(rows or [])
     for path in data:
-        before = report.n_skipped
         got, report = read_rows(path, cfg.data.format, report=report)
         train_rows.extend(got)
-        files.append(DataFile(str(path), file_sha256(path), len(got), "train", report.n_skipped - before))
+        files.append(DataFile(str(path), file_sha256(path), len(got), "train"))
     eval_rows: list[Row] = []
     for path in eval_data:
-        before = report.n_skipped
         got, report = read_rows(path, cfg.data.format, report=report)
         eval_rows.extend(got)
-        files.append(DataFile(str(path), file_sha256(path), len(got), "eval", report.n_skipped - before))
+        files.append(DataFile(str(path), file_sha256(path), len(got), "eval"))
     if not train_rows:
         names = ", ".join(map(str, data)) or "<rows>"
         if report.n_skipped == 0:
@@ -260,6 +278,11 @@ def load_examples(cfg: TuneConfig, data: Sequence[str | os.PathLike[str]], token
                                    report=report, progress=progress)
     eval_ex, report = encode_rows(eval_rows, tokenizer, cfg.data, system_prompt=system_text,
                                   report=report, progress=progress)
+    for f in files:
+        # the card's counts come from the same report as the printed summary, tokenization skips included
+        f.rows = int(report.kept[f.path])
+        f.skipped = int(report.skipped_by_file[f.path])
+        f.skipped_reasons = dict(sorted(report.reasons_by_file.get(f.path, {}).items()))
     if not train_ex:
         raise InputError(f"no usable training examples after tokenization ({report.summary()}); "
                          f"first problem: {report.problems[0] if report.problems else 'none'}")
@@ -390,6 +413,7 @@ def train(cfg: TuneConfig, data: Sequence[str | os.PathLike[str]] = (), out: str
     ckpt_root = run_dir / "checkpoints" if run_dir else None
     state: dict[str, Any] = {"step": 0, "epoch": 0, "batch": 0, "tokens": 0, "targets": 0,
                              "best_eval": None, "bad_evals": 0, "eval_history": [], "step_losses": [],
+                             "step_targets": [],
                              "elapsed": 0.0, "key": _resume_key(cfg)}
     if resume:
         if ckpt_root is None:
@@ -466,6 +490,7 @@ def train(cfg: TuneConfig, data: Sequence[str | os.PathLike[str]] = (), out: str
             state["tokens"] += n_tokens_step
             state["targets"] += n_targets_step
             state["step_losses"].append(step_loss)
+            state.setdefault("step_targets", []).append(n_targets_step)
             window_loss += step_loss * n_targets_step
             window_tok += n_tokens_step
             now = time.perf_counter()
@@ -518,8 +543,9 @@ def train(cfg: TuneConfig, data: Sequence[str | os.PathLike[str]] = (), out: str
     history = [(int(s), float(v)) for s, v in state["eval_history"]]
     final_eval = (state["best_eval"] if stopped_early else (history[-1][1] if history else None))
     losses = state["step_losses"]
-    tail = losses[-max(1, min(10, len(losses))):]
-    train_loss = sum(tail) / len(tail) if tail else None
+    train_loss, loss_steps = last_epoch_loss(losses, state.get("step_targets", []), steps_per_epoch)
+    basis = f"token-weighted mean over the last {loss_steps} steps = one epoch" if loss_steps == steps_per_epoch \
+        else f"token-weighted mean over all {loss_steps} steps (less than one epoch of {steps_per_epoch})"
 
     card = AdapterCard(
         base_model_id=resolved.model_id if resolved else str(getattr(model.config, "_name_or_path", "") or "custom"),
@@ -536,7 +562,7 @@ def train(cfg: TuneConfig, data: Sequence[str | os.PathLike[str]] = (), out: str
         wall_time_s=round(wall, 2),
         tokens_seen=int(state["tokens"]),
         steps=int(state["step"]),
-        extra={"base_model_arg": cfg.base_model, "data_report": report.summary(),
+        extra={"base_model_arg": cfg.base_model, "data_report": report.summary(), "train_loss_basis": basis,
                "eval_history": history, "target_tokens": int(state["targets"])},
     )
     saved = None
@@ -555,6 +581,7 @@ def train(cfg: TuneConfig, data: Sequence[str | os.PathLike[str]] = (), out: str
         dist.barrier()  # rank 0 has finished writing before any rank returns
     return TrainResult(out=saved, card=card, steps=int(state["step"]), train_loss=train_loss, eval_loss=final_eval,
                        eval_history=history, step_losses=list(losses), tokens_seen=int(state["tokens"]),
+                       train_loss_basis=basis,
                        target_tokens=int(state["targets"]), padded_tokens=int(state.get("padded", 0)),
                        wall_time_s=wall, train_seconds=step_seconds,
                        stopped_early=stopped_early, report=report, model=model)

@@ -62,3 +62,34 @@ def test_the_app_scaffold_documents_the_accepted_tune_data_shapes():
 
     src = open(app_cli.__file__, encoding="utf-8").read()
     assert '{{"question", "answer"}}' in src and '{{"question", "context", "answer"}}' in src
+
+
+def test_train_loss_is_the_token_weighted_mean_of_the_last_epoch():
+    from hybrid.tuning.trainer import last_epoch_loss
+
+    losses = [9.0, 9.0, 4.0, 1.0, 2.0]
+    assert last_epoch_loss(losses, [1, 1, 10, 10, 20], 3) == ((40 + 10 + 40) / 40, 3)
+    assert last_epoch_loss(losses, [], 3) == ((4 + 1 + 2) / 3, 3)  # an older checkpoint: no weights
+    assert last_epoch_loss([2.0, 4.0], [1, 1], 10) == (3.0, 2)       # shorter than an epoch: all steps
+    assert last_epoch_loss([], [], 4) == (None, 0)
+
+
+def test_card_skipped_counts_come_from_the_printed_report(tmp_path, tokenizer, tiny_model):
+    from hybrid.tuning.card import read_card
+    from hybrid.tuning.trainer import train
+    from tests.tuning.conftest import chat_row, tiny_cfg, write_rows
+
+    long_q = "Tell me everything about the tent. " * 40  # the prompt alone is over data.max_length
+    rows = [chat_row(f"Price of item {i}?", f"Item {i} costs {i} euros.", source=f"d{i}") for i in range(12)]
+    rows += [chat_row(long_q, "Green.", source=f"long{i}") for i in range(3)] + [{"foo": 1}]
+    data = write_rows(tmp_path / "mixed.jsonl", rows)
+    out = tmp_path / "adapter"
+    res = train(tiny_cfg("train.max_steps=2", "train.eval_every=0"), [data], out, model=tiny_model,
+                tokenizer=tokenizer)
+    assert res.report.skipped == {"too_long": 3, "missing_field": 1}
+    (f,) = read_card(out).data
+    assert f.skipped == 4 and f.skipped_reasons == {"missing_field": 1, "too_long": 3}
+    assert f.rows == 12
+    readme = (out / "README.md").read_text()
+    assert "| 4 (missing_field: 1, too_long: 3) |" in readme
+    assert "token-weighted mean over" in res.train_loss_basis and res.train_loss_basis in readme

@@ -89,3 +89,20 @@ def test_training_loss_of_a_packed_batch_equals_the_sum_of_separate_losses(tiny_
             return float(loss(mb.input_ids, mb.position_ids, mb.targets, None))
 
     torch.testing.assert_close(run([exs]), sum(run([[e]]) for e in exs), rtol=1e-5, atol=1e-5)
+
+
+def test_packed_batch_order_does_not_follow_row_length():
+    """Packing sorts windows longest-first; the shuffled micro-batch order must not keep that sort."""
+    exs = [_ex(60 if i % 2 else 30, start=i) for i in range(400)]  # long (RAFT-like) and short rows
+    plan = plan_epoch(exs, max_length=64, batch_tokens=64, seed=0, epoch=0)
+    longest = [max(len(e) for row in mb for e in row) for mb in plan]  # 200 long rows, 100 of two short
+    half = len(longest) // 2
+    first, last = longest[:half], longest[half:]
+    # unshuffled, the first half would be all long rows and the second two thirds short ones
+    assert sum(n < 60 for n in first) > 0.2 * len(first)
+    assert sum(n >= 60 for n in last) > 0.5 * len(last)
+    again = plan_epoch(exs, max_length=64, batch_tokens=64, seed=0, epoch=0)
+    assert [[[e.input_ids[0] for e in r] for r in mb] for mb in plan] == \
+        [[[e.input_ids[0] for e in r] for r in mb] for mb in again]  # deterministic: resume still works
+    other = plan_epoch(exs, max_length=64, batch_tokens=64, seed=0, epoch=1)
+    assert [mb[0][0].input_ids[0] for mb in other] != [mb[0][0].input_ids[0] for mb in plan]
