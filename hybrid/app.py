@@ -25,7 +25,7 @@ from hybrid.config import load_config
 from hybrid.errors import ConfigError
 
 APP_FILE = "app.yaml"
-STRATEGY_NAMES = ("few_shot", "rag", "tuned", "tuned_rag")
+STRATEGY_NAMES = ("few_shot", "rag", "tuned", "tuned_rag", "extract")
 # Variables a system prompt template may use. Anything else in braces is a typo, caught on load.
 PROMPT_VARIABLES = ("app_name", "date")
 
@@ -71,6 +71,23 @@ class AdapterSection:
                 "tuned strategies are then excluded)"})
     tune_data: str = field(default="tune.jsonl", metadata={
         "help": "tuning data; its prompts are the adapter's training distribution for the router"})
+
+
+@dataclass
+class ReaderSection:
+    path: str | None = field(default=None, metadata={
+        "help": "extractive reader directory (hybrid tune reader); empty = $HYBRID_CACHE/apps/<name>/reader. "
+                "Without one, extract selects sentences zero-shot"})
+    threshold: float | None = field(default=None, metadata={
+        "help": "extract abstains below this span score in [0, 1]; empty = the reader card's threshold "
+                "(zero-shot: 0.2)"})
+    max_answer_tokens: int = field(default=30, metadata={"help": "longest span the reader may quote, in tokens"})
+
+    def __post_init__(self) -> None:
+        if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
+            raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
+        if self.max_answer_tokens < 1:
+            raise ValueError(f"max_answer_tokens must be >= 1, got {self.max_answer_tokens}")
 
 
 @dataclass
@@ -146,6 +163,8 @@ class AppConfig:
     examples: ExamplesSection = field(default_factory=ExamplesSection, metadata={"help": "few-shot bank"})
     adapter: AdapterSection = field(default_factory=AdapterSection, metadata={"help": "LoRA adapter"})
     rag: RagSection = field(default_factory=RagSection, metadata={"help": "retrieval settings"})
+    reader: ReaderSection = field(default_factory=ReaderSection, metadata={
+        "help": "extractive reader for the extract strategy"})
     router: RouterSection = field(default_factory=RouterSection, metadata={"help": "per-query router"})
     generation: GenerationSection = field(default_factory=GenerationSection, metadata={
         "help": "generator and sampling"})
@@ -195,6 +214,14 @@ class AppConfig:
         from hybrid.io import cache_dir
 
         return cache_dir("apps", self.name) / "adapter"
+
+    @property
+    def reader_path(self) -> Path:
+        if self.reader.path:
+            return self.resolve(self.reader.path)
+        from hybrid.io import cache_dir
+
+        return cache_dir("apps", self.name) / "reader"
 
     @property
     def router_model_path(self) -> Path:

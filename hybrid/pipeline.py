@@ -38,7 +38,7 @@ from hybrid.types import Answer, Decision
 
 log = logging.getLogger(__name__)
 
-STRATEGY_CHOICES = ("auto", "few_shot", "rag", "tuned", "tuned_rag")
+STRATEGY_CHOICES = ("auto", "few_shot", "rag", "tuned", "tuned_rag", "extract")
 # The question itself may use at most this share of the prompt budget; the rest is for context.
 QUERY_SHARE = 0.5
 
@@ -137,6 +137,8 @@ class Assistant:
         self._adapter: str | None = None
         self._adapter_problem: str | None = None
         self._adapter_vecs: np.ndarray | None = None
+        self._reader = None
+        self._reader_loaded = False
         self._date = date
         self._lock = threading.RLock()
 
@@ -211,6 +213,24 @@ class Assistant:
             return self._adapter
 
     @property
+    def reader(self):
+        """The app's tuned extractive reader (shared per process), or None: extract then selects
+        sentences zero-shot. Loaded on first use by the extract strategy only."""
+        with self._lock:
+            if not self._reader_loaded:
+                self._reader_loaded = True
+                from hybrid.reader.model import has_reader, load_reader
+
+                path = self.app.reader_path
+                if has_reader(path):
+                    try:
+                        self._reader = load_reader(path)
+                    except HybridError as e:
+                        log.warning("%s: reader at %s not used (%s); extract falls back to zero-shot",
+                                    self.app.name, path, e)
+            return self._reader
+
+    @property
     def adapter_problem(self) -> str | None:
         _ = self.adapter
         return self._adapter_problem
@@ -268,11 +288,11 @@ class Assistant:
         out: dict[str, str] = {}
         kb = self.knowledge_base
         if kb is None:
-            out["rag"] = out["tuned_rag"] = self._kb_problem or "no knowledge base"
+            out["rag"] = out["tuned_rag"] = out["extract"] = self._kb_problem or "no knowledge base"
         else:
             n = kb_size(kb)
             if n == 0:
-                out["rag"] = out["tuned_rag"] = f"the knowledge base at {self.app.kb_path} is empty"
+                out["rag"] = out["tuned_rag"] = out["extract"] = f"the knowledge base at {self.app.kb_path} is empty"
         if self.adapter is None:
             out["tuned"] = self._adapter_problem or "no adapter"
             out.setdefault("tuned_rag", self._adapter_problem or "no adapter")
@@ -408,6 +428,9 @@ class Assistant:
                  decision.reason)
         strat = get_strategy(decision.strategy)
         t = time.perf_counter()
+        if strat.name == "extract":  # the reader loads only when extract answers
+            sctx.embedder, sctx.reader = self.embedder, self.reader
+            sctx.reader_threshold, sctx.max_answer_tokens = app.reader.threshold, app.reader.max_answer_tokens
         prompt = strat.build(query, sctx)
         timings["prompt"] = time.perf_counter() - t
         timings["_t0"] = t0

@@ -102,3 +102,4 @@ class Answer:
     timings: dict[str, float] = field(default_factory=dict)  # seconds per stage
     usage: dict[str, int] = field(default_factory=dict)  # prompt_tokens, completion_tokens
     notices: list[str] = field(default_factory=list)
+    confidence: float | None = None  # the strategy's own score in [0, 1] when it has one (extract)

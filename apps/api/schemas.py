@@ -9,7 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from apps.api.settings import HARD_MAX_HISTORY, HARD_MAX_K, HARD_MAX_NEW_TOKENS, HARD_MAX_QUESTION_CHARS
 
-Strategy = Literal["auto", "few_shot", "rag", "tuned", "tuned_rag"]
+Strategy = Literal["auto", "few_shot", "rag", "tuned", "tuned_rag", "extract"]
 # a metadata filter value: equality, or {"in": [...]} / {"gte": x, "lt": y} (indexes.kb search filters)
 Scalar = str | int | float | bool
 FilterValue = Scalar | dict[str, Scalar | list[Scalar]]
@@ -87,6 +87,7 @@ class AskOut(BaseModel):
     usage: dict[str, int]
     notices: list[str] = []
     request_id: str
+    answer_confidence: float | None = Field(None, description="the strategy's own score in [0, 1] (extract)")
 
 
 class HitOut(BaseModel):

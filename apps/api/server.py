@@ -338,6 +338,7 @@ def answer_payload(ans: Answer, request_id: str) -> dict[str, Any]:
         "timings": {k: float(v) for k, v in ans.timings.items()},
         "usage": {k: int(v) for k, v in ans.usage.items()},
         "notices": list(ans.notices), "request_id": request_id,
+        "answer_confidence": ans.confidence,
     }
 
 

@@ -8,7 +8,7 @@ import click
 
 from hybrid.cli.options import set_option
 
-STRATEGIES = ["auto", "few_shot", "rag", "tuned", "tuned_rag"]
+STRATEGIES = ["auto", "few_shot", "rag", "tuned", "tuned_rag", "extract"]
 
 app_option = click.option("-a", "--app", "app_dir", required=True, envvar="HYBRID_APP",
                           type=click.Path(file_okay=False), help="App directory with app.yaml (env: HYBRID_APP).")
@@ -28,6 +28,8 @@ def format_answer(ans, *, show_route: bool = True) -> str:
         for c in ans.citations:
             page = f", page {c.page}" if c.page is not None else ""
             lines.append(f"  [{c.n}] {c.source}{page} (chunk {c.chunk_id}, score {c.score:.3f})")
+    if getattr(ans, "confidence", None) is not None:
+        lines.append(f"answer confidence: {ans.confidence:.2f}")
     for n in ans.notices:
         lines.append(f"note: {n}")
     if ans.timings:

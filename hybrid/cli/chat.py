@@ -9,7 +9,7 @@ import click
 from hybrid.cli.ask import STRATEGIES, app_option
 from hybrid.cli.options import set_option
 
-HELP = "commands: /strategy NAME (auto|few_shot|rag|tuned|tuned_rag), /why, /reset, /quit"
+HELP = "commands: /strategy NAME (auto|few_shot|rag|tuned|tuned_rag|extract), /why, /reset, /quit"
 
 
 @click.command("chat")

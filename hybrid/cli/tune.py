@@ -108,3 +108,6 @@ def build(kind: str, docs: str, out: str, eval_out: str | None, eval_fraction: f
         msg += f", {write_jsonl(eval_out, eval_rows)} rows -> {eval_out}"
     click.echo(msg + f" (from {len(chunks)} chunks)")
 
+
+from hybrid.cli.tune_reader import reader as _reader  # noqa: E402
+cli.add_command(_reader)

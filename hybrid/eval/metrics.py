@@ -17,12 +17,14 @@ from collections import Counter
 from typing import Iterable, Sequence
 
 _ARTICLES = re.compile(r"\b(a|an|the)\b", re.UNICODE)
+_CITATION = re.compile(r"\[\d{1,3}\]")  # "[1]" markers cite a source; they are not part of the answer
 _PUNCT = set(string.punctuation) | {"\u2014", "\u2013", "\u2019", "\u2018", "\u201c", "\u201d"}
 
 
 def normalize_answer(text: str) -> str:
-    """SQuAD normalization: lower case, drop punctuation and articles, fold white space."""
-    text = text.lower()
+    """SQuAD normalization: lower case, drop citation markers like [1], punctuation and articles, fold
+    white space."""
+    text = _CITATION.sub(" ", text).lower()
     text = "".join(ch for ch in text if ch not in _PUNCT)
     text = _ARTICLES.sub(" ", text)
     return " ".join(text.split())

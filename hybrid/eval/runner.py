@@ -36,7 +36,7 @@ from hybrid.routing.learned import features
 
 log = logging.getLogger(__name__)
 
-ALL_STRATEGIES = ("few_shot", "rag", "tuned", "tuned_rag", "auto")
+ALL_STRATEGIES = ("few_shot", "extract", "rag", "tuned", "tuned_rag", "auto")
 
 
 @dataclass
@@ -253,6 +253,7 @@ def run_eval(app: Any, questions: str | Path | QuestionSet, out_dir: str | Path,
     router_kind = cfg.router or getattr(bot, "_router_kind", "rules")
     learned = bot.router(router_kind) if router_kind == "learned" and "auto" in cfg.strategies else None
     router_version = _file_hash(bot.app.router_model_path) if learned is not None else None
+    reader_version = _file_hash(bot.app.reader_path / "reader_card.json")  # a retrained reader re-answers
 
     rows: list[dict[str, Any]] = []
     generated: dict[str, tuple[Any, float]] = {}  # request key -> (generation, its seconds), this run only
@@ -273,6 +274,8 @@ def run_eval(app: Any, questions: str | Path | QuestionSet, out_dir: str | Path,
                                   params={**dataclasses.asdict(params), "router": cfg.router, "date": cfg.date,
                                           **({"router_model": router_version}
                                              if strategy == "auto" and router_version else {}),
+                                          **({"reader": reader_version}
+                                             if strategy in ("extract", "auto") and reader_version else {}),
                                           **({"filter": q.filter} if q.filter else {})})
             hit = cache.get(key)
             if hit is not None:
@@ -340,7 +343,7 @@ def run_eval(app: Any, questions: str | Path | QuestionSet, out_dir: str | Path,
                         raise g
                     usage = {"prompt_tokens": g.prompt_tokens, "completion_tokens": g.completion_tokens} if g else None
                     ans = run_prompt(strat.name, prompt, sctx, text=g.text if g else None, usage=usage)
-                    context = [h.chunk.text for h in (sctx.hits or [])] if strat.name in ("rag", "tuned_rag") else None
+                    context = [h.chunk.text for h in (sctx.hits or [])] if strat.name in ("rag", "tuned_rag", "extract") else None
                     scores, flags = _score(q, ans.text, context)
                     row.update(answer=ans.text, error=None, routed_to=decision.strategy if strategy == "auto" else None,
                                decision={"strategy": decision.strategy, "confidence": decision.confidence,

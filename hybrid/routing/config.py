@@ -10,7 +10,7 @@ from typing import Any
 from hybrid.config import deep_merge
 
 DEFAULT_ROUTER_YAML = Path(__file__).resolve().parents[2] / "configs" / "router.yaml"
-STRATEGIES = ("few_shot", "rag", "tuned", "tuned_rag")
+STRATEGIES = ("few_shot", "rag", "tuned", "tuned_rag", "extract")
 
 
 def _ramp_pair(low: float, high: float, name: str) -> None:
@@ -93,7 +93,7 @@ class RouterConfig:
     rules: RulesConfig = field(default_factory=RulesConfig, metadata={"help": "rules router"})
     learned: LearnedConfig = field(default_factory=LearnedConfig, metadata={"help": "learned router"})
     costs: dict[str, float] = field(default_factory=lambda: {"few_shot": 1.0, "rag": 1.5, "tuned": 0.5,
-                                                             "tuned_rag": 1.6},
+                                                             "tuned_rag": 1.6, "extract": 0.2},
                                     metadata={"help": "relative cost per strategy (prompt length, adapter)"})
 
     def __post_init__(self) -> None:

@@ -14,7 +14,7 @@ from hybrid.routing.config import RouterConfig, RulesConfig
 from hybrid.routing.signals import RouteContext, Signals
 from hybrid.types import Decision
 
-ORDER = ("few_shot", "rag", "tuned", "tuned_rag")
+ORDER = ("few_shot", "rag", "tuned", "tuned_rag", "extract")
 
 
 def ramp(x: float, low: float, high: float) -> float:
@@ -35,6 +35,9 @@ def score(s: Signals, cfg: RulesConfig) -> dict[str, float]:
         "tuned": a * (1.0 - 0.5 * r) + style * a,
         "tuned_rag": math.sqrt(r * a) + (cfg.both_bonus if r > 0 and a > 0 else 0.0) + lookup * r * a,
         "few_shot": e + style,
+        # extract is chosen by the rules only when a signal reports the reader's confidence (none does
+        # yet); it stays reachable with --strategy extract and through the learned router
+        "extract": float(getattr(s, "extract", 0.0) or 0.0),
     }
 
 
@@ -71,6 +74,8 @@ def explain(pick: str, s: Signals, cfg: RulesConfig) -> str:
     if pick == "tuned_rag":
         return (f"relevant sources (top {s.top:.2f}) and the adapter knows the topic "
                 f"(training-prompt similarity {s.adapter_sim:.2f})")
+    if pick == "extract":
+        return f"an extractive reader can quote the answer (retrieval top {s.top:.2f})"
     if pick == "tuned":
         return (f"the adapter knows the topic (training-prompt similarity {s.adapter_sim:.2f}) "
                 f"and retrieval is weak (top {s.top:.2f})")

@@ -1,4 +1,4 @@
-"""Answering strategies, registered by name: ``few_shot``, ``rag``, ``tuned``, ``tuned_rag``.
+"""Answering strategies, registered by name: ``few_shot``, ``rag``, ``tuned``, ``tuned_rag``, ``extract``.
 
 ::
 
@@ -16,6 +16,7 @@ STRATEGIES: Registry = Registry("strategy")
 from hybrid.strategies import few_shot as _few_shot  # noqa: E402,F401
 from hybrid.strategies import rag as _rag  # noqa: E402,F401
 from hybrid.strategies import tuned as _tuned  # noqa: E402,F401
+from hybrid.strategies import extract as _extract  # noqa: E402,F401
 
 
 def get_strategy(name: str):

@@ -49,6 +49,10 @@ class StrategyContext:
     refuse: str = "I can't repeat instructions found inside my sources."
     timings: dict[str, float] = field(default_factory=dict)
     filters: dict[str, Any] | None = None  # metadata filter scoping retrieval, e.g. {"source": "policy.txt"}
+    embedder: Any = None  # the app's embedder (extract's zero-shot sentence scoring)
+    reader: Any = None  # the app's extractive Reader (hybrid.reader), None = zero-shot extraction
+    reader_threshold: float | None = None  # abstain below this span score; None = the reader card's
+    max_answer_tokens: int = 30  # longest span a reader may return
 
     def retrieve(self) -> list[Hit]:
         if self.hits is None:
@@ -76,6 +80,7 @@ class Prompt:
     params: GenerationParams | None = None  # per-prompt sampling settings (None = the context's)
 
 
+    confidence: float | None = None  # a direct answer's own score (extract's span probability)
 def relevance(hit: Hit) -> float:
     """The score thresholds compare: dense cosine when the KB reports it (comparable across
     queries), else the fused score."""
@@ -116,8 +121,9 @@ def run_prompt(name: str, prompt: Prompt, ctx: StrategyContext, text: str | None
     notices = list(prompt.notices)
     usage = dict(usage or {})
     if prompt.direct is not None:
-        return Answer(text=prompt.direct, strategy=name, citations=[], timings=dict(ctx.timings),
-                      usage={"prompt_tokens": 0, "completion_tokens": 0}, notices=notices)
+        return Answer(text=prompt.direct, strategy=name, citations=list(prompt.citations),
+                      timings=dict(ctx.timings), usage={"prompt_tokens": 0, "completion_tokens": 0},
+                      notices=notices, confidence=prompt.confidence)
     if text is None:
         t = time.perf_counter()
         params = prompt.params or ctx.params

@@ -41,7 +41,7 @@ def test_answer_carries_decision_citations_timings_usage(bot):
     ans = bot.ask(Q)
     assert ans.decision is not None and ans.decision.strategy == ans.strategy
     assert ans.decision.reason.startswith(ans.strategy + ":")
-    assert set(ans.decision.scores) == {"few_shot", "rag", "tuned", "tuned_rag"}
+    assert set(ans.decision.scores) == {"few_shot", "rag", "tuned", "tuned_rag", "extract"}
     assert {"embed", "route", "generate", "total"} <= set(ans.timings)
     assert ans.usage["prompt_tokens"] > 0 and ans.usage["completion_tokens"] > 0
 

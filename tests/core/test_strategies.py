@@ -14,7 +14,7 @@ from tests.core.conftest import make_assistant, write_app
 
 
 def test_registry_names_and_unknown():
-    assert STRATEGIES.names() == ["few_shot", "rag", "tuned", "tuned_rag"]
+    assert STRATEGIES.names() == ["extract", "few_shot", "rag", "tuned", "tuned_rag"]
     with pytest.raises(InputError, match="unknown strategy 'nope'"):
         get_strategy("nope")
 

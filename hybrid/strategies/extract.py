@@ -1,0 +1,76 @@
+"""extract: answer with a span quoted from a retrieved chunk, with no generation at all.
+
+The tuned reader of the app (``reader.path``, trained with ``hybrid tune reader``) picks the span when
+there is one; otherwise the zero-shot sentence selector does (embedder cosine + word overlap). The
+answer is the span as written in the source followed by its citation, ``"<span> [n]"``, so token F1
+against gold spans is not lost to paraphrase. Below the threshold (the reader card's, or the app's
+``reader.threshold``) the app says it does not know, in its own voice. The score is ``Answer.confidence``.
+"""
+
+from __future__ import annotations
+
+from hybrid.reader.zero_shot import select_span
+from hybrid.strategies import STRATEGIES, guard
+from hybrid.strategies.base import Prompt, StrategyContext, relevance, run_prompt
+from hybrid.strategies.rag import _where
+from hybrid.types import Answer, Citation
+
+ZERO_SHOT_THRESHOLD = 0.2  # zero-shot score (half cosine, half overlap) below which nothing answers
+SNIPPET = 240  # characters of the chunk shown around the span in the citation
+
+
+def _snippet(text: str, start: int, end: int) -> str:
+    """The span with some context around it (the span itself is always inside)."""
+    pad = max(0, (SNIPPET - (end - start)) // 2)
+    s, e = max(0, start - pad), min(len(text), end + pad)
+    return text[s:e].strip()
+
+
+@STRATEGIES.register("extract")
+class Extract:
+    """Quote the best span from the retrieved sources and cite it.
+
+    >>> Extract().answer("When is rent due?", ctx).text  # doctest: +SKIP
+    'on the first day of each month [1]'
+    """
+
+    name = "extract"
+    cost = 0.2  # an encoder pass over a few chunks: the cheapest strategy
+
+    def build(self, query: str, ctx: StrategyContext) -> Prompt:
+        hits = ctx.retrieve()
+        relevant = sorted((h for h in hits if relevance(h) >= ctx.min_score), key=relevance, reverse=True)
+        if not relevant:
+            best = max((relevance(h) for h in hits), default=None)
+            why = ("the knowledge base returned nothing" if best is None
+                   else f"best relevance {best:.2f} < min_score {ctx.min_score:.2f}")
+            return Prompt(messages=[], direct=ctx.dont_know, notices=[f"no relevant sources: {why}"])
+        contexts = [h.chunk.text for h in relevant]
+        reader = ctx.reader
+        if reader is not None:
+            span = reader.best(query, contexts, max_answer_tokens=ctx.max_answer_tokens)
+            threshold = ctx.reader_threshold if ctx.reader_threshold is not None else reader.threshold
+            how = "tuned reader" if reader.tuned else "untuned reader"
+        else:
+            span = select_span(query, contexts, ctx.embedder, query_vec=ctx.query_vec)
+            threshold = ctx.reader_threshold if ctx.reader_threshold is not None else ZERO_SHOT_THRESHOLD
+            how = "zero-shot sentence selection"
+        if span is None or not span.text.strip():
+            return Prompt(messages=[], direct=ctx.dont_know, notices=[f"{how}: no span in the sources"],
+                          confidence=0.0)
+        score = round(float(span.score), 4)
+        if span.score < threshold:
+            return Prompt(messages=[], direct=ctx.dont_know, confidence=score,
+                          notices=[f"{how}: best span score {span.score:.2f} < threshold {threshold:.2f}"])
+        if guard.find_injections(span.text):  # a quoted instruction is still an instruction: never repeat it
+            return Prompt(messages=[], direct=ctx.refuse, confidence=score,
+                          notices=[f"{how}: the best span repeats instructions found in retrieved data"])
+        hit = relevant[span.context_index]
+        src, page = _where(hit)
+        cite = Citation(n=1, chunk_id=hit.chunk.id, source=src, page=page,
+                        snippet=_snippet(hit.chunk.text, span.start, span.end), score=relevance(hit))
+        return Prompt(messages=[], direct=f"{span.text.strip()} [1]", citations=[cite], confidence=score,
+                      notices=[f"{how}: span {span.start}-{span.end} of source [1], score {span.score:.2f}"])
+
+    def answer(self, query: str, ctx: StrategyContext) -> Answer:
+        return run_prompt(self.name, self.build(query, ctx), ctx)
