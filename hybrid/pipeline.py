@@ -599,9 +599,9 @@ def load_sources(app: AppConfig, *, progress: bool = True) -> list:
 def tune_config(app: AppConfig, config: str | Path | None = None, overrides: Sequence[str] = ()):
     """The ``TuneConfig`` that trains ``app``'s adapter: the given preset with the app's system prompt
     template and ``{app_name}`` value, so training rows carry exactly the prompt inference uses.
+    An explicit ``data.system_prompt=`` / ``data.app_name=`` override still wins over the app's.
 
-    The CLI equivalent: ``hybrid tune --data apps/legal/tune.jsonl --config configs/lora.yaml
-    --out <app.adapter_path> --set data.system_prompt=<the app's template> --set data.app_name=<title>``.
+    The CLI equivalent: ``hybrid tune --app apps/legal --config configs/lora.yaml``.
     """
     import dataclasses
 
@@ -609,8 +609,19 @@ def tune_config(app: AppConfig, config: str | Path | None = None, overrides: Seq
     from hybrid.tuning import TuneConfig
 
     cfg = load_config(TuneConfig, config, overrides)
-    data = dataclasses.replace(cfg.data, system_prompt=app.system_prompt, app_name=app.title or app.name)
+    given = {o.split("=", 1)[0].strip() for o in overrides}
+    values = {"system_prompt": app.system_prompt, "app_name": app.title or app.name}
+    data = dataclasses.replace(cfg.data, **{k: v for k, v in values.items() if f"data.{k}" not in given})
     return dataclasses.replace(cfg, data=data)
+
+
+def app_tune_data(app: AppConfig) -> Path:
+    """The app's ``adapter.tune_data`` file; a missing one is a one-line ``InputError``."""
+    path = app.resolve(app.adapter.tune_data)
+    if not path.is_file():
+        raise InputError(f"{app.name}: adapter.tune_data {path} not found (set it in "
+                         f"{Path(app.root) / 'app.yaml'} or pass --data)")
+    return path
 
 
 def adapter_is_current(app: AppConfig) -> tuple[bool, str]:
@@ -642,7 +653,7 @@ def ensure_adapter(app: AppConfig, *, config: str | Path | None = None, override
 
     cfg = tune_config(app, config, overrides)
     log.warning("%s: training the adapter (%s)", app.name, why)
-    train(cfg, data=[str(app.resolve(app.adapter.tune_data))], out=app.adapter_path, progress=progress)
+    train(cfg, data=[str(app_tune_data(app))], out=app.adapter_path, progress=progress)
     return app.adapter_path, True
 
 

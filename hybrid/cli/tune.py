@@ -1,9 +1,12 @@
 """``hybrid tune``: train an adapter; ``hybrid tune merge``: fold one into its base; ``hybrid tune build``.
 
+    hybrid tune --app apps/legal                       # the app's prompt, tune_data and adapter path
+    hybrid tune --app apps/legal --config configs/tiny-lora.yaml --set train.max_steps=2 --out /tmp/a
     hybrid tune --data train.jsonl --config configs/lora.yaml --out adapters/shop --set train.max_steps=100
     hybrid tune --data train.jsonl --config configs/lora.yaml --out adapters/shop --resume
     hybrid tune merge --adapter adapters/shop --out models/shop-merged
     hybrid tune build raft --docs docs.jsonl --out raft.jsonl
+    hybrid tune build raft --questions policyqa-dev.json --out raft.jsonl --app apps/legal
 
 Multi-GPU: the same command under ``torchrun --nproc-per-node 4 -m hybrid tune ...`` or
 ``accelerate launch --num_processes 4 -m hybrid tune ...``.
@@ -17,8 +20,12 @@ from hybrid.cli.options import config_option, set_option
 
 
 @click.group(name="tune", invoke_without_command=True)
+@click.option("-a", "--app", "app_dir", type=click.Path(), default=None, envvar="HYBRID_APP",
+              help="Tune this app's adapter: its system prompt and {app_name}, its adapter.tune_data (unless "
+                   "--data) and its adapter path (unless --out). Env: HYBRID_APP.")
 @click.option("-d", "--data", "data", multiple=True, type=click.Path(dir_okay=False),
-              help="Training JSONL (chat 'messages', Alpaca, or 'text' rows); repeatable.")
+              help="Training JSONL (chat 'messages', Alpaca, {question, answer[, context]} or 'text' rows); "
+                   "repeatable.")
 @click.option("-e", "--eval-data", "eval_data", multiple=True, type=click.Path(dir_okay=False),
               help="Eval JSONL; without it, data.eval_fraction of source documents is held out.")
 @click.option("-o", "--out", type=click.Path(file_okay=False), default=None,
@@ -28,22 +35,22 @@ from hybrid.cli.options import config_option, set_option
 @click.option("--resume", is_flag=True, help="Continue from the newest checkpoint in OUT.run/checkpoints.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 @click.pass_context
-def cli(ctx: click.Context, data: tuple[str, ...], eval_data: tuple[str, ...], out: str | None,
-        config_path: str | None, overrides: tuple[str, ...], resume: bool, quiet: bool) -> None:
+def cli(ctx: click.Context, app_dir: str | None, data: tuple[str, ...], eval_data: tuple[str, ...],
+        out: str | None, config_path: str | None, overrides: tuple[str, ...], resume: bool, quiet: bool) -> None:
     """Tune the base model on your data (LoRA, prompt/prefix tuning, IA3 or full fine-tuning)."""
     if ctx.invoked_subcommand is not None:
+        ctx.obj = {"app_dir": app_dir, "config_path": config_path, "overrides": overrides}
         return
-    if not data or not out:
-        raise click.UsageError("hybrid tune needs --data FILE and --out DIR (or a subcommand: merge, build)")
+    if not app_dir and (not data or not out):
+        raise click.UsageError("hybrid tune needs --app DIR, or --data FILE and --out DIR "
+                               "(or a subcommand: merge, build)")
     import logging
 
-    from hybrid.config import load_config
-    from hybrid.tuning.config import TuneConfig
     from hybrid.tuning.trainer import train
 
     logging.getLogger("hybrid.tuning").setLevel(logging.INFO)
-    cfg = load_config(TuneConfig, config_path, list(overrides))
-    result = train(cfg, data=list(data), out=out, eval_data=list(eval_data), resume=resume,
+    cfg, data_files, out_dir = resolve_run(app_dir, data, out, config_path, overrides)
+    result = train(cfg, data=data_files, out=out_dir, eval_data=list(eval_data), resume=resume,
                    progress=False if quiet else None)
     if result.out is None:  # a non-zero rank under torchrun
         return
@@ -59,6 +66,24 @@ def cli(ctx: click.Context, data: tuple[str, ...], eval_data: tuple[str, ...], o
     click.echo(f"train loss {fmt(result.train_loss)} ({result.train_loss_basis}), eval loss {fmt(result.eval_loss)}"
                + (f" (by step {evals})" if evals else "") + (" - stopped early" if result.stopped_early else ""))
     click.echo(f"adapter: {result.out} (card: {result.out}/adapter_card.json)")
+
+
+def resolve_run(app_dir: str | None, data: tuple[str, ...], out: str | None, config_path: str | None,
+                overrides: tuple[str, ...]):
+    """(TuneConfig, data files, output dir). With an app, ``hybrid.pipeline.tune_config`` puts the app's
+    prompt into the preset (``--set`` still wins) and the app supplies the data and output defaults."""
+    from hybrid.config import load_config
+    from hybrid.tuning.config import TuneConfig
+
+    if not app_dir:
+        return load_config(TuneConfig, config_path, list(overrides)), list(data), out
+    from hybrid.app import load_app
+    from hybrid.pipeline import app_tune_data, tune_config
+
+    app = load_app(app_dir)
+    cfg = tune_config(app, config_path, list(overrides))
+    files = list(data) or [str(app_tune_data(app))]
+    return cfg, files, out or str(app.adapter_path)
 
 
 @cli.command("merge")
@@ -108,6 +133,3 @@ def build(kind: str, docs: str, out: str, eval_out: str | None, eval_fraction: f
         msg += f", {write_jsonl(eval_out, eval_rows)} rows -> {eval_out}"
     click.echo(msg + f" (from {len(chunks)} chunks)")
 
-
-from hybrid.cli.tune_reader import reader as _reader  # noqa: E402
-cli.add_command(_reader)

@@ -93,3 +93,64 @@ def test_card_skipped_counts_come_from_the_printed_report(tmp_path, tokenizer, t
     readme = (out / "README.md").read_text()
     assert "| 4 (missing_field: 1, too_long: 3) |" in readme
     assert "token-weighted mean over" in res.train_loss_basis and res.train_loss_basis in readme
+
+
+def _write_app(root, *, tune_rows):
+    from tests.tuning.conftest import write_rows
+
+    root.mkdir(parents=True, exist_ok=True)
+    (root / "app.yaml").write_text(
+        "name: shop\ntitle: ShopBot\nsystem_prompt: |\n  You are {app_name}, the shop assistant.\n"
+        "adapter:\n  path: out/adapter\n  tune_data: tune.jsonl\n", encoding="utf-8")
+    write_rows(root / "tune.jsonl", tune_rows)
+    return root
+
+
+def test_tune_app_uses_the_apps_prompt_data_and_adapter_path(tmp_path, tiny_model_dir):
+    from click.testing import CliRunner
+
+    from hybrid.app import load_app
+    from hybrid.cli.tune import cli
+    from hybrid.tuning.card import read_card
+
+    rows = [{"question": f"Price of item {i}?", "answer": f"Item {i} costs {i} euros."} for i in range(10)]
+    app_dir = _write_app(tmp_path / "shop", tune_rows=rows)
+    args = ["--app", str(app_dir), "--set", f"base_model={tiny_model_dir}", "--set", "train.max_steps=2",
+            "--set", "train.eval_every=0", "--set", "train.tensorboard=false", "--set", "data.max_length=96",
+            "--set", "train.batch_tokens=384", "--quiet"]
+    res = CliRunner().invoke(cli, args)
+    assert res.exit_code == 0, res.output
+    app = load_app(app_dir)
+    card = read_card(app.adapter_path)
+    assert app.adapter_path == (app_dir / "out" / "adapter").resolve()
+    assert card.system_prompt == app.system_prompt and card.system_prompt_hash == app.system_prompt_hash()
+    assert card.data[0].path.endswith("tune.jsonl") and card.data[0].rows == 10
+    assert "train loss" in res.output and "mean over" in res.output
+    from hybrid.pipeline import adapter_is_current
+
+    assert adapter_is_current(app)[0]
+
+    # --out and --data still win; --set data.app_name wins over the app's title
+    other = tmp_path / "other.jsonl"
+    other.write_text((app_dir / "tune.jsonl").read_text())
+    res = CliRunner().invoke(cli, args + ["--out", str(tmp_path / "elsewhere"), "--data", str(other),
+                                          "--set", "data.app_name=Kestrel"])
+    assert res.exit_code == 0, res.output
+    card = read_card(tmp_path / "elsewhere")
+    assert card.data[0].path == str(other)
+    cfg = __import__("json").loads((tmp_path / "elsewhere" / "tune_config.json").read_text())
+    assert cfg["data"]["app_name"] == "Kestrel" and cfg["data"]["system_prompt"] == app.system_prompt
+
+
+def test_tune_app_without_tune_data_is_one_line(tmp_path, capsys):
+    import pytest
+
+    from hybrid.cli import main
+
+    app_dir = _write_app(tmp_path / "shop", tune_rows=[])
+    (app_dir / "tune.jsonl").unlink()
+    with pytest.raises(SystemExit) as e:
+        main(["tune", "--app", str(app_dir)])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and len(err.strip().splitlines()) == 1
+    assert "adapter.tune_data" in err and "--data" in err
