@@ -101,35 +101,133 @@ def merge(adapter: str, out: str, base_model: str | None) -> None:
 
 @cli.command("build")
 @click.argument("kind", type=click.Choice(["raft", "style", "text"]))
-@click.option("--docs", "docs", required=True, type=click.Path(exists=True),
-              help="docs.jsonl ({id, text, metadata} rows) or a knowledge-base directory.")
+@click.option("--docs", "docs", type=click.Path(exists=True), default=None,
+              help="docs.jsonl ({id, text, metadata} rows) or a knowledge-base directory (default with --app: "
+                   "the app's knowledge base). RAFT questions are then made from templates over each chunk.")
+@click.option("-q", "--questions", type=click.Path(dir_okay=False), default=None,
+              help="RAFT from your own Q/A: SQuAD v1/v2 JSON or {question, context, answer} JSONL "
+                   "(+ title, answer_start, id).")
+@click.option("--kb", "kb_dir", type=click.Path(file_okay=False), default=None,
+              help="With --questions: take distractors from this knowledge base (default with --app: the app's, "
+                   "when built; else the file's other contexts).")
+@click.option("-a", "--app", "app_dir", type=click.Path(), default=None,
+              help="Take the app's knowledge base, system prompt and don't-know sentence.")
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Training JSONL to write.")
 @click.option("--eval-out", type=click.Path(dir_okay=False), default=None,
-              help="Also write a held-out split (by source document) here.")
+              help="Also write a held-out split here (by document; by row, stratified, under 5 documents).")
 @click.option("--eval-fraction", type=float, default=0.1, show_default=True)
 @click.option("--distractors", type=int, default=3, show_default=True, help="RAFT: distractor chunks per row.")
 @click.option("--oracle-fraction", type=float, default=0.8, show_default=True,
               help="RAFT: share of rows whose context holds the oracle chunk.")
+@click.option("--dont-know", default=None,
+              help="RAFT --questions: the answer of rows without the oracle (default: the app's voice.dont_know).")
+@config_option
+@set_option
 @click.option("--seed", type=int, default=0, show_default=True)
-def build(kind: str, docs: str, out: str, eval_out: str | None, eval_fraction: float, distractors: int,
-          oracle_fraction: float, seed: int) -> None:
-    """Build training rows from documents: raft (grounded Q&A), style (continuations) or text (pretraining)."""
+@click.pass_context
+def build(ctx: click.Context, kind: str, docs: str | None, questions: str | None, kb_dir: str | None,
+          app_dir: str | None, out: str, eval_out: str | None, eval_fraction: float, distractors: int,
+          oracle_fraction: float, dont_know: str | None, config_path: str | None, overrides: tuple[str, ...],
+          seed: int) -> None:
+    """Build training rows: raft (grounded Q&A from documents or your own Q/A pairs), style (continuations)
+    or text (pretraining). RAFT rows are fitted to the tuning config's data.max_length (--config/--set)."""
     from hybrid.io import write_jsonl
     from hybrid.tuning import builders
-    from hybrid.tuning.data import split_by_source
+    from hybrid.tuning.data import split_rows
 
-    chunks = builders.load_chunks(docs)
+    parent = ctx.obj or {}
+    app_dir = app_dir or parent.get("app_dir")
+    config_path = config_path or parent.get("config_path")
+    overrides = tuple(parent.get("overrides") or ()) + tuple(overrides)
+    app = None
+    if app_dir:
+        from hybrid.app import load_app
+
+        app = load_app(app_dir)
+    if questions and kind != "raft":
+        raise click.UsageError("--questions only builds raft rows")
+    if questions and docs:
+        raise click.UsageError("give --questions or --docs, not both")
+    if not questions and not docs:
+        if app is None:
+            raise click.UsageError("hybrid tune build needs --docs FILE|KB, --questions FILE (raft) or --app DIR")
+        if not app.kb_path.is_dir():
+            from hybrid.errors import InputError
+
+            raise InputError(f"{app.name}: no knowledge base at {app.kb_path} yet (ask the app once or build it), "
+                             "or pass --docs")
+        docs = str(app.kb_path)
+    report = builders.BuildReport()
+    notes: list[str] = []
     if kind == "raft":
-        rows = builders.build_raft(chunks, n_distractors=distractors, oracle_fraction=oracle_fraction, seed=seed)
-    elif kind == "style":
-        rows = builders.build_style_set(chunks, seed=seed)
+        budget, how = _raft_budget(app, config_path, overrides)
+        notes.append(how)
+        if questions:
+            pairs = builders.read_qa_pairs(questions, report)
+            kb = None
+            kb_path = kb_dir or (str(app.kb_path) if app is not None and app.kb_path.is_dir() else None)
+            if kb_path:
+                from indexes.kb import KnowledgeBase
+
+                kb = KnowledgeBase.open(kb_path, readonly=True)
+            if dont_know is None:
+                from hybrid.app import VoiceSection
+
+                dont_know = app.voice.dont_know if app is not None else VoiceSection().dont_know
+            try:
+                rows = builders.build_raft_from_qa(pairs, n_distractors=distractors, oracle_fraction=oracle_fraction,
+                                                   dont_know=dont_know, kb=kb, seed=seed, budget=budget, report=report)
+            finally:
+                if kb is not None:
+                    kb.close()
+            notes.append(f"{len(pairs)} questions; distractors from "
+                         + (f"the knowledge base {kb_path}" if kb is not None else "the file's other contexts"))
+        else:
+            chunks = builders.load_chunks(docs)
+            rows = builders.build_raft(chunks, n_distractors=distractors, oracle_fraction=oracle_fraction,
+                                       seed=seed, budget=budget, report=report)
+            notes.append(f"{len(chunks)} chunks")
     else:
-        rows = builders.build_text_set(chunks)
-    train_rows, eval_rows = split_by_source(rows, eval_fraction if eval_out else 0.0, seed=seed,
-                                            key=lambda r: r["source"])
+        chunks = builders.load_chunks(docs)
+        rows = builders.build_style_set(chunks, seed=seed) if kind == "style" else builders.build_text_set(chunks)
+        report.rows = len(rows)
+        notes.append(f"{len(chunks)} chunks")
+    train_rows, eval_rows, split_how = split_rows(rows, eval_fraction if eval_out else 0.0, seed=seed,
+                                                  key=lambda r: r["source"])
     n = write_jsonl(out, train_rows)
     msg = f"{kind}: {n} rows -> {out}"
     if eval_out:
-        msg += f", {write_jsonl(eval_out, eval_rows)} rows -> {eval_out}"
-    click.echo(msg + f" (from {len(chunks)} chunks)")
+        msg += f", {write_jsonl(eval_out, eval_rows)} rows -> {eval_out} ({split_how})"
+    click.echo(msg + f" ({'; '.join(notes)})")
+    if kind == "raft":
+        for line in report.summary():
+            click.echo(line)
+
+
+def _raft_budget(app, config_path: str | None, overrides: tuple[str, ...]):
+    """(Budget, how it was counted): the tuning config's data.max_length, the rendered system prompt, and
+    the base model's tokenizer when it loads (else a words*1.4 estimate)."""
+    from hybrid.config import load_config
+    from hybrid.tuning.builders import make_budget
+    from hybrid.tuning.config import TuneConfig
+    from hybrid.tuning.trainer import _system_prompt
+
+    if app is not None:
+        from hybrid.pipeline import tune_config
+
+        cfg = tune_config(app, config_path, list(overrides))
+    else:
+        cfg = load_config(TuneConfig, config_path, list(overrides))
+    system = _system_prompt(cfg)[0]
+    try:
+        from transformers import AutoTokenizer
+
+        from hybrid.models import resolve_model
+
+        tok = AutoTokenizer.from_pretrained(resolve_model(cfg.base_model).path, local_files_only=True)
+        return make_budget(cfg.data.max_length, system, tok), \
+            f"budget data.max_length={cfg.data.max_length} counted with the {cfg.base_model} tokenizer"
+    except Exception as e:  # noqa: BLE001 - any failure to load a tokenizer falls back to the estimate
+        return make_budget(cfg.data.max_length, system, None), \
+            f"budget data.max_length={cfg.data.max_length} estimated as words*1.4 (no tokenizer: {str(e)[:60]})"
 

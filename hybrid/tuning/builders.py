@@ -20,12 +20,14 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import random
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 from hybrid.errors import InputError
 
@@ -154,22 +156,175 @@ def _rag_turn(question: str, blocks: list[tuple[str, str]]) -> str:
     return rag_user_turn(question, blocks)
 
 
+@dataclass
+class Budget:
+    """Tokens a RAFT row may use: ``data.max_length`` minus the rendered system prompt and chat markers
+    (``overhead``) and the row's own answer; ``count`` measures text (exact with a tokenizer)."""
+
+    max_length: int
+    overhead: int
+    count: Callable[[str], int]
+    exact: bool = False  # counted with the generator's tokenizer (else words * 1.4)
+
+    def room(self, answer: str) -> int:
+        """Tokens left for the user turn of a row whose answer is ``answer``."""
+        return self.max_length - self.overhead - self.count(answer)
+
+    def row_tokens(self, row: dict) -> int:
+        return self.overhead + sum(self.count(m["content"]) for m in row["messages"])
+
+
+def make_budget(max_length: int, system_prompt: str | None = None, tokenizer: Any = None) -> Budget:
+    """The budget a tuning run with ``data.max_length`` and this rendered system prompt leaves a row.
+
+    With the generator's tokenizer the chat template's markers are measured by rendering an empty
+    exchange; without one, words * 1.4 (English averages ~1.3 tokens a word with SmolLM2's tokenizer)
+    plus a few tokens for the markers.
+    """
+    if tokenizer is not None:
+        from hybrid.chat import render_chat
+
+        def count(text: str) -> int:
+            return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+        shell = render_chat(tokenizer, [{"role": "user", "content": ""}, {"role": "assistant", "content": ""}],
+                            system_prompt, add_generation_prompt=False)
+        return Budget(max_length, count(shell) + 2, count, exact=True)  # +2: tokens merging at the seams
+
+    def estimate(text: str) -> int:
+        return math.ceil(len(text.split()) * 1.4)
+
+    return Budget(max_length, estimate(system_prompt or "") + 16, estimate, exact=False)
+
+
+@dataclass
+class BuildReport:
+    """What a builder wrote and skipped (reason -> count, first problems by line or id), and row lengths."""
+
+    rows: int = 0
+    skipped: Counter = field(default_factory=Counter)
+    problems: list[str] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)  # tokens per written row, system prompt included
+    trimmed: Counter = field(default_factory=Counter)  # "distractor" / "oracle" -> rows where it was trimmed
+    budget: int = 0
+    exact: bool = False
+
+    def skip(self, where: str, reason: str, message: str = "") -> None:
+        self.skipped[reason] += 1
+        if len(self.problems) < 10:
+            self.problems.append(f"{where}: {reason}" + (f": {message}" if message else ""))
+
+    def summary(self) -> list[str]:
+        lines = [f"rows written: {self.rows}"]
+        if self.lengths:
+            xs = sorted(self.lengths)
+            how = "tokenizer" if self.exact else "words*1.4 estimate"
+            lines.append(f"tokens per row ({how}, system prompt included): min {xs[0]}, median "
+                         f"{xs[len(xs) // 2]}, max {xs[-1]} (budget data.max_length={self.budget})")
+        if self.trimmed:
+            lines.append("trimmed to fit: " + ", ".join(f"{k} in {v} rows" for k, v in sorted(self.trimmed.items())))
+        n = sum(self.skipped.values())
+        lines.append(f"skipped: {n}" + (" (" + ", ".join(f"{k}: {v}" for k, v in sorted(self.skipped.items()))
+                                       + ")" if n else ""))
+        lines += [f"  {p}" for p in self.problems[:5]]
+        return lines
+
+
+def trim_around(text: str, at_word: int, n_words: int, max_words: int) -> str:
+    """At most ``max_words`` words of ``text`` centred on words ``[at_word, at_word + n_words)``."""
+    words = text.split()
+    if len(words) <= max_words:
+        return text
+    keep = max(max_words, n_words)
+    start = max(0, min(at_word - (keep - n_words) // 2, len(words) - keep))
+    end = min(len(words), start + keep)
+    return ("... " if start > 0 else "") + " ".join(words[start:end]) + (" ..." if end < len(words) else "")
+
+
+def _word_span(text: str, answer: str, char_start: int | None = None) -> tuple[int, int]:
+    """(index of the answer's first word in ``text.split()``, its word count)."""
+    pos = char_start if char_start is not None and text[char_start:char_start + len(answer)] == answer \
+        else text.find(answer)
+    if pos < 0:
+        norm = " ".join(text.split())
+        pos_n = norm.find(" ".join(answer.split()))
+        return (len(norm[:pos_n].split()) if pos_n >= 0 else 0), max(1, len(answer.split()))
+    return len(text[:pos].split()), max(1, len(text[pos:pos + len(answer)].split()))
+
+
+def fit_blocks(question: str, blocks: list[tuple[str, str]], oracle_at: int | None, answer_span: tuple[int, int],
+               room: int, count: Callable[[str], int], trimmed: Counter | None = None
+               ) -> tuple[list[tuple[str, str]], int | None] | None:
+    """(blocks, the oracle's new index) whose rendered user turn fits ``room`` tokens, or None.
+
+    First trim the longest distractor to half (down to 40 words), then drop distractors from the end;
+    only then trim the oracle around the answer (``answer_span`` = first word, word count), as little
+    as fits. Dropping a distractor before the oracle moves it up: cite the returned index.
+    """
+    blocks = list(blocks)
+    done: set[str] = set()
+
+    def fits(bs: list[tuple[str, str]]) -> bool:
+        return count(_rag_turn(question, bs)) <= room
+
+    while not fits(blocks):
+        others = [i for i in range(len(blocks)) if i != oracle_at]
+        if not others:
+            break
+        longest = max(others, key=lambda i: len(blocks[i][1].split()))
+        words = blocks[longest][1].split()
+        done.add("distractor")
+        if len(words) > 40:
+            blocks[longest] = (blocks[longest][0], " ".join(words[:len(words) // 2]) + " ...")
+            continue
+        drop = others[-1]
+        blocks.pop(drop)
+        if oracle_at is not None and drop < oracle_at:
+            oracle_at -= 1
+    if not fits(blocks):
+        if oracle_at is None:
+            return None
+        src, text = blocks[oracle_at]
+        at, n = answer_span
+        lo, hi = n, len(text.split())  # largest window that fits, by bisection
+        best = None
+        while lo <= hi:
+            mid = (lo + hi) // 2
+            trial = blocks[:oracle_at] + [(src, trim_around(text, at, n, mid))] + blocks[oracle_at + 1:]
+            if fits(trial):
+                best, lo = trial, mid + 1
+            else:
+                hi = mid - 1
+        if best is None:
+            return None
+        blocks = best
+        done.add("oracle")
+    if trimmed is not None:
+        for k in done:
+            trimmed[k] += 1
+    return blocks, oracle_at
+
+
 def build_raft(chunks: Sequence[SourceChunk], *, n_distractors: int = 3, oracle_fraction: float = 0.8,
-               seed: int = 0) -> list[dict]:
+               seed: int = 0, budget: Budget | None = None, report: BuildReport | None = None) -> list[dict]:
     """RAFT-style rows: question + shuffled [oracle + distractors from other documents] -> cited answer.
 
     For ``1 - oracle_fraction`` of rows the oracle is left out (distractors only), as in RAFT, so the
-    model also learns the domain facts rather than only copying from context.
+    model also learns the domain facts rather than only copying from context. With a ``budget``
+    (``make_budget``) every row fits the tuner's ``data.max_length``: distractors are trimmed or
+    dropped, then the oracle is trimmed around the answer; a row that still cannot fit is a counted skip.
     """
     if n_distractors < 0:
         raise InputError(f"n_distractors must be >= 0, got {n_distractors}")
     if not 0 <= oracle_fraction <= 1:
         raise InputError(f"oracle_fraction must be in [0, 1], got {oracle_fraction}")
+    report = report if report is not None else BuildReport()
     rng = random.Random(seed)
     rows = []
     for i, ch in enumerate(chunks):
         qa = derive_question(ch, seed)
         if qa is None:
+            report.skip(f"chunk {i} ({ch.source})", "no_sentence", "no sentence of 5+ words to ask about")
             continue
         question, answer = qa
         others = [c for c in chunks if c.doc_id != ch.doc_id]
@@ -178,14 +333,25 @@ def build_raft(chunks: Sequence[SourceChunk], *, n_distractors: int = 3, oracle_
         ctx = distractors + ([ch] if with_oracle else [])
         rng.shuffle(ctx)
         blocks = [(c.source, c.text) for c in ctx]
-        if with_oracle:
-            n = ctx.index(ch) + 1
-            reply = f"{answer} [{n}]"
-        else:
-            reply = answer
-        rows.append({"messages": [{"role": "user", "content": _rag_turn(question, blocks)},
-                                  {"role": "assistant", "content": reply}],
-                     "source": ch.doc_id, "oracle": with_oracle})
+        at = ctx.index(ch) if with_oracle else None
+        reply = f"{answer} [{at + 1}]" if at is not None else answer
+        if budget is not None:
+            span = _word_span(" ".join(ch.text.split()), answer)
+            fitted = fit_blocks(question, blocks, at, span, budget.room(reply), budget.count, report.trimmed)
+            if fitted is None:
+                report.skip(f"chunk {i} ({ch.source})", "too_long", "the answer and question alone exceed the budget")
+                continue
+            blocks, at = fitted
+            reply = f"{answer} [{at + 1}]" if at is not None else answer
+        row = {"messages": [{"role": "user", "content": _rag_turn(question, blocks)},
+                            {"role": "assistant", "content": reply}],
+               "source": ch.doc_id, "oracle": with_oracle}
+        rows.append(row)
+        if budget is not None:
+            report.lengths.append(budget.row_tokens(row))
+    report.rows += len(rows)
+    if budget is not None:
+        report.budget, report.exact = budget.max_length, budget.exact
     return rows
 
 
@@ -208,3 +374,150 @@ def build_style_set(chunks: Sequence[SourceChunk], *, min_words: int = 30, seed:
 def build_text_set(chunks: Sequence[SourceChunk]) -> list[dict]:
     """Plain ``{"text": ...}`` rows for continued pretraining (``data.format: text``)."""
     return [{"text": c.text, "source": c.doc_id} for c in chunks]
+
+
+# ------------------------------------------------------------------------------------------------
+# RAFT rows from the user's own question/context/answer pairs
+
+
+@dataclass
+class QAPair:
+    """One question over one context; ``answer`` None = unanswerable (SQuAD v2 ``is_impossible``)."""
+
+    question: str
+    context: str
+    answer: str | None
+    answer_start: int | None = None
+    title: str = ""
+    where: str = ""  # "file:line" or "id ..." for messages
+
+
+def read_qa_pairs(path: str | os.PathLike[str], report: BuildReport | None = None) -> list[QAPair]:
+    """SQuAD v1/v2 JSON, or JSONL rows ``{question, context, answer}`` (+ ``title``, ``answer_start``, ``id``)."""
+    report = report if report is not None else BuildReport()
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"question file not found: {p}")
+    text = p.read_text(encoding="utf-8", errors="replace")
+    pairs: list[QAPair] = []
+    if not text.strip():
+        raise InputError(f"{p}: no questions (the file is empty)")
+    try:
+        whole = json.loads(text)
+    except json.JSONDecodeError:
+        whole = None
+    if isinstance(whole, dict) and isinstance(whole.get("data"), list):  # SQuAD
+        for art in whole["data"]:
+            title = str(art.get("title", "")) if isinstance(art, dict) else ""
+            for para in (art.get("paragraphs") or []) if isinstance(art, dict) else []:
+                ctx = para.get("context", "") if isinstance(para, dict) else ""
+                for qa in para.get("qas") or [] if isinstance(para, dict) else []:
+                    where = f"id {qa.get('id', '?')}"
+                    answers = [a for a in qa.get("answers") or [] if isinstance(a, dict) and a.get("text")]
+                    if qa.get("is_impossible") or not answers:
+                        pairs.append(QAPair(str(qa.get("question", "")), ctx, None, None, title, where))
+                    else:
+                        a = answers[0]
+                        pairs.append(QAPair(str(qa.get("question", "")), ctx, str(a["text"]),
+                                            a.get("answer_start"), title, where))
+    else:
+        for n, line in enumerate(text.splitlines(), 1):
+            if not line.strip():
+                continue
+            where = f"{p.name}:{n}"
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                report.skip(where, "bad_json", e.msg)
+                continue
+            if not isinstance(obj, dict) or not isinstance(obj.get("question"), str) \
+                    or not isinstance(obj.get("context"), str):
+                report.skip(where, "missing_field", "needs string 'question' and 'context' (and 'answer')")
+                continue
+            ans = obj.get("answer")
+            unanswerable = bool(obj.get("is_impossible") or obj.get("unanswerable")) or ans in (None, "")
+            start = obj.get("answer_start") if isinstance(obj.get("answer_start"), int) else None
+            pairs.append(QAPair(obj["question"], obj["context"], None if unanswerable else str(ans), start,
+                                str(obj.get("title") or ""), f"{where} (id {obj['id']})" if obj.get("id") else where))
+    if not pairs and not report.skipped:
+        raise InputError(f"{p}: no questions found (expected SQuAD JSON or {{question, context, answer}} JSONL)")
+    return pairs
+
+
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def _words(text: str) -> set[str]:
+    return set(_WORD.findall(text.lower()))
+
+
+def build_raft_from_qa(pairs: Sequence[QAPair], *, n_distractors: int = 3, oracle_fraction: float = 0.8,
+                       dont_know: str = "I don't know: nothing in my sources covers that.", kb: Any = None,
+                       seed: int = 0, budget: Budget | None = None,
+                       report: BuildReport | None = None) -> list[dict]:
+    """RAFT rows from the user's own pairs: the oracle (the pair's context, trimmed around the answer
+    to fit) among ``n_distractors`` chunks, shuffled and numbered like the ``rag`` strategy; the answer
+    quotes the gold span and cites its number (``"<span> [2]"``). Distractors come from ``kb``
+    (``search(question, k)``, chunks of the same context excluded) or else from the other contexts of the
+    file nearest the question by word overlap. Rows without the oracle, and unanswerable pairs, answer
+    ``dont_know``. A gold span that is not in its context is a counted skip (``answer_not_in_context``).
+    """
+    if n_distractors < 0:
+        raise InputError(f"n_distractors must be >= 0, got {n_distractors}")
+    if not 0 <= oracle_fraction <= 1:
+        raise InputError(f"oracle_fraction must be in [0, 1], got {oracle_fraction}")
+    report = report if report is not None else BuildReport()
+    rng = random.Random(seed)
+    contexts = list(dict.fromkeys(p.context for p in pairs if p.context.strip()))
+    ctx_title = {p.context: p.title for p in pairs}
+    ctx_words = [_words(c) for c in contexts]
+    rows = []
+    for pair in pairs:
+        if not pair.question.strip() or not pair.context.strip():
+            report.skip(pair.where, "missing_field", "empty question or context")
+            continue
+        if pair.answer is not None and pair.answer not in pair.context:
+            report.skip(pair.where, "answer_not_in_context", f"{pair.answer[:40]!r} is not in the context")
+            continue
+        if kb is not None:
+            hits = kb.search(pair.question, k=n_distractors + 4)
+            own = " ".join(pair.context.split())
+            pool = [(_hit_source(h), h.chunk.text) for h in hits
+                    if " ".join(h.chunk.text.split())[:80] not in own and own[:80] not in " ".join(h.chunk.text.split())]
+        else:
+            q = _words(pair.question)
+            ranked = sorted((i for i, c in enumerate(contexts) if c != pair.context),
+                            key=lambda i: (-len(q & ctx_words[i]), i))
+            pool = [(ctx_title.get(contexts[i]) or f"context {i + 1}", contexts[i]) for i in ranked[:n_distractors]]
+        distractors = pool[:n_distractors]
+        with_oracle = pair.answer is not None and rng.random() < oracle_fraction
+        blocks = list(distractors) + ([(pair.title or "context", pair.context)] if with_oracle else [])
+        order = list(range(len(blocks)))
+        rng.shuffle(order)
+        blocks = [blocks[i] for i in order]
+        at = order.index(len(distractors)) if with_oracle else None
+        reply = f"{pair.answer.strip()} [{at + 1}]" if at is not None else dont_know
+        if budget is not None:
+            span = _word_span(pair.context, pair.answer, pair.answer_start) if with_oracle else (0, 1)
+            fitted = fit_blocks(pair.question, blocks, at, span, budget.room(reply), budget.count, report.trimmed)
+            if fitted is None:
+                report.skip(pair.where, "too_long", "the question and answer alone exceed the budget")
+                continue
+            blocks, at = fitted
+            reply = f"{pair.answer.strip()} [{at + 1}]" if at is not None else dont_know
+        row = {"messages": [{"role": "user", "content": _rag_turn(pair.question.strip(), blocks)},
+                            {"role": "assistant", "content": reply}],
+               "source": pair.title or f"context-{contexts.index(pair.context)}", "oracle": with_oracle,
+               "answerable": pair.answer is not None}
+        rows.append(row)
+        if budget is not None:
+            report.lengths.append(budget.row_tokens(row))
+    report.rows += len(rows)
+    if budget is not None:
+        report.budget, report.exact = budget.max_length, budget.exact
+    return rows
+
+
+def _hit_source(hit: Any) -> str:
+    md = getattr(hit.chunk, "metadata", None) or {}
+    return str(md.get("source") or md.get("uri") or md.get("title") or hit.chunk.doc_id)

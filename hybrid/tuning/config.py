@@ -91,7 +91,8 @@ class DataSection:
     overlong: Literal["truncate", "skip"] = field(default="truncate", metadata={
         "help": "rows longer than max_length: truncate the completion's end, or skip the row"})
     eval_fraction: float = field(default=0.1, metadata={
-        "help": "without --eval-data, this share of source documents becomes the eval split"})
+        "help": "without --eval-data, this share of source documents becomes the eval split (of each "
+                "document's rows, stratified, when there are fewer than 5 documents)"})
     train_on_prompt: bool = field(default=False, metadata={
         "help": "also compute the loss on prompt tokens (default: completion only)"})
 

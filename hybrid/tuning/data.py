@@ -391,3 +391,29 @@ def split_by_source(items: Sequence[Any], eval_fraction: float, *, seed: int = 0
     train = [x for x in items if key(x) not in eval_set]
     evals = [x for x in items if key(x) in eval_set]
     return train, evals
+
+
+def split_rows(items: Sequence[Any], eval_fraction: float, *, seed: int = 0, key: Any = lambda x: x.source,
+               min_documents: int = 5) -> tuple[list[Any], list[Any], str]:
+    """(train, eval, how): by source document (``split_by_source``) when there are ``min_documents``
+    or more; with fewer, holding out whole documents would starve training of one of two or three
+    documents, so rows are split instead, stratified: each document gives about ``eval_fraction`` of its
+    rows to eval and always keeps at least one for training. ``how`` says which split was used."""
+    sources = sorted({key(x) for x in items})
+    if eval_fraction <= 0:
+        return list(items), [], "no eval split"
+    if len(sources) >= min_documents:
+        tr, ev = split_by_source(items, eval_fraction, seed=seed, key=key)
+        return tr, ev, f"eval split by document ({len(sources)} documents)"
+    by_doc: dict[str, list[int]] = {}
+    for i, x in enumerate(items):
+        by_doc.setdefault(key(x), []).append(i)
+    held: set[int] = set()
+    for src, idx in by_doc.items():
+        n = min(len(idx) - 1, int(round(len(idx) * eval_fraction)))
+        ranked = sorted(idx, key=lambda i: hashlib.sha256(f"{seed}:{src}:{i}".encode()).hexdigest())
+        held.update(ranked[:max(0, n)])
+    train = [x for i, x in enumerate(items) if i not in held]
+    evals = [x for i, x in enumerate(items) if i in held]
+    return train, evals, (f"eval split by row, stratified over {len(sources)} document(s) "
+                          f"(fewer than {min_documents}: every document keeps training rows)")

@@ -30,8 +30,7 @@ from hybrid.errors import InputError
 from hybrid.tuning.batches import MicroBatch, collate, plan_epoch
 from hybrid.tuning.card import AdapterCard, DataFile
 from hybrid.tuning.config import TuneConfig
-from hybrid.tuning.data import (DataReport, Example, Row, encode_rows, file_sha256, read_rows,
-                                split_by_source)
+from hybrid.tuning.data import DataReport, Example, Row, encode_rows, file_sha256, read_rows, split_rows
 
 log = logging.getLogger(__name__)
 
@@ -273,7 +272,8 @@ def load_examples(cfg: TuneConfig, data: Sequence[str | os.PathLike[str]], token
             raise InputError(f"no training rows in {names}: the dataset is empty")
         raise InputError(f"all {report.n_skipped} rows of {names} are invalid; first problem: {report.problems[0]}")
     if not eval_data:
-        train_rows, eval_rows = split_by_source(train_rows, cfg.data.eval_fraction, seed=cfg.train.seed)
+        train_rows, eval_rows, how = split_rows(train_rows, cfg.data.eval_fraction, seed=cfg.train.seed)
+        log.info("%s: %d train / %d eval rows", how, len(train_rows), len(eval_rows))
     train_ex, report = encode_rows(train_rows, tokenizer, cfg.data, system_prompt=system_text,
                                    report=report, progress=progress)
     eval_ex, report = encode_rows(eval_rows, tokenizer, cfg.data, system_prompt=system_text,
