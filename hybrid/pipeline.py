@@ -305,13 +305,15 @@ class Assistant:
         n = kb_size(self.knowledge_base) if self.knowledge_base is not None else -1
         return max(1, min(self.app.rag.k, n)) if n > 0 else self.app.rag.k
 
-    def route_context(self, rq: str, qvec: np.ndarray, retrieve, excluded: dict[str, str]):
+    def route_context(self, rq: str, qvec: np.ndarray, retrieve, excluded: dict[str, str],
+                      extract_confidence=None):
         from hybrid.routing.signals import RouteContext
 
         cfg = self.router_config()
         return RouteContext(query=rq, query_vec=qvec, retrieve=retrieve, examples=self.examples,
                             adapter_vecs=self.adapter_training_vectors(), excluded=excluded,
-                            costs=cfg.costs, neighbours=cfg.rules.neighbours)
+                            costs=cfg.costs, neighbours=cfg.rules.neighbours,
+                            extract_confidence=extract_confidence)
 
     def route_contexts(self, queries: Sequence[str], *, progress: bool = False) -> list:
         """One ``RouteContext`` per query, as ``prepare`` builds it (embedding, lazy retrieval, examples,
@@ -418,20 +420,32 @@ class Assistant:
         if sctx.retriever is not None and "rag" in excluded:
             sctx.retriever = None
         sctx.k = self.retrieval_k()
-        rctx = self.route_context(rq, qvec, sctx.retrieve, excluded)
+        built: dict[str, Any] = {}  # extract's prompt, built at most once per query
+
+        def extract_prompt():
+            if "prompt" not in built:
+                # the reader loads only when extract is asked for (by the router or to answer)
+                sctx.embedder, sctx.reader = self.embedder, self.reader
+                sctx.reader_threshold, sctx.max_answer_tokens = app.reader.threshold, app.reader.max_answer_tokens
+                built["prompt"] = get_strategy("extract").build(query, sctx)
+            return built["prompt"]
+
+        def extract_confidence() -> float:
+            return float(extract_prompt().confidence or 0.0)  # no relevant source: nothing to quote
+
+        rctx = self.route_context(rq, qvec, sctx.retrieve, excluded, extract_confidence)
         kind = f"fixed:{strategy}" if strategy != "auto" else (router or self._router_kind)
         t = time.perf_counter()
         decision: Decision = self.router(kind).route(rq, rctx)
-        # routing time excludes the retrieval it triggered: that is reused by rag/tuned_rag
+        # routing time excludes the retrieval it triggered: that is reused by rag/tuned_rag (scoring
+        # extract's confidence stays in it: when extract then answers, building its prompt costs nothing)
         timings["route"] = time.perf_counter() - t - timings.get("retrieve", 0.0)
         log.info("route %s -> %s (confidence %.2f): %s", app.name, decision.strategy, decision.confidence,
                  decision.reason)
         strat = get_strategy(decision.strategy)
         t = time.perf_counter()
-        if strat.name == "extract":  # the reader loads only when extract answers
-            sctx.embedder, sctx.reader = self.embedder, self.reader
-            sctx.reader_threshold, sctx.max_answer_tokens = app.reader.threshold, app.reader.max_answer_tokens
-        prompt = strat.build(query, sctx)
+        # extract scored for routing is not run again: its prompt (the quoted span) is the answer
+        prompt = extract_prompt() if strat.name == "extract" else strat.build(query, sctx)
         timings["prompt"] = time.perf_counter() - t
         timings["_t0"] = t0
         return strat, prompt, sctx, decision, notices, timings

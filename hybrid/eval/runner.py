@@ -352,7 +352,9 @@ def run_eval(app: Any, questions: str | Path | QuestionSet, out_dir: str | Path,
                                latency_s=prep_s + gen_time.get(i, 0.0),
                                prompt_tokens=ans.usage.get("prompt_tokens", 0),
                                completion_tokens=ans.usage.get("completion_tokens", 0), scores=scores,
-                               flags=row["flags"] + flags, notices=notices + ans.notices)
+                               flags=row["flags"] + flags, notices=notices + ans.notices,
+                               # extract's calibrated confidence: `hybrid router fit-rules` fits its threshold
+                               confidence=ans.confidence)
                 except Exception as e:  # noqa: BLE001 - recorded on its row, the run goes on
                     row.update(error=f"{type(e).__name__}: {e}", answer="", latency_s=prep_s)
                     row["scores"], _ = _score(q, "", None)

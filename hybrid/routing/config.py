@@ -37,9 +37,14 @@ class RulesConfig:
     min_score: float = field(default=0.15, metadata={"help": "below this best score, use the fallback"})
     fallback: str = field(default="few_shot", metadata={"help": "strategy when no signal is strong"})
     epsilon: float = field(default=0.02, metadata={"help": "scores this close count as a tie: cheapest wins"})
+    extract_min: float | None = field(default=None, metadata={
+        "help": "route to extract when its calibrated confidence is at least this, else decide among the "
+                "others; null = off (never by confidence). Fit it with `hybrid router fit-rules`"})
 
     def __post_init__(self) -> None:
         _ramp_pair(self.rag_low, self.rag_high, "rag")
+        if self.extract_min is not None and not 0.0 <= self.extract_min <= 1.0:
+            raise ValueError(f"extract_min must be in [0, 1] or null, got {self.extract_min}")
         _ramp_pair(self.fewshot_low, self.fewshot_high, "fewshot")
         _ramp_pair(self.tuned_low, self.tuned_high, "tuned")
         if self.margin_high <= 0:

@@ -3,6 +3,11 @@
 Scoring (``score``) maps signals to one number per strategy in about [0, 1]; deciding (``decide``)
 drops impossible strategies, applies the minimum score and breaks near-ties by cost. Both are plain
 functions so the learned router and the evaluation can reuse them.
+
+``extract`` is gated first, by its own scorer: the strategy's calibrated confidence that its quoted
+span answers (``RouteContext.extract_confidence``). At or above ``rules.extract_min`` the answer is
+extract's; below it (or when no confidence can be computed) the rules decide among the other
+strategies as before. ``hybrid router fit-rules`` sets ``extract_min`` from evaluation results.
 """
 
 from __future__ import annotations
@@ -35,9 +40,9 @@ def score(s: Signals, cfg: RulesConfig) -> dict[str, float]:
         "tuned": a * (1.0 - 0.5 * r) + style * a,
         "tuned_rag": math.sqrt(r * a) + (cfg.both_bonus if r > 0 and a > 0 else 0.0) + lookup * r * a,
         "few_shot": e + style,
-        # extract is chosen by the rules only when a signal reports the reader's confidence (none does
-        # yet); it stays reachable with --strategy extract and through the learned router
-        "extract": float(getattr(s, "extract", 0.0) or 0.0),
+        # extract's own calibrated confidence; the router gates on it first (extract_gate), so here it
+        # is only reported, never compared with the ramps above
+        "extract": float(s.extract or 0.0),
     }
 
 
@@ -75,12 +80,29 @@ def explain(pick: str, s: Signals, cfg: RulesConfig) -> str:
         return (f"relevant sources (top {s.top:.2f}) and the adapter knows the topic "
                 f"(training-prompt similarity {s.adapter_sim:.2f})")
     if pick == "extract":
-        return f"an extractive reader can quote the answer (retrieval top {s.top:.2f})"
+        return (f"a quoted span answers with confidence {s.extract:.2f}" if s.extract is not None else
+                f"an extractive reader can quote the answer (retrieval top {s.top:.2f})")
     if pick == "tuned":
         return (f"the adapter knows the topic (training-prompt similarity {s.adapter_sim:.2f}) "
                 f"and retrieval is weak (top {s.top:.2f})")
     return f"close worked examples (similarity {s.example_sim:.2f})" + (
         ", style/format question" if s.qtype == "style" else "")
+
+
+def extract_gate(confidence: float | None, extract_min: float | None) -> bool:
+    """The threshold half of extract's scorer-plus-threshold: route to extract on this confidence?"""
+    return confidence is not None and extract_min is not None and confidence >= extract_min
+
+
+def pick_without_extract(s: Signals, cfg: RulesConfig, excluded: dict[str, str],
+                         costs: dict[str, float]) -> tuple[str, str, float, dict[str, float]]:
+    """What the rules choose among the strategies other than extract: (pick, why, confidence, scores).
+    ``hybrid router fit-rules`` replays this offline on the signals of evaluated questions."""
+    scores = score(s, cfg)
+    excl = {**excluded, "extract": excluded.get("extract", "below its confidence threshold")}
+    pick, why, conf = decide(scores, excl, costs, epsilon=cfg.epsilon, min_score=cfg.min_score,
+                             fallback=cfg.fallback)
+    return pick, why, conf, scores
 
 
 @ROUTERS.register("rules")
@@ -99,12 +121,29 @@ class RulesRouter:
 
     def route(self, query: str, ctx: RouteContext) -> Decision:
         s = ctx.signals()
-        scores = score(s, self.cfg.rules)
+        rc = self.cfg.rules
         costs = ctx.costs or self.cfg.costs
-        pick, why, conf = decide(scores, ctx.excluded, costs, epsilon=self.cfg.rules.epsilon,
-                                 min_score=self.cfg.rules.min_score, fallback=self.cfg.rules.fallback)
-        reason = f"{pick}: {explain(pick, s, self.cfg.rules)}; {why}. signals: {s.describe()}"
-        if ctx.excluded:
-            reason += ". excluded: " + "; ".join(f"{k} ({v})" for k, v in sorted(ctx.excluded.items()))
+        excluded = dict(ctx.excluded)
+        extract_ok = "extract" not in excluded
+        if extract_ok and rc.extract_min is not None and ctx.extract_confidence is not None \
+                and s.extract is None:
+            s.extract = ctx.extract_confidence()  # runs extract once; the pipeline reuses its answer
+        others = [k for k in ORDER if k != "extract" and k not in excluded]
+        if extract_ok and (extract_gate(s.extract, rc.extract_min) or not others):
+            scores = score(s, rc)
+            if others:
+                why = f"extract confidence {s.extract:.2f} >= extract_min {rc.extract_min:.2f}"
+                conf = round(float(s.extract), 3)
+            else:
+                why, conf = "the only strategy this app can run", 0.5
+            pick = "extract"
+        else:
+            pick, why, conf, scores = pick_without_extract(s, rc, excluded, costs)
+        reason = f"{pick}: {explain(pick, s, rc)}; {why}. signals: {s.describe()}"
+        if extract_ok and pick != "extract" and s.extract is not None:
+            reason += (f". extract not chosen: confidence {s.extract:.2f} < extract_min "
+                       + ("(off)" if rc.extract_min is None else f"{rc.extract_min:.2f}"))
+        if excluded:
+            reason += ". excluded: " + "; ".join(f"{k} ({v})" for k, v in sorted(excluded.items()))
         return Decision(strategy=pick, scores={k: round(v, 4) for k, v in scores.items()},
                         confidence=conf, reason=reason, excluded=dict(ctx.excluded))

@@ -3,7 +3,10 @@
 - ``top`` / ``margin``: the best retrieval relevance and its lead over the second hit;
 - ``example_sim``: mean cosine of the query to its nearest few-shot examples;
 - ``adapter_sim``: mean cosine to the nearest prompts the adapter was trained on (kNN);
-- ``n_words`` and ``qtype`` (lookup / style / howto / other) from the query's wording.
+- ``n_words`` and ``qtype`` (lookup / style / howto / other) from the query's wording;
+- ``extract``: the extract strategy's calibrated confidence that its quoted span answers, filled in by
+  the rules router only when it asks (``RouteContext.extract_confidence``), else None. It is not a
+  learned-router feature: ``vector()`` and ``NAMES`` are unchanged, so saved ``router.json`` files load.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ class Signals:
     n_words: int = 0
     qtype: str = "other"
     n_hits: int = 0
+    extract: float | None = None  # extract's confidence in [0, 1]; None = not asked or not available
 
     NAMES = ("top", "margin", "example_sim", "adapter_sim", "length", *(f"q_{t}" for t in QTYPES))
 
@@ -57,7 +61,8 @@ class Signals:
 
     def describe(self) -> str:
         return (f"retrieval {self.top:.2f} (margin {self.margin:.2f}), examples {self.example_sim:.2f}, "
-                f"adapter {self.adapter_sim:.2f}, {self.n_words} words, {self.qtype}")
+                f"adapter {self.adapter_sim:.2f}, {self.n_words} words, {self.qtype}"
+                + (f", extract {self.extract:.2f}" if self.extract is not None else ""))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -66,7 +71,8 @@ class Signals:
 @dataclass
 class RouteContext:
     """What a router may look at for one query. ``retrieve`` is lazy and its hits are reused by the
-    strategy that answers, so routing never searches twice."""
+    strategy that answers, so routing never searches twice. ``extract_confidence`` is lazy the same
+    way: the pipeline runs extract once, and reuses that answer when the router then picks extract."""
 
     query: str
     query_vec: np.ndarray
@@ -76,6 +82,7 @@ class RouteContext:
     excluded: dict[str, str] = field(default_factory=dict)  # strategy -> why it is impossible
     costs: dict[str, float] = field(default_factory=dict)
     neighbours: int = 3
+    extract_confidence: Callable[[], float | None] | None = None  # None: extract cannot be scored here
     _signals: Signals | None = None
 
     def available(self, names) -> list[str]:
