@@ -164,6 +164,31 @@ def out_of_fold_report(X, scores, queries, contexts, bot, cfg) -> dict:
             "routes": {s: sum(1 for d in decisions if d.strategy == s) for s in strategies}}
 
 
+def train_router(bot, labels: Path, questions: Path | None, dest: Path):
+    """Fit the learned router on ``labels`` (see ``read_labels``), score it out of fold, save it to
+    ``dest``. Returns (router, report); ``format_report(report)`` is the table ``hybrid router train``
+    prints. ``hybrid app fit`` calls this after its evaluation."""
+    from hybrid.errors import InputError
+    from hybrid.routing.learned import features, train_learned
+
+    reasons: dict[str, int] = {}
+    queries, scores, skipped = read_labels(labels, questions, reasons)
+    if len(queries) < 2:
+        raise InputError(f"{labels}: need at least 2 labelled queries, found {len(queries)} "
+                         f"({explain_skipped(reasons)})")
+    contexts = bot.route_contexts(queries, progress=len(queries) > 50)
+    X = np.stack([features(c) for c in contexts])
+    cfg = bot.router_config()
+    router, report = train_learned(X, scores, app_name=bot.app.name, embedder=bot.embedder, cfg=cfg, queries=queries)
+    report["out_of_fold"] = out_of_fold_report(X, scores, queries, contexts, bot, cfg)
+    router.save(dest)
+    report["skipped_rows"] = skipped
+    report["skipped_reasons"] = reasons
+    report["skipped_explained"] = explain_skipped(reasons)
+    report["saved"] = str(dest)
+    return router, report
+
+
 @click.group("router")
 def cli() -> None:
     """Train and inspect the learned router."""
@@ -181,30 +206,88 @@ def cli() -> None:
 @set_option
 def train(labels: str, app_dir: str, out: str | None, questions: str | None, as_json: bool, overrides) -> None:
     """Fit the learned router for an app from labelled outcomes; saves JSON weights (no pickle)."""
-    from hybrid.errors import InputError
     from hybrid.pipeline import Assistant
-    from hybrid.routing.learned import features, train_learned
 
     bot = Assistant.from_dir(app_dir, overrides)
     qpath = Path(questions) if questions else bot.app.resolve("questions.jsonl")
-    reasons: dict[str, int] = {}
-    queries, scores, skipped = read_labels(Path(labels), qpath, reasons)
-    if len(queries) < 2:
-        raise InputError(f"{labels}: need at least 2 labelled queries, found {len(queries)} "
-                         f"({explain_skipped(reasons)})")
-    contexts = bot.route_contexts(queries, progress=len(queries) > 50)
-    X = np.stack([features(c) for c in contexts])
-    cfg = bot.router_config()
-    router, report = train_learned(X, scores, app_name=bot.app.name, embedder=bot.embedder, cfg=cfg, queries=queries)
-    report["out_of_fold"] = out_of_fold_report(X, scores, queries, contexts, bot, cfg)
-    dest = Path(out) if out else bot.app.router_model_path
-    router.save(dest)
-    report["skipped_rows"] = skipped
-    report["skipped_reasons"] = reasons
-    report["skipped_explained"] = explain_skipped(reasons)
-    report["saved"] = str(dest)
+    _, report = train_router(bot, Path(labels), qpath, Path(out) if out else bot.app.router_model_path)
     if as_json:
         click.echo(json.dumps(report))
         return
     for line in format_report(report):
         click.echo(line)
+
+
+@cli.command("fit-rules")
+@click.option("-f", "--from", "results", required=True, multiple=True, type=click.Path(dir_okay=False),
+              help="Evaluation results.jsonl with extract rows (their confidence) and other fixed strategies. "
+                   "Repeatable, paired in order with --app.")
+@click.option("-a", "--app", "apps", required=True, multiple=True, type=click.Path(file_okay=False),
+              help="App directory the results of the same position came from (repeatable).")
+@click.option("--grid", is_flag=True, help="Also search rag_high and fewshot_low on a small grid.")
+@click.option("--margin", type=float, default=0.0, show_default=True,
+              help="A dataset may fall this far below its best fixed strategy before it counts as a loss.")
+@click.option("-o", "--out", default="configs/router-fitted.yaml", show_default=True,
+              type=click.Path(dir_okay=False), help="Commented YAML of the fitted values.")
+@click.option("--update", "update", is_flag=False, flag_value="configs/router.yaml", default=None,
+              metavar="[ROUTER_YAML]", help="Also write the values into the rules section of this router YAML "
+              "(given alone: hybrid's configs/router.yaml), comments kept.")
+@click.option("--json", "as_json", is_flag=True, help="Print the raw result as one JSON line.")
+@set_option
+def fit_rules_cmd(results, apps, grid, margin, out, update, as_json, overrides) -> None:
+    """Fit rules.extract_min (and with --grid rag_high, fewshot_low) from evaluation results, offline.
+
+    \b
+    hybrid router fit-rules --from reports/legal/results.jsonl --app apps/legal \\
+                            --from reports/shopping/results.jsonl --app apps/shopping --grid
+    """
+    import shlex
+
+    from hybrid.errors import InputError
+    from hybrid.io import atomic_write_text, read_jsonl
+    from hybrid.pipeline import Assistant
+    from hybrid.routing.config import DEFAULT_ROUTER_YAML
+    from hybrid.routing.fit import FitData, fit_rules, fitted_yaml, format_fit, questions_from_rows
+    from hybrid.yaml_edit import set_yaml_value
+
+    if len(results) != len(apps):
+        raise InputError(f"give one --app per --from (got {len(results)} --from and {len(apps)} --app)")
+    data, sources, names = [], [], set()
+    cfg = None
+    for path, app_dir in zip(results, apps):
+        if not Path(path).is_file():
+            raise InputError(f"results file not found: {path}")
+        bot = Assistant.from_dir(app_dir, overrides)
+        cfg = cfg or bot.router_config()
+        questions, skipped = questions_from_rows(r for _, r in read_jsonl(path))
+        name = bot.app.name if bot.app.name not in names else f"{bot.app.name}:{Path(path).parent.name}"
+        names.add(name)
+        contexts = bot.route_contexts([q.query for q in questions], progress=len(questions) > 50) if questions else []
+        excluded = {k: v for k, v in bot.excluded().items() if k != "extract"}
+        data.append(FitData(name, questions, [c.signals() for c in contexts], excluded=excluded,
+                            cfg=bot.router_config(), skipped=skipped))
+        sources.append((name, str(path)))
+    result = fit_rules(data, cfg, grid=grid, margin=margin)
+    command = "hybrid router fit-rules " + " ".join(
+        f"--from {shlex.quote(str(r))} --app {shlex.quote(str(a))}" for r, a in zip(results, apps)) + (
+        " --grid" if grid else "") + (f" --margin {margin}" if margin else "")
+    atomic_write_text(out, fitted_yaml(result, sources, command))
+    result["written"] = [str(out)]
+    if update:
+        target = DEFAULT_ROUTER_YAML if update == "configs/router.yaml" else Path(update)
+        text = target.read_text(encoding="utf-8")
+        note = (f"fitted by fit-rules on {', '.join(Path(p).as_posix() for _, p in sources)} "
+                f"(pooled {result['pooled']['routed']:.3f})")
+        text = set_yaml_value(text, "rules", "extract_min", result["extract_min"], comment=note)
+        text = text.replace("NOT FITTED YET, set it from evaluation results with", "fitted; refit it with")
+        if grid:
+            text = set_yaml_value(text, "rules", "rag_high", result["rag_high"])
+            text = set_yaml_value(text, "rules", "fewshot_low", result["fewshot_low"])
+        atomic_write_text(target, text)
+        result["written"].append(str(target))
+    if as_json:
+        click.echo(json.dumps(result))
+        return
+    for line in format_fit(result):
+        click.echo(line)
+    click.echo(f"\nwritten: {', '.join(result['written'])}")
