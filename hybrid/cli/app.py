@@ -231,3 +231,8 @@ def show(directory: str) -> None:
     click.echo(f"examples: {len(bot.examples)} in {app.resolve(app.examples.path)}")
     click.echo(f"adapter: {app.adapter_path} ({'present' if bot.has_adapter_files() else 'missing'})")
     click.echo(f"router: {app.router.kind}")
+
+
+from hybrid.cli.app_fit import cli as _fit  # noqa: E402  (hybrid app fit: its own module)
+
+cli.add_command(_fit)

@@ -1,4 +1,5 @@
-"""``hybrid router train --from results.jsonl --app DIR``: fit the learned router on labelled outcomes."""
+"""``hybrid router train --from results.jsonl --app DIR``: fit the learned router on labelled outcomes.
+``hybrid router fit-rules --from results.jsonl --app DIR``: fit the rules router's thresholds offline."""
 
 from __future__ import annotations
 
@@ -10,8 +11,7 @@ import numpy as np
 
 from hybrid.cli.ask import app_option
 from hybrid.cli.options import set_option
-
-STRATEGIES = ("few_shot", "rag", "tuned", "tuned_rag")
+from hybrid.routing.config import STRATEGIES  # the fixed strategies, extract included
 
 
 def read_labels(path: Path, questions: Path | None = None,

@@ -26,7 +26,7 @@ from typing import Any, Iterable
 from hybrid.eval.stats import bootstrap_ci, paired_bootstrap
 from hybrid.io import atomic_write_text
 
-FIXED = ("few_shot", "rag", "tuned", "tuned_rag")
+FIXED = ("few_shot", "rag", "tuned", "tuned_rag", "extract")  # extract: quotes a span, no generation
 # strategies whose rows carry a router's choice: the app's router, and the learned router trained on the
 # run's own labels and scored out-of-fold
 ROUTED = ("auto", "learned_cv", "learned")
