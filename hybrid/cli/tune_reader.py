@@ -52,7 +52,7 @@ def reader(data: tuple[str, ...], app_dir: str | None, out: str | None, base: st
 def summary(card: dict, out) -> str:
     """The short table printed after training."""
     rows = card["rows"]
-    lines = [f"rows kept        {rows['kept']} ({rows['unanswerable']} unanswerable, trained to abstain)"]
+    lines = [f"rows kept        {rows['kept']} ({rows['unanswerable']} of them unanswerable: no-answer rows)"]
     for reason, n in rows["skipped_by_reason"].items():
         where = ", ".join(rows["skipped_examples"][reason][:3])
         more = ", ..." if n > 3 else ""

@@ -219,9 +219,11 @@ def split_rows(rows: list[QARow], eval_fraction: float, seed: int) -> tuple[list
     target = round(eval_fraction * len(rows))
     eval_keys: list[str] = []
     n = 0
-    for k in keys[:-1]:  # at least one group stays for training
-        if n >= target:
+    for k in keys:
+        if n >= target or len(eval_keys) == len(keys) - 1:  # at least one group stays for training
             break
+        if n + len(groups[k]) > max(1.5 * target, 1):  # a big title would overshoot: try the next one
+            continue
         eval_keys.append(k)
         n += len(groups[k])
     ek = set(eval_keys)
@@ -457,8 +459,10 @@ def train_reader(data_paths: str | Path | Sequence[str | Path], out_dir: str | P
         after = {"em": ev["em"], "f1": ev["f1"]}
         ys = [1.0 if (a and f >= F1_OK) else 0.0 for f, a in zip(ev["f1s"], ev["is_answerable"])]
         fit = fit_calibration(ev["margins"], ys)
-        if fit is not None:
+        if fit is not None and fit[0] > 0:
             calib = {"a": round(fit[0], 6), "b": round(fit[1], 6), "fitted": True}
+        elif fit is not None:  # a higher margin must not mean a lower probability: keep the identity
+            calib["why"] = f"fitted slope {fit[0]:.3f} <= 0 (the eval split is too small or the reader too weak)"
         if not all(ev["is_answerable"]) and any(ev["is_answerable"]):
             probs = [sigmoid(calib["a"] * m + calib["b"]) for m in ev["margins"]]
             threshold = choose_threshold(probs, ev["f1s"], ev["is_answerable"])
