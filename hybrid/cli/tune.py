@@ -231,3 +231,6 @@ def _raft_budget(app, config_path: str | None, overrides: tuple[str, ...]):
         return make_budget(cfg.data.max_length, system, None), \
             f"budget data.max_length={cfg.data.max_length} estimated as words*1.4 (no tokenizer: {str(e)[:60]})"
 
+
+from hybrid.cli.tune_reader import reader as _reader  # noqa: E402
+cli.add_command(_reader)
