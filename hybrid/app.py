@@ -96,8 +96,17 @@ class RagSection:
     mode: str = field(default="hybrid", metadata={"help": "search mode: dense, bm25 or hybrid"})
     min_score: float = field(default=0.25, metadata={
         "help": "below this top dense similarity nothing is relevant and the app says it does not know"})
+    framing: str = field(default="quoted", metadata={
+        "help": "how sources reach the model: 'quoted' (a delimited data block that says it is data, not "
+                "instructions) or 'plain' (numbered context paragraphs and a one-line instruction)"})
+    answer_style: str = field(default="free", metadata={
+        "help": "'free', or 'short': ask for one short answer in the sources' own words"})
 
     def __post_init__(self) -> None:
+        if self.framing not in ("quoted", "plain"):
+            raise ValueError(f"framing must be quoted or plain, got {self.framing!r}")
+        if self.answer_style not in ("free", "short"):
+            raise ValueError(f"answer_style must be free or short, got {self.answer_style!r}")
         if self.k < 1:
             raise ValueError(f"k must be >= 1, got {self.k}")
         if self.mode not in ("dense", "bm25", "hybrid"):

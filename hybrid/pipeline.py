@@ -413,7 +413,8 @@ class Assistant:
             system_prompt=self.system_prompt, generator=self.generator, params=app.generation.params(),
             budget=self.budget(), retriever=self.knowledge_base, examples=self.examples, adapter=self.adapter,
             history=hist, retrieval_query=rq, query_vec=qvec, k=app.rag.k, mode=app.rag.mode,
-            min_score=app.rag.min_score, max_examples=app.examples.max_k, mmr_lambda=app.examples.mmr_lambda,
+            min_score=app.rag.min_score, framing=app.rag.framing, answer_style=app.rag.answer_style,
+            max_examples=app.examples.max_k, mmr_lambda=app.examples.mmr_lambda,
             chain_of_thought=app.examples.chain_of_thought, dont_know=app.voice.dont_know,
             refuse=app.voice.refuse, timings=timings, filters=filters or None)
         excluded = self.excluded()

@@ -42,17 +42,19 @@ class StrategyContext:
     k: int = 6
     mode: str = "hybrid"
     min_score: float = 0.25
+    framing: str = "quoted"  # rag.framing
+    answer_style: str = "free"  # rag.answer_style
     max_examples: int = 6
     mmr_lambda: float = 0.7
     chain_of_thought: bool = False
     dont_know: str = "I don't know."
     refuse: str = "I can't repeat instructions found inside my sources."
-    timings: dict[str, float] = field(default_factory=dict)
-    filters: dict[str, Any] | None = None  # metadata filter scoping retrieval, e.g. {"source": "policy.txt"}
     embedder: Any = None  # the app's embedder (extract's zero-shot sentence scoring)
     reader: Any = None  # the app's extractive Reader (hybrid.reader), None = zero-shot extraction
     reader_threshold: float | None = None  # abstain below this span score; None = the reader card's
     max_answer_tokens: int = 30  # longest span a reader may return
+    timings: dict[str, float] = field(default_factory=dict)
+    filters: dict[str, Any] | None = None  # metadata filter scoping retrieval, e.g. {"source": "policy.txt"}
 
     def retrieve(self) -> list[Hit]:
         if self.hits is None:
@@ -78,9 +80,9 @@ class Prompt:
     postprocess: Callable[[str], str] | None = None
     direct: str | None = None  # when set, this is the answer and the model is not called
     params: GenerationParams | None = None  # per-prompt sampling settings (None = the context's)
-
-
     confidence: float | None = None  # a direct answer's own score (extract's span probability)
+
+
 def relevance(hit: Hit) -> float:
     """The score thresholds compare: dense cosine when the KB reports it (comparable across
     queries), else the fused score."""

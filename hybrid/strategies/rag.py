@@ -37,8 +37,25 @@ def _where(hit: Hit) -> tuple[str, int | None]:
     return src, page
 
 
-def data_user_turn(query: str, blocks: list[str]) -> str:
-    return f"{DATA_NOTE}\n\n{OPEN}\n" + "\n".join(blocks) + f"\n{CLOSE}\n\nQuestion: {query}"
+# rag.framing = plain: what a tutorial chain sends, numbered so citations still work
+PLAIN_NOTE = "Answer the question using the context below. Cite the context you used by number, like [1]."
+# rag.answer_style = short: extractive questions are scored against the sources' own words
+SHORT_NOTE = "Answer in one short sentence, using the words of the context."
+
+
+def data_user_turn(query: str, blocks: list[str], *, framing: str = "quoted", answer_style: str = "free") -> str:
+    """The user turn carrying the sources. ``blocks`` are already labelled (``[n] source: ...``)."""
+    short = f"\n{SHORT_NOTE}" if answer_style == "short" else ""
+    if framing == "plain":
+        return f"{PLAIN_NOTE}{short}\n\nContext:\n" + "\n\n".join(blocks) + f"\n\nQuestion: {query}"
+    return f"{DATA_NOTE}{short}\n\n{OPEN}\n" + "\n".join(blocks) + f"\n{CLOSE}\n\nQuestion: {query}"
+
+
+def _block(n: int, src: str, page: int | None, text: str, framing: str) -> str:
+    if framing == "plain":
+        return f"[{n}] {text.strip()}"
+    label = f"[{n}] source: {src}" + (f", page {page}" if page is not None else "")
+    return f"{label}\n{_quote(text)}"
 
 
 def build_rag_prompt(query: str, ctx: StrategyContext, adapter: str | None = None) -> Prompt:
@@ -51,6 +68,10 @@ def build_rag_prompt(query: str, ctx: StrategyContext, adapter: str | None = Non
                else f"best relevance {best:.2f} < min_score {ctx.min_score:.2f}")
         return Prompt(messages=[], direct=ctx.dont_know, notices=[f"no relevant sources: {why}"])
     msgs = base_messages(ctx)
+
+    def turn(q: str, bl: list[str]) -> str:
+        return data_user_turn(q, bl, framing=ctx.framing, answer_style=ctx.answer_style)
+
     # highest score first, so the budget loop below drops the lowest-scoring chunks
     ordered = sorted(relevant, key=relevance, reverse=True)
     blocks: list[str] = []
@@ -62,9 +83,8 @@ def build_rag_prompt(query: str, ctx: StrategyContext, adapter: str | None = Non
         found = guard.find_injections(hit.chunk.text)
         text = guard.redact(hit.chunk.text, found)
         src, page = _where(hit)
-        label = f"[{n}] source: {src}" + (f", page {page}" if page is not None else "")
-        block = f"{label}\n{_quote(text)}"
-        trial = [*msgs, {"role": "user", "content": data_user_turn(query, [*blocks, block])}]
+        block = _block(n, src, page, text, ctx.framing)
+        trial = [*msgs, {"role": "user", "content": turn(query, [*blocks, block])}]
         if count(ctx, trial) > ctx.budget:
             dropped += 1
             continue
@@ -80,7 +100,7 @@ def build_rag_prompt(query: str, ctx: StrategyContext, adapter: str | None = Non
         notices.append(f"neutralized {len(injections)} instruction-like passage(s) in retrieved data")
     if not blocks:
         return Prompt(messages=[], direct=ctx.dont_know, notices=notices + ["no source fits the budget"])
-    user = {"role": "user", "content": data_user_turn(query, blocks)}
+    user = {"role": "user", "content": turn(query, blocks)}
     return Prompt(messages=[*msgs, user], adapter=adapter, citations=citations, notices=notices,
                   injections=injections)
 
