@@ -154,9 +154,12 @@ def _has_reader_command() -> bool:
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of the split and the example sample.")
 @click.option("--max-examples", type=int, default=200, show_default=True, help="Cap on examples.jsonl rows.")
 @click.option("--name", default=None, help="App name when DIRECTORY is created (default: its folder name).")
+@click.option("--scope", type=click.Choice(["none", "document"]), default="none", show_default=True,
+              help="document: each question searches only its own article (for questions like 'does this "
+                   "website sell my data?' that only make sense inside one document).")
 @click.option("--force", is_flag=True, help="Overwrite non-empty examples.jsonl / tune.jsonl / questions/ of an existing app.")
 def import_(directory: str, data: str, split_text: str, seed: int, max_examples: int, name: str | None,
-            force: bool) -> None:
+            scope: str, force: bool) -> None:
     """Import a SQuAD-format file into app DIRECTORY (created like `hybrid app init` when missing):
     corpus/ per article, questions/{train,dev,test}.jsonl split by title, examples.jsonl and tune.jsonl.
 
@@ -186,7 +189,7 @@ def import_(directory: str, data: str, split_text: str, seed: int, max_examples:
         if busy:
             raise InputError(f"{root} already has {', '.join(busy)}; use --force to replace them")
     app = load_app(root)
-    report = import_qa(data, root, split=fractions, seed=seed, max_examples=max_examples, read=read)
+    report = import_qa(data, root, split=fractions, seed=seed, max_examples=max_examples, scope=scope, read=read)
     for line in report.summary():
         click.echo(line)
     if "corpus" not in [Path(s).as_posix().rstrip("/") for s in app.knowledge_base.sources]:

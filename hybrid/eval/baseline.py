@@ -12,6 +12,7 @@ Needs the ``bench`` extra (``pip install -e .[bench]``); never a runtime depende
 from __future__ import annotations
 
 import dataclasses
+import json
 import time
 from typing import Any
 
@@ -39,7 +40,11 @@ def _import():
 
 
 def build_chain(documents: list, *, k: int = 3):
-    """(prompt-building chain, retriever) over ``documents`` (hybrid Documents)."""
+    """``chain_for(filter=None)``: the prompt-building chain over ``documents`` (hybrid Documents).
+
+    A question scoped to a document (its ``filter``, e.g. ``{"source": "policy.txt"}``) gets the
+    retriever a LangChain user would write for it, ``as_retriever(search_kwargs={"k": k, "filter": ...})``,
+    so the anchor searches exactly the documents our strategies search."""
     FAISS, LCDocument, ChatPromptTemplate, RunnableLambda, RunnablePassthrough, HuggingFaceEmbeddings, Splitter = _import()
     from indexes.embed import bundled_minilm_path
 
@@ -48,15 +53,17 @@ def build_chain(documents: list, *, k: int = 3):
     splits = Splitter(chunk_size=1000, chunk_overlap=200).split_documents(lc_docs)
     emb = HuggingFaceEmbeddings(model_name=str(bundled_minilm_path()), encode_kwargs={"normalize_embeddings": True})
     store = FAISS.from_documents(splits, emb)
-    retriever = store.as_retriever(search_kwargs={"k": k})
     prompt = ChatPromptTemplate.from_messages([("system", PROMPT_SYSTEM), ("human", PROMPT_HUMAN)])
 
     def fmt(docs):
         return "\n\n".join(d.page_content for d in docs)
 
-    chain = {"context": retriever | RunnableLambda(fmt), "question": RunnablePassthrough(),
-             "docs": retriever} | RunnableLambda(lambda x: {"prompt": prompt.invoke(x), "docs": x["docs"]})
-    return chain
+    def chain_for(filter: dict | None = None):
+        retriever = store.as_retriever(search_kwargs={"k": k, **({"filter": filter} if filter else {})})
+        return {"context": retriever | RunnableLambda(fmt), "question": RunnablePassthrough(),
+                "docs": retriever} | RunnableLambda(lambda x: {"prompt": prompt.invoke(x), "docs": x["docs"]})
+
+    return chain_for
 
 
 def anchor_params(max_new_tokens: int):
@@ -86,7 +93,8 @@ def langchain_rag_baseline(questions: list, *, bot, cache, out, progress: bool =
     rows, todo = [], []
     for q in questions:
         key = AnswerCache.key(question=q.question, strategy=NAME, model=f"{gen.model_id}@{getattr(gen, 'sha', '')}",
-                              adapter=None, kb_version=version, params=dataclasses.asdict(params))
+                              adapter=None, kb_version=version,
+                              params={**dataclasses.asdict(params), **({"filter": q.filter} if q.filter else {})})
         hit = cache.get(key)
         if hit is not None:
             rows.append(hit)
@@ -95,8 +103,14 @@ def langchain_rag_baseline(questions: list, *, bot, cache, out, progress: bool =
     if not todo:
         return rows
     t = time.perf_counter()
-    chain = build_chain(docs)
-    built = chain.batch([q.question for q, _ in todo])
+    chain_for = build_chain(docs)
+    built: list = [None] * len(todo)
+    by_filter: dict[str, list[int]] = {}
+    for i, (q, _) in enumerate(todo):
+        by_filter.setdefault(json.dumps(q.filter or {}, sort_keys=True), []).append(i)
+    for f, idx in by_filter.items():
+        for i, b in zip(idx, chain_for(json.loads(f) or None).batch([todo[i][0].question for i in idx])):
+            built[i] = b
     prep_s = (time.perf_counter() - t) / len(todo)
     t = time.perf_counter()
     outs = gen.generate_batch([_messages(b["prompt"]) for b in built], params=params)

@@ -309,10 +309,16 @@ def parse_split(text: str) -> tuple[float, float, float]:
 
 
 def import_qa(data: str | Path, app_dir: str | Path, *, split: tuple[float, float, float] = (0.6, 0.2, 0.2),
-              seed: int = 0, max_examples: int = 200,
+              seed: int = 0, max_examples: int = 200, scope: str = "none",
               read: tuple[list[QARow], ImportReport] | None = None) -> ImportReport:
     """Write corpus, question splits, examples and tuning rows from ``data`` into ``app_dir``
-    (``read``: the result of ``read_qa_file(data)`` when the caller already checked the file)."""
+    (``read``: the result of ``read_qa_file(data)`` when the caller already checked the file).
+
+    ``scope="document"`` gives every question a ``filter`` on its own article's corpus file, for data
+    whose questions only make sense inside one document ("does this website share my e-mail?"):
+    retrieval then searches that document only, as an app scoped to the page a user is reading would."""
+    if scope not in SCOPES:
+        raise InputError(f"scope must be one of {', '.join(SCOPES)}, got {scope!r}")
     rows, report = read or read_qa_file(data)
     root = Path(app_dir)
     titles = list(dict.fromkeys(r.title for r in rows))
@@ -339,7 +345,7 @@ def import_qa(data: str | Path, app_dir: str | Path, *, split: tuple[float, floa
     splits = split_rows(rows, split, seed, report)
     qdir = root / "questions"
     for s, rs in splits.items():
-        write_jsonl(qdir / f"{s}.jsonl", [question_row(r, names[r.title]) for r in rs])
+        write_jsonl(qdir / f"{s}.jsonl", [question_row(r, names[r.title], scope) for r in rs])
         report.questions[s] = len(rs)
         report.files.append(f"questions/{s}.jsonl")
     train = [r for r in splits["train"] if not r.unanswerable]
@@ -352,9 +358,14 @@ def import_qa(data: str | Path, app_dir: str | Path, *, split: tuple[float, floa
     return report
 
 
-def question_row(r: QARow, doc: str) -> dict[str, Any]:
+SCOPES = ("none", "document")
+
+
+def question_row(r: QARow, doc: str, scope: str = "none") -> dict[str, Any]:
     row: dict[str, Any] = {"id": r.id, "question": r.question, "answer": r.answers, "title": r.title,
                            "relevant_docs": [doc], "context": r.context, "answer_start": r.answer_start}
+    if scope == "document":
+        row["filter"] = {"source": doc}
     if r.unanswerable:
         row["unanswerable"] = True
     return row

@@ -32,3 +32,16 @@ def test_anchor_uses_plain_greedy_defaults_and_the_runs_length_cap(tmp_path):
     assert dataclasses.astuple(call.params)[:1] == (77,)
     assert call.params.repetition_penalty == 1.0 and call.params.temperature == 0.0
     assert "thirty days" in call.prompt  # the retrieved context reached the prompt
+
+
+def test_anchor_searches_only_the_document_a_question_is_scoped_to(tmp_path):
+    docs = [Document(id="a", text="Acme keeps your e-mail address for ninety days.", metadata={"source": "acme.txt"}),
+            Document(id="b", text="Zenith keeps your e-mail address for two years.", metadata={"source": "zenith.txt"})]
+    app = AppConfig(name="policy", system_prompt="You answer questions about privacy policies.")
+    gen = ScriptedGenerator()
+    bot = SimpleNamespace(app=app, generator=gen, knowledge_base=SimpleNamespace(documents=lambda: docs))
+    qs = [Question(id=f"q{i}", question="How long is my e-mail address kept?", answers=[a], filter={"source": s})
+          for i, (s, a) in enumerate([("acme.txt", "ninety days"), ("zenith.txt", "two years")])]
+    langchain_rag_baseline(qs, bot=bot, cache=AnswerCache(tmp_path / "c.sqlite"), out=tmp_path, progress=False)
+    prompts = {c.prompt.count("Acme"): c.prompt.count("Zenith") for c in gen.calls}
+    assert len(gen.calls) == 2 and prompts == {1: 0, 0: 1}  # each prompt saw only its own policy

@@ -160,3 +160,14 @@ def test_imported_app_evaluates_with_titles_and_retrieval_hits(tmp_path, capsys)
     res = [json.loads(x) for x in (tmp_path / "rep" / "results.jsonl").read_text().splitlines()]
     assert {r["question_id"] for r in res} == {r["id"] for r in test_rows if r["title"] == title}
     assert all("retrieval_hit" in r for r in res)
+
+
+def test_scope_document_gives_every_question_a_filter_on_its_own_article(tmp_path):
+    import_qa(write(tmp_path, squad()), tmp_path / "app", scope="document")
+    qs = load_questions(tmp_path / "app" / "questions" / "train.jsonl").questions
+    assert qs and all(q.filter == {"source": q.relevant_docs[0]} for q in qs)
+    assert (tmp_path / "app" / "corpus" / qs[0].relevant_docs[0]).is_file()
+    import_qa(write(tmp_path, squad()), tmp_path / "plain")  # the default leaves questions unscoped
+    assert all(q.filter is None for q in load_questions(tmp_path / "plain" / "questions" / "train.jsonl").questions)
+    with pytest.raises(InputError, match="scope must be"):
+        import_qa(write(tmp_path, squad()), tmp_path / "bad", scope="page")
