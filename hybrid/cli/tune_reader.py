@@ -11,8 +11,9 @@ import click
 
 
 @click.command("reader")
-@click.option("-d", "--data", "data", multiple=True, required=True, type=click.Path(dir_okay=False),
-              help="SQuAD v1/v2 JSON or JSONL {question, context, answer[, answer_start]}; repeatable.")
+@click.option("-d", "--data", "data", multiple=True, type=click.Path(dir_okay=False),
+              help="SQuAD v1/v2 JSON or JSONL {question, context, answer[, answer_start]}; repeatable "
+                   "[default with --app: the app's questions/train.jsonl].")
 @click.option("-a", "--app", "app_dir", default=None, type=click.Path(file_okay=False),
               help="Write to this app's reader path (reader.path, default $HYBRID_CACHE/apps/<name>/reader).")
 @click.option("-o", "--out", default=None, type=click.Path(file_okay=False),
@@ -20,32 +21,41 @@ import click
 @click.option("--base", default=None, type=click.Path(file_okay=False),
               help="Encoder directory to start from [default: the bundled all-MiniLM-L6-v2].")
 @click.option("--epochs", type=int, default=2, show_default=True)
-@click.option("--lr", type=float, default=5e-5, show_default=True)
+@click.option("--lr", type=float, default=1e-4, show_default=True,
+              help="Peak learning rate (a sentence encoder's new QA head needs more than BERT's usual 3e-5).")
 @click.option("--batch-size", type=int, default=16, show_default=True)
-@click.option("--max-length", type=int, default=384, show_default=True, help="Tokens per window.")
-@click.option("--stride", type=int, default=128, show_default=True, help="Tokens shared by neighbouring windows.")
+@click.option("--max-length", type=int, default=256, show_default=True, help="Tokens per window.")
+@click.option("--stride", type=int, default=96, show_default=True, help="Tokens shared by neighbouring windows.")
+@click.option("--negatives", type=int, default=1, show_default=True,
+              help="Answerless windows kept per question (long documents make many); -1 keeps all.")
 @click.option("--eval-fraction", type=float, default=0.1, show_default=True,
               help="Share of questions held out, by whole title/context.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--resume", is_flag=True, help="Continue after the newest finished epoch in OUT/checkpoints.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
 def reader(data: tuple[str, ...], app_dir: str | None, out: str | None, base: str | None, epochs: int, lr: float,
-           batch_size: int, max_length: int, stride: int, eval_fraction: float, seed: int, resume: bool,
-           quiet: bool) -> None:
+           batch_size: int, max_length: int, stride: int, negatives: int, eval_fraction: float, seed: int,
+           resume: bool, quiet: bool) -> None:
     """Tune the extractive reader (a QA head on MiniLM) on question/context/answer data."""
     if app_dir is None and out is None:
         raise click.UsageError("hybrid tune reader needs --app DIR or --out DIR")
-    if app_dir is not None and out is not None:
-        raise click.UsageError("give --app or --out, not both")
-    if out is None:
+    if app_dir is not None:
         from hybrid.app import load_app
 
-        out = str(load_app(app_dir).reader_path)
+        app = load_app(app_dir)
+        out = out or str(app.reader_path)
+        if not data:  # what `hybrid app import` wrote: the train split, never dev or test
+            default = app.resolve("questions/train.jsonl")
+            if not default.is_file():
+                raise click.UsageError(f"no --data and no {default}: pass --data FILE")
+            data = (str(default),)
+    if not data:
+        raise click.UsageError("hybrid tune reader needs --data FILE (or --app DIR with questions/train.jsonl)")
     from hybrid.reader.train import train_reader
 
     result = train_reader(list(data), out, base=base, epochs=epochs, lr=lr, batch_size=batch_size,
                           max_length=max_length, stride=stride, seed=seed, eval_fraction=eval_fraction,
-                          progress=not quiet, resume=resume)
+                          progress=not quiet, resume=resume, negatives=None if negatives < 0 else negatives)
     click.echo(summary(result.card, result.out))
 
 

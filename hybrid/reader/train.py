@@ -31,6 +31,7 @@ from zero moments at the resumed epoch.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -49,6 +50,7 @@ from hybrid.errors import InputError
 from hybrid.eval.metrics import exact_match, mean, token_f1
 from hybrid.io import atomic_write_bytes, atomic_write_text, read_jsonl
 from hybrid.reader.model import CARD, DEFAULT_THRESHOLD, Reader, default_base, sigmoid
+from indexes.embed import bf16_fast
 
 log = logging.getLogger(__name__)
 
@@ -159,6 +161,8 @@ def _read_jsonl(path: Path, report: DataReport) -> list[QARow]:
             report.skip("not a JSON object", where)
             continue
         answer, start = obj.get("answer"), obj.get("answer_start")
+        if isinstance(answer, list):  # the question format: "answer": ["span", ...] (first one trains)
+            answer = answer[0] if answer else None
         if isinstance(answer, dict):  # {"text", "answer_start"}
             answer, start = answer.get("text"), answer.get("answer_start", start)
         elif isinstance(obj.get("answers"), list) and obj["answers"] and answer is None:
@@ -168,7 +172,7 @@ def _read_jsonl(path: Path, report: DataReport) -> list[QARow]:
         context = obj.get("context")
         title = str(obj.get("title") or "")
         row = _check(str(obj.get("id") or line), obj.get("question"), context, answer, start,
-                     bool(obj.get("is_impossible")), title, where, report)
+                     bool(obj.get("is_impossible") or obj.get("unanswerable")), title, where, report)
         if row is not None:
             rows.append(row)
     return rows
@@ -233,8 +237,13 @@ def split_rows(rows: list[QARow], eval_fraction: float, seed: int) -> tuple[list
 
 # -- features ------------------------------------------------------------------------------------
 
-def make_features(tok, rows: Sequence[QARow], max_length: int, stride: int) -> list[dict[str, list[int]]]:
-    """Tokenized windows with start/end token targets ([CLS] = 0 when the window lacks the answer)."""
+def make_features(tok, rows: Sequence[QARow], max_length: int, stride: int, *,
+                  negatives: int | None = None, seed: int = 0) -> list[dict[str, list[int]]]:
+    """Tokenized windows with start/end token targets ([CLS] = 0 when the window lacks the answer).
+
+    ``negatives``: keep at most this many answerless windows per question (all windows holding the
+    answer are kept). A 4,000-word paper makes ~20 windows per question, of which one holds the
+    answer; training on all of them costs 20x and teaches mostly "no answer here". None keeps all."""
     enc = tok([r.question for r in rows], [r.context for r in rows], truncation="only_second",
               max_length=max_length, stride=stride, return_overflowing_tokens=True, return_offsets_mapping=True,
               padding=False)
@@ -252,8 +261,22 @@ def make_features(tok, rows: Sequence[QARow], max_length: int, stride: int) -> l
                 ep = next(i for i in reversed(ctx) if offs[i][0] < ce)
         feat = {k: list(enc[k][f]) for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc}
         feat["start_positions"], feat["end_positions"] = sp, ep
+        feat["row"] = int(enc["overflow_to_sample_mapping"][f])
         feats.append(feat)
-    return feats
+    if negatives is None:
+        return feats
+    rng = random.Random(seed)
+    by_row: dict[int, list[dict]] = {}
+    for f in feats:
+        by_row.setdefault(f["row"], []).append(f)
+    kept = []
+    for group in by_row.values():
+        pos = [f for f in group if f["start_positions"] or f["end_positions"]]
+        neg = [f for f in group if not (f["start_positions"] or f["end_positions"])]
+        rng.shuffle(neg)
+        # a question whose answer no window holds (unanswerable) keeps at least one no-answer window
+        kept += pos + neg[:negatives if pos else max(negatives, 1)]
+    return kept
 
 
 def _collate(feats: list[dict], pad_id: int):
@@ -268,6 +291,20 @@ def _collate(feats: list[dict], pad_id: int):
     out["start_positions"] = torch.tensor([f["start_positions"] for f in feats])
     out["end_positions"] = torch.tensor([f["end_positions"] for f in feats])
     return out
+
+
+def length_grouped_batches(lengths: Sequence[int], batch_size: int, seed: int) -> list[list[int]]:
+    """Shuffled batches of similar lengths: shuffle, sort within pools of 50 batches, shuffle the
+    batches. Padding then costs little, and the order is still random and seeded."""
+    order = list(range(len(lengths)))
+    random.Random(seed).shuffle(order)
+    pool = batch_size * 50
+    batches = []
+    for p in range(0, len(order), pool):
+        part = sorted(order[p:p + pool], key=lambda i: lengths[i])
+        batches += [part[i:i + batch_size] for i in range(0, len(part), batch_size)]
+    random.Random(seed + 1).shuffle(batches)
+    return batches
 
 
 # -- evaluation, calibration, threshold ----------------------------------------------------------
@@ -348,9 +385,9 @@ def _latest_checkpoint(ckdir: Path) -> tuple[Path, dict] | None:
 
 
 def train_reader(data_paths: str | Path | Sequence[str | Path], out_dir: str | Path, base: str | Path | None = None,
-                 epochs: int = 2, lr: float = 5e-5, batch_size: int = 16, max_length: int = 384, stride: int = 128,
+                 epochs: int = 2, lr: float = 1e-4, batch_size: int = 16, max_length: int = 256, stride: int = 96,
                  seed: int = 0, eval_fraction: float = 0.1, progress: bool = True, resume: bool = False,
-                 max_answer_tokens: int = MAX_ANSWER_TOKENS) -> ReaderTrainResult:
+                 max_answer_tokens: int = MAX_ANSWER_TOKENS, negatives: int | None = 1) -> ReaderTrainResult:
     """Tune a reader and write it to ``out_dir`` (weights, config, tokenizer, ``reader_card.json``)."""
     t_start = time.perf_counter()
     if epochs < 1:
@@ -394,7 +431,7 @@ def train_reader(data_paths: str | Path | Sequence[str | Path], out_dir: str | P
         raise InputError(f"base encoder {base_path} needs a fast tokenizer (tokenizer.json) for char offsets")
 
     reader = Reader.from_model(model, tok, max_length=max_length, stride=stride)
-    feats = make_features(tok, train_rows, max_length, stride)
+    feats = make_features(tok, train_rows, max_length, stride, negatives=negatives, seed=seed)
     steps_per_epoch = math.ceil(len(feats) / batch_size)
     total = steps_per_epoch * epochs
     start_epoch, step, before = 0, 0, None
@@ -418,16 +455,22 @@ def train_reader(data_paths: str | Path | Sequence[str | Path], out_dir: str | P
     for _ in range(step):
         sched.step()  # the schedule resumes where it was; AdamW moments restart (see module docstring)
     pad_id = tok.pad_token_id or 0
+
+    def amp():
+        # bf16 matmuls where the CPU multiplies bf16 natively (about 2x here); weights stay fp32
+        return torch.autocast("cpu", dtype=torch.bfloat16) if bf16_fast() else contextlib.nullcontext()
+
     bar = tqdm(total=total, initial=step, desc="train reader", unit="step", disable=not progress)
     train_seconds, seen = 0.0, 0
     last_loss = None
     for epoch in range(start_epoch, epochs):
         model.train()
-        order = torch.randperm(len(feats), generator=torch.Generator().manual_seed(seed + epoch)).tolist()
+        batches = length_grouped_batches([len(f["input_ids"]) for f in feats], batch_size, seed + epoch)
         t = time.perf_counter()
-        for i in range(0, len(order), batch_size):
-            batch = _collate([feats[j] for j in order[i:i + batch_size]], pad_id)
-            loss = model(**batch).loss
+        for idx in batches:
+            batch = _collate([feats[j] for j in idx], pad_id)
+            with amp():
+                loss = model(**batch).loss
             loss.backward()
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()

@@ -107,3 +107,24 @@ def test_eval_split_is_by_title_never_by_question(tmp_path):
     assert ev and train
     assert not {r.title for r in train} & {r.title for r in ev}
     assert split_rows(rows, 0.2, seed=0)[1] == ev  # seeded
+
+
+def test_negatives_keep_every_answer_window_and_n_answerless_ones(tmp_path):
+    from transformers import AutoTokenizer
+
+    from hybrid.reader.model import default_base
+
+    filler = " ".join(f"Clause {i} says nothing of interest here." for i in range(60))
+    ctx = filler + " The deposit is returned within 14 days. " + filler
+    f = _jsonl(tmp_path / "long.jsonl", [
+        {"question": "When is the deposit returned?", "context": ctx, "answer": ["within 14 days"]},
+        {"question": "Is there a pool?", "context": ctx, "answer": [], "unanswerable": True}])
+    rows, report = load_qa([f])
+    assert len(rows) == 2  # the question format's answer list and its unanswerable flag are understood
+    tok = AutoTokenizer.from_pretrained(str(default_base()))
+    every = make_features(tok, rows, max_length=128, stride=32)
+    some = make_features(tok, rows, max_length=128, stride=32, negatives=1)
+    pos = [ft for ft in every if ft["start_positions"] > 0]
+    assert pos and [ft for ft in some if ft["start_positions"] > 0] == pos
+    per_row = {r: sum(1 for ft in some if ft["row"] == r and ft["start_positions"] == 0) for r in (0, 1)}
+    assert per_row == {0: 1, 1: 1} and len(every) > len(some) + 10
