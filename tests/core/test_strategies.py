@@ -149,3 +149,23 @@ def test_few_shot_caps_answer_length_by_the_examples(app_dir, embedder):
     longest = max(bot.generator.count_tokens([m]) for m in call.messages[1:-1] if m["role"] == "assistant")
     assert call.params.max_new_tokens == 2 * longest + 16 < 120
     assert ans.usage["completion_tokens"] == call.params.max_new_tokens
+
+
+def test_rag_plain_framing_and_short_answers_are_app_settings(app_dir, embedder):
+    from hybrid.app import load_app
+    from hybrid.strategies.rag import PLAIN_NOTE, SHORT_NOTE
+
+    quoted = make_assistant(app_dir, embedder)
+    quoted.ask("What is the lease notice period?", strategy="rag")
+    q_user = quoted.generator.calls[-1].messages[-1]["content"]
+    assert OPEN in q_user and SHORT_NOTE not in q_user and PLAIN_NOTE not in q_user
+
+    plain = make_assistant(app_dir, embedder)
+    plain.app = load_app(app_dir, ["rag.framing=plain", "rag.answer_style=short"])
+    ans = plain.ask("What is the lease notice period?", strategy="rag")
+    user = plain.generator.calls[-1].messages[-1]["content"]
+    assert OPEN not in user and '"""' not in user
+    assert user.startswith(PLAIN_NOTE) and SHORT_NOTE in user
+    assert "[1] The lease notice period is 60 days" in user and ans.citations[0].source == "lease.md"
+    with pytest.raises(Exception, match="framing must be quoted or plain"):
+        load_app(app_dir, ["rag.framing=fancy"])
