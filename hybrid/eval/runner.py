@@ -255,6 +255,9 @@ def run_eval(app: Any, questions: str | Path | QuestionSet, out_dir: str | Path,
     router_version = _file_hash(bot.app.router_model_path) if learned is not None else None
     reader_version = _file_hash(bot.app.reader_path / "reader_card.json")  # a retrained reader re-answers
 
+    # every app setting that shapes a prompt (rag.k, framing, budgets, examples, voice ...) is part of
+    # each answer's identity: a changed setting must never be served an answer of the old one
+    app_key = hashlib.sha256(json.dumps(dataclasses.asdict(bot.app), sort_keys=True, default=str).encode()).hexdigest()[:16]
     rows: list[dict[str, Any]] = []
     generated: dict[str, tuple[Any, float]] = {}  # request key -> (generation, its seconds), this run only
     computed = cached = 0
@@ -272,6 +275,7 @@ def run_eval(app: Any, questions: str | Path | QuestionSet, out_dir: str | Path,
                                   adapter=adapter_version if uses_adapter else None,
                                   kb_version=kb_version if strategy != "tuned" and strategy != "few_shot" else None,
                                   params={**dataclasses.asdict(params), "router": cfg.router, "date": cfg.date,
+                                          "app": app_key,
                                           **({"router_model": router_version}
                                              if strategy == "auto" and router_version else {}),
                                           **({"reader": reader_version}

@@ -71,6 +71,19 @@ def test_rerun_uses_the_cache(bot, tmp_path):
     assert again.computed == 0 and again.cached == 16
 
 
+def test_a_changed_app_setting_is_never_served_old_answers(tmp_path):
+    from hybrid.app import load_app
+
+    app = write_app(tmp_path / "app")
+    emb = HashEmbedder(256)
+    run_eval(None, qfile(tmp_path), tmp_path / "out", CFG, assistant=make_assistant(app, emb, replies=reply),
+             progress=False)
+    bot = make_assistant(app, emb, replies=reply)
+    bot.app = load_app(app, ["rag.k=2"])  # same KB, same generation settings, another prompt
+    res = run_eval(None, qfile(tmp_path), tmp_path / "out", CFG, assistant=bot, progress=False)
+    assert res.cached == 0 and res.computed == 16
+
+
 def test_changed_knowledge_base_recomputes_only_what_depends_on_it(tmp_path):
     app = write_app(tmp_path / "app")
     emb = HashEmbedder(256)
