@@ -118,31 +118,25 @@ Imported from `{source}` by `hybrid app import`: {articles} articles in `corpus/
 {split_by} into `questions/train.jsonl` ({train}), `questions/dev.jsonl` ({dev}) and `questions/test.jsonl`
 ({test}); `examples.jsonl` (few-shot bank) and `tune.jsonl` come from the train split only.
 
-Next steps:
+Next steps (docs/new-app.md in hybrid walks through them with real output):
 
     # 1. try it: RAG over corpus/ works now (the knowledge base builds on first use)
     hybrid ask "{question}" --app {path}
 
-{reader}    # {n_adapter}. tune the adapter on the train split (tuned / tuned_rag strategies)
-    hybrid tune --data {path}/tune.jsonl --out {path}/adapter
+    # 2. tune the extractive reader (the extract strategy) on the train split
+    hybrid tune reader --app {path}
 
-    # {n_router}. label the dev split with every strategy, then fit the learned router on those labels
-    hybrid eval --app {path} --questions {path}/questions/dev.jsonl --out reports/{name}-dev
-    hybrid router train --from reports/{name}-dev/results.jsonl --app {path} --questions {path}/questions/dev.jsonl
+    # 3. optional: tune the adapter on the train split (tuned / tuned_rag strategies)
+    hybrid tune --app {path}
 
-    # {n_eval}. the held-out verdict: articles in test were never seen by the adapter, examples or router
-    hybrid eval --app {path} --questions {path}/questions/test.jsonl --out reports/{name}-test --router learned
+    # 4. label the dev split with every strategy, train the learned router, switch to it if it wins
+    hybrid app fit {path} --questions {path}/questions/dev.jsonl -n 60 --max-new-tokens 64
+
+    # 5. the held-out verdict: articles in test were never seen by the reader, adapter, examples or router
+    hybrid eval --app {path} --questions {path}/questions/test.jsonl -n 100 --max-new-tokens 64 --baseline langchain --out reports/{name}-test
 
 Retrieval hit@k in the report compares each question's `relevant_docs` with the sources retrieved.
 """
-
-
-def _has_reader_command() -> bool:
-    try:
-        from hybrid.cli.tune import cli as tune_cli
-    except Exception:  # noqa: BLE001 - only decides whether to mention a command
-        return False
-    return "reader" in getattr(tune_cli, "commands", {})
 
 
 @cli.command("import")
@@ -196,13 +190,10 @@ def import_(directory: str, data: str, split_text: str, seed: int, max_examples:
         click.echo(f"note: {root}/app.yaml knowledge_base.sources is {list(app.knowledge_base.sources)}; "
                    f"add corpus to search the imported articles")
     first = next((r for r in _first_question(root)), "a question about your documents")
-    reader = _has_reader_command()
-    steps = {"n_adapter": 3 if reader else 2, "n_router": 4 if reader else 3, "n_eval": 5 if reader else 4}
     atomic_write_text(root / "README.md", NEXT_STEPS.format(
         title=app.title or app.name, source=Path(data).name, articles=report.articles, split_by=report.split_by,
         path=root.as_posix(), name=app.name, question=first.replace('"', "'"),
-        reader=("    # 2. tune the reader (extract strategy) on the train split: see hybrid tune reader --help\n\n"
-                if reader else ""), **{s: report.questions.get(s, 0) for s in ("train", "dev", "test")}, **steps))
+        **{s: report.questions.get(s, 0) for s in ("train", "dev", "test")}))
     click.echo(f"{'created' if created else 'filled'} {root}/: corpus/ ({report.articles} files), "
                f"questions/train|dev|test.jsonl, examples.jsonl, tune.jsonl; next steps in {root}/README.md")
 

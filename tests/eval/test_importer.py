@@ -67,7 +67,7 @@ def test_import_writes_corpus_and_a_split_by_title(tmp_path, capsys):
     assert {r["question"] for r in rows(app / "tune.jsonl")} == train_q
     assert "test  " in output and "titles:" in output
     readme = (app / "README.md").read_text()
-    assert "hybrid tune --data" in readme and "hybrid router train" in readme and "questions/test.jsonl" in readme
+    assert "hybrid tune reader --app" in readme and "hybrid app fit" in readme and "questions/test.jsonl" in readme
     # the written questions load as eval questions, with titles to select on
     qs = load_questions(app / "questions" / "test.jsonl")
     assert {q.title for q in qs.questions} == titles["test"]
