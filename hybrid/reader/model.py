@@ -48,6 +48,26 @@ def default_base() -> Path:
     return bundled_minilm_path()
 
 
+def load_qa_model(path: str | Path, error: type[Exception], *, what: str):
+    """(``AutoModelForQuestionAnswering``, fast tokenizer) from ``path``; a bad directory raises
+    ``error`` with one line. Shared by loading a reader and by training one."""
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # "some weights are newly initialized" is expected for a new head
+    try:
+        model = AutoModelForQuestionAnswering.from_pretrained(str(path))
+        tok = AutoTokenizer.from_pretrained(str(path))
+    except (OSError, ValueError) as e:
+        raise error(f"cannot load {what} from {path}: {str(e).splitlines()[0]}") from None
+    finally:
+        hf_logging.set_verbosity(verbosity)
+    if not getattr(tok, "is_fast", False):
+        raise error(f"{what} at {path} needs a fast tokenizer (tokenizer.json) for char offsets")
+    return model, tok
+
+
 def read_card(path: Path) -> dict:
     f = Path(path) / CARD
     if not f.is_file():
@@ -104,8 +124,6 @@ class Reader:
             if self._model is not None:
                 return self
             import torch
-            from transformers import AutoModelForQuestionAnswering, AutoTokenizer
-            from transformers.utils import logging as hf_logging
 
             path = self.path or default_base()
             if not Path(path).is_dir():
@@ -115,19 +133,9 @@ class Reader:
             # read the way it was trained: the card's window size, unless the caller chose one
             self.max_length = int(self.card.get("max_length", self.max_length))
             self.stride = int(self.card.get("stride", self.stride))
-            verbosity = hf_logging.get_verbosity()
-            hf_logging.set_verbosity_error()  # "some weights are newly initialized" is expected here
-            try:
-                with torch.random.fork_rng(devices=[]):
-                    torch.manual_seed(HEAD_SEED)
-                    model = AutoModelForQuestionAnswering.from_pretrained(str(path))
-                tok = AutoTokenizer.from_pretrained(str(path))
-            except (OSError, ValueError) as e:
-                raise ModelError(f"cannot load a reader from {path}: {str(e).splitlines()[0]}") from None
-            finally:
-                hf_logging.set_verbosity(verbosity)
-            if not getattr(tok, "is_fast", False):
-                raise ModelError(f"the reader at {path} needs a fast tokenizer (tokenizer.json) for offsets")
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(HEAD_SEED)  # an untrained head is the same on every load
+                model, tok = load_qa_model(path, ModelError, what="a reader")
             model.eval()
             self._model, self._tok = model, tok
             log.info("reader %s loaded (%s)", path, "tuned" if self.tuned else "untuned head")

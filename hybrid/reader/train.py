@@ -49,7 +49,7 @@ import numpy as np
 from hybrid.errors import InputError
 from hybrid.eval.metrics import exact_match, mean, token_f1
 from hybrid.io import atomic_write_bytes, atomic_write_text, read_jsonl
-from hybrid.reader.model import CARD, DEFAULT_THRESHOLD, Reader, default_base, sigmoid
+from hybrid.reader.model import CARD, DEFAULT_THRESHOLD, Reader, default_base, load_qa_model, sigmoid
 from indexes.embed import bf16_fast
 
 log = logging.getLogger(__name__)
@@ -412,23 +412,12 @@ def train_reader(data_paths: str | Path | Sequence[str | Path], out_dir: str | P
     import torch
     from safetensors.torch import load_file, save
     from tqdm.auto import tqdm
-    from transformers import AutoModelForQuestionAnswering, AutoTokenizer, get_linear_schedule_with_warmup
-    from transformers.utils import logging as hf_logging
+    from transformers import get_linear_schedule_with_warmup
 
     out = Path(out_dir).expanduser()
     ckdir = out / "checkpoints"
     torch.manual_seed(seed)
-    verbosity = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the new QA head's "newly initialized" warning is expected
-    try:
-        model = AutoModelForQuestionAnswering.from_pretrained(str(base_path))
-        tok = AutoTokenizer.from_pretrained(str(base_path))
-    except (OSError, ValueError) as e:
-        raise InputError(f"cannot load base encoder {base_path}: {str(e).splitlines()[0]}") from None
-    finally:
-        hf_logging.set_verbosity(verbosity)
-    if not getattr(tok, "is_fast", False):
-        raise InputError(f"base encoder {base_path} needs a fast tokenizer (tokenizer.json) for char offsets")
+    model, tok = load_qa_model(base_path, InputError, what="a base encoder")
 
     reader = Reader.from_model(model, tok, max_length=max_length, stride=stride)
     feats = make_features(tok, train_rows, max_length, stride, negatives=negatives, seed=seed)
