@@ -20,8 +20,9 @@ import click
               help="Reader directory to write (needed without --app).")
 @click.option("--base", default=None, type=click.Path(file_okay=False),
               help="Encoder directory to start from [default: the bundled all-MiniLM-L6-v2].")
-@click.option("--epochs", type=int, default=2, show_default=True)
-@click.option("--lr", type=float, default=1e-4, show_default=True,
+@click.option("--epochs", type=int, default=4, show_default=True,
+              help="Passes over the data (PolicyQA train split, held-out titles: F1 0.29 after 2 at lr 1e-4, 0.39 after 4 at 2e-4).")
+@click.option("--lr", type=float, default=2e-4, show_default=True,
               help="Peak learning rate (a sentence encoder's new QA head needs more than BERT's usual 3e-5).")
 @click.option("--batch-size", type=int, default=16, show_default=True)
 @click.option("--max-length", type=int, default=256, show_default=True, help="Tokens per window.")

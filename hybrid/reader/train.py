@@ -385,7 +385,7 @@ def _latest_checkpoint(ckdir: Path) -> tuple[Path, dict] | None:
 
 
 def train_reader(data_paths: str | Path | Sequence[str | Path], out_dir: str | Path, base: str | Path | None = None,
-                 epochs: int = 2, lr: float = 1e-4, batch_size: int = 16, max_length: int = 256, stride: int = 96,
+                 epochs: int = 4, lr: float = 2e-4, batch_size: int = 16, max_length: int = 256, stride: int = 96,
                  seed: int = 0, eval_fraction: float = 0.1, progress: bool = True, resume: bool = False,
                  max_answer_tokens: int = MAX_ANSWER_TOKENS, negatives: int | None = 1) -> ReaderTrainResult:
     """Tune a reader and write it to ``out_dir`` (weights, config, tokenizer, ``reader_card.json``)."""
