@@ -29,7 +29,7 @@ def test_preset_loads_and_says_how_it_is_used(name):
     assert head[0].startswith("#"), f"{name} must open with a comment"
     assert any(line.startswith("#") and "hybrid " in line for line in head), \
         f"{name} must say in its opening comment which command uses it"
-    if name == "router.yaml":
+    if name.startswith("router"):  # router.yaml and fitted router presets (router-fitted.yaml)
         from hybrid.routing.config import load_router_config
 
         load_router_config(path)
