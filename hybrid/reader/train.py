@@ -387,7 +387,8 @@ def _latest_checkpoint(ckdir: Path) -> tuple[Path, dict] | None:
 def train_reader(data_paths: str | Path | Sequence[str | Path], out_dir: str | Path, base: str | Path | None = None,
                  epochs: int = 4, lr: float = 2e-4, batch_size: int = 16, max_length: int = 256, stride: int = 96,
                  seed: int = 0, eval_fraction: float = 0.1, progress: bool = True, resume: bool = False,
-                 max_answer_tokens: int = MAX_ANSWER_TOKENS, negatives: int | None = 1) -> ReaderTrainResult:
+                 max_answer_tokens: int = MAX_ANSWER_TOKENS, negatives: int | None = 1,
+                 bf16: bool | None = None) -> ReaderTrainResult:
     """Tune a reader and write it to ``out_dir`` (weights, config, tokenizer, ``reader_card.json``)."""
     t_start = time.perf_counter()
     if epochs < 1:
@@ -445,9 +446,11 @@ def train_reader(data_paths: str | Path | Sequence[str | Path], out_dir: str | P
         sched.step()  # the schedule resumes where it was; AdamW moments restart (see module docstring)
     pad_id = tok.pad_token_id or 0
 
+    use_bf16 = bf16_fast() if bf16 is None else bf16
+
     def amp():
         # bf16 matmuls where the CPU multiplies bf16 natively (about 2x here); weights stay fp32
-        return torch.autocast("cpu", dtype=torch.bfloat16) if bf16_fast() else contextlib.nullcontext()
+        return torch.autocast("cpu", dtype=torch.bfloat16) if use_bf16 else contextlib.nullcontext()
 
     bar = tqdm(total=total, initial=step, desc="train reader", unit="step", disable=not progress)
     train_seconds, seen = 0.0, 0
