@@ -257,7 +257,12 @@ def run_eval(app: Any, questions: str | Path | QuestionSet, out_dir: str | Path,
 
     # every app setting that shapes a prompt (rag.k, framing, budgets, examples, voice ...) is part of
     # each answer's identity: a changed setting must never be served an answer of the old one
-    app_key = hashlib.sha256(json.dumps(dataclasses.asdict(bot.app), sort_keys=True, default=str).encode()).hexdigest()[:16]
+    # (the router's settings shape only `auto`'s answers: they key auto, not the fixed strategies)
+    def _digest(obj: Any) -> str:
+        return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+    app_key = _digest({k: v for k, v in dataclasses.asdict(bot.app).items() if k != "router"})
+    router_key = _digest([dataclasses.asdict(bot.app.router), dataclasses.asdict(bot.router_config())])
     rows: list[dict[str, Any]] = []
     generated: dict[str, tuple[Any, float]] = {}  # request key -> (generation, its seconds), this run only
     computed = cached = 0
@@ -275,7 +280,7 @@ def run_eval(app: Any, questions: str | Path | QuestionSet, out_dir: str | Path,
                                   adapter=adapter_version if uses_adapter else None,
                                   kb_version=kb_version if strategy != "tuned" and strategy != "few_shot" else None,
                                   params={**dataclasses.asdict(params), "router": cfg.router, "date": cfg.date,
-                                          "app": app_key,
+                                          "app": app_key, **({"router_settings": router_key} if strategy == "auto" else {}),
                                           **({"router_model": router_version}
                                              if strategy == "auto" and router_version else {}),
                                           **({"reader": reader_version}

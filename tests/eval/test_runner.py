@@ -82,6 +82,11 @@ def test_a_changed_app_setting_is_never_served_old_answers(tmp_path):
     bot.app = load_app(app, ["rag.k=2"])  # same KB, same generation settings, another prompt
     res = run_eval(None, qfile(tmp_path), tmp_path / "out", CFG, assistant=bot, progress=False)
     assert res.cached == 0 and res.computed == 16
+    # a router setting changes only auto's answers: the fixed strategies come from the cache
+    bot2 = make_assistant(app, emb, replies=reply)
+    bot2.app = load_app(app, ["rag.k=2", 'router.overrides={"rules": {"rag_high": 0.9}}'])
+    again = run_eval(None, qfile(tmp_path), tmp_path / "out", CFG, assistant=bot2, progress=False)
+    assert again.computed == 4 and again.cached == 12
 
 
 def test_changed_knowledge_base_recomputes_only_what_depends_on_it(tmp_path):
