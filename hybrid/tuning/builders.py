@@ -305,6 +305,22 @@ def fit_blocks(question: str, blocks: list[tuple[str, str]], oracle_at: int | No
     return blocks, oracle_at
 
 
+def _add_raft_row(rows: list[dict], question: str, blocks, reply: str, budget, report, **extra) -> None:
+    """One RAFT chat row (sources block + question, then the cited reply), its length recorded."""
+    row = {"messages": [{"role": "user", "content": _rag_turn(question, blocks)},
+                        {"role": "assistant", "content": reply}], **extra}
+    rows.append(row)
+    if budget is not None:
+        report.lengths.append(budget.row_tokens(row))
+
+
+def _close_report(rows: list[dict], budget, report) -> list[dict]:
+    report.rows += len(rows)
+    if budget is not None:
+        report.budget, report.exact = budget.max_length, budget.exact
+    return rows
+
+
 def build_raft(chunks: Sequence[SourceChunk], *, n_distractors: int = 3, oracle_fraction: float = 0.8,
                seed: int = 0, budget: Budget | None = None, report: BuildReport | None = None) -> list[dict]:
     """RAFT-style rows: question + shuffled [oracle + distractors from other documents] -> cited answer.
@@ -343,16 +359,8 @@ def build_raft(chunks: Sequence[SourceChunk], *, n_distractors: int = 3, oracle_
                 continue
             blocks, at = fitted
             reply = f"{answer} [{at + 1}]" if at is not None else answer
-        row = {"messages": [{"role": "user", "content": _rag_turn(question, blocks)},
-                            {"role": "assistant", "content": reply}],
-               "source": ch.doc_id, "oracle": with_oracle}
-        rows.append(row)
-        if budget is not None:
-            report.lengths.append(budget.row_tokens(row))
-    report.rows += len(rows)
-    if budget is not None:
-        report.budget, report.exact = budget.max_length, budget.exact
-    return rows
+        _add_raft_row(rows, question, blocks, reply, budget, report, source=ch.doc_id, oracle=with_oracle)
+    return _close_report(rows, budget, report)
 
 
 def build_style_set(chunks: Sequence[SourceChunk], *, min_words: int = 30, seed: int = 0) -> list[dict]:
@@ -505,17 +513,10 @@ def build_raft_from_qa(pairs: Sequence[QAPair], *, n_distractors: int = 3, oracl
                 continue
             blocks, at = fitted
             reply = f"{pair.answer.strip()} [{at + 1}]" if at is not None else dont_know
-        row = {"messages": [{"role": "user", "content": _rag_turn(pair.question.strip(), blocks)},
-                            {"role": "assistant", "content": reply}],
-               "source": pair.title or f"context-{contexts.index(pair.context)}", "oracle": with_oracle,
-               "answerable": pair.answer is not None}
-        rows.append(row)
-        if budget is not None:
-            report.lengths.append(budget.row_tokens(row))
-    report.rows += len(rows)
-    if budget is not None:
-        report.budget, report.exact = budget.max_length, budget.exact
-    return rows
+        _add_raft_row(rows, pair.question.strip(), blocks, reply, budget, report,
+                      source=pair.title or f"context-{contexts.index(pair.context)}", oracle=with_oracle,
+                      answerable=pair.answer is not None)
+    return _close_report(rows, budget, report)
 
 
 def _hit_source(hit: Any) -> str:
