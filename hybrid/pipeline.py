@@ -230,6 +230,12 @@ class Assistant:
                                     self.app.name, path, e)
             return self._reader
 
+    def extract_scorer(self) -> str:
+        """What scores extract's spans for this app: "reader" (a reader loaded from ``reader.path``, whose
+        score is a calibrated probability) or "zero_shot" (sentence selection). The router gates each
+        on its own threshold."""
+        return "reader" if self.reader is not None else "zero_shot"
+
     @property
     def adapter_problem(self) -> str | None:
         _ = self.adapter
@@ -306,14 +312,14 @@ class Assistant:
         return max(1, min(self.app.rag.k, n)) if n > 0 else self.app.rag.k
 
     def route_context(self, rq: str, qvec: np.ndarray, retrieve, excluded: dict[str, str],
-                      extract_confidence=None):
+                      extract_confidence=None, extract_scorer=None):
         from hybrid.routing.signals import RouteContext
 
         cfg = self.router_config()
         return RouteContext(query=rq, query_vec=qvec, retrieve=retrieve, examples=self.examples,
                             adapter_vecs=self.adapter_training_vectors(), excluded=excluded,
                             costs=cfg.costs, neighbours=cfg.rules.neighbours,
-                            extract_confidence=extract_confidence)
+                            extract_confidence=extract_confidence, extract_scorer=extract_scorer)
 
     def route_contexts(self, queries: Sequence[str], *, progress: bool = False) -> list:
         """One ``RouteContext`` per query, as ``prepare`` builds it (embedding, lazy retrieval, examples,
@@ -434,7 +440,7 @@ class Assistant:
         def extract_confidence() -> float:
             return float(extract_prompt().confidence or 0.0)  # no relevant source: nothing to quote
 
-        rctx = self.route_context(rq, qvec, sctx.retrieve, excluded, extract_confidence)
+        rctx = self.route_context(rq, qvec, sctx.retrieve, excluded, extract_confidence, self.extract_scorer)
         kind = f"fixed:{strategy}" if strategy != "auto" else (router or self._router_kind)
         t = time.perf_counter()
         decision: Decision = self.router(kind).route(rq, rctx)

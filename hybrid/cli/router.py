@@ -235,7 +235,8 @@ def train(labels: str, app_dir: str, out: str | None, questions: str | None, as_
 @click.option("--json", "as_json", is_flag=True, help="Print the raw result as one JSON line.")
 @set_option
 def fit_rules_cmd(results, apps, grid, margin, out, update, as_json, overrides) -> None:
-    """Fit rules.extract_min (and with --grid rag_high, fewshot_low) from evaluation results, offline.
+    """Fit rules.extract_min and extract_min_reader (and with --grid rag_high, fewshot_low) from
+    evaluation results, offline. Each threshold is fitted on the questions its scorer answered.
 
     \b
     hybrid router fit-rules --from reports/legal/results.jsonl --app apps/legal \\
@@ -278,7 +279,9 @@ def fit_rules_cmd(results, apps, grid, margin, out, update, as_json, overrides) 
         text = target.read_text(encoding="utf-8")
         note = (f"fitted by fit-rules on {', '.join(Path(p).as_posix() for _, p in sources)} "
                 f"(pooled {result['pooled']['routed']:.3f})")
-        text = set_yaml_value(text, "rules", "extract_min", result["extract_min"], comment=note)
+        for key, scorer in (("extract_min", "zero_shot"), ("extract_min_reader", "reader")):
+            if scorer in result["fitted"]:  # a scorer no question used keeps its value
+                text = set_yaml_value(text, "rules", key, result[key], comment=note)
         text = text.replace("NOT FITTED YET, set it from evaluation results with", "fitted; refit it with")
         if grid:
             text = set_yaml_value(text, "rules", "rag_high", result["rag_high"])

@@ -38,13 +38,18 @@ class RulesConfig:
     fallback: str = field(default="few_shot", metadata={"help": "strategy when no signal is strong"})
     epsilon: float = field(default=0.02, metadata={"help": "scores this close count as a tie: cheapest wins"})
     extract_min: float | None = field(default=None, metadata={
-        "help": "route to extract when its calibrated confidence is at least this, else decide among the "
-                "others; null = off (never by confidence). Fit it with `hybrid router fit-rules`"})
+        "help": "route to extract when the zero-shot scorer's confidence is at least this, else decide among "
+                "the others; null = off (never by confidence). Fit it with `hybrid router fit-rules`"})
+    extract_min_reader: float | None = field(default=None, metadata={
+        "help": "the same gate when a tuned reader scores the span (a calibrated probability, another scale "
+                "than the zero-shot score); null = off. Fit it with `hybrid router fit-rules`"})
 
     def __post_init__(self) -> None:
         _ramp_pair(self.rag_low, self.rag_high, "rag")
-        if self.extract_min is not None and not 0.0 <= self.extract_min <= 1.0:
-            raise ValueError(f"extract_min must be in [0, 1] or null, got {self.extract_min}")
+        for name in ("extract_min", "extract_min_reader"):
+            v = getattr(self, name)
+            if v is not None and not 0.0 <= v <= 1.0:
+                raise ValueError(f"{name} must be in [0, 1] or null, got {v}")
         _ramp_pair(self.fewshot_low, self.fewshot_high, "fewshot")
         _ramp_pair(self.tuned_low, self.tuned_high, "tuned")
         if self.margin_high <= 0:

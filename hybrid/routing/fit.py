@@ -2,12 +2,13 @@
 
 For every evaluated question the routed score of a candidate setting is
 
-    extract's score              if extract's confidence >= extract_min
+    extract's score              if extract's confidence >= its scorer's threshold
     score of the rules' choice   otherwise (the rules replayed on the question's signals, extract excluded)
 
 so no answer is generated again: the eval rows hold every fixed strategy's score and extract's
 confidence, and the signals come from ``Assistant.route_contexts``. The setting kept maximises the
-pooled mean score over all datasets, with every dataset's mean kept at or above its best fixed strategy
+pooled mean score over all datasets (``extract_min`` for the zero-shot scorer, ``extract_min_reader`` for a
+tuned reader's calibrated probability: different scales, so one threshold each), with every dataset's mean kept at or above its best fixed strategy
 where any setting can. Each dataset is reported against its best fixed strategy with a paired CI::
 
     data = [FitData.from_rows("legal", rows, bot.route_contexts(...), ...)]
@@ -39,6 +40,7 @@ class FitQuestion:
     query: str
     scores: dict[str, float]  # fixed strategy -> primary score (extract included)
     confidence: float  # extract's calibrated confidence for this question
+    scorer: str = "zero_shot"  # what produced it: "zero_shot" (sentence selection) or "reader" (tuned)
 
 
 @dataclass
@@ -85,8 +87,16 @@ def questions_from_rows(rows: Iterable[dict]) -> tuple[list[FitQuestion], dict[s
             continue
         text = str(ex.get("question") or ex.get("query") or "")
         out.append(FitQuestion(qid=qid, query=text, scores={s: float(r["scores"]["primary"]) for s, r in rs.items()},
-                               confidence=float(ex["confidence"])))
+                               confidence=float(ex["confidence"]), scorer=scorer_of(ex)))
     return out, skipped
+
+
+def scorer_of(row: dict) -> str:
+    """Which scorer gave an extract row its confidence, from the strategy's notice: a reader's
+    ("tuned reader: span ...", "untuned reader: ...") or the zero-shot sentence selector's."""
+    notices = row.get("notices") or []
+    readers = ("tuned reader:", "untuned reader:")
+    return "reader" if any(isinstance(n, str) and n.startswith(readers) for n in notices) else "zero_shot"
 
 
 def _rules_scores(data: FitData, cfg: RouterConfig) -> np.ndarray:
@@ -118,15 +128,23 @@ def _with(cfg: RouterConfig, **rules: Any) -> RouterConfig:
     return dataclasses.replace(cfg, rules=dataclasses.replace(cfg.rules, **rules))
 
 
+SCORERS = ("zero_shot", "reader")
+THRESHOLD_KEY = {"zero_shot": "extract_min", "reader": "extract_min_reader"}
+
+
 def fit_rules(datasets: Sequence[FitData], cfg: RouterConfig | None = None, *, grid: bool = False,
               margin: float = 0.0, seed: int = 0) -> dict[str, Any]:
-    """Choose ``rules.extract_min`` (and with ``grid`` ``rag_high``/``fewshot_low``) from evaluation rows.
+    """Choose ``rules.extract_min`` and ``rules.extract_min_reader`` (and with ``grid`` ``rag_high`` and
+    ``fewshot_low``) from evaluation rows.
 
-    Order of preference: no dataset below its best fixed strategy by more than ``margin`` (else the least
-    total shortfall), then the highest pooled mean, then the fewest changed settings, then the lowest
-    threshold (extract is the cheapest strategy). Returns the values, the pooled score, the score of the
-    current setting, and per dataset the routed mean against its best fixed strategy with a paired
-    bootstrap CI (``hybrid.eval.stats.paired_bootstrap``).
+    The two thresholds gate two scorers whose confidences are on different scales: the zero-shot
+    sentence selector's heuristic score and a tuned reader's calibrated probability. Each is fitted on
+    the questions its scorer answered (``FitQuestion.scorer``); a scorer no question used keeps its
+    current value. Order of preference: no dataset below its best fixed strategy by more than ``margin``
+    (else the least total shortfall), then the highest pooled mean, then the fewest changed settings,
+    then the lowest thresholds (extract is the cheapest strategy). Returns the values, the pooled score,
+    the score of the current setting, and per dataset the routed mean against its best fixed strategy
+    with a paired bootstrap CI (``hybrid.eval.stats.paired_bootstrap``).
     """
     from hybrid.eval.stats import paired_bootstrap
 
@@ -136,6 +154,7 @@ def fit_rules(datasets: Sequence[FitData], cfg: RouterConfig | None = None, *, g
         raise InputError("no question has both an extract answer with a confidence and another strategy's "
                          "answer; evaluate with extract and at least one more fixed strategy")
     confs = [np.array([q.confidence for q in d.questions]) for d in datasets]
+    kinds = [np.array([q.scorer for q in d.questions]) for d in datasets]
     exts = [np.array([q.scores["extract"] for q in d.questions]) for d in datasets]
     best_fixed = []
     for d in datasets:
@@ -145,20 +164,35 @@ def fit_rules(datasets: Sequence[FitData], cfg: RouterConfig | None = None, *, g
         best_fixed.append((bf, means[bf], np.array([q.scores[bf] for q in d.questions]), means))
     n_total = sum(len(d.questions) for d in datasets)
     cur = cfg.rules
+    current_t = {k: getattr(cur, THRESHOLD_KEY[k]) for k in SCORERS}
     grids = [(cur.rag_high, cur.fewshot_low)]
     if grid:
         grids += [(rh, fl) for rh in RAG_HIGH_GRID for fl in FEWSHOT_LOW_GRID
                   if rh > cur.rag_low and fl < cur.fewshot_high and (rh, fl) != grids[0]]
-    all_conf = np.concatenate(confs)
-    thresholds = _candidates(all_conf)
+    present = [k for k in SCORERS if any((kd == k).any() for kd in kinds)]
+    candidates = {k: _candidates(np.concatenate([c[kd == k] for c, kd in zip(confs, kinds)])) for k in present}
 
-    def routed(rule_scores: list[np.ndarray], t: float | None) -> list[np.ndarray]:
-        return [np.where(c >= t, e, r) if t is not None else r for c, e, r in zip(confs, exts, rule_scores)]
+    masks = [{k: kd == k for k in present} for kd in kinds]
 
-    def evaluate(rule_scores: list[np.ndarray], t: float | None) -> tuple[float, float]:
-        got = routed(rule_scores, t)
+    def routed(rule_scores: list[np.ndarray], ts: dict[str, float | None]) -> list[np.ndarray]:
+        out = []
+        for c, m, e, r in zip(confs, masks, exts, rule_scores):
+            thr = np.full(len(c), np.inf)
+            for k, mk in m.items():
+                if ts[k] is not None:
+                    thr[mk] = ts[k]
+            out.append(np.where(c >= thr, e, r))
+        return out
+
+    def evaluate(rule_scores: list[np.ndarray], ts: dict[str, float | None]) -> tuple[float, float]:
+        got = routed(rule_scores, ts)
         shortfall = sum(max(0.0, bf[1] - float(g.mean()) - margin) for g, bf in zip(got, best_fixed))
         return shortfall, float(sum(g.sum() for g in got) / n_total)
+
+    def key_of(rule_scores, ts, changed):
+        shortfall, pooled = evaluate(rule_scores, ts)
+        return (round(shortfall, 9), -round(pooled, 9), changed,
+                sum(2.0 if ts[k] is None else ts[k] for k in present)), pooled
 
     best_key, best = None, None
     current = None
@@ -167,27 +201,29 @@ def fit_rules(datasets: Sequence[FitData], cfg: RouterConfig | None = None, *, g
                else d.cfg for d in datasets]
         rule_scores = [_rules_scores(d, c) for d, c in zip(datasets, per)]
         changed = int(not math.isclose(rh, cur.rag_high)) + int(not math.isclose(fl, cur.fewshot_low))
-        for t in thresholds:
-            shortfall, pooled = evaluate(rule_scores, t)
-            if (rh, fl) == grids[0] and t == cur.extract_min:
-                current = pooled
-            key = (round(shortfall, 9), -round(pooled, 9), changed, 2.0 if t is None else t)
-            if best_key is None or key < best_key:
-                best_key, best = key, (rh, fl, t, rule_scores, pooled)
-    rh, fl, t, rule_scores, pooled = best
-    if current is None:  # the current threshold is not among the candidates: score it as it is
-        current = evaluate([_rules_scores(d, d.cfg) for d in datasets], cur.extract_min)[1]
-    got = routed(rule_scores, t)
+        if (rh, fl) == grids[0]:
+            current = evaluate(rule_scores, current_t)[1]
+        # coordinate search: each scorer's threshold in turn, the others held, twice round
+        ts = dict(current_t)
+        for _ in range(2):
+            for k in present:
+                ts[k] = min(candidates[k], key=lambda t: key_of(rule_scores, {**ts, k: t}, changed)[0])
+        k_, pooled = key_of(rule_scores, ts, changed)
+        if best_key is None or k_ < best_key:
+            best_key, best = k_, (rh, fl, dict(ts), rule_scores, pooled)
+    rh, fl, ts, rule_scores, pooled = best
+    got = routed(rule_scores, ts)
     report = []
-    for d, g, c, (bf, bf_mean, bf_scores, means) in zip(datasets, got, confs, best_fixed):
+    for d, g, c, kd, (bf, bf_mean, bf_scores, means) in zip(datasets, got, confs, kinds, best_fixed):
         diff, ci, p = paired_bootstrap(g.tolist(), bf_scores.tolist(), seed=seed)
-        n_ext = int((c >= t).sum()) if t is not None else 0
+        n_ext = int(sum(1 for x, k in zip(c, kd) if ts[k] is not None and x >= ts[k]))
         report.append({"name": d.name, "questions": len(d.questions), "routed": round(float(g.mean()), 4),
                        "best_fixed": {"strategy": bf, "mean": round(bf_mean, 4)},
                        "fixed": {s: round(v, 4) for s, v in sorted(means.items(), key=lambda kv: -kv[1])},
                        "diff": round(diff, 4), "ci95": [round(x, 4) for x in ci], "p": round(p, 4),
-                       "to_extract": n_ext, "skipped": dict(d.skipped)})
-    return {"extract_min": t, "rag_high": rh, "fewshot_low": fl, "grid": grid,
+                       "to_extract": n_ext, "scorers": sorted(set(kd.tolist())), "skipped": dict(d.skipped)})
+    return {"extract_min": ts["zero_shot"], "extract_min_reader": ts["reader"],
+            "fitted": present, "rag_high": rh, "fewshot_low": fl, "grid": grid,
             "pooled": {"routed": round(pooled, 4), "questions": n_total,
                        "current_setting": round(current, 4),
                        "best_fixed": round(float(sum(bf[2].sum() for bf in best_fixed)) / n_total, 4)},
@@ -197,9 +233,15 @@ def fit_rules(datasets: Sequence[FitData], cfg: RouterConfig | None = None, *, g
 
 def format_fit(result: dict[str, Any]) -> list[str]:
     """The table ``hybrid router fit-rules`` prints."""
-    t = result["extract_min"]
     p = result["pooled"]
-    lines = [f"fitted rules: extract_min {'null (off)' if t is None else t}, rag_high {result['rag_high']}, "
+
+    def show(key: str, scorer: str) -> str:
+        t = result[key]
+        kept = "" if scorer in result.get("fitted", SCORERS) else " (no question used this scorer: kept)"
+        return f"{key} {'null (off)' if t is None else t}{kept}"
+
+    lines = [f"fitted rules: {show('extract_min', 'zero_shot')}, {show('extract_min_reader', 'reader')}, "
+             f"rag_high {result['rag_high']}, "
              f"fewshot_low {result['fewshot_low']}" + ("" if result["grid"] else " (grid off: kept)"),
              f"pooled mean score {p['routed']:.3f} over {p['questions']} questions "
              f"(current setting {p['current_setting']:.3f}; each dataset's best fixed strategy {p['best_fixed']:.3f})",
@@ -234,8 +276,9 @@ def fitted_yaml(result: dict[str, Any], sources: Sequence[tuple[str, str]], comm
              f"(current setting {p['current_setting']:.3f})",
              "# Use: copy the values into configs/router.yaml's rules section (or --update it), or into an",
              "# app's router.overrides.rules.", "", "rules:"]
-    t = result["extract_min"]
-    head += [f"  extract_min: {'null' if t is None else t}   # extract answers at or above this confidence",
+    t, tr = result["extract_min"], result.get("extract_min_reader")
+    head += [f"  extract_min: {'null' if t is None else t}   # zero-shot extract answers at or above this score",
+             f"  extract_min_reader: {'null' if tr is None else tr}   # tuned reader: at or above this probability",
              f"  rag_high: {result['rag_high']}",
              f"  fewshot_low: {result['fewshot_low']}", ""]
     return "\n".join(head)

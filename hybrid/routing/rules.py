@@ -5,9 +5,10 @@ drops impossible strategies, applies the minimum score and breaks near-ties by c
 functions so the learned router and the evaluation can reuse them.
 
 ``extract`` is gated first, by its own scorer: the strategy's calibrated confidence that its quoted
-span answers (``RouteContext.extract_confidence``). At or above ``rules.extract_min`` the answer is
-extract's; below it (or when no confidence can be computed) the rules decide among the other
-strategies as before. ``hybrid router fit-rules`` sets ``extract_min`` from evaluation results.
+span answers (``RouteContext.extract_confidence``). At or above the scorer's threshold the answer is
+extract's (``rules.extract_min`` for the zero-shot sentence selector, ``rules.extract_min_reader`` for a
+tuned reader, whose calibrated probability is on another scale); below it (or when no confidence can be computed) the rules decide among the other
+strategies as before. ``hybrid router fit-rules`` sets both from evaluation results.
 """
 
 from __future__ import annotations
@@ -89,6 +90,12 @@ def explain(pick: str, s: Signals, cfg: RulesConfig) -> str:
         ", style/format question" if s.qtype == "style" else "")
 
 
+def extract_threshold(cfg: RulesConfig, scorer: str) -> tuple[str, float | None]:
+    """(setting name, value) of the gate for this scorer: a tuned reader's or the zero-shot one."""
+    name = "extract_min_reader" if scorer == "reader" else "extract_min"
+    return name, getattr(cfg, name)
+
+
 def extract_gate(confidence: float | None, extract_min: float | None) -> bool:
     """The threshold half of extract's scorer-plus-threshold: route to extract on this confidence?"""
     return confidence is not None and extract_min is not None and confidence >= extract_min
@@ -125,14 +132,15 @@ class RulesRouter:
         costs = ctx.costs or self.cfg.costs
         excluded = dict(ctx.excluded)
         extract_ok = "extract" not in excluded
-        if extract_ok and rc.extract_min is not None and ctx.extract_confidence is not None \
-                and s.extract is None:
+        scorer = ctx.extract_scorer() if extract_ok and ctx.extract_scorer is not None else "zero_shot"
+        gate_name, gate = extract_threshold(rc, scorer)
+        if extract_ok and gate is not None and ctx.extract_confidence is not None and s.extract is None:
             s.extract = ctx.extract_confidence()  # runs extract once; the pipeline reuses its answer
         others = [k for k in ORDER if k != "extract" and k not in excluded]
-        if extract_ok and (extract_gate(s.extract, rc.extract_min) or not others):
+        if extract_ok and (extract_gate(s.extract, gate) or not others):
             scores = score(s, rc)
             if others:
-                why = f"extract confidence {s.extract:.2f} >= extract_min {rc.extract_min:.2f}"
+                why = f"extract confidence {s.extract:.2f} >= {gate_name} {gate:.2f}"
                 conf = round(float(s.extract), 3)
             else:
                 why, conf = "the only strategy this app can run", 0.5
@@ -141,8 +149,8 @@ class RulesRouter:
             pick, why, conf, scores = pick_without_extract(s, rc, excluded, costs)
         reason = f"{pick}: {explain(pick, s, rc)}; {why}. signals: {s.describe()}"
         if extract_ok and pick != "extract" and s.extract is not None:
-            reason += (f". extract not chosen: confidence {s.extract:.2f} < extract_min "
-                       + ("(off)" if rc.extract_min is None else f"{rc.extract_min:.2f}"))
+            reason += (f". extract not chosen: confidence {s.extract:.2f} < {gate_name} "
+                       + ("(off)" if gate is None else f"{gate:.2f}"))
         if excluded:
             reason += ". excluded: " + "; ".join(f"{k} ({v})" for k, v in sorted(excluded.items()))
         return Decision(strategy=pick, scores={k: round(v, 4) for k, v in scores.items()},

@@ -83,6 +83,9 @@ class RouteContext:
     costs: dict[str, float] = field(default_factory=dict)
     neighbours: int = 3
     extract_confidence: Callable[[], float | None] | None = None  # None: extract cannot be scored here
+    # which scorer extract uses: "reader" (a tuned reader's calibrated probability) or "zero_shot";
+    # lazy like the confidence, as knowing it loads the reader
+    extract_scorer: Callable[[], str] | None = None
     _signals: Signals | None = None
 
     def available(self, names) -> list[str]:

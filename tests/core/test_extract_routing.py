@@ -96,3 +96,24 @@ def test_pipeline_runs_extract_once_per_query(tmp_path, embedder, counted, extra
     counted.clear()
     bot.ask("What is the lease notice period?", strategy="rag")  # a fixed strategy never scores extract
     assert counted == []
+
+
+def test_a_tuned_reader_is_gated_on_its_own_threshold():
+    # the zero-shot score and a tuned reader's calibrated probability are different scales: a reader's
+    # 0.35 passes extract_min_reader 0.3 while the zero-shot gate (0.5) would refuse the same number
+    cfg = RouterConfig(rules=RulesConfig(extract_min=0.5, extract_min_reader=0.3))
+    rc, calls = ctx(0.35)
+    rc.extract_scorer = lambda: "reader"
+    d = RulesRouter(cfg).route("q", rc)
+    assert d.strategy == "extract" and "extract_min_reader 0.30" in d.reason and calls == [1]
+    rc, _ = ctx(0.35)
+    rc.extract_scorer = lambda: "zero_shot"
+    d = RulesRouter(cfg).route("q", rc)
+    assert d.strategy == "rag" and "confidence 0.35 < extract_min 0.50" in d.reason
+    # the reader's gate off: extract is not even scored for a reader app
+    rc, calls = ctx(0.99)
+    rc.extract_scorer = lambda: "reader"
+    d = RulesRouter(RouterConfig(rules=RulesConfig(extract_min=0.1))).route("q", rc)
+    assert d.strategy == "rag" and calls == []
+    with pytest.raises(ValueError, match="extract_min_reader must be in"):
+        RulesConfig(extract_min_reader=1.5)

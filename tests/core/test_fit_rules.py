@@ -96,3 +96,44 @@ def test_rows_become_questions_and_the_cli_writes_commented_yaml(tmp_path, capsy
     updated = router_yaml.read_text()
     assert "# keep me" in updated and "# my router" in updated and "fitted by fit-rules" in updated
     assert yaml.safe_load(updated)["rules"]["extract_min"] == t
+
+
+def test_each_scorer_gets_its_own_threshold():
+    # zero-shot app: extract right from 0.7 up; reader app: right from 0.2 up (a calibrated probability
+    # that runs lower). One shared threshold would lose on one of them; two fit both exactly.
+    zs = dataset("zs", 80, 0.7, 6)
+    rd = dataset("rd", 80, 0.2, 7)
+    for q in rd.questions:
+        q.scorer = "reader"
+    r = fit_rules([zs, rd])
+    assert r["fitted"] == ["zero_shot", "reader"]
+
+    def gap(d, boundary):  # every threshold in it routes d perfectly
+        confs = [q.confidence for q in d.questions]
+        return max(c for c in confs if c < boundary), min(c for c in confs if c >= boundary)
+
+    lo, hi = gap(zs, 0.7)
+    assert lo < r["extract_min"] <= hi
+    lo, hi = gap(rd, 0.2)
+    assert lo < r["extract_min_reader"] <= hi
+    # every question routed to its better answer: extract above its scorer's boundary, rag below
+    ideal = (best_possible([zs], 0.7) * 80 + best_possible([rd], 0.2) * 80) / 160
+    assert r["pooled"]["routed"] == pytest.approx(ideal, abs=1e-4)
+    assert r["pooled"]["routed"] > max(best_possible([zs, rd], t) for t in (0.2, 0.7))  # one threshold: less
+    by = {d["name"]: d for d in r["datasets"]}
+    assert by["rd"]["scorers"] == ["reader"] and by["zs"]["scorers"] == ["zero_shot"]
+    # a scorer no question used keeps its current value
+    only = fit_rules([zs])
+    assert only["fitted"] == ["zero_shot"] and only["extract_min_reader"] is None
+
+
+def test_the_scorer_is_read_from_the_extract_rows_notice():
+    base = {"question_id": "q", "question": "q?", "scores": {"primary": 0.5}}
+    rows = [{**base, "strategy": "extract", "confidence": 0.3,
+             "notices": ["tuned reader: span 1-9 of source [1], score 0.30"]},
+            {**base, "strategy": "rag"},
+            {**base, "question_id": "z", "strategy": "extract", "confidence": 0.3,
+             "notices": ["zero-shot sentence selection: span 0-5 of source [1], score 0.30"]},
+            {**base, "question_id": "z", "strategy": "rag"}]
+    qs, _ = questions_from_rows(rows)
+    assert {q.qid: q.scorer for q in qs} == {"q": "reader", "z": "zero_shot"}
