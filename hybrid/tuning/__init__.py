@@ -27,7 +27,7 @@ def __getattr__(name: str) -> Any:
 
         return train
     if name == "merge_adapter":
-        from hybrid.tuning.merge import merge_adapter
+        from hybrid.tuning.save import merge_adapter
 
         return merge_adapter
     if name in ("AdapterCard", "read_card"):
