@@ -170,7 +170,7 @@ def machine_info() -> dict[str, Any]:
         info["loadavg_at_start"] = [round(x, 2) for x in os.getloadavg()]
     except OSError:
         pass
-    for mod in ("torch", "faiss", "sentence_transformers", "transformers", "numpy", "bm25s",
+    for mod in ("torch", "faiss", "sentence_transformers", "transformers", "numpy",
                 "langchain_core", "langchain_community", "langchain_huggingface", "langchain_classic", "rank_bm25"):
         try:
             from importlib.metadata import version
