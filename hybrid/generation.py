@@ -38,8 +38,7 @@ from hybrid.protocols import Generation, GenerationParams, Message
 
 log = logging.getLogger(__name__)
 
-__all__ = ["HFGenerator", "ScriptedGenerator", "GenerationStream", "check_params", "make_params", "cut_at_stop",
-           "load_generator"]
+__all__ = ["HFGenerator", "ScriptedGenerator", "GenerationStream", "check_params", "make_params", "cut_at_stop"]
 
 
 def check_params(params: GenerationParams | None) -> GenerationParams:
@@ -734,10 +733,3 @@ class HFGenerator:
         thread = threading.Thread(target=work, name="hybrid-generate", daemon=True)
         thread.start()
         return GenerationStream(streamer, cancel, params.stop, len(ids), state, thread)
-
-
-def load_generator(model: str = "default", **kwargs: Any) -> HFGenerator | ScriptedGenerator:
-    """``"scripted"`` gives the fake (for tests and dry runs); anything else an ``HFGenerator``."""
-    if model == "scripted":
-        return ScriptedGenerator(system_prompt=kwargs.get("system_prompt"))
-    return HFGenerator(model, **kwargs)
