@@ -14,7 +14,6 @@ model (strategies, router, pipeline, API), never a replacement for the real thin
 from __future__ import annotations
 
 import logging
-import math
 import os
 import queue
 import re
@@ -42,28 +41,20 @@ __all__ = ["HFGenerator", "ScriptedGenerator", "GenerationStream", "check_params
 
 
 def check_params(params: GenerationParams | None) -> GenerationParams:
-    """Defaults for ``None``; re-checks values because a dataclass can be mutated after creation."""
+    """Defaults for ``None``; re-runs ``GenerationParams.validate`` because a dataclass can be mutated
+    after creation."""
     if params is None:
         return GenerationParams()
     if not isinstance(params, GenerationParams):
         raise InputError(f"params must be GenerationParams, got {type(params).__name__}")
-    if not isinstance(params.max_new_tokens, int) or params.max_new_tokens <= 0:
-        raise InputError(f"max_new_tokens must be a positive integer, got {params.max_new_tokens!r}")
-    if not math.isfinite(params.temperature) or params.temperature < 0:
-        raise InputError(f"temperature must be a finite number >= 0, got {params.temperature!r}")
-    if not math.isfinite(params.top_p) or not (0 < params.top_p <= 1):
-        raise InputError(f"top_p must be in (0, 1], got {params.top_p!r}")
-    if not math.isfinite(params.repetition_penalty) or params.repetition_penalty <= 0:
-        raise InputError(f"repetition_penalty must be > 0, got {params.repetition_penalty!r}")
-    if any(not isinstance(s, str) or not s for s in params.stop):
-        raise InputError(f"stop strings must be non-empty strings, got {params.stop!r}")
+    params.validate()
     return params
 
 
 def make_params(**kwargs: Any) -> GenerationParams:
-    """``GenerationParams(**kwargs)`` with its ValueErrors turned into one-line ``InputError``s."""
+    """``GenerationParams(**kwargs)``, with a bad keyword or type a one-line ``InputError`` too."""
     try:
-        return check_params(GenerationParams(**kwargs))
+        return GenerationParams(**kwargs)
     except (ValueError, TypeError) as e:
         if isinstance(e, InputError):
             raise

@@ -50,14 +50,27 @@ class GenerationParams:
         "help": "penalty on tokens the model already generated (never on the prompt, so answers may quote their sources); 1.0 disables it"})
 
     def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """The one check of these values, run on creation and again by every generator (a dataclass
+        can be mutated after creation). Raises ``InputError``, which is also a ``ValueError``."""
         import math
 
+        from hybrid.errors import InputError
+
+        if not isinstance(self.max_new_tokens, int):
+            raise InputError(f"max_new_tokens must be an integer, got {self.max_new_tokens!r}")
         if self.max_new_tokens <= 0:
-            raise ValueError(f"max_new_tokens must be > 0, got {self.max_new_tokens}")
+            raise InputError(f"max_new_tokens must be > 0, got {self.max_new_tokens!r}")
         if not math.isfinite(self.temperature) or self.temperature < 0:
-            raise ValueError(f"temperature must be a finite number >= 0, got {self.temperature}")
-        if not (0 < self.top_p <= 1):
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+            raise InputError(f"temperature must be a finite number >= 0, got {self.temperature!r}")
+        if not math.isfinite(self.top_p) or not (0 < self.top_p <= 1):
+            raise InputError(f"top_p must be in (0, 1], got {self.top_p!r}")
+        if not math.isfinite(self.repetition_penalty) or self.repetition_penalty <= 0:
+            raise InputError(f"repetition_penalty must be > 0, got {self.repetition_penalty!r}")
+        if any(not isinstance(s, str) or not s for s in self.stop):
+            raise InputError(f"stop strings must be non-empty strings, got {self.stop!r}")
 
 
 @dataclass

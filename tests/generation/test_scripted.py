@@ -90,7 +90,25 @@ def test_bad_params_and_context_window():
         make_params(max_new_tokens=0)
     p = GenerationParams()
     p.max_new_tokens = 0  # mutated after validation: generators re-check
-    with pytest.raises(InputError, match="max_new_tokens must be a positive integer, got 0"):
+    with pytest.raises(InputError, match="max_new_tokens must be > 0, got 0"):
         gen.generate(user("q"), params=p)
     with pytest.raises(InputError, match="exceeds the context window of 8"):
         gen.generate(user("q"), params=GenerationParams(max_new_tokens=7))
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("max_new_tokens", 0, "max_new_tokens must be > 0, got 0"),
+    ("max_new_tokens", 2.5, "max_new_tokens must be an integer, got 2.5"),
+    ("top_p", float("nan"), "top_p must be in"),
+    ("repetition_penalty", 0.0, "repetition_penalty must be > 0, got 0.0"),
+    ("stop", [""], "stop strings must be non-empty strings"),
+])
+def test_params_have_one_check_on_creation_and_on_use(field, value, message):
+    # the same InputError (still a ValueError) whether the value is given or mutated in later
+    with pytest.raises(InputError, match=message):
+        GenerationParams(**{field: value})
+    p = GenerationParams()
+    setattr(p, field, value)
+    with pytest.raises(InputError, match=message):
+        ScriptedGenerator().generate(user("q"), params=p)
+    assert issubclass(InputError, ValueError)
