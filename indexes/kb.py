@@ -38,7 +38,6 @@ import fcntl
 import hashlib
 import json
 import logging
-import math
 import os
 import re
 import shutil
@@ -56,9 +55,16 @@ from hybrid.errors import (CorruptKnowledgeBaseError, InputError, KnowledgeBaseE
 from hybrid.io import atomic_write_text, fsync_dir
 from hybrid.types import Chunk, Document, Hit
 from indexes.config import SEARCH_MODES, IndexConfig
+from indexes.filters import filter_sql
 from indexes.fusion import mmr as _mmr
 from indexes.fusion import rrf
 from indexes.vectors import VectorIndex
+
+# Names defined here before the module was split by job, still importable from indexes.kb.
+from indexes.filters import FIELD_RE as _FIELD_RE  # noqa: F401
+from indexes.filters import OPERATORS as _OPS  # noqa: F401
+from indexes.filters import filter_scalar as _filter_scalar  # noqa: F401
+from indexes.filters import filter_values as _filter_values  # noqa: F401
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +73,6 @@ MANIFEST = "manifest.json"
 LOCK = ".lock"
 REBUILD_HINT = "run `hybrid index rebuild --kb {path}` to rebuild it (add your SOURCES if its documents are lost too)"
 _GEN_RE = re.compile(r"^gen-(\d{6})\.(faiss|sqlite)$")
-_FIELD_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
-_OPS = {"eq": "=", "ne": "!=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
 # Common English words carry almost no BM25 weight but make FTS5 walk huge posting lists.
 _STOP = frozenset("a an and are as at be by for from has have how i in is it its of on or that the "
                   "this to was were what when where which who why will with".split())
@@ -686,7 +690,7 @@ class KnowledgeBase:
         args: list[Any] = [match]
         where = "chunks_fts MATCH ?"
         if filters:
-            fsql, fargs = self._filter_sql(filters, st)
+            fsql, fargs = filter_sql(filters, st.fields)
             sql += " JOIN chunks c ON c.vid = f.rowid"
             where += f" AND {fsql}"
             args += fargs
@@ -697,42 +701,8 @@ class KnowledgeBase:
         except sqlite3.OperationalError as e:
             raise InputError(f"cannot run BM25 for query {query[:60]!r}: {e}") from None
 
-    def _filter_sql(self, filters: dict[str, Any], st: _State) -> tuple[str, list[Any]]:
-        if not isinstance(filters, dict):
-            raise InputError(f"filters must be a mapping of field -> value, got {type(filters).__name__}")
-        parts: list[str] = []
-        args: list[Any] = []
-        known = st.fields
-        for fname, cond in filters.items():
-            if fname not in known or not _FIELD_RE.match(fname):
-                raise InputError(f"unknown filter field {fname!r}; known fields: {', '.join(sorted(known)) or '(none)'}")
-            col = f"json_extract(c.metadata, '$.\"{fname}\"')"
-            if isinstance(cond, dict):
-                if not cond:
-                    raise InputError(f"filter on {fname!r} has no condition")
-                for op, val in cond.items():
-                    op_n = str(op).lstrip("$")
-                    if op_n == "in":
-                        vals = _filter_values(fname, val)
-                        parts.append(f"{col} IN ({','.join('?' * len(vals))})")
-                        args += vals
-                    elif op_n in _OPS:
-                        parts.append(f"{col} {_OPS[op_n]} ?")
-                        args.append(_filter_scalar(fname, val))
-                    else:
-                        raise InputError(f"unknown filter operator {op!r} on {fname!r}; use one of "
-                                         f"{', '.join(['in', *_OPS])}")
-            elif isinstance(cond, (list, tuple, set, frozenset)):
-                vals = _filter_values(fname, cond)
-                parts.append(f"{col} IN ({','.join('?' * len(vals))})")
-                args += vals
-            else:
-                parts.append(f"{col} = ?")
-                args.append(_filter_scalar(fname, cond))
-        return " AND ".join(parts) or "1", args
-
     def _allowed(self, filters: dict[str, Any], st: _State) -> np.ndarray:
-        fsql, fargs = self._filter_sql(filters, st)
+        fsql, fargs = filter_sql(filters, st.fields)
         rows = st.db.execute(f"SELECT c.vid FROM chunks c WHERE {fsql}", fargs).fetchall()
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
@@ -771,27 +741,6 @@ class KnowledgeBase:
 # -- module helpers ---------------------------------------------------------------------------------
 def _now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
-
-
-def _filter_scalar(fname: str, v: Any) -> Any:
-    if isinstance(v, (_dt.date, _dt.datetime)):
-        return v.isoformat()
-    if isinstance(v, bool):
-        return int(v)
-    if v is None or isinstance(v, (int, float, str)):
-        if isinstance(v, float) and not math.isfinite(v):
-            raise InputError(f"filter value for {fname!r} must be finite, got {v!r}")
-        return v
-    raise InputError(f"filter value for {fname!r} must be a string, number or date, got {type(v).__name__}")
-
-
-def _filter_values(fname: str, vals: Any) -> list[Any]:
-    if isinstance(vals, (str, bytes)) or not hasattr(vals, "__iter__"):
-        raise InputError(f"'in' filter on {fname!r} needs a list, got {vals!r}")
-    out = [_filter_scalar(fname, v) for v in vals]
-    if not out:
-        raise InputError(f"'in' filter on {fname!r} has an empty list")
-    return out
 
 
 def _check_embedder(path: Path, manifest: dict[str, Any], emb: Any) -> None:
