@@ -1,9 +1,16 @@
-"""Prometheus metrics, one registry per server instance (tests start many servers in one process)."""
+"""Prometheus metrics, one registry per server instance (tests start many servers in one process),
+and the middleware that counts and times every HTTP response."""
 
 from __future__ import annotations
 
+import time
+from typing import TYPE_CHECKING
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+if TYPE_CHECKING:
+    from apps.api.service import Service
 
 # Seconds: CPU answers take from ~0.1 s (fake, direct answers) to a minute (long generations).
 LATENCY_BUCKETS = (0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 4, 8, 15, 30, 60, 120)
@@ -39,3 +46,32 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class MetricsMiddleware:
+    """Counts every response by route template and status, and times it (pure ASGI, so streaming
+    and disconnects pass through untouched)."""
+
+    def __init__(self, app, service: Service):
+        self.app, self.service = app, service
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        t0 = time.perf_counter()
+        status = [500]
+
+        async def send_wrapper(msg):
+            if msg["type"] == "http.response.start":
+                status[0] = msg["status"]
+            await send(msg)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        finally:
+            route = scope.get("route")
+            path = getattr(route, "path", None) or (
+                "static" if scope.get("path", "").startswith("/static") else "other")
+            m = self.service.metrics
+            m.requests.labels(path, scope.get("method", ""), str(status[0])).inc()
+            m.request_seconds.labels(path).observe(time.perf_counter() - t0)
