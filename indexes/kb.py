@@ -55,12 +55,14 @@ from hybrid.errors import (CorruptKnowledgeBaseError, InputError, KnowledgeBaseE
 from hybrid.io import atomic_write_text, fsync_dir
 from hybrid.types import Chunk, Document, Hit
 from indexes.config import SEARCH_MODES, IndexConfig
+from indexes.bm25 import bm25_search
 from indexes.filters import filter_sql
 from indexes.fusion import mmr as _mmr
 from indexes.fusion import rrf
 from indexes.vectors import VectorIndex
 
 # Names defined here before the module was split by job, still importable from indexes.kb.
+from indexes.bm25 import STOPWORDS as _STOP  # noqa: F401
 from indexes.filters import FIELD_RE as _FIELD_RE  # noqa: F401
 from indexes.filters import OPERATORS as _OPS  # noqa: F401
 from indexes.filters import filter_scalar as _filter_scalar  # noqa: F401
@@ -73,9 +75,6 @@ MANIFEST = "manifest.json"
 LOCK = ".lock"
 REBUILD_HINT = "run `hybrid index rebuild --kb {path}` to rebuild it (add your SOURCES if its documents are lost too)"
 _GEN_RE = re.compile(r"^gen-(\d{6})\.(faiss|sqlite)$")
-# Common English words carry almost no BM25 weight but make FTS5 walk huge posting lists.
-_STOP = frozenset("a an and are as at be by for from has have how i in is it its of on or that the "
-                  "this to was were what when where which who why will with".split())
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -616,7 +615,8 @@ class KnowledgeBase:
         if not queries:
             return []
         st = self._state  # one generation for the whole call, even if a writer publishes meanwhile
-        allowed = self._allowed(filters, st) if filters else None
+        where = filter_sql(filters, st.fields) if filters else None  # checked once, used by FAISS and BM25
+        allowed = self._allowed(where, st) if where is not None else None
         if allowed is not None and len(allowed) == 0:
             return [[] for _ in queries]
         depth = k if mode != "hybrid" and not mmr else max(k, self.cfg.fusion_depth)
@@ -631,7 +631,7 @@ class KnowledgeBase:
         sparse: list[list[tuple[int, float]]] = [[] for _ in queries]
         if mode in ("bm25", "hybrid"):
             for i, q in enumerate(queries):
-                sparse[i] = self._bm25(q, depth, filters if allowed is not None else None, st)
+                sparse[i] = bm25_search(st.db, q, depth, self.cfg.bm25_max_terms, where)
         out = []
         for i in range(len(queries)):
             out.append(self._assemble(dense[i], sparse[i], mode, k, mmr, qvecs[i] if qvecs is not None else None, st))
@@ -679,30 +679,8 @@ class KnowledgeBase:
                 out[vid] = Chunk(id=cid, doc_id=did, text=text, metadata=json.loads(meta))
         return out
 
-    def _bm25(self, query: str, depth: int, filters: dict[str, Any] | None, st: _State) -> list[tuple[int, float]]:
-        terms = list(dict.fromkeys(t for t in re.findall(r"\w+", query.lower())))
-        content = [t for t in terms if t not in _STOP] or terms
-        content = content[: self.cfg.bm25_max_terms]
-        if not content:
-            return []
-        match = " OR ".join('"' + t.replace('"', '""') + '"' for t in content)
-        sql = "SELECT f.rowid, -bm25(chunks_fts) AS s FROM chunks_fts f"
-        args: list[Any] = [match]
-        where = "chunks_fts MATCH ?"
-        if filters:
-            fsql, fargs = filter_sql(filters, st.fields)
-            sql += " JOIN chunks c ON c.vid = f.rowid"
-            where += f" AND {fsql}"
-            args += fargs
-        sql += f" WHERE {where} ORDER BY bm25(chunks_fts) LIMIT ?"
-        args.append(depth)
-        try:
-            return [(int(v), float(s)) for v, s in st.db.execute(sql, args)]
-        except sqlite3.OperationalError as e:
-            raise InputError(f"cannot run BM25 for query {query[:60]!r}: {e}") from None
-
-    def _allowed(self, filters: dict[str, Any], st: _State) -> np.ndarray:
-        fsql, fargs = filter_sql(filters, st.fields)
+    def _allowed(self, where: tuple[str, list[Any]], st: _State) -> np.ndarray:
+        fsql, fargs = where
         rows = st.db.execute(f"SELECT c.vid FROM chunks c WHERE {fsql}", fargs).fetchall()
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
 
