@@ -57,13 +57,13 @@ def _records(name: str) -> list[dict]:
         from hybrid.tuning.sample import catalogue_rows
 
         return catalogue_rows()
+    from hybrid.io import read_jsonl
+
     rows = []
-    with open(SELF_INSTRUCT, encoding="utf-8") as f:
-        for line in f:
-            task = json.loads(line)
-            inst = task["instances"][0]
-            rows.append({"instruction": task["instruction"], "input": inst.get("input", ""),
-                         "output": inst["output"], "source": task["id"]})
+    for _, task in read_jsonl(SELF_INSTRUCT):
+        inst = task["instances"][0]
+        rows.append({"instruction": task["instruction"], "input": inst.get("input", ""),
+                     "output": inst["output"], "source": task["id"]})
     return rows
 
 

@@ -23,6 +23,7 @@ from typing import Any, Callable
 from connectors.config import IngestConfig
 from connectors.encoding import decode_text
 from hybrid.errors import SkipError
+from hybrid.io import parse_jsonl as json_lines
 from hybrid.registry import Registry
 
 
@@ -535,14 +536,11 @@ def parse_jsonl(data: bytes, name: str, cfg: IngestConfig) -> Parsed:
     counted sub-skip (the other lines still load)."""
     text, _ = decode_text(data, strict_utf8=cfg.strict_utf8)
     out = Parsed()
-    for n, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            out.skips.append((f"line {n}", "corrupt", f"invalid JSON: {e.msg} at column {e.colno}"))
-            continue
+
+    def bad_line(n: int, e: ValueError) -> None:
+        out.skips.append((f"line {n}", "corrupt", f"invalid JSON: {e.msg} at column {e.colno}"))
+
+    for n, obj in json_lines(text, source=name, on_error=bad_line):
         body, meta = _record(obj, cfg.jsonl_text_field)
         if body is None:
             out.skips.append((f"line {n}", "no_text", f"no field {cfg.jsonl_text_field!r}"))

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import io as _stdio
 import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Callable, Iterable, Iterator, Literal, Union
 
 
 def cache_dir(*parts: str) -> Path:
@@ -67,15 +68,68 @@ def write_jsonl(path: str | os.PathLike[str], rows: Iterable[dict[str, Any]]) ->
     return len(lines)
 
 
-def read_jsonl(path: str | os.PathLike[str]) -> Iterator[tuple[int, Any]]:
-    """Yield (line number, parsed object); blank lines are passed over. Bad JSON raises with the line."""
-    from hybrid.errors import InputError
+OnError = Union[Literal["raise", "skip"], Callable[[int, ValueError], None]]
 
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
+
+def parse_jsonl(lines: str | Iterable[str | bytes], *, source: str = "<jsonl>", on_error: OnError = "raise",
+                errors: str = "strict") -> Iterator[tuple[int, Any]]:
+    """Yield (line number, parsed object) from JSON lines; blank lines are passed over.
+
+    ``lines`` is a whole text (split at ``\\n``, ``\\r\\n`` and ``\\r`` only, so a U+2028 inside a JSON
+    string stays in its line) or an iterable of str or UTF-8 bytes lines (``errors`` as in
+    ``bytes.decode``). A line that is not JSON (or not UTF-8) is handled by ``on_error``:
+
+    - ``"raise"``: ``InputError("<source>:<n>: invalid JSON (...)")`` (or ``not UTF-8``);
+    - ``"skip"``: passed over silently;
+    - a callable ``(n, error)``, then the line is passed over; ``error`` is the
+      ``json.JSONDecodeError`` (``.msg``, ``.colno``) or ``UnicodeDecodeError``.
+    """
+    if isinstance(lines, str):
+        lines = _stdio.StringIO(lines, newline=None)
+    n = 0
+    for raw in lines:
+        if isinstance(raw, bytes):
+            try:
+                raw = raw.decode("utf-8", errors)
+            except UnicodeDecodeError as e:
+                n += 1
+                _bad_line(source, n, e, on_error)
+                continue
+            # bytes lines end at b"\n" only: split at a lone \r too, as a text-mode file would
+            pieces: Iterable[str] = _stdio.StringIO(raw, newline=None) if "\r" in raw else (raw,)
+        else:
+            pieces = (raw,)
+        for line in pieces:
+            n += 1
             if not line.strip():
                 continue
             try:
-                yield n, json.loads(line)
+                obj = json.loads(line)
             except json.JSONDecodeError as e:
-                raise InputError(f"{path}:{n}: invalid JSON ({e.msg})") from None
+                _bad_line(source, n, e, on_error)
+                continue
+            yield n, obj
+
+
+def _bad_line(source: str, n: int, e: ValueError, on_error: OnError) -> None:
+    if on_error == "skip":
+        return
+    if callable(on_error):
+        on_error(n, e)
+        return
+    from hybrid.errors import InputError
+
+    if isinstance(e, UnicodeDecodeError):
+        raise InputError(f"{source}:{n}: not UTF-8 ({e.reason} at byte {e.start})") from None
+    raise InputError(f"{source}:{n}: invalid JSON ({e.msg})") from None
+
+
+def read_jsonl(path: str | os.PathLike[str], *, on_error: OnError = "raise",
+               errors: str = "strict") -> Iterator[tuple[int, Any]]:
+    """Yield (line number, parsed object) of a JSONL file, streamed; blank lines are passed over.
+
+    Bad lines follow ``on_error`` (see ``parse_jsonl``): by default an ``InputError`` naming
+    ``path:line``. ``errors="replace"`` reads lines that are not UTF-8 with U+FFFD instead.
+    """
+    with open(path, "rb") as f:
+        yield from parse_jsonl(f, source=str(path), on_error=on_error, errors=errors)

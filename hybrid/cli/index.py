@@ -18,17 +18,19 @@ sources_arg = click.argument("sources", nargs=-1, metavar="PATH|URL|docs.jsonl..
 
 def _is_docs_jsonl(path: Path) -> bool:
     """True for a file of ``Document.to_dict()`` rows (what ``hybrid ingest --out`` writes)."""
+    from hybrid.errors import InputError
+    from hybrid.io import read_jsonl
+
     if path.suffix != ".jsonl" or not path.is_file():
         return False
-    with open(path, encoding="utf-8", errors="replace") as f:
-        for line in f:
-            if line.strip():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    return False
-                return isinstance(row, dict) and {"id", "text"} <= set(row) and isinstance(row.get("metadata", {}), dict)
-    return False
+    rows = read_jsonl(path, errors="replace")
+    try:
+        _, row = next(rows)  # the first row decides
+    except (StopIteration, InputError):
+        return False
+    finally:
+        rows.close()
+    return isinstance(row, dict) and {"id", "text"} <= set(row) and isinstance(row.get("metadata", {}), dict)
 
 
 def load_sources(sources: tuple[str, ...], quiet: bool = False) -> list[Any]:

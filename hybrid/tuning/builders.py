@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from hybrid.errors import InputError
+from hybrid.io import parse_jsonl, read_jsonl
 
 
 @dataclass
@@ -102,14 +103,7 @@ def load_chunks(source: Any, *, max_words: int = 180) -> list[SourceChunk]:
             finally:
                 kb.close()
         elif p.is_file():
-            items = []
-            with open(p, encoding="utf-8") as f:
-                for n, line in enumerate(f, 1):
-                    if line.strip():
-                        try:
-                            items.append(json.loads(line))
-                        except json.JSONDecodeError as e:
-                            raise InputError(f"{p}:{n}: invalid JSON ({e.msg})") from None
+            items = [obj for _, obj in read_jsonl(p)]
         else:
             raise InputError(f"document source not found: {p}")
     elif hasattr(source, "documents") and callable(source.documents):
@@ -429,15 +423,9 @@ def read_qa_pairs(path: str | os.PathLike[str], report: BuildReport | None = Non
                         pairs.append(QAPair(str(qa.get("question", "")), ctx, str(a["text"]),
                                             a.get("answer_start"), title, where))
     else:
-        for n, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
+        for n, obj in parse_jsonl(text, source=p.name,
+                                  on_error=lambda n, e: report.skip(f"{p.name}:{n}", "bad_json", e.msg)):
             where = f"{p.name}:{n}"
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                report.skip(where, "bad_json", e.msg)
-                continue
             if not isinstance(obj, dict) or not isinstance(obj.get("question"), str) \
                     or not isinstance(obj.get("context"), str):
                 report.skip(where, "missing_field", "needs string 'question' and 'context' (and 'answer')")

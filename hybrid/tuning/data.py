@@ -15,7 +15,6 @@ pretraining) are cut into ``max_length`` windows and every token carries a loss.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 from collections import Counter
@@ -24,6 +23,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from hybrid.errors import InputError
+from hybrid.io import read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -241,19 +241,12 @@ def read_rows(path: str | os.PathLike[str], fmt: str = "auto", *,
         raise InputError(f"data file not found: {p}")
     rows: list[Row] = []
     name = str(path)
-    with open(p, encoding="utf-8", errors="replace") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                report.skip(name, n, "bad_json", e.msg)
-                continue
-            try:
-                rows.append(parse_row(obj, fmt, line=n, file=name))
-            except RowError as e:
-                report.skip(name, n, e.reason, str(e))
+    for n, obj in read_jsonl(p, errors="replace",
+                             on_error=lambda n, e: report.skip(name, n, "bad_json", e.msg)):
+        try:
+            rows.append(parse_row(obj, fmt, line=n, file=name))
+        except RowError as e:
+            report.skip(name, n, e.reason, str(e))
     report.kept[name] += len(rows)
     return rows, report
 

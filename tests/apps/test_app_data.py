@@ -16,6 +16,8 @@ from pathlib import Path
 
 import pytest
 
+import hybrid.io
+from hybrid.errors import InputError
 from tests.conftest import ROOT
 
 APPS = ROOT / "apps"
@@ -33,15 +35,12 @@ CORPUS_FORMATS = {".md", ".txt", ".html", ".docx", ".csv"}
 
 def read_jsonl(path: Path) -> list[dict]:
     rows = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:  # name the line so a broken edit is easy to find
-            pytest.fail(f"{path}:{n}: not JSON: {e}")
-        assert isinstance(row, dict), f"{path}:{n}: a row must be a JSON object"
-        rows.append(row)
+    try:
+        for n, row in hybrid.io.read_jsonl(path):
+            assert isinstance(row, dict), f"{path}:{n}: a row must be a JSON object"
+            rows.append(row)
+    except InputError as e:  # names the line, so a broken edit is easy to find
+        pytest.fail(str(e))
     return rows
 
 

@@ -224,6 +224,15 @@ def test_jsonl_field_and_broken_line_is_a_sub_skip():
     assert [p.text for p in parsed.parts] == ["first", "third"]
     assert parsed.parts[0].meta["lang"] == "en"
     assert [(w, r) for w, r, _ in parsed.skips] == [("line 2", "corrupt"), ("line 3", "no_text")]
+    assert parsed.skips[0][2].startswith("invalid JSON: Expecting ',' delimiter at column")
+
+
+def test_jsonl_line_separator_inside_a_string_stays_in_its_record():
+    # U+2028 and NEL are legal inside JSON strings; splitting at them would corrupt the record
+    data = '{"text": "one\u2028two\x85three"}\r\n{"text": "four"}\n'.encode()
+    parsed = parse_bytes(data, "x.jsonl", CFG)
+    assert [p.text for p in parsed.parts] == ["one\u2028two\x85three", "four"] and not parsed.skips
+    assert [p.meta["row"] for p in parsed.parts] == [1, 2]
 
 
 def test_json_path_selects_records():

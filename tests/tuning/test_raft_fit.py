@@ -88,6 +88,14 @@ def test_raft_from_your_own_questions(tmp_path, tokenizer):
     assert rows[4]["messages"][1]["content"] == "No idea." and not rows[4]["answerable"]
 
 
+def test_a_broken_question_line_is_a_counted_skip(tmp_path):
+    p = _qa_file(tmp_path)
+    p.write_text(p.read_text() + "{not json\n")
+    report = BuildReport()
+    pairs = read_qa_pairs(p, report)
+    assert len(pairs) == 6 and report.skipped == {"bad_json": 1}
+
+
 def test_squad_v2_and_empty_files(tmp_path):
     squad = {"version": "v2.0", "data": [{"title": "T", "paragraphs": [{"context": "Cats sleep 16 hours a day.", "qas": [
         {"id": "a", "question": "How long do cats sleep?", "answers": [{"text": "16 hours", "answer_start": 11}]},
