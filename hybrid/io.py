@@ -20,17 +20,26 @@ def cache_dir(*parts: str) -> Path:
     return p
 
 
-def fsync_dir(path: str | os.PathLike[str]) -> None:
-    try:
-        fd = os.open(str(path), os.O_RDONLY)
-    except OSError:
+def fsync(target: int | str | os.PathLike[str]) -> None:
+    """Flush a file to disk: an open descriptor, or a closed file by path (one a library wrote).
+    The one place this project calls ``os.fsync``; errors propagate (see ``fsync_dir``)."""
+    if isinstance(target, int):
+        os.fsync(target)
         return
+    fd = os.open(os.fspath(target), os.O_RDONLY)
     try:
         os.fsync(fd)
-    except OSError:
-        pass
     finally:
         os.close(fd)
+
+
+def fsync_dir(path: str | os.PathLike[str]) -> None:
+    """Make renames and new entries in directory ``path`` durable. Best effort: some filesystems
+    refuse to open or fsync a directory, and that is not an error."""
+    try:
+        fsync(path)
+    except OSError:
+        pass
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
@@ -46,7 +55,7 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
-            os.fsync(f.fileno())
+            fsync(f.fileno())
         os.replace(tmp, p)
         fsync_dir(p.parent)
     except BaseException:

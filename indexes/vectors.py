@@ -27,6 +27,7 @@ from typing import Iterable
 import numpy as np
 
 from hybrid.errors import CorruptKnowledgeBaseError, InputError
+from hybrid.io import fsync
 from indexes.config import IndexConfig
 
 # Below this many allowed ids a filtered search scans the allowed vectors exactly: an HNSW walk with a
@@ -98,11 +99,7 @@ class VectorIndex:
     def save(self, path: str | os.PathLike[str]) -> None:
         """Write the index to ``path`` and fsync it (the caller renames it into place)."""
         _faiss().write_index(self.index, str(path))
-        fd = os.open(str(path), os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync(path)
 
     def copy(self) -> "VectorIndex":
         """An independent copy: writers change a copy, so searches running meanwhile see a consistent index."""
