@@ -8,38 +8,33 @@
         for hit in kb.search("notice period for termination", k=5, filters={"source": "lease.html"}):
             print(hit.rank, round(hit.score, 3), hit.chunk.metadata["source"], hit.chunk.text[:80])
 
-On disk (``DIR``)::
+On disk a knowledge base is a directory of generations, each a FAISS file plus a SQLite file
+(documents, chunks, the FTS5 table, tombstones), and a ``manifest.json`` naming the current one.
+A write builds the next generation beside the current one and swaps the manifest last, so a crash
+leaves one generation or the other, complete; readers never lock. Opening checks the files against
+the manifest and raises ``CorruptKnowledgeBaseError`` (which suggests ``hybrid index rebuild``)
+instead of opening empty. The layout and the write protocol are described in ``indexes.store``.
 
-    manifest.json          names the current generation; swapped atomically, last step of every write
-    gen-000007.faiss       the FAISS IndexIDMap2 of generation 7 (faiss.write_index, never pickle)
-    gen-000007.sqlite      documents, chunks, FTS5 table, tombstones, and the generation number itself
-    config.json            a JSON copy of the IndexConfig
-    .lock                  flock(2)'d by the one writer
+``KnowledgeBase`` is the facade over the parts, each in its own module:
 
-Durability. A published generation is never modified. A write builds generation N+1 beside it
-(copy the SQLite file, apply changes, write the FAISS file), fsyncs both, and only then replaces
-``manifest.json`` atomically (write temp, fsync, rename, fsync directory). A crash at any moment
-leaves the manifest naming N or N+1, both complete. Generation N is kept one more round so a reader
-that read the old manifest can still open its files; older leftovers are removed by the next writer.
-Readers never take the lock: they load the generation the manifest names and notice a newer
-manifest on their next search.
+    indexes.store      generations, manifest, writer's lock, open-time checks, salvage (durability)
+    indexes.filters    metadata filters compiled to SQL
+    indexes.bm25       FTS5 BM25 query building and scoring
+    indexes.vectors    the FAISS index (flat, HNSW, IVF-PQ), with tombstones for HNSW
+    indexes.fusion     reciprocal rank fusion and MMR
 
-On open, the generation recorded inside the SQLite file, the file sizes, and the vector count versus
-metadata rows are all checked against the manifest; any mismatch raises
-``CorruptKnowledgeBaseError`` (which suggests ``hybrid index rebuild``) instead of opening empty.
+This module keeps the sync (which documents are new, changed, unchanged or gone, and the rows
+that changes write), and search (dense, BM25 or hybrid, optional MMR).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as _dt
-import errno
-import fcntl
 import hashlib
 import json
 import logging
 import os
-import re
 import shutil
 import sqlite3
 import threading
@@ -54,41 +49,41 @@ from hybrid.errors import (CorruptKnowledgeBaseError, InputError, KnowledgeBaseE
                            ModelError)
 from hybrid.io import atomic_write_text, fsync_dir
 from hybrid.types import Chunk, Document, Hit
-from indexes.config import SEARCH_MODES, IndexConfig
 from indexes.bm25 import bm25_search
+from indexes.config import SEARCH_MODES, IndexConfig
 from indexes.filters import filter_sql
 from indexes.fusion import mmr as _mmr
 from indexes.fusion import rrf
+from indexes.store import (FORMAT_VERSION, LOCK, MANIFEST, REBUILD_HINT, State, WriteLock, apply_nothing,
+                           check_embedder, cleanup, install_generation, load_state, new_manifest, publish,
+                           read_manifest, salvage_documents)
 from indexes.vectors import VectorIndex
 
-# Names defined here before the module was split by job, still importable from indexes.kb.
+# Names defined here before the module was split by job, still importable from indexes.kb
+# (hybrid.cli.index imports _read_manifest, tests/indexes/test_bad_inputs.py imports _WriteLock).
 from indexes.bm25 import STOPWORDS as _STOP  # noqa: F401
 from indexes.filters import FIELD_RE as _FIELD_RE  # noqa: F401
 from indexes.filters import OPERATORS as _OPS  # noqa: F401
 from indexes.filters import filter_scalar as _filter_scalar  # noqa: F401
 from indexes.filters import filter_values as _filter_values  # noqa: F401
+from indexes.store import GEN_RE as _GEN_RE  # noqa: F401
+from indexes.store import SCHEMA as _SCHEMA  # noqa: F401
+from indexes.store import State as _State  # noqa: F401
+from indexes.store import WriteLock as _WriteLock  # noqa: F401
+from indexes.store import apply_nothing as _apply_nothing  # noqa: F401
+from indexes.store import check_embedder as _check_embedder  # noqa: F401
+from indexes.store import cleanup as _cleanup  # noqa: F401
+from indexes.store import fsync_file as _fsync_file  # noqa: F401
+from indexes.store import load_generation as _load_generation  # noqa: F401
+from indexes.store import load_state as _load_state  # noqa: F401
+from indexes.store import next_free_generation as _next_free_generation  # noqa: F401
+from indexes.store import now as _now  # noqa: F401
+from indexes.store import open_db_ro as _open_db_ro  # noqa: F401
+from indexes.store import publish as _publish  # noqa: F401
+from indexes.store import read_manifest as _read_manifest  # noqa: F401
+from indexes.store import salvage_documents as _salvage_documents  # noqa: F401
 
 log = logging.getLogger(__name__)
-
-FORMAT_VERSION = 1
-MANIFEST = "manifest.json"
-LOCK = ".lock"
-REBUILD_HINT = "run `hybrid index rebuild --kb {path}` to rebuild it (add your SOURCES if its documents are lost too)"
-_GEN_RE = re.compile(r"^gen-(\d{6})\.(faiss|sqlite)$")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS documents (
-    doc_id TEXT PRIMARY KEY, source_key TEXT, content_hash TEXT NOT NULL,
-    text TEXT NOT NULL, metadata TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS documents_source_key ON documents(source_key);
-CREATE TABLE IF NOT EXISTS chunks (
-    vid INTEGER PRIMARY KEY, chunk_id TEXT NOT NULL UNIQUE, doc_id TEXT NOT NULL,
-    text TEXT NOT NULL, metadata TEXT NOT NULL);
-CREATE INDEX IF NOT EXISTS chunks_doc ON chunks(doc_id);
-CREATE TABLE IF NOT EXISTS fields (name TEXT PRIMARY KEY);
-CREATE TABLE IF NOT EXISTS tombstones (vid INTEGER PRIMARY KEY);
-"""
 
 
 @dataclass
@@ -154,62 +149,6 @@ def _dumps(obj: Any) -> str:
     return json.dumps(obj, ensure_ascii=False, sort_keys=True, default=_json_default)
 
 
-def _fsync_file(path: Path) -> None:
-    fd = os.open(str(path), os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-class _WriteLock:
-    """An exclusive, non-blocking flock on DIR/.lock for the duration of one write."""
-
-    def __init__(self, path: Path):
-        self.path = path
-        self.fd: int | None = None
-
-    def __enter__(self) -> "_WriteLock":
-        fd = os.open(str(self.path / LOCK), os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            os.close(fd)
-            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise LockedError(f"knowledge base {self.path} is being written by another process "
-                                  "(its .lock is held); try again when that write finishes") from None
-            raise
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self.fd = fd
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        if self.fd is not None:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
-            self.fd = None
-
-
-class _State:
-    """One loaded generation: its manifest, read-only SQLite connection and vector index."""
-
-    def __init__(self, manifest: dict[str, Any], db: sqlite3.Connection, vectors: VectorIndex, mtime: int):
-        self.manifest = manifest
-        self.db = db
-        self.vectors = vectors
-        self.mtime = mtime
-        self.generation = int(manifest["generation"])
-        self.fields = {r[0] for r in db.execute("SELECT name FROM fields")}
-        self.n_chunks = int(db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0])
-
-    def close(self) -> None:
-        try:
-            self.db.close()
-        except sqlite3.Error:
-            pass
-
-
 class KnowledgeBase:
     """Chunks + FAISS vectors + FTS5 BM25 + SQLite metadata, persisted in generations. See the module docstring.
 
@@ -219,7 +158,7 @@ class KnowledgeBase:
     1
     """
 
-    def __init__(self, path: Path, cfg: IndexConfig, embedder: Any, readonly: bool, state: _State):
+    def __init__(self, path: Path, cfg: IndexConfig, embedder: Any, readonly: bool, state: State):
         self.path = path
         self.cfg = cfg
         self._embedder = embedder
@@ -242,24 +181,11 @@ class KnowledgeBase:
             raise InputError(f"{p} exists and is not a directory")
         p.mkdir(parents=True, exist_ok=True)
         emb = embedder if embedder is not None else cls._make_embedder(cfg)
-        with _WriteLock(p):
+        with WriteLock(p):
             if (p / MANIFEST).exists():
                 raise KnowledgeBaseError(f"a knowledge base already exists in {p}; open or sync it instead")
-            base = {
-                "format_version": FORMAT_VERSION,
-                "embedder": {"spec": cfg.embedder, "name": emb.name, "revision": emb.revision, "dim": int(emb.dim)},
-                "dim": int(emb.dim),
-                "metric": "inner_product",
-                "normalized": True,
-                "index": cfg.index,
-                "chunker": {"size": cfg.chunk_size, "overlap": cfg.chunk_overlap, "mode": cfg.chunk_mode,
-                            "min_chars": cfg.min_chunk_chars, "tokenizer": emb.name},
-                "bm25": {"engine": "sqlite-fts5", "tokenizer": cfg.bm25_tokenizer},
-                "config": dataclasses.asdict(cfg),
-                "created": _now(),
-            }
             vectors = VectorIndex.new(cfg.index, int(emb.dim), cfg)
-            _publish(p, base, 0, None, vectors, _apply_nothing, cfg)
+            publish(p, new_manifest(cfg, emb), 0, None, vectors, apply_nothing, cfg)
             from hybrid.config import save_config_json
 
             save_config_json(cfg, p / "config.json")
@@ -276,7 +202,7 @@ class KnowledgeBase:
                                                 + REBUILD_HINT.format(path=p))
             raise KnowledgeBaseError(f"no knowledge base in {p} (no {MANIFEST}); build one with "
                                      f"`hybrid index build --kb {p} SOURCES`")
-        manifest = _read_manifest(p)
+        manifest = read_manifest(p)
         stored = dict(manifest.get("config") or {})
         if overrides is not None:
             extra = dataclasses.asdict(overrides) if dataclasses.is_dataclass(overrides) else dict(overrides)
@@ -294,8 +220,8 @@ class KnowledgeBase:
         except (TypeError, ValueError) as e:
             raise CorruptKnowledgeBaseError(f"{p / MANIFEST}: bad config ({e}); " + REBUILD_HINT.format(path=p)) from None
         if embedder is not None:
-            _check_embedder(p, manifest, embedder)
-        state = _load_state(p, cfg)
+            check_embedder(p, manifest, embedder)
+        state = load_state(p, cfg)
         return cls(p, cfg, embedder, readonly, state)
 
     @staticmethod
@@ -310,7 +236,7 @@ class KnowledgeBase:
     def embedder(self) -> Any:
         if self._embedder is None:
             emb = self._make_embedder(self.cfg)
-            _check_embedder(self.path, self._state.manifest, emb)
+            check_embedder(self.path, self._state.manifest, emb)
             self._embedder = emb
         return self._embedder
 
@@ -330,14 +256,14 @@ class KnowledgeBase:
             return False
         if st.st_mtime_ns == self._state.mtime:
             return False
-        manifest = _read_manifest(self.path)
+        manifest = read_manifest(self.path)
         if int(manifest["generation"]) == self._state.generation:
             self._state.mtime = st.st_mtime_ns
             return False
         with self._refresh_lock:
             if self._state.generation != int(manifest["generation"]):
                 # not closed here: another thread may be mid-search on it; GC closes it
-                self._state = _load_state(self.path, self.cfg)
+                self._state = load_state(self.path, self.cfg)
         return True
 
     def close(self) -> None:
@@ -378,7 +304,7 @@ class KnowledgeBase:
                 report.duplicates += 1
                 continue
             incoming[d.id] = d
-        with _WriteLock(self.path):
+        with WriteLock(self.path):
             self.refresh()
             return self._sync_locked(incoming, prune, progress, report, t0)
 
@@ -461,9 +387,9 @@ class KnowledgeBase:
         def apply(con: sqlite3.Connection) -> None:
             _apply_changes(con, upserts, to_delete, new_chunks, keep_cids, remove_vids, vectors)
 
-        gen = _publish(self.path, self._state.manifest, self.generation + 1, self._db_file(), vectors, apply, self.cfg)
+        gen = publish(self.path, self._state.manifest, self.generation + 1, self._db_file(), vectors, apply, self.cfg)
         # the old state is not closed: a search in another thread may still be reading it (GC closes it)
-        self._state = _load_state(self.path, self.cfg, vectors=vectors)
+        self._state = load_state(self.path, self.cfg, vectors=vectors)
         report.generation = gen
         report.seconds = time.perf_counter() - t0
         return report
@@ -472,7 +398,7 @@ class KnowledgeBase:
         """Delete documents (and their chunks) by id; returns how many were stored. Unknown ids are ignored."""
         self._writable()
         ids = list(dict.fromkeys(str(d) for d in doc_ids))
-        with _WriteLock(self.path):
+        with WriteLock(self.path):
             self.refresh()
             db = self._state.db
             present = [d for d in ids if db.execute("SELECT 1 FROM documents WHERE doc_id=?", (d,)).fetchone()]
@@ -487,8 +413,8 @@ class KnowledgeBase:
             def apply(con: sqlite3.Connection) -> None:
                 _apply_changes(con, [], set(present), [], set(), vids, vectors)
 
-            _publish(self.path, self._state.manifest, self.generation + 1, self._db_file(), vectors, apply, self.cfg)
-            self._state = _load_state(self.path, self.cfg, vectors=vectors)
+            publish(self.path, self._state.manifest, self.generation + 1, self._db_file(), vectors, apply, self.cfg)
+            self._state = load_state(self.path, self.cfg, vectors=vectors)
             return len(present)
 
     def documents(self) -> list[Document]:
@@ -505,10 +431,10 @@ class KnowledgeBase:
         docs = list(documents) if documents is not None else None
         old_cfg = None
         if docs is None:
-            docs, old_cfg = _salvage_documents(p)
+            docs, old_cfg = salvage_documents(p)
         elif (p / MANIFEST).exists():
             try:
-                old_cfg = _read_manifest(p).get("config")
+                old_cfg = read_manifest(p).get("config")
             except CorruptKnowledgeBaseError:
                 old_cfg = None
         if cfg is None:
@@ -521,29 +447,13 @@ class KnowledgeBase:
         finally:
             kb.close()
         p.mkdir(parents=True, exist_ok=True)
-        with _WriteLock(p):
+        with WriteLock(p):
             # Move the fresh generation's files in, renumbered after whatever is there, then swap the manifest.
-            gen = _next_free_generation(p)
-            man = _read_manifest(tmp)
-            for kind in ("faiss", "sqlite"):
-                src = tmp / man["files"][kind]
-                dst = p / f"gen-{gen:06d}.{kind}"
-                if kind == "sqlite":
-                    con = sqlite3.connect(str(src))
-                    con.execute("UPDATE meta SET value=? WHERE key='generation'", (str(gen),))
-                    con.commit()
-                    con.close()
-                    _fsync_file(src)
-                os.replace(src, dst)
-            man["generation"] = gen
-            man["files"] = {"faiss": f"gen-{gen:06d}.faiss", "sqlite": f"gen-{gen:06d}.sqlite"}
-            man["sizes"] = {k: (p / v).stat().st_size for k, v in man["files"].items()}
-            fsync_dir(p)
-            atomic_write_text(p / MANIFEST, json.dumps(man, indent=2, sort_keys=True) + "\n")
+            gen = install_generation(p, tmp)
             from hybrid.config import save_config_json
 
             save_config_json(cfg, p / "config.json")
-            _cleanup(p, gen)
+            cleanup(p, gen)
         shutil.rmtree(tmp, ignore_errors=True)
         report.generation = gen
         return cls.open(p, embedder=embedder), report
@@ -638,7 +548,7 @@ class KnowledgeBase:
         return out
 
     def _assemble(self, dense: list[tuple[int, float]], sparse: list[tuple[int, float]], mode: str, k: int,
-                  use_mmr: bool, qvec: np.ndarray | None, st: _State) -> list[Hit]:
+                  use_mmr: bool, qvec: np.ndarray | None, st: State) -> list[Hit]:
         d_score = dict(dense)
         s_score = dict(sparse)
         if mode == "dense":
@@ -669,7 +579,7 @@ class KnowledgeBase:
             hits.append(Hit(chunk=row, score=float(score), rank=len(hits) + 1, scores=parts))
         return hits
 
-    def _rows(self, vids: list[int], st: _State) -> dict[int, Chunk]:
+    def _rows(self, vids: list[int], st: State) -> dict[int, Chunk]:
         out: dict[int, Chunk] = {}
         db = st.db
         for i in range(0, len(vids), 500):
@@ -679,7 +589,7 @@ class KnowledgeBase:
                 out[vid] = Chunk(id=cid, doc_id=did, text=text, metadata=json.loads(meta))
         return out
 
-    def _allowed(self, where: tuple[str, list[Any]], st: _State) -> np.ndarray:
+    def _allowed(self, where: tuple[str, list[Any]], st: State) -> np.ndarray:
         fsql, fargs = where
         rows = st.db.execute(f"SELECT c.vid FROM chunks c WHERE {fsql}", fargs).fetchall()
         return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
@@ -716,100 +626,6 @@ class KnowledgeBase:
         }
 
 
-# -- module helpers ---------------------------------------------------------------------------------
-def _now() -> str:
-    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
-
-
-def _check_embedder(path: Path, manifest: dict[str, Any], emb: Any) -> None:
-    want = manifest["embedder"]
-    got = (emb.name, str(emb.revision), int(emb.dim))
-    if got != (want["name"], str(want["revision"]), int(want["dim"])):
-        raise KnowledgeBaseError(
-            f"knowledge base {path} was built with embedder {want['name']} (revision {want['revision']}, "
-            f"dim {want['dim']}), but {got[0]} (revision {got[1]}, dim {got[2]}) was given; open it with the "
-            f"same embedder or rebuild it: `hybrid index rebuild --kb {path} --set embedder=...`")
-
-
-def _read_manifest(path: Path) -> dict[str, Any]:
-    f = path / MANIFEST
-    try:
-        m = json.loads(f.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise CorruptKnowledgeBaseError(f"{f} is unreadable ({e}); " + REBUILD_HINT.format(path=path)) from None
-    need = ("format_version", "generation", "files", "sizes", "dim", "embedder", "index", "config")
-    if not isinstance(m, dict) or any(k not in m for k in need):
-        raise CorruptKnowledgeBaseError(f"{f} is missing fields; " + REBUILD_HINT.format(path=path))
-    if int(m["format_version"]) > FORMAT_VERSION:
-        raise KnowledgeBaseError(f"{path} has format version {m['format_version']}, newer than this "
-                                 f"version of hybrid understands ({FORMAT_VERSION}); upgrade hybrid")
-    return m
-
-
-def _open_db_ro(path: Path) -> sqlite3.Connection:
-    # immutable=1: a published generation never changes, so SQLite may skip locking entirely;
-    # check_same_thread=False: the API serves searches from a thread pool (reads only).
-    return sqlite3.connect(f"file:{path}?mode=ro&immutable=1", uri=True, check_same_thread=False)
-
-
-def _load_state(path: Path, cfg: IndexConfig, vectors: VectorIndex | None = None, _retries: int = 3) -> _State:
-    for attempt in range(_retries):
-        st = (path / MANIFEST).stat()
-        manifest = _read_manifest(path)
-        try:
-            return _load_generation(path, manifest, cfg, st.st_mtime_ns, vectors)
-        except FileNotFoundError:
-            # a writer replaced the manifest and removed the files we were about to read: read it again
-            if attempt == _retries - 1 or _read_manifest(path)["generation"] == manifest["generation"]:
-                missing = [f for f in manifest["files"].values() if not (path / f).exists()]
-                raise CorruptKnowledgeBaseError(f"{path}: files named by {MANIFEST} are missing ({', '.join(missing)}); "
-                                                + REBUILD_HINT.format(path=path)) from None
-    raise AssertionError("unreachable")
-
-
-def _load_generation(path: Path, manifest: dict[str, Any], cfg: IndexConfig, mtime: int,
-                     vectors: VectorIndex | None) -> _State:
-    gen = int(manifest["generation"])
-    hint = REBUILD_HINT.format(path=path)
-    files = {k: path / v for k, v in manifest["files"].items()}
-    for kind, f in files.items():
-        if not f.exists():
-            raise FileNotFoundError(str(f))
-        size = f.stat().st_size
-        if size != int(manifest["sizes"][kind]):
-            raise CorruptKnowledgeBaseError(f"{f} is {size} bytes but the manifest recorded {manifest['sizes'][kind]} "
-                                            f"(truncated or replaced); {hint}")
-    try:
-        db = _open_db_ro(files["sqlite"])
-        row = db.execute("SELECT value FROM meta WHERE key='generation'").fetchone()
-    except sqlite3.DatabaseError as e:
-        raise CorruptKnowledgeBaseError(f"{files['sqlite']} is not a readable SQLite database ({e}); {hint}") from None
-    if row is None or int(row[0]) != gen:
-        db.close()
-        raise CorruptKnowledgeBaseError(f"{files['sqlite']} belongs to generation {row[0] if row else '?'} but "
-                                        f"{MANIFEST} names generation {gen}; {hint}")
-    try:
-        tombs = [r[0] for r in db.execute("SELECT vid FROM tombstones")]
-        n_rows = int(db.execute("SELECT COUNT(*) FROM chunks").fetchone()[0])
-    except sqlite3.DatabaseError as e:
-        db.close()
-        raise CorruptKnowledgeBaseError(f"{files['sqlite']} is damaged ({e}); {hint}") from None
-    if vectors is None:
-        vectors = VectorIndex.load(files["faiss"], manifest["index"], cfg, tombs)
-    if vectors.dim != int(manifest["dim"]):
-        db.close()
-        raise CorruptKnowledgeBaseError(f"{files['faiss']} holds {vectors.dim}-d vectors, manifest says {manifest['dim']}; {hint}")
-    if vectors.ntotal != n_rows + len(tombs):
-        db.close()
-        raise CorruptKnowledgeBaseError(
-            f"{path}: {vectors.ntotal} vectors but {n_rows} chunk rows (+{len(tombs)} tombstones) in generation {gen}; {hint}")
-    return _State(manifest, db, vectors, mtime)
-
-
-def _apply_nothing(con: sqlite3.Connection) -> None:
-    return None
-
-
 def _apply_changes(con: sqlite3.Connection, upserts: list[Document], to_delete: set[str], new_chunks: list[Chunk],
                    keep_cids: set[str], remove_vids: list[int], vectors: VectorIndex) -> None:
     for vid in remove_vids:
@@ -838,94 +654,3 @@ def _apply_changes(con: sqlite3.Connection, upserts: list[Document], to_delete: 
     con.execute("DELETE FROM tombstones")
     con.executemany("INSERT INTO tombstones(vid) VALUES (?)", [(t,) for t in sorted(vectors.tombstones)])
 
-
-def _publish(path: Path, base_manifest: dict[str, Any], gen: int, prev_db: Path | None, vectors: VectorIndex,
-             apply, cfg: IndexConfig) -> int:
-    """Write generation ``gen`` (SQLite from ``prev_db`` + ``apply``, FAISS from ``vectors``), then swap the manifest."""
-    db_final = path / f"gen-{gen:06d}.sqlite"
-    ix_final = path / f"gen-{gen:06d}.faiss"
-    db_tmp = path / f".gen-{gen:06d}.sqlite.{os.getpid()}.tmp"
-    ix_tmp = path / f".gen-{gen:06d}.faiss.{os.getpid()}.tmp"
-    try:
-        if prev_db is not None:
-            shutil.copyfile(prev_db, db_tmp)
-        con = sqlite3.connect(str(db_tmp))
-        try:
-            # the temp file is thrown away on any failure, so SQLite's own journal buys nothing here
-            con.execute("PRAGMA journal_mode=OFF")
-            con.execute("PRAGMA synchronous=OFF")
-            con.executescript(_SCHEMA)
-            con.execute(f"CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(text, content='chunks', "
-                        f"content_rowid='vid', tokenize='{cfg.bm25_tokenizer}')")
-            con.execute("BEGIN")
-            apply(con)
-            con.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('generation', ?)", (str(gen),))
-            con.execute("INSERT OR REPLACE INTO meta(key, value) VALUES ('format_version', ?)", (str(FORMAT_VERSION),))
-            con.execute("COMMIT")
-        finally:
-            con.close()
-        _fsync_file(db_tmp)
-        vectors.save(ix_tmp)
-        os.replace(db_tmp, db_final)
-        os.replace(ix_tmp, ix_final)
-        fsync_dir(path)
-    except BaseException:
-        for f in (db_tmp, ix_tmp):
-            try:
-                f.unlink()
-            except FileNotFoundError:
-                pass
-        raise
-    manifest = dict(base_manifest)
-    manifest.update({
-        "format_version": FORMAT_VERSION,
-        "generation": gen,
-        "files": {"faiss": ix_final.name, "sqlite": db_final.name},
-        "sizes": {"faiss": ix_final.stat().st_size, "sqlite": db_final.stat().st_size},
-        "counts": {"vectors": vectors.ntotal, "tombstones": len(vectors.tombstones)},
-        "updated": _now(),
-    })
-    # The commit point: before this rename the old generation is current, after it the new one.
-    atomic_write_text(path / MANIFEST, json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-    _cleanup(path, gen)
-    return gen
-
-
-def _cleanup(path: Path, current: int) -> None:
-    """Remove generations older than current-1 and temp files of dead writers (we hold the lock)."""
-    for f in path.iterdir():
-        m = _GEN_RE.match(f.name)
-        if m and int(m.group(1)) < current - 1 or (m and int(m.group(1)) > current):
-            f.unlink(missing_ok=True)
-        elif f.name.startswith(".gen-") and f.name.endswith(".tmp"):
-            f.unlink(missing_ok=True)
-
-
-def _next_free_generation(path: Path) -> int:
-    gens = [int(m.group(1)) for f in path.iterdir() if (m := _GEN_RE.match(f.name))]
-    try:
-        gens.append(int(_read_manifest(path)["generation"]))
-    except (CorruptKnowledgeBaseError, KnowledgeBaseError, OSError, KeyError, ValueError):
-        pass
-    return max(gens, default=-1) + 1
-
-
-def _salvage_documents(path: Path) -> tuple[list[Document], dict[str, Any] | None]:
-    """Documents from the newest generation whose SQLite file is readable (for rebuild without sources)."""
-    cfg = None
-    try:
-        cfg = _read_manifest(path).get("config")
-    except (CorruptKnowledgeBaseError, KnowledgeBaseError):
-        pass
-    dbs = sorted((f for f in path.glob("gen-*.sqlite")), reverse=True)
-    for f in dbs:
-        try:
-            con = _open_db_ro(f)
-            docs = [Document(id=r[0], text=r[1], metadata=json.loads(r[2]))
-                    for r in con.execute("SELECT doc_id, text, metadata FROM documents ORDER BY rowid")]
-            con.close()
-            return docs, cfg
-        except (sqlite3.DatabaseError, json.JSONDecodeError):
-            continue
-    raise KnowledgeBaseError(f"no readable generation in {path} to rebuild from; pass the sources: "
-                             f"`hybrid index rebuild --kb {path} SOURCES`")

@@ -105,7 +105,7 @@ def test_failure_at_each_write_step_keeps_the_old_generation(tmp_path, monkeypat
     import shutil
 
     from hybrid.types import Document
-    from indexes import kb as kbmod
+    from indexes import store
     from indexes.vectors import VectorIndex
 
     path = tmp_path / "kb"
@@ -119,7 +119,7 @@ def test_failure_at_each_write_step_keeps_the_old_generation(tmp_path, monkeypat
             raise Boom(step)
 
         target = {"copy": (shutil, "copyfile"), "faiss": (VectorIndex, "save"),
-                  "rename": (kbmod.os, "replace"), "manifest": (kbmod, "atomic_write_text")}[step]
+                  "rename": (store.os, "replace"), "manifest": (store, "atomic_write_text")}[step]
         with monkeypatch.context() as m:
             m.setattr(*target, boom)
             with pytest.raises(Boom):
