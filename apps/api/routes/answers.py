@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from typing import Any, AsyncIterator
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -12,7 +12,7 @@ from fastapi.responses import JSONResponse
 from apps.api import schemas as S
 from apps.api.errors import errs
 from apps.api.routes.deps import AUTHED, Svc
-from apps.api.streaming import SSE_HEADERS, ManagedStream, sse
+from apps.api.streaming import sse, stream_answer
 from hybrid.types import Answer
 
 router = APIRouter(tags=["answers"])
@@ -55,21 +55,6 @@ async def ask(body: S.AskIn, request: Request, svc: Svc):
         ans = await svc.answer(req, request)
         svc.record(req.app, ans, time.perf_counter() - t0)
         return JSONResponse(answer_payload(ans, rid), headers={"X-Request-ID": rid})
-    events, release = await svc.stream(req)
-
-    async def body_iter() -> AsyncIterator[str]:
-        first = True
-        async for kind, item in events:
-            if kind == "token":
-                if first:
-                    svc.metrics.ttft_seconds.labels(req.app).observe(time.perf_counter() - t0)
-                    first = False
-                yield sse("token", {"text": item})
-            elif kind == "answer":
-                svc.record(req.app, item, time.perf_counter() - t0)
-                yield sse("final", answer_payload(item, rid))
-            else:
-                yield sse("error", item.body())
-
-    return ManagedStream(body_iter(), release, media_type="text/event-stream",
-                         headers={**SSE_HEADERS, "X-Request-ID": rid})
+    return await stream_answer(svc, req, rid, t0, token=lambda text: sse("token", {"text": text}),
+                               final=lambda a: sse("final", answer_payload(a, rid)),
+                               error=lambda e: sse("error", e.body()))

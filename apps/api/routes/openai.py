@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Any, AsyncIterator
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -15,7 +15,7 @@ from apps.api.backend import AskRequest
 from apps.api.errors import ApiError, errs
 from apps.api.routes.answers import answer_payload, new_request_id
 from apps.api.routes.deps import AUTHED, Svc
-from apps.api.streaming import SSE_HEADERS, ManagedStream
+from apps.api.streaming import stream_answer
 from hybrid.types import Answer
 
 router = APIRouter(tags=["answers"])
@@ -44,31 +44,17 @@ async def chat_completions(body: S.ChatIn, request: Request, svc: Svc):
             "choices": [{"index": 0, "message": {"role": "assistant", "content": ans.text},
                          "finish_reason": finish_reason(ans, req)}],
             "usage": openai_usage(ans), "hybrid": extension(ans, rid)}, headers={"X-Request-ID": rid})
-    events, release = await svc.stream(req)
 
     def chunk(delta: dict, finish: str | None = None, **extra) -> str:
         d = {"id": cid, "object": "chat.completion.chunk", "created": created, "model": req.app,
              "choices": [{"index": 0, "delta": delta, "finish_reason": finish}], **extra}
         return f"data: {json.dumps(d, ensure_ascii=False)}\n\n"
 
-    async def body_iter() -> AsyncIterator[str]:
-        yield chunk({"role": "assistant", "content": ""})
-        first = True
-        async for kind, item in events:
-            if kind == "token":
-                if first:
-                    svc.metrics.ttft_seconds.labels(req.app).observe(time.perf_counter() - t0)
-                    first = False
-                yield chunk({"content": item})
-            elif kind == "answer":
-                svc.record(req.app, item, time.perf_counter() - t0)
-                yield chunk({}, finish_reason(item, req), usage=openai_usage(item), hybrid=extension(item, rid))
-            else:
-                yield f"data: {json.dumps(item.body())}\n\n"
-        yield "data: [DONE]\n\n"
-
-    return ManagedStream(body_iter(), release, media_type="text/event-stream",
-                         headers={**SSE_HEADERS, "X-Request-ID": rid})
+    return await stream_answer(
+        svc, req, rid, t0, head=chunk({"role": "assistant", "content": ""}), tail="data: [DONE]\n\n",
+        token=lambda text: chunk({"content": text}),
+        final=lambda a: chunk({}, finish_reason(a, req), usage=openai_usage(a), hybrid=extension(a, rid)),
+        error=lambda e: f"data: {json.dumps(e.body())}\n\n")
 
 
 @router.get("/v1/models", response_model=S.ModelsOut, dependencies=AUTHED,
