@@ -42,6 +42,20 @@ def fsync_dir(path: str | os.PathLike[str]) -> None:
         pass
 
 
+def fsync_tree(path: str | os.PathLike[str]) -> None:
+    """Flush every file under directory ``path``, then its directories, deepest first: what a library
+    wrote into a temporary directory is on disk before that directory is renamed into place."""
+    dirs = []
+    for dirpath, _, filenames in os.walk(path):
+        for name in filenames:
+            p = os.path.join(dirpath, name)
+            if not os.path.islink(p):
+                fsync(p)
+        dirs.append(dirpath)
+    for d in reversed(dirs):
+        fsync_dir(d)
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     """Write to a temp file in the same directory, fsync, then rename over ``path``."""
     p = Path(path)

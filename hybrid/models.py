@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from hybrid.errors import ModelError
-from hybrid.io import atomic_write_text, cache_dir, fsync_dir
+from hybrid.io import atomic_write_text, cache_dir, fsync_dir, fsync_tree
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +101,7 @@ def _convert_gguf(gguf: Path, dest: Path) -> None:
             {"model_id": DEFAULT_MODEL_ID, "source": gguf.name, "gguf_key": _gguf_key(gguf),
              "weights_sha": sha, "convert_seconds": round(time.perf_counter() - t0, 2)}, indent=2))
         os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is shared like any other
-        fsync_dir(tmp)
+        fsync_tree(tmp)
         os.rename(tmp, dest)  # atomic: readers see either no directory or a complete one
         fsync_dir(dest.parent)
     except BaseException:

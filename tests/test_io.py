@@ -58,3 +58,18 @@ def test_on_error_skip_and_callable(tmp_path):
 def test_parse_jsonl_names_its_source():
     with pytest.raises(InputError, match=r"^docs:1: invalid JSON"):
         list(parse_jsonl(["nope\n"], source="docs"))
+
+
+def test_fsync_tree_flushes_every_file_then_the_directories(tmp_path, monkeypatch):
+    import hybrid.io as hio
+
+    (tmp_path / "sub").mkdir()
+    for name in ("a.bin", "sub/b.json"):
+        (tmp_path / name).write_text("x")
+    (tmp_path / "link").symlink_to(tmp_path / "a.bin")
+    flushed = []
+    monkeypatch.setattr(hio, "fsync", lambda target: flushed.append(str(target)))
+    hio.fsync_tree(tmp_path)
+    rel = [p[len(str(tmp_path)):] or "/" for p in flushed]
+    assert sorted(rel[:2]) == ["/a.bin", "/sub/b.json"]  # files first, links not followed
+    assert rel[2:] == ["/sub", "/"]                      # then directories, deepest first

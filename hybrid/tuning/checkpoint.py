@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from hybrid.errors import InputError
-from hybrid.io import atomic_write_text, fsync_dir
+from hybrid.io import atomic_write_text, fsync_dir, fsync_tree
 
 FORMAT = 1
 
@@ -85,7 +85,7 @@ def save_checkpoint(root: str | os.PathLike[str], *, step: int, model: Any, opti
         meta = {"format": FORMAT, "step": step, "param_names": params, "optimizer": opt_js,
                 "rng": rng_js, "state": state}
         atomic_write_text(tmp / "state.json", json.dumps(meta, indent=1))
-        fsync_dir(tmp)
+        fsync_tree(tmp)
         if final.exists():
             shutil.rmtree(final)
         os.rename(tmp, final)

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from hybrid.errors import HybridError, InputError, ModelError
-from hybrid.io import fsync_dir
+from hybrid.io import fsync_dir, fsync_tree
 from hybrid.tuning.card import AdapterCard, check_base_model, read_card, write_card
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ def save_adapter(model: Any, out: str | os.PathLike[str], *, card: AdapterCard, 
         for name, text in (extra_files or {}).items():
             atomic_write_text(tmp / name, text)
         os.chmod(tmp, 0o755)
-        fsync_dir(tmp)
+        fsync_tree(tmp)
         if out.exists():
             # Two renames; between them `out` is briefly absent but both versions exist on disk.
             old = out.with_name(f".{out.name}.old-{os.getpid()}")

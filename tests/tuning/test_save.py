@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+import os
 
 import pytest
 
@@ -44,6 +45,19 @@ def test_disk_full_on_the_first_save_leaves_nothing(tmp_path, tokenizer, catalog
         train(tiny_cfg("train.max_steps=1"), [catalogue_file], tmp_path / "new", model=make_tiny_model(tokenizer),
               tokenizer=tokenizer)
     assert not (tmp_path / "new").exists()
+
+
+def test_every_file_of_the_adapter_is_flushed_before_the_rename(tmp_path, tokenizer, catalogue_file, monkeypatch):
+    import hybrid.io as hio
+
+    flushed, real = [], hio.fsync
+    monkeypatch.setattr(hio, "fsync", lambda target: (flushed.append(target), real(target)))
+    out = tmp_path / "a"
+    train(tiny_cfg("train.max_steps=1"), [catalogue_file], out, model=make_tiny_model(tokenizer),
+          tokenizer=tokenizer)
+    # written by safetensors/peft into the temporary directory, which is then renamed to `out`
+    names = {os.path.basename(t) for t in flushed if isinstance(t, str) and ".a." in t}
+    assert {p.name for p in out.iterdir()} <= names
 
 
 def test_adapter_from_another_base_model_is_refused(tmp_path, tokenizer, catalogue_file):
