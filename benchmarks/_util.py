@@ -45,15 +45,17 @@ def timed(into: dict[str, float], key: str) -> Iterator[None]:
         into[key] = time.perf_counter() - t0
 
 
-def percentile(values: Sequence[float], q: float) -> float:
-    """Linear-interpolated percentile (numpy's default method), without needing numpy."""
-    if not values:
+def percentile(values: Sequence[float], q: float, *, method: str = "linear") -> float:
+    """The ``q``-th percentile (0-100) by ``np.percentile``: every benchmark's one percentile.
+
+    ``method="linear"`` (numpy's default) interpolates between neighbours; ``"nearest"`` picks the
+    nearest observed value (index rounded half to even), what the serving and pipeline figures use.
+    """
+    if not len(values):
         raise ValueError("percentile of no values")
-    xs = sorted(values)
-    pos = (len(xs) - 1) * q / 100.0
-    lo = int(pos)
-    hi = min(lo + 1, len(xs) - 1)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+    import numpy as np
+
+    return float(np.percentile(np.asarray(values, dtype=float), q, method=method))
 
 
 def latency_summary(seconds: Sequence[float]) -> dict[str, float]:

@@ -24,10 +24,12 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks._util import percentile  # noqa: E402
+
 
 def pct(xs, q):
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))] if xs else None
+    """The nearest observed value at quantile ``q`` (0-1); None for no values."""
+    return percentile(xs, 100 * q, method="nearest") if xs else None
 
 
 def main() -> None:

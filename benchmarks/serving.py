@@ -33,6 +33,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from benchmarks._util import percentile  # noqa: E402
+
 KEY = "bench-key-0123456789"
 QUESTIONS = [
     "What is the maximum deposit a landlord may take?",
@@ -47,11 +51,8 @@ QUESTIONS = [
 
 
 def pct(xs: list[float], q: float) -> float | None:
-    if not xs:
-        return None
-    xs = sorted(xs)
-    i = min(len(xs) - 1, max(0, int(round(q / 100 * (len(xs) - 1)))))
-    return round(xs[i], 4)
+    """The nearest observed value at percentile ``q`` (0-100), rounded; None for no values."""
+    return round(percentile(xs, q, method="nearest"), 4) if xs else None
 
 
 def free_port() -> int:

@@ -149,3 +149,13 @@ def test_percentile_matches_hand_values():
     assert percentile([1, 2, 3, 4], 50) == 2.5
     assert percentile([10], 95) == 10
     assert percentile([0, 10], 95) == pytest.approx(9.5)
+    with pytest.raises(ValueError, match="no values"):
+        percentile([], 50)
+
+
+def test_nearest_percentile_picks_an_observed_value_rounding_half_to_even():
+    # the serving and pipeline figures: index round(q/100 * (n-1)), Python's round (half to even)
+    assert percentile([4, 1, 3, 2], 50, method="nearest") == 3      # index 1.5 -> 2
+    assert percentile([1, 2, 3, 4, 5, 6], 50, method="nearest") == 3  # index 2.5 -> 2
+    assert percentile([1, 2, 3, 4, 5], 90, method="nearest") == 5     # index 3.6 -> 4
+    assert percentile([1, 2, 3, 4, 5], 95, method="linear") == pytest.approx(4.8)
