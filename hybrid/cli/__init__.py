@@ -1,22 +1,35 @@
-"""The ``hybrid`` command: a click group whose commands live one module each in ``hybrid.cli``.
+"""The ``hybrid`` command: a click group whose commands live one module each in ``hybrid.cli``,
+plus the commands installed packages declare in the ``hybrid.commands`` entry point group.
 
 Commands are imported only when used (or listed), so ``hybrid --help`` stays fast and no model
 loads at import time. Every user-facing failure is one line on stderr and exit code 2.
+
+An entry point names a click command, e.g. in pyproject.toml::
+
+    [project.entry-points."hybrid.commands"]
+    serve = "apps.api.cli:serve"
+
+That is how ``hybrid serve`` (the HTTP service in ``apps/api``) joins the CLI without this library
+importing ``apps``. A built-in name cannot be taken over by an entry point.
 """
 
 from __future__ import annotations
 
+import functools
 import importlib
 import logging
 import os
 import sys
+from importlib.metadata import entry_points
 
 import click
 
 from hybrid.errors import HybridError
 
-# command name -> module under hybrid.cli that defines a click command called ``cli``.
-COMMANDS: dict[str, str] = {
+ENTRY_POINT_GROUP = "hybrid.commands"
+
+# built-in command name -> module under hybrid.cli that defines a click command called ``cli``.
+BUILTIN: dict[str, str] = {
     "ingest": "ingest",
     "index": "index",
     "search": "search",
@@ -25,14 +38,22 @@ COMMANDS: dict[str, str] = {
     "ask": "ask",
     "chat": "chat",
     "app": "app",
-    "serve": "serve",
     "eval": "eval",
     "router": "router",
 }
 
 
+def installed_commands() -> dict[str, str]:
+    """Commands declared by installed packages: name -> ``"module:attribute"`` of a click command."""
+    return {ep.name: ep.value for ep in entry_points(group=ENTRY_POINT_GROUP) if ep.name not in BUILTIN}
+
+
+# every command name -> ``"module:attribute"`` of its click command, read once at startup.
+COMMANDS: dict[str, str] = {**{n: f"hybrid.cli.{m}:cli" for n, m in BUILTIN.items()}, **installed_commands()}
+
+
 class LazyGroup(click.Group):
-    """Imports a command's module on first use; modules that do not exist yet are not listed."""
+    """Imports a command's module on first use; modules that do not exist (yet) are not listed."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         lazy = [n for n in COMMANDS if self._load(n) is not None]
@@ -42,16 +63,17 @@ class LazyGroup(click.Group):
         return self.commands.get(name) or self._load(name)
 
     def _load(self, name: str) -> click.Command | None:
-        mod_name = COMMANDS.get(name)
-        if mod_name is None:
+        target = COMMANDS.get(name)
+        if target is None:
             return None
+        mod_name, _, attr = target.partition(":")
         try:
-            mod = importlib.import_module(f"hybrid.cli.{mod_name}")
+            mod = importlib.import_module(mod_name)
         except ModuleNotFoundError as e:
-            if e.name == f"hybrid.cli.{mod_name}":
-                return None
+            if e.name is not None and (mod_name == e.name or mod_name.startswith(e.name + ".")):
+                return None  # the module (or its package) is absent, e.g. a stale entry point
             raise
-        return getattr(mod, "cli")
+        return functools.reduce(getattr, attr.split("."), mod)
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})

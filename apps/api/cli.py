@@ -5,6 +5,9 @@
 
 SIGTERM drains: /readyz turns 503, new work is refused with 503, in-flight answers finish (up to
 ``--drain-grace`` seconds), then the process exits 0. A second SIGTERM/SIGINT exits at once.
+
+The ``hybrid`` command finds this one through the ``hybrid.commands`` entry point group (declared in
+pyproject.toml), so the library under ``hybrid/`` never imports ``apps``.
 """
 
 from __future__ import annotations
@@ -30,9 +33,10 @@ log = logging.getLogger("hybrid.serve")
 @click.option("--concurrency", type=int, default=None, help="Answers generated at once [default 1].")
 @click.option("--queue-size", type=int, default=None, help="Requests that may wait; more get 429 [default 8].")
 @click.option("--timeout", "request_timeout", type=float, default=None, help="Per-request deadline, s [default 120].")
-@click.option("--drain-grace", type=float, default=None, help="Seconds in-flight requests get after SIGTERM [default 30].")
+@click.option("--drain-grace", type=float, default=None,
+              help="Seconds in-flight requests get after SIGTERM [default 30].")
 @set_option
-def cli(apps, host, port, api_keys, concurrency, queue_size, request_timeout, drain_grace, overrides) -> None:
+def serve(apps, host, port, api_keys, concurrency, queue_size, request_timeout, drain_grace, overrides) -> None:
     """Serve the apps over HTTP: /v1/ask, /v1/chat/completions (OpenAI), /v1/search, /v1/documents,
     /v1/apps, /healthz, /readyz, /metrics, and the chat page at /."""
     from pydantic import ValidationError
@@ -48,10 +52,11 @@ def cli(apps, host, port, api_keys, concurrency, queue_size, request_timeout, dr
     except ValidationError as e:
         err = e.errors()[0]
         raise ConfigError(f"serve: {'.'.join(map(str, err['loc']))}: {err['msg']}") from None
-    serve(settings, overrides)
+    run(settings, overrides)
 
 
-def serve(settings, overrides=()) -> None:
+def run(settings, overrides=()) -> None:
+    """Load the apps and serve them under uvicorn until SIGTERM (drained) or a second signal."""
     import uvicorn
 
     from apps.api.backend import RealBackend
