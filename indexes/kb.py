@@ -18,20 +18,20 @@ instead of opening empty. The layout and the write protocol are described in ``i
 ``KnowledgeBase`` is the facade over the parts, each in its own module:
 
     indexes.store      generations, manifest, writer's lock, open-time checks, salvage (durability)
-    indexes.filters    metadata filters compiled to SQL
-    indexes.bm25       FTS5 BM25 query building and scoring
+    indexes.sync       which documents a sync adds, updates, keeps or deletes, and the rows it writes
+    indexes.chunking   documents to chunks
     indexes.vectors    the FAISS index (flat, HNSW, IVF-PQ), with tombstones for HNSW
+    indexes.bm25       FTS5 BM25 query building and scoring
+    indexes.filters    metadata filters compiled to SQL
     indexes.fusion     reciprocal rank fusion and MMR
 
-This module keeps the sync (which documents are new, changed, unchanged or gone, and the rows
-that changes write), and search (dense, BM25 or hybrid, optional MMR).
+This module holds ``KnowledgeBase`` itself: opening, the sync and delete steps (chunk, embed,
+publish), rebuild, and search (dense, BM25 or hybrid, optional MMR).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import datetime as _dt
-import hashlib
 import json
 import logging
 import os
@@ -39,7 +39,6 @@ import shutil
 import sqlite3
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
@@ -54,99 +53,29 @@ from indexes.config import SEARCH_MODES, IndexConfig
 from indexes.filters import filter_sql
 from indexes.fusion import mmr as _mmr
 from indexes.fusion import rrf
-from indexes.store import (FORMAT_VERSION, LOCK, MANIFEST, REBUILD_HINT, State, WriteLock, apply_nothing,
-                           check_embedder, cleanup, install_generation, load_state, new_manifest, publish,
-                           read_manifest, salvage_documents)
+from indexes.store import (MANIFEST, REBUILD_HINT, State, WriteLock, apply_nothing, check_embedder, cleanup,
+                           install_generation, load_state, new_manifest, publish, read_manifest, salvage_documents)
+from indexes.sync import (SyncReport, apply_changes, dedupe_documents, diff_chunks, diff_documents, stored_chunks,
+                          stored_documents, vector_id)
 from indexes.vectors import VectorIndex
 
 # Names defined here before the module was split by job, still importable from indexes.kb
-# (hybrid.cli.index imports _read_manifest, tests/indexes/test_bad_inputs.py imports _WriteLock).
+# (hybrid.cli.index imports _read_manifest, tests/indexes/test_bad_inputs.py imports _WriteLock);
+# LockedError, atomic_write_text and fsync_dir above are kept imported for the same reason.
 from indexes.bm25 import STOPWORDS as _STOP  # noqa: F401
-from indexes.filters import FIELD_RE as _FIELD_RE  # noqa: F401
-from indexes.filters import OPERATORS as _OPS  # noqa: F401
-from indexes.filters import filter_scalar as _filter_scalar  # noqa: F401
-from indexes.filters import filter_values as _filter_values  # noqa: F401
-from indexes.store import GEN_RE as _GEN_RE  # noqa: F401
-from indexes.store import SCHEMA as _SCHEMA  # noqa: F401
-from indexes.store import State as _State  # noqa: F401
-from indexes.store import WriteLock as _WriteLock  # noqa: F401
-from indexes.store import apply_nothing as _apply_nothing  # noqa: F401
-from indexes.store import check_embedder as _check_embedder  # noqa: F401
-from indexes.store import cleanup as _cleanup  # noqa: F401
-from indexes.store import fsync_file as _fsync_file  # noqa: F401
-from indexes.store import load_generation as _load_generation  # noqa: F401
-from indexes.store import load_state as _load_state  # noqa: F401
-from indexes.store import next_free_generation as _next_free_generation  # noqa: F401
-from indexes.store import now as _now  # noqa: F401
-from indexes.store import open_db_ro as _open_db_ro  # noqa: F401
-from indexes.store import publish as _publish  # noqa: F401
-from indexes.store import read_manifest as _read_manifest  # noqa: F401
-from indexes.store import salvage_documents as _salvage_documents  # noqa: F401
+from indexes.filters import (FIELD_RE as _FIELD_RE, OPERATORS as _OPS,  # noqa: F401
+                             filter_scalar as _filter_scalar, filter_values as _filter_values)
+from indexes.store import (FORMAT_VERSION, GEN_RE as _GEN_RE, LOCK, SCHEMA as _SCHEMA,  # noqa: F401
+                           State as _State, WriteLock as _WriteLock, apply_nothing as _apply_nothing,
+                           check_embedder as _check_embedder, cleanup as _cleanup, fsync_file as _fsync_file,
+                           load_generation as _load_generation, load_state as _load_state,
+                           next_free_generation as _next_free_generation, now as _now, open_db_ro as _open_db_ro,
+                           publish as _publish, read_manifest as _read_manifest,
+                           salvage_documents as _salvage_documents)
+from indexes.sync import (_dumps, _json_default, apply_changes as _apply_changes,  # noqa: F401
+                          content_hash, source_key)
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class SyncReport:
-    """What a sync did. ``str(report)`` is the one-line summary the CLI prints."""
-
-    added: int = 0
-    updated: int = 0
-    unchanged: int = 0
-    deleted: int = 0
-    duplicates: int = 0  # identical copies in the input, counted once
-    chunks_embedded: int = 0
-    chunks_removed: int = 0
-    chunks_kept: int = 0
-    generation: int = 0
-    seconds: float = 0.0
-
-    @property
-    def changed(self) -> bool:
-        return bool(self.added or self.updated or self.deleted)
-
-    def __str__(self) -> str:
-        if not self.changed:
-            return (f"nothing to do: {self.unchanged} documents unchanged, embedded 0 chunks "
-                    f"(generation {self.generation})")
-        return (f"added {self.added}, updated {self.updated}, unchanged {self.unchanged}, deleted {self.deleted} "
-                f"documents; embedded {self.chunks_embedded} chunks, removed {self.chunks_removed} "
-                f"(generation {self.generation}, {self.seconds:.1f}s)")
-
-
-def content_hash(doc: Document) -> str:
-    h = hashlib.sha256(doc.text.encode("utf-8", "surrogatepass"))
-    h.update(b"\x00")
-    h.update(json.dumps(doc.metadata, sort_keys=True, default=str).encode())
-    return h.hexdigest()[:32]
-
-
-def source_key(doc: Document) -> str | None:
-    """Which source unit a document came from (file/URL + page + row); None when unknown."""
-    m = doc.metadata
-    src = m.get("uri") or m.get("source")
-    if not src:
-        return None
-    return f"{src}#{m.get('page', '')}#{m.get('row', '')}"
-
-
-def vector_id(chunk_id: str) -> int:
-    """The FAISS id of a chunk: 60 bits of sha256 (positive int64, stable across rebuilds)."""
-    return int(hashlib.sha256(chunk_id.encode()).hexdigest()[:15], 16)
-
-
-def _json_default(o: Any) -> Any:
-    if isinstance(o, (_dt.date, _dt.datetime)):
-        return o.isoformat()
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    return str(o)
-
-
-def _dumps(obj: Any) -> str:
-    return json.dumps(obj, ensure_ascii=False, sort_keys=True, default=_json_default)
 
 
 class KnowledgeBase:
@@ -290,20 +219,8 @@ class KnowledgeBase:
         """
         self._writable()
         t0 = time.perf_counter()
-        docs = list(documents)
-        incoming: dict[str, Document] = {}
         report = SyncReport()
-        for d in docs:
-            if not isinstance(d, Document):
-                raise InputError(f"sync expects Document objects, got {type(d).__name__}")
-            prev = incoming.get(d.id)
-            if prev is not None:
-                if prev.text != d.text:
-                    raise InputError(f"duplicate document id {d.id!r} with different text "
-                                     f"({prev.text[:40]!r} vs {d.text[:40]!r}); nothing was written")
-                report.duplicates += 1
-                continue
-            incoming[d.id] = d
+        incoming = dedupe_documents(documents, report)
         with WriteLock(self.path):
             self.refresh()
             return self._sync_locked(incoming, prune, progress, report, t0)
@@ -311,41 +228,7 @@ class KnowledgeBase:
     def _sync_locked(self, incoming: dict[str, Document], prune: bool, progress: bool,
                      report: SyncReport, t0: float) -> SyncReport:
         db = self._state.db
-        stored = {r[0]: (r[1], r[2]) for r in db.execute("SELECT doc_id, source_key, content_hash FROM documents")}
-        by_key: dict[str, list[str]] = {}
-        for did, (skey, _) in stored.items():
-            if skey:
-                by_key.setdefault(skey, []).append(did)
-        in_keys: dict[str, int] = {}
-        for d in incoming.values():
-            k = source_key(d)
-            if k:
-                in_keys[k] = in_keys.get(k, 0) + 1
-
-        upserts: list[Document] = []  # new or changed
-        replaced: set[str] = set()  # stored doc ids superseded by a new id from the same source unit
-        for did, d in incoming.items():
-            h = content_hash(d)
-            if did in stored:
-                if stored[did][1] == h:
-                    report.unchanged += 1
-                else:
-                    report.updated += 1
-                    upserts.append(d)
-                continue
-            k = source_key(d)
-            olds = [o for o in by_key.get(k, []) if o not in incoming] if k else []
-            if k and in_keys.get(k) == 1 and len(olds) == 1:
-                replaced.add(olds[0])
-                report.updated += 1
-            else:
-                report.added += 1
-            upserts.append(d)
-        to_delete = set(replaced)
-        if prune:
-            gone = [did for did in stored if did not in incoming and did not in replaced]
-            to_delete.update(gone)
-            report.deleted = len(gone)
+        upserts, to_delete = diff_documents(stored_documents(db), incoming, prune, report)
 
         if not upserts and not to_delete:
             report.generation = self.generation
@@ -357,18 +240,8 @@ class KnowledgeBase:
 
         emb = self.embedder
         new_chunks = chunk_documents(upserts, self.cfg, emb, progress=progress and len(upserts) > 200)
-        upsert_ids = {d.id for d in upserts}
-        old_rows = {}
-        if upsert_ids or to_delete:
-            touched = list(upsert_ids | to_delete)
-            for i in range(0, len(touched), 500):
-                part = touched[i:i + 500]
-                q = f"SELECT vid, chunk_id, doc_id FROM chunks WHERE doc_id IN ({','.join('?' * len(part))})"
-                for vid, cid, did in db.execute(q, part):
-                    old_rows[cid] = (vid, did)
-        keep_cids = {c.id for c in new_chunks if c.id in old_rows and old_rows[c.id][1] == c.doc_id}
-        to_embed = [c for c in new_chunks if c.id not in keep_cids]
-        remove_vids = [vid for cid, (vid, _) in old_rows.items() if cid not in keep_cids]
+        old_rows = stored_chunks(db, {d.id for d in upserts} | to_delete)
+        keep_cids, to_embed, remove_vids = diff_chunks(new_chunks, old_rows)
         vecs = self._embed([c.text for c in to_embed], progress=progress)
         new_vids = [vector_id(c.id) for c in to_embed]
         if len(set(new_vids)) != len(new_vids):
@@ -385,7 +258,7 @@ class KnowledgeBase:
         vectors.add(np.array(new_vids, dtype=np.int64), vecs)
 
         def apply(con: sqlite3.Connection) -> None:
-            _apply_changes(con, upserts, to_delete, new_chunks, keep_cids, remove_vids, vectors)
+            apply_changes(con, upserts, to_delete, new_chunks, keep_cids, remove_vids, vectors)
 
         gen = publish(self.path, self._state.manifest, self.generation + 1, self._db_file(), vectors, apply, self.cfg)
         # the old state is not closed: a search in another thread may still be reading it (GC closes it)
@@ -411,7 +284,7 @@ class KnowledgeBase:
             vectors.remove(vids)
 
             def apply(con: sqlite3.Connection) -> None:
-                _apply_changes(con, [], set(present), [], set(), vids, vectors)
+                apply_changes(con, [], set(present), [], set(), vids, vectors)
 
             publish(self.path, self._state.manifest, self.generation + 1, self._db_file(), vectors, apply, self.cfg)
             self._state = load_state(self.path, self.cfg, vectors=vectors)
@@ -624,33 +497,3 @@ class KnowledgeBase:
             "created": m.get("created"),
             "updated": m.get("updated"),
         }
-
-
-def _apply_changes(con: sqlite3.Connection, upserts: list[Document], to_delete: set[str], new_chunks: list[Chunk],
-                   keep_cids: set[str], remove_vids: list[int], vectors: VectorIndex) -> None:
-    for vid in remove_vids:
-        row = con.execute("SELECT text FROM chunks WHERE vid=?", (vid,)).fetchone()
-        if row is not None:
-            con.execute("INSERT INTO chunks_fts(chunks_fts, rowid, text) VALUES('delete', ?, ?)", (vid, row[0]))
-        con.execute("DELETE FROM chunks WHERE vid=?", (vid,))
-    for did in to_delete:
-        con.execute("DELETE FROM documents WHERE doc_id=?", (did,))
-        con.execute("DELETE FROM chunks WHERE doc_id=?", (did,))  # no rows left normally; belt and braces
-    fields: set[str] = set()
-    for d in upserts:
-        con.execute("INSERT OR REPLACE INTO documents(doc_id, source_key, content_hash, text, metadata) "
-                    "VALUES (?, ?, ?, ?, ?)", (d.id, source_key(d), content_hash(d), d.text, _dumps(d.metadata)))
-    for c in new_chunks:
-        fields.update(c.metadata)
-        vid = vector_id(c.id)
-        meta = _dumps(c.metadata)
-        if c.id in keep_cids:  # same text and position: only metadata may have changed
-            con.execute("UPDATE chunks SET metadata=? WHERE vid=?", (meta, vid))
-        else:
-            con.execute("INSERT INTO chunks(vid, chunk_id, doc_id, text, metadata) VALUES (?, ?, ?, ?, ?)",
-                        (vid, c.id, c.doc_id, c.text, meta))
-            con.execute("INSERT INTO chunks_fts(rowid, text) VALUES (?, ?)", (vid, c.text))
-    con.executemany("INSERT OR IGNORE INTO fields(name) VALUES (?)", [(f,) for f in sorted(fields)])
-    con.execute("DELETE FROM tombstones")
-    con.executemany("INSERT INTO tombstones(vid) VALUES (?)", [(t,) for t in sorted(vectors.tombstones)])
-
