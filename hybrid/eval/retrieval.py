@@ -9,7 +9,7 @@ A BEIR-format directory holds ``corpus.jsonl`` (``_id``, ``title``, ``text``), `
     scores.mean["ndcg@10"], scores.mean["recall@100"], scores.mean["mrr@10"]
 
 The metrics follow trec_eval / pytrec_eval (what BEIR reports), written out here so that they
-can be checked by hand:
+can be checked by hand (``tests/eval/test_retrieval_parity.py`` checks them against pytrec_eval):
 
 - nDCG@k uses linear gain ``rel / log2(rank + 1)``; the ideal ranking is all judged documents
   sorted by grade. Grades <= 0 count as not relevant.
