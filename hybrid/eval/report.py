@@ -16,7 +16,6 @@ Input rows (``results.jsonl``, one per question and strategy)::
 from __future__ import annotations
 
 import base64
-import html
 import json
 import math
 from collections import defaultdict
@@ -439,38 +438,28 @@ def render_markdown(summary: dict[str, Any], title: str, images: list[Path]) -> 
 
 
 def _md_to_html(md: str, out: Path) -> str:
-    """A small Markdown-to-HTML pass for our own report (tables, lists, headings, images inlined)."""
-    body: list[str] = []
-    lines = md.splitlines()
-    i = 0
-    while i < len(lines):
-        line = lines[i]
-        if line.startswith("|"):
-            rows = []
-            while i < len(lines) and lines[i].startswith("|"):
-                if not set(lines[i].replace("|", "").strip()) <= {"-"}:
-                    rows.append([c.strip() for c in lines[i].strip("|").split("|")])
-                i += 1
-            body.append("<table>" + "".join(
-                "<tr>" + "".join(f"<{'th' if r == 0 else 'td'}>{html.escape(c)}</{'th' if r == 0 else 'td'}>" for c in row) + "</tr>"
-                for r, row in enumerate(rows)) + "</table>")
-            continue
-        if line.startswith("!["):
-            name = line[line.index("(") + 1 : line.rindex(")")]
-            data = base64.b64encode((out / name).read_bytes()).decode()
-            body.append(f'<img alt="{html.escape(name)}" src="data:image/png;base64,{data}">')
-        elif line.startswith("#"):
-            level = len(line) - len(line.lstrip("#"))
-            body.append(f"<h{level}>{html.escape(line.lstrip('#').strip())}</h{level}>")
-        elif line.startswith("- "):
-            body.append(f"<li>{html.escape(line[2:])}</li>")
-        elif line.strip():
-            body.append(f"<p>{html.escape(line)}</p>")
-        i += 1
+    """report.md as a self-contained HTML page: Python-Markdown with its tables extension, the plots
+    inlined as data URIs, and raw HTML in the text escaped rather than passed through."""
+    import markdown
+    from markdown.treeprocessors import Treeprocessor
+
+    class InlineImages(Treeprocessor):
+        def run(self, root):
+            for img in root.iter("img"):
+                path = out / img.get("src", "")
+                if path.is_file():
+                    img.set("src", "data:image/png;base64," + base64.b64encode(path.read_bytes()).decode())
+
+    conv = markdown.Markdown(extensions=["tables"], output_format="html")
+    conv.preprocessors.deregister("html_block")  # our text is never markup: escape it
+    conv.inlinePatterns.deregister("html")
+    conv.treeprocessors.register(InlineImages(conv), "inline_images", 0)
+    body = conv.convert(md)
     style = ("body{font-family:system-ui,sans-serif;max-width:980px;margin:2em auto;padding:0 1em}"
              "table{border-collapse:collapse;margin:1em 0;font-size:.9em}td,th{border:1px solid #ccc;padding:.3em .6em}"
              "th{background:#f3f3f3}img{max-width:100%;display:block;margin:1em 0}")
-    return f"<!doctype html><html><head><meta charset='utf-8'><title>report</title><style>{style}</style></head><body>{''.join(body)}</body></html>\n"
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>report</title><style>{style}</style></head>"
+            f"<body>\n{body}\n</body></html>\n")
 
 
 def write_report(summary: dict[str, Any], out_dir: str | Path, *, title: str = "Evaluation report") -> dict[str, Path]:

@@ -70,3 +70,36 @@ def test_verdict_says_when_no_strategy_differs_and_compares_routers_with_langcha
     v = summarize(rows)["verdict"]
     assert any("No fixed strategy is significantly better" in line for line in v)
     assert any("Against the LangChain RAG chain (0.050), routed answers score: auto 2.21x" in line for line in v)
+
+
+def test_report_html_renders_tables_lists_headings_and_inlined_plots(rows, tmp_path):
+    from lxml import html as lxml_html
+
+    files = write_report(summarize(rows), tmp_path, title="Report <script>alert(1)</script> & co")
+    md, page = files["markdown"].read_text(), files["html"].read_text()
+    tree = lxml_html.fromstring(page)
+    # every Markdown table becomes a <table> whose header cells are <th> and whose cells are the Markdown's
+    md_tables, cur = [], None
+    for line in md.splitlines():
+        if line.startswith("|"):
+            if cur is None:
+                cur = []
+                md_tables.append(cur)
+            if not set(line.replace("|", "").strip()) <= {"-"}:
+                cur.append([c.strip() for c in line.strip("|").split("|")])
+        else:
+            cur = None
+    tables = tree.xpath("//table")
+    assert len(tables) == len(md_tables) >= 4
+    for table, want in zip(tables, md_tables):
+        assert [th.text_content() for th in table.xpath(".//thead/tr/th")] == want[0]
+        assert [[td.text_content() for td in tr.xpath("./td")] for tr in table.xpath(".//tbody/tr")] == want[1:]
+    assert tree.xpath("//h1")[0].text_content() == "Report <script>alert(1)</script> & co"
+    assert not tree.xpath("//body//script")  # text is escaped, never passed through as markup
+    assert "Verdict" in [h.text_content() for h in tree.xpath("//h2")]
+    verdict = tree.xpath("//ul/li")
+    assert verdict and verdict[0].text_content().startswith("Best overall:")
+    imgs = tree.xpath("//img")
+    assert len(imgs) == 4 and all(i.get("src").startswith("data:image/png;base64,") for i in imgs)
+    assert {i.get("alt") for i in imgs} == {"score_by_strategy", "quality_vs_latency", "router_confusion", "by_type"}
+
