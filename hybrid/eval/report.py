@@ -22,6 +22,8 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Iterable
 
+import numpy as np
+
 from hybrid.eval.stats import bootstrap_ci, paired_bootstrap
 from hybrid.io import atomic_write_text
 
@@ -173,10 +175,9 @@ def _counts(items: Iterable[str]) -> dict[str, int]:
 
 
 def _quantile(xs: list[float], q: float) -> float:
-    xs = sorted(x for x in xs if x is not None)
-    if not xs:
-        return 0.0
-    return xs[min(len(xs) - 1, int(round(q * (len(xs) - 1))))]
+    """The nearest observed value at quantile ``q`` (0-1) of the values that are not None; 0.0 when none."""
+    v = [x for x in xs if x is not None]
+    return float(np.quantile(v, q, method="nearest")) if v else 0.0
 
 
 def _cost_at_equal_quality(per: dict[str, Any], pairs: list[dict[str, Any]],

@@ -103,3 +103,13 @@ def test_report_html_renders_tables_lists_headings_and_inlined_plots(rows, tmp_p
     assert len(imgs) == 4 and all(i.get("src").startswith("data:image/png;base64,") for i in imgs)
     assert {i.get("alt") for i in imgs} == {"score_by_strategy", "quality_vs_latency", "router_confusion", "by_type"}
 
+
+@pytest.mark.parametrize("n", range(1, 12))
+@pytest.mark.parametrize("q", [0.0, 0.1, 0.25, 0.5, 0.75, 0.9, 1.0, 1 / 6])
+def test_quantile_is_the_nearest_rank_value(n, q):
+    from hybrid.eval.report import _quantile
+
+    xs = [float(x) for x in range(n, 0, -1)] + [None]
+    ranked = sorted(x for x in xs if x is not None)
+    assert _quantile(xs, q) == ranked[round(q * (n - 1))]  # index rounded half to even, as before numpy
+    assert _quantile([None], q) == 0.0 and _quantile([], q) == 0.0
