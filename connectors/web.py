@@ -41,7 +41,6 @@ _CONTENT_KINDS = {
     "application/json": ".json",
     "application/pdf": ".pdf",
 }
-_HREF = re.compile(rb"""<a\s[^>]*?href\s*=\s*(?:"([^"]*)"|'([^']*)'|([^\s>]+))""", re.I)
 
 
 @dataclass
@@ -167,10 +166,25 @@ def _site(host: str | None) -> str:
 
 
 def links(body: bytes, base: str) -> list[str]:
-    """Absolute http(s) links of an HTML page, fragments removed, in page order."""
+    """Absolute http(s) links (``<a href>``) of an HTML page, fragments removed, in page order.
+
+    The page is parsed by lxml's HTML parser (as UTF-8, undecodable bytes replaced), so quoting, case,
+    entities in the href and links inside comments or scripts are handled as a browser would.
+    """
+    from lxml import etree
+    from lxml import html as lhtml
+
+    text = body.decode("utf-8", "replace")
+    if not text.strip():
+        return []
+    parser = lhtml.HTMLParser(encoding="utf-8", no_network=True, remove_comments=True)
+    try:
+        root = lhtml.document_fromstring(text.encode("utf-8"), parser=parser)
+    except (etree.ParserError, ValueError):
+        return []
     out = []
-    for m in _HREF.finditer(body):
-        raw = (m.group(1) or m.group(2) or m.group(3) or b"").decode("utf-8", "replace").strip()
+    for a in root.iter("a"):
+        raw = (a.get("href") or "").strip()
         if not raw or raw.startswith(("mailto:", "javascript:", "#", "tel:")):
             continue
         url = urldefrag(urljoin(base, raw))[0]

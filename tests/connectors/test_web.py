@@ -158,3 +158,33 @@ def test_ingest_mixes_web_and_files_and_counts_skips(server, tmp_path):
     sources = {d.metadata["source"] for d in result.documents}
     assert {"local.txt", server + "/", server + "/a.html", server + "/b.html"} <= sources
     assert result.report.skip_counts() == {"redirect_loop": 1}
+
+
+def test_links_from_awkward_html():
+    page = (b"<HTML><BODY><A HREF=/upper.html>upper</A> <a href='single.html'>single</a>"
+            b"<a class=x href = \"spaced.html#frag\">spaced</a> <a href=unquoted/q.html?x=1&amp;y=2>unquoted</a>"
+            b"<a href=\"mailto:a@example.org\">m</a><a href=\"javascript:void(0)\">j</a><a href=\"#top\">t</a>"
+            b"<a href=\"tel:123\">tel</a><a href=\"ftp://example.org/f\">ftp</a><a>no href</a><a href=\"\">empty</a>"
+            b"<!-- <a href=\"/commented.html\">gone</a> --><script>var s = '<a href=\"/in-script.html\">';</script>"
+            b"<a href=\"//other.example.org/p\">scheme-relative</a><a href=\"  /trimmed.html \">trimmed</a>"
+            b"<a href=\"/caf\xc3\xa9.html\">utf-8</a></BODY></HTML>")
+    assert web.links(page, "http://h.example.org/dir/page.html") == [
+        "http://h.example.org/upper.html",
+        "http://h.example.org/dir/single.html",
+        "http://h.example.org/dir/spaced.html",
+        "http://h.example.org/dir/unquoted/q.html?x=1&y=2",  # the entity is decoded, as a browser does
+        "http://other.example.org/p",
+        "http://h.example.org/trimmed.html",
+        "http://h.example.org/café.html",
+    ]
+
+
+@pytest.mark.parametrize("body", [b"", b"   \n", b"<!-- nothing -->", b"\xff\xfe\x00<p>", b"<p>no links</p>"])
+def test_links_of_pages_without_any(body):
+    assert web.links(body, "http://h.example.org/") == []
+
+
+def test_links_of_xhtml_with_an_encoding_declaration():
+    page = b'<?xml version="1.0" encoding="iso-8859-1"?><html xmlns="http://www.w3.org/1999/xhtml"><body>' \
+           b'<a href="/x.html">x</a></body></html>'
+    assert web.links(page, "https://h.example.org/") == ["https://h.example.org/x.html"]
