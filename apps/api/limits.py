@@ -11,8 +11,6 @@ import asyncio
 import math
 import threading
 import time
-from contextlib import asynccontextmanager
-from typing import AsyncIterator
 
 
 class QueueFull(Exception):
@@ -24,8 +22,12 @@ class Gate:
 
     >>> gate = Gate(concurrency=1, queue_size=2)
     >>> async def handler():
-    ...     async with gate.slot():      # raises QueueFull when 1 is running and 2 are waiting
+    ...     gate.reserve()               # raises QueueFull when 1 is running and 2 are waiting
+    ...     await gate.acquire()
+    ...     try:
     ...         ...
+    ...     finally:
+    ...         gate.release()
     """
 
     def __init__(self, concurrency: int, queue_size: int):
@@ -34,10 +36,6 @@ class Gate:
         self._sem = asyncio.Semaphore(concurrency)
         self.waiting = 0
         self.running = 0
-
-    @property
-    def depth(self) -> int:
-        return self.waiting + self.running
 
     def reserve(self) -> None:
         """Take a place in the waiting room, or raise ``QueueFull`` at once."""
@@ -56,15 +54,6 @@ class Gate:
     def release(self) -> None:
         self.running -= 1
         self._sem.release()
-
-    @asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        self.reserve()
-        await self.acquire()
-        try:
-            yield
-        finally:
-            self.release()
 
 
 class RateLimiter:
