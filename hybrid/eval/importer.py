@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from hybrid.errors import InputError
-from hybrid.io import atomic_write_text, write_jsonl
+from hybrid.io import atomic_write_text, read_jsonl, write_jsonl
 
 SPLITS = ("train", "dev", "test")
 MIN_TITLES = 3  # one title per split at least; with fewer, the split is by question
@@ -144,14 +144,11 @@ def read_squad_json(path: Path, data: dict[str, Any], report: ImportReport) -> l
 
 def read_qa_jsonl(path: Path, report: ImportReport) -> list[tuple[QARow, list[int | None]]]:
     out = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            report.skipped["invalid JSON"].append(f"line {n}")
-            continue
+
+    def bad_line(n: int, e: ValueError) -> None:
+        report.skipped["not UTF-8" if isinstance(e, UnicodeDecodeError) else "invalid JSON"].append(f"line {n}")
+
+    for n, row in read_jsonl(path, on_error=bad_line):
         if not isinstance(row, dict):
             report.skipped["not a JSON object"].append(f"line {n}")
             continue

@@ -117,6 +117,16 @@ def test_jsonl_rows_missing_fields_are_counted_with_line_numbers(tmp_path):
     assert rep.skipped["missing context"] == ["line 3"] and rep.skipped["invalid JSON"] == ["line 8"]
 
 
+def test_jsonl_line_numbers_with_blank_lines_crlf_and_a_line_separator_inside_a_string(tmp_path):
+    ok = {"question": "q?", "context": "the answer is yes", "answer": "yes"}
+    sep = dict(ok, context="the answer\u2028is yes")  # U+2028 inside a JSON string does not end the line
+    text = "\r\n".join([json.dumps(ok), "", json.dumps(sep, ensure_ascii=False), "[1, 2]", "{bad", json.dumps(ok)]) + "\r\n"
+    rows_, rep = read_qa_file(write(tmp_path, text, "d.jsonl"))
+    assert [r.where for r in rows_] == ["line 1", "line 3", "line 6"]
+    assert rows_[1].context == "the answer\u2028is yes"
+    assert rep.skipped == {"not a JSON object": ["line 4"], "invalid JSON": ["line 5"]}
+
+
 def test_empty_file_and_bad_split_are_one_line_errors(tmp_path, capsys):
     code, _, err = run(capsys, "app", "import", str(tmp_path / "x"), "--data", str(write(tmp_path, "", "e.json")))
     assert code == 2 and "empty" in err and len(err.strip().splitlines()) == 1
