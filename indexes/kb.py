@@ -67,7 +67,7 @@ from indexes.filters import (FIELD_RE as _FIELD_RE, OPERATORS as _OPS,  # noqa: 
                              filter_scalar as _filter_scalar, filter_values as _filter_values)
 from indexes.store import (FORMAT_VERSION, GEN_RE as _GEN_RE, LOCK, SCHEMA as _SCHEMA,  # noqa: F401
                            State as _State, WriteLock as _WriteLock, apply_nothing as _apply_nothing,
-                           check_embedder as _check_embedder, cleanup as _cleanup, fsync_file as _fsync_file,
+                           check_embedder as _check_embedder, cleanup as _cleanup,
                            load_generation as _load_generation, load_state as _load_state,
                            next_free_generation as _next_free_generation, now as _now, open_db_ro as _open_db_ro,
                            publish as _publish, read_manifest as _read_manifest,

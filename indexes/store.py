@@ -41,7 +41,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from hybrid.errors import CorruptKnowledgeBaseError, KnowledgeBaseError, LockedError
-from hybrid.io import atomic_write_text, fsync_dir
+from hybrid.io import atomic_write_text, fsync, fsync_dir
 from hybrid.types import Document
 from indexes.config import IndexConfig
 from indexes.vectors import VectorIndex
@@ -71,15 +71,6 @@ CREATE TABLE IF NOT EXISTS tombstones (vid INTEGER PRIMARY KEY);
 def now() -> str:
     """The current UTC time, ISO 8601 to the second (the manifest's ``created``/``updated``)."""
     return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat()
-
-
-def fsync_file(path: Path) -> None:
-    """Flush one file's contents to disk."""
-    fd = os.open(str(path), os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 # -- the writer's lock -----------------------------------------------------------------------------
@@ -277,7 +268,7 @@ def publish(path: Path, base_manifest: dict[str, Any], gen: int, prev_db: Path |
             con.execute("COMMIT")
         finally:
             con.close()
-        fsync_file(db_tmp)
+        fsync(db_tmp)
         vectors.save(ix_tmp)
         os.replace(db_tmp, db_final)
         os.replace(ix_tmp, ix_final)
@@ -338,7 +329,7 @@ def install_generation(path: Path, src: Path) -> int:
             con.execute("UPDATE meta SET value=? WHERE key='generation'", (str(gen),))
             con.commit()
             con.close()
-            fsync_file(f)
+            fsync(f)
         os.replace(f, dst)
     man["generation"] = gen
     man["files"] = {"faiss": f"gen-{gen:06d}.faiss", "sqlite": f"gen-{gen:06d}.sqlite"}
