@@ -94,7 +94,11 @@ def _ngrams(toks: list[str], n: int) -> Counter:
 
 
 def bleu(prediction: str, references: str | Sequence[str], max_n: int = 4) -> float:
-    """Sentence BLEU with add-one smoothing on orders above 1 (short answers would score 0 otherwise)."""
+    """Sentence BLEU with add-one smoothing on orders above 1 (short answers would score 0 otherwise).
+
+    That is Lin & Och's (2004) smoothing, method 2 of Chen & Cherry (2014): on the normalized tokens the
+    score equals sacrebleu's ``sentence_bleu(..., smooth_method="add-k", smooth_value=1, tokenize="none")``.
+    """
     pred = tokens(prediction)
     refs = [tokens(r) for r in _refs(references)]
     if not pred:
