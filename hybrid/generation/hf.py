@@ -1,4 +1,4 @@
-"""Generators: ``HFGenerator`` (transformers + peft multi-adapter) and the ``ScriptedGenerator`` fake.
+"""``HFGenerator``: a transformers causal LM with any number of peft adapters, one base model.
 
     gen = HFGenerator(system_prompt="You are ShopBot.")     # embedded SmolLM2, loads on warm_up()
     gen.load_adapter("shop", "adapters/shop")              # several adapters, one base model
@@ -7,20 +7,18 @@
         print(piece, end="", flush=True)                   # break / .close() stops generating
     gen.generate_batch([messages_a, messages_b])           # left-padded, real batching for eval
 
-Both implement ``hybrid.protocols.Generator``; the fake is for fast unit tests of everything above the
-model (strategies, router, pipeline, API), never a replacement for the real thing.
+Also here: the stopping criteria (stop strings, cancellation) and ``_generated_repetition_penalty``,
+the logits processor that penalizes generated tokens only. The streaming thread plumbing is in
+``hybrid.generation.stream``.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import queue
-import re
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from typing import Any, Sequence
 
 from hybrid.chat import (
     SystemPrompt,
@@ -33,244 +31,13 @@ from hybrid.chat import (
     warn_card_mismatch,
 )
 from hybrid.errors import InputError, ModelError
+from hybrid.generation.params import check_params, cut_at_stop
+from hybrid.generation.stream import GenerationStream, start_stream
 from hybrid.protocols import Generation, GenerationParams, Message
 
 log = logging.getLogger(__name__)
 
-__all__ = ["HFGenerator", "ScriptedGenerator", "GenerationStream", "check_params", "make_params", "cut_at_stop"]
-
-
-def check_params(params: GenerationParams | None) -> GenerationParams:
-    """Defaults for ``None``; re-runs ``GenerationParams.validate`` because a dataclass can be mutated
-    after creation."""
-    if params is None:
-        return GenerationParams()
-    if not isinstance(params, GenerationParams):
-        raise InputError(f"params must be GenerationParams, got {type(params).__name__}")
-    params.validate()
-    return params
-
-
-def make_params(**kwargs: Any) -> GenerationParams:
-    """``GenerationParams(**kwargs)``, with a bad keyword or type a one-line ``InputError`` too."""
-    try:
-        return GenerationParams(**kwargs)
-    except (ValueError, TypeError) as e:
-        if isinstance(e, InputError):
-            raise
-        raise InputError(str(e)) from None
-
-
-def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
-    """``text`` up to the earliest stop string, and whether one was found."""
-    cut = min((i for i in (text.find(s) for s in stop) if i >= 0), default=-1)
-    return (text[:cut], True) if cut >= 0 else (text, False)
-
-
-class _StopScanner:
-    """Streams text while holding back any tail that could be the start of a stop string."""
-
-    def __init__(self, stop: Sequence[str]):
-        self.stop = list(stop)
-        self.hold = max((len(s) for s in self.stop), default=1) - 1
-        self.buf = ""
-        self.stopped = False
-
-    def feed(self, piece: str) -> str:
-        if self.stopped:
-            return ""
-        self.buf += piece
-        text, hit = cut_at_stop(self.buf, self.stop)
-        if hit:
-            self.stopped = True
-            self.buf = ""
-            return text
-        if not self.stop:
-            out, self.buf = self.buf, ""
-            return out
-        # only hold back a tail that is really a prefix of some stop string
-        keep = 0
-        for k in range(min(self.hold, len(self.buf)), 0, -1):
-            tail = self.buf[-k:]
-            if any(s.startswith(tail) for s in self.stop):
-                keep = k
-                break
-        out = self.buf[: len(self.buf) - keep]
-        self.buf = self.buf[len(self.buf) - keep:]
-        return out
-
-    def flush(self) -> str:
-        out, self.buf = ("" if self.stopped else self.buf), ""
-        return out
-
-
-# ---------------------------------------------------------------------------------------------
-# the fake
-
-
-def canonical(text: str) -> str:
-    """Lower-case, whitespace collapsed: what the scripted fake echoes."""
-    return " ".join(text.lower().split())
-
-
-@dataclass
-class ScriptedCall:
-    """One request the fake received: exactly what a real model would have been given."""
-
-    messages: list[Message]
-    prompt: str
-    adapter: str | None
-    params: GenerationParams
-    kind: str  # "generate" | "stream" | "batch"
-
-
-class ScriptedGenerator:
-    """Deterministic stand-in for a real model, for fast tests of strategies, routing and the API.
-
-        gen = ScriptedGenerator({"price of the x1": "The X1 costs 10 EUR."}, system_prompt="Be brief.")
-        gen.generate([{"role": "user", "content": "Price of the X1?"}]).text  # "The X1 costs 10 EUR."
-        gen.generate([{"role": "user", "content": "Hello  THERE"}]).text      # "hello there" (echo)
-        gen.calls[-1].prompt                   # the rendered prompt, system prompt included
-
-    ``replies`` may be a dict (matched on the canonical last user message: exact, then substring),
-    a list (returned in order; running out is an error), or ``callable(messages, adapter) -> str``.
-    Without a match the reply echoes the canonical last user message, prefixed by ``[adapter] ``
-    when an adapter is chosen, so tests can see which adapter answered. Tokens are whitespace words.
-    """
-
-    def __init__(self, replies: Mapping[str, str] | Sequence[str] | Callable[..., str] | None = None, *,
-                 system_prompt: str | SystemPrompt | None = None, model_id: str = "scripted",
-                 context_window: int = 2048, adapters: Sequence[str] = ()):
-        self.replies = replies
-        self.system_prompt = system_prompt
-        self.model_id = model_id
-        self.sha = "scripted"
-        self.context_window = context_window
-        self._adapters: dict[str, str | None] = {a: None for a in adapters}
-        self._script_pos = 0
-        self.calls: list[ScriptedCall] = []
-        self.warmed_up = False
-        self._lock = threading.Lock()
-
-    # -- protocol
-    def warm_up(self) -> None:
-        self.warmed_up = True
-
-    def has_adapter(self, name: str) -> bool:
-        return name in self._adapters
-
-    def adapters(self) -> list[str]:
-        return sorted(self._adapters)
-
-    def load_adapter(self, name: str, path: str | os.PathLike[str] | None = None) -> None:
-        if not name:
-            raise InputError("adapter name must be non-empty")
-        self._adapters[name] = None if path is None else str(path)
-
-    def unload_adapter(self, name: str) -> None:
-        self._adapters.pop(name, None)
-
-    @property
-    def prompts(self) -> list[str]:
-        return [c.prompt for c in self.calls]
-
-    def count_tokens(self, messages: list[Message]) -> int:
-        return len(self._render(messages).split())
-
-    def generate(self, messages: list[Message], *, adapter: str | None = None,
-                 params: GenerationParams | None = None) -> Generation:
-        params = check_params(params)
-        msgs, prompt = self._record(messages, adapter, params, "generate")
-        return self._finish(self._reply(msgs, adapter), prompt, params)
-
-    def stream(self, messages: list[Message], *, adapter: str | None = None,
-               params: GenerationParams | None = None, cancel: threading.Event | None = None) -> Iterator[str]:
-        params = check_params(params)
-        msgs, prompt = self._record(messages, adapter, params, "stream")
-        reply = self._reply(msgs, adapter)
-        return self._stream(reply, params, cancel)
-
-    def generate_batch(self, batch: list[list[Message]], *, adapter: str | None = None,
-                       params: GenerationParams | None = None) -> list[Generation]:
-        params = check_params(params)
-        out = []
-        for messages in batch:
-            msgs, prompt = self._record(messages, adapter, params, "batch")
-            out.append(self._finish(self._reply(msgs, adapter), prompt, params))
-        return out
-
-    # -- internals
-    def _render(self, messages: list[Message]) -> str:
-        msgs = validate_messages(messages)
-        sp = None if any(m["role"] == "system" for m in msgs) else self.system_prompt
-        return render_chat(None, msgs, sp)
-
-    def _record(self, messages: list[Message], adapter: str | None, params: GenerationParams,
-                kind: str) -> tuple[list[Message], str]:
-        if adapter is not None and adapter not in self._adapters:
-            raise ModelError(f"adapter {adapter!r} is not loaded (loaded: {', '.join(self.adapters()) or 'none'})")
-        msgs = validate_messages(messages)
-        sp = None if any(m["role"] == "system" for m in msgs) else self.system_prompt
-        full = apply_system_prompt(msgs, sp)
-        prompt = render_chat(None, full)
-        if len(prompt.split()) + params.max_new_tokens > self.context_window:
-            raise InputError(f"prompt is {len(prompt.split())} tokens; with max_new_tokens="
-                             f"{params.max_new_tokens} it exceeds the context window of {self.context_window}")
-        with self._lock:
-            self.calls.append(ScriptedCall(full, prompt, adapter, params, kind))
-        return full, prompt
-
-    def _reply(self, msgs: list[Message], adapter: str | None) -> str:
-        last_user = next((m["content"] for m in reversed(msgs) if m["role"] == "user"), "")
-        key = canonical(last_user)
-        r = self.replies
-        if callable(r):
-            return str(r(msgs, adapter))
-        if isinstance(r, Mapping):
-            if key in r:
-                return r[key]
-            for k, v in r.items():
-                if canonical(k) in key:
-                    return v
-        elif isinstance(r, Sequence) and not isinstance(r, str):
-            with self._lock:
-                if self._script_pos >= len(r):
-                    raise ModelError(f"scripted generator ran out of replies after {len(r)}")
-                self._script_pos += 1
-                return r[self._script_pos - 1]
-        return f"[{adapter}] {key}" if adapter else key
-
-    @staticmethod
-    def _pieces(reply: str) -> list[str]:
-        return re.findall(r"\S+\s*", reply)
-
-    def _finish(self, reply: str, prompt: str, params: GenerationParams) -> Generation:
-        pieces = self._pieces(reply)
-        text = "".join(pieces[: params.max_new_tokens])
-        reason = "length" if len(pieces) > params.max_new_tokens else "stop"
-        text, hit = cut_at_stop(text, params.stop)
-        if hit:
-            reason = "stop"
-        return Generation(text.strip(), prompt_tokens=len(prompt.split()),
-                          completion_tokens=min(len(pieces), params.max_new_tokens), finish_reason=reason)
-
-    def _stream(self, reply: str, params: GenerationParams, cancel: threading.Event | None) -> Iterator[str]:
-        scanner = _StopScanner(params.stop)
-        for piece in self._pieces(reply)[: params.max_new_tokens]:
-            if cancel is not None and cancel.is_set():
-                return
-            out = scanner.feed(piece)
-            if out:
-                yield out
-            if scanner.stopped:
-                return
-        tail = scanner.flush()
-        if tail:
-            yield tail
-
-
-# ---------------------------------------------------------------------------------------------
-# the real thing
+__all__ = ["HFGenerator"]
 
 
 def _stopping_criteria(tokenizer: Any, prompt_len: int, stop: Sequence[str], cancel: threading.Event,
@@ -322,104 +89,6 @@ def _generated_repetition_penalty(penalty: float, prompt_len: int) -> Any:
             return scores.scatter(1, new, picked)
 
     return _Penalty()
-
-
-class _StreamState:
-    """What the generating thread shares with its stream. The thread holds only this, never the
-    stream itself, so a stream the consumer drops is collected and its ``__del__`` cancels."""
-
-    def __init__(self) -> None:
-        self.counter = [0]  # tokens generated, counted by the stopping criteria
-        self.finish = "length"
-        self.error: BaseException | None = None
-
-
-class GenerationStream:
-    """Iterator over generated text pieces; ``close()``, leaving a ``with`` block, or simply dropping
-    the iterator (``break`` out of a ``for`` loop) cancels generation, which stops within one token.
-
-        with gen.stream(messages) as s:
-            for piece in s:
-                ...
-        s.generation   # Generation(text, prompt_tokens, completion_tokens, finish_reason) once done
-    """
-
-    def __init__(self, streamer: Any, cancel: threading.Event, stop: Sequence[str], prompt_tokens: int,
-                 state: _StreamState, thread: threading.Thread):
-        self._streamer = streamer
-        self._cancel = cancel
-        self._scanner = _StopScanner(stop)
-        self._state = state
-        self._thread = thread
-        self._done = False
-        self._text: list[str] = []
-        self.prompt_tokens = prompt_tokens
-
-    def __iter__(self) -> "GenerationStream":
-        return self
-
-    def __next__(self) -> str:
-        while not self._done:
-            try:
-                piece = next(self._streamer)
-            except StopIteration:
-                self._end()
-                tail = self._scanner.flush()
-                if tail:
-                    self._text.append(tail)
-                    return tail
-                break
-            out = self._scanner.feed(piece)
-            if self._scanner.stopped:
-                self._state.finish = "stop"
-                self._cancel.set()  # the stop string is in: no need to generate further
-                self._end()
-            if out:
-                self._text.append(out)
-                return out
-        raise StopIteration
-
-    def _end(self) -> None:
-        self._done = True
-        self._thread.join()
-        err, self._state.error = self._state.error, None
-        if err is not None:
-            if isinstance(err, (InputError, ModelError)):
-                raise err
-            raise ModelError(f"generation failed: {type(err).__name__}: {err}") from err
-
-    def cancel(self) -> None:
-        """Ask the generating thread to stop at the next token; returns immediately."""
-        self._cancel.set()
-
-    def close(self) -> None:
-        """Cancel and wait for the generating thread to finish (within one token)."""
-        if self._state.finish == "length" and not self._done:
-            self._state.finish = "cancelled"
-        self._cancel.set()
-        self._done = True
-        self._thread.join()
-
-    def __enter__(self) -> "GenerationStream":
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.close()
-
-    def __del__(self) -> None:  # an abandoned stream must not keep the CPU busy
-        try:
-            self._cancel.set()
-        except Exception:  # noqa: BLE001 - interpreter shutdown
-            pass
-
-    @property
-    def running(self) -> bool:
-        return self._thread.is_alive()
-
-    @property
-    def generation(self) -> Generation:
-        return Generation("".join(self._text).strip(), prompt_tokens=self.prompt_tokens,
-                          completion_tokens=self._state.counter[0], finish_reason=self._state.finish)
 
 
 class HFGenerator:
@@ -710,17 +379,11 @@ class HFGenerator:
         ids = self._prepare(messages, adapter, params)
         cancel = cancel or threading.Event()
         streamer = TextIteratorStreamer(self.tokenizer, skip_prompt=True, skip_special_tokens=True)
-        state = _StreamState()
 
-        def work() -> None:
-            try:
-                new = self._run([ids], adapter, params, cancel, state.counter, streamer=streamer)[0]
-                if state.finish != "stop":
-                    state.finish = self._finish(new, len(ids), params, cancel.is_set()).finish_reason
-            except BaseException as e:  # noqa: BLE001 - re-raised in the consumer's thread
-                state.error = e
-                streamer.end()  # unblock the consumer
+        def run(counter: list[int]) -> list[int]:
+            return self._run([ids], adapter, params, cancel, counter, streamer=streamer)[0]
 
-        thread = threading.Thread(target=work, name="hybrid-generate", daemon=True)
-        thread.start()
-        return GenerationStream(streamer, cancel, params.stop, len(ids), state, thread)
+        def finish_reason(new: list[int]) -> str:
+            return self._finish(new, len(ids), params, cancel.is_set()).finish_reason
+
+        return start_stream(streamer, cancel, params.stop, len(ids), run, finish_reason)
