@@ -14,13 +14,28 @@ The package, by job:
 - ``hf``        ``HFGenerator``, its stopping criteria and generated-tokens-only repetition penalty
 - ``scripted``  ``ScriptedGenerator``, the deterministic fake
 
+``GENERATORS`` maps a backend name to its factory (the generator class), filled on import::
+
+    GENERATORS.get("scripted")(context_window=4096)   # a ScriptedGenerator
+    GENERATORS.names()                                 # ["hf", "scripted"]
+    GENERATORS.get("nope")   # InputError: unknown generator backend 'nope'; known: hf, scripted
+
+Registering a second, different factory under a taken name raises ``ValueError``. Which backend an
+app uses is still decided by ``hybrid.pipeline.make_generator``, not by this registry.
+
 Importing the package stays light: torch, transformers and peft load only when a model is used.
 """
 
-from hybrid.generation.params import GenerationParams, check_params, cut_at_stop, make_params
-from hybrid.generation.stream import GenerationStream
-from hybrid.generation.hf import HFGenerator, _generated_repetition_penalty  # noqa: F401
-from hybrid.generation.scripted import ScriptedCall, ScriptedGenerator, canonical  # noqa: F401
-from hybrid.protocols import Generation  # noqa: F401 - importable from here before the split too
+from hybrid.registry import Registry
 
-__all__ = ["HFGenerator", "ScriptedGenerator", "GenerationStream", "check_params", "make_params", "cut_at_stop"]
+GENERATORS: Registry = Registry("generator backend")
+
+# importing the modules fills the registry
+from hybrid.generation.params import GenerationParams, check_params, cut_at_stop, make_params  # noqa: E402
+from hybrid.generation.stream import GenerationStream  # noqa: E402
+from hybrid.generation.hf import HFGenerator, _generated_repetition_penalty  # noqa: E402,F401
+from hybrid.generation.scripted import ScriptedCall, ScriptedGenerator, canonical  # noqa: E402,F401
+from hybrid.protocols import Generation  # noqa: E402,F401 - importable from here before the split too
+
+__all__ = ["GENERATORS", "HFGenerator", "ScriptedGenerator", "GenerationStream", "check_params", "make_params",
+           "cut_at_stop"]

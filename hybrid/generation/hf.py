@@ -9,7 +9,7 @@
 
 Also here: the stopping criteria (stop strings, cancellation) and ``_generated_repetition_penalty``,
 the logits processor that penalizes generated tokens only. The streaming thread plumbing is in
-``hybrid.generation.stream``.
+``hybrid.generation.stream``. Registered as ``"hf"`` in ``hybrid.generation.GENERATORS``.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from hybrid.chat import (
     warn_card_mismatch,
 )
 from hybrid.errors import InputError, ModelError
+from hybrid.generation import GENERATORS
 from hybrid.generation.params import check_params, cut_at_stop
 from hybrid.generation.stream import GenerationStream, start_stream
 from hybrid.protocols import Generation, GenerationParams, Message
@@ -91,6 +92,7 @@ def _generated_repetition_penalty(penalty: float, prompt_len: int) -> Any:
     return _Penalty()
 
 
+@GENERATORS.register("hf")
 class HFGenerator:
     """A transformers causal LM with any number of peft adapters, chosen per request by name.
 

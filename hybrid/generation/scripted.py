@@ -3,7 +3,8 @@ model (strategies, router, pipeline, API), never a replacement for the real thin
 
 It implements ``hybrid.protocols.Generator`` like ``HFGenerator``, renders prompts with the same
 ``hybrid.chat.render_chat`` (the plain fallback format, as there is no tokenizer), counts whitespace
-words as tokens and records every call in ``calls``.
+words as tokens and records every call in ``calls``. Registered as ``"scripted"`` in
+``hybrid.generation.GENERATORS``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Callable, Iterator, Mapping, Sequence
 
 from hybrid.chat import SystemPrompt, apply_system_prompt, render_chat, validate_messages
 from hybrid.errors import InputError, ModelError
+from hybrid.generation import GENERATORS
 from hybrid.generation.params import check_params, cut_at_stop
 from hybrid.generation.stream import _StopScanner
 from hybrid.protocols import Generation, GenerationParams, Message
@@ -39,6 +41,7 @@ class ScriptedCall:
     kind: str  # "generate" | "stream" | "batch"
 
 
+@GENERATORS.register("scripted")
 class ScriptedGenerator:
     """Deterministic stand-in for a real model, for fast tests of strategies, routing and the API.
 
