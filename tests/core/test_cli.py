@@ -60,7 +60,7 @@ def test_ask_errors_are_one_line(capsys, cli_app, tmp_path):
 def test_ask_json_and_text(capsys, cli_app):
     out = run_ok(capsys, "ask", "What is the lease notice period?", "--app", str(cli_app), "--json")
     d = json.loads(out)
-    assert d["strategy"] in ("rag", "tuned_rag") and d["citations"][0]["source"]
+    assert d["strategy"] in ("rag", "tuned_rag", "extract") and d["citations"][0]["source"]
     assert d["decision"]["reason"]
     out = run_ok(capsys, "ask", "What is the lease notice period?", "--app", str(cli_app), "-S", "tuned")
     assert "route: tuned" in out and "reason: tuned: fixed by request" in out and "timings:" in out

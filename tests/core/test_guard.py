@@ -41,7 +41,12 @@ def test_canary_in_a_retrieved_doc_never_reaches_prompt_or_answer(app_dir, embed
 
     bot = make_assistant(app_dir, embedder, docs=DOCS, replies=echo_everything)
     for strategy in ("rag", "tuned_rag", "auto"):
+        calls = len(bot.generator.calls)
         ans = bot.ask("How much are late fees per day?", strategy=strategy)
+        assert "CANARY" not in ans.text
+        if ans.strategy == "extract":  # auto may quote instead of generating: nothing reached a model
+            assert len(bot.generator.calls) == calls and "Late fees" in ans.text
+            continue
         prompt = bot.generator.calls[-1].prompt
         assert "CANARY" not in prompt and guard.REDACTED in prompt
         assert "CANARY" not in ans.text

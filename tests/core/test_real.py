@@ -78,11 +78,21 @@ def test_every_strategy_answers_through_the_real_model_under_one_system_prompt(l
     assert seen == [expected] * 4
 
 
-def test_real_router_sends_lookups_to_retrieval_and_formats_to_examples(legal_parts):
+def test_real_router_sends_lookups_to_their_source_and_formats_to_examples(legal_parts):
     bot = assistant(legal_parts[0], legal_parts)  # no adapter in the cache for this test
     assert "tuned" in bot.excluded()
-    lookup = bot.prepare("What is the maximum fine the Vellmar Data Commissioner can impose?")[3]
-    assert lookup.strategy == "rag", lookup.reason
+    q = "What is the maximum fine the Vellmar Data Commissioner can impose?"
+    lookup = bot.prepare(q)[3]
+    # the shipped gate (configs/router.yaml extract_min) quotes a confidently found span
+    assert lookup.strategy == "extract" and "extract confidence" in lookup.reason, lookup.reason
+    ans = bot.ask(q)
+    assert ans.strategy == "extract" and "EUR 4 million" in ans.text, ans.text  # the act's figure, quoted
+    assert "data-protection" in ans.citations[0].source
+    # with the gate off the rules still send the lookup to retrieval
+    app = legal_parts[0]
+    off = assistant(dataclasses.replace(app, router=dataclasses.replace(
+        app.router, overrides={"rules": {"extract_min": None}})), legal_parts)
+    assert off.prepare(q)[3].strategy == "rag"
     fmt = bot.prepare('Convert this clause to plain English: "The Licensee shall indemnify the Licensor '
                       'against all losses howsoever arising."')[3]
     assert fmt.strategy == "few_shot", fmt.reason
