@@ -44,7 +44,8 @@ def build_chain(documents: list, *, k: int = 3):
 
     A question scoped to a document (its ``filter``, e.g. ``{"source": "policy.txt"}``) gets the
     retriever a LangChain user would write for it, ``as_retriever(search_kwargs={"k": k, "filter": ...})``,
-    so the anchor searches exactly the documents our strategies search."""
+    with ``fetch_k`` raised to the whole index so the filter is exact: the anchor searches exactly the
+    documents our strategies search."""
     FAISS, LCDocument, ChatPromptTemplate, RunnableLambda, RunnablePassthrough, HuggingFaceEmbeddings, Splitter = _import()
     from indexes.embed import bundled_minilm_path
 
@@ -59,7 +60,11 @@ def build_chain(documents: list, *, k: int = 3):
         return "\n\n".join(d.page_content for d in docs)
 
     def chain_for(filter: dict | None = None):
-        retriever = store.as_retriever(search_kwargs={"k": k, **({"filter": filter} if filter else {})})
+        # LangChain's FAISS filters *after* fetching ``fetch_k`` (default 20) nearest chunks, so with many
+        # documents a scoped question often got no context at all; fetching every chunk makes the filter
+        # exact, as our own knowledge base's filter is
+        scoped = {"filter": filter, "fetch_k": store.index.ntotal} if filter else {}
+        retriever = store.as_retriever(search_kwargs={"k": k, **scoped})
         return {"context": retriever | RunnableLambda(fmt), "question": RunnablePassthrough(),
                 "docs": retriever} | RunnableLambda(lambda x: {"prompt": prompt.invoke(x), "docs": x["docs"]})
 
@@ -94,7 +99,8 @@ def langchain_rag_baseline(questions: list, *, bot, cache, out, progress: bool =
     for q in questions:
         key = AnswerCache.key(question=q.question, strategy=NAME, model=f"{gen.model_id}@{getattr(gen, 'sha', '')}",
                               adapter=None, kb_version=version,
-                              params={**dataclasses.asdict(params), **({"filter": q.filter} if q.filter else {})})
+                              params={**dataclasses.asdict(params),
+                                      **({"filter": q.filter, "fetch": "all"} if q.filter else {})})
         hit = cache.get(key)
         if hit is not None:
             rows.append(hit)
