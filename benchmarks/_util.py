@@ -187,6 +187,6 @@ def machine_info() -> dict[str, Any]:
 def write_json(path: Path, data: Any) -> None:
     """Results are small; write them atomically so an interrupted run never leaves half a file."""
     sys.path.insert(0, str(ROOT))
-    from hybrid.io import atomic_write_text
+    from core.io import atomic_write_text
 
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")

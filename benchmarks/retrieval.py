@@ -488,7 +488,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.rss_child:
         return rss_child(args)
 
-    from hybrid.errors import HybridError
+    from core.errors import HybridError
 
     try:
         ds = load_beir(args.dataset, limit_queries=args.limit_queries, limit_docs=args.limit_docs)

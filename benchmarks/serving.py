@@ -270,7 +270,7 @@ def main() -> None:
     counts = [int(x) for x in args.requests.split(",")]
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    from hybrid.io import cache_dir
+    from core.io import cache_dir
 
     log = cache_dir("bench") / "serving.server.log"  # the server's own log, kept out of results/
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

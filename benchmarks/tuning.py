@@ -36,7 +36,7 @@ LORA = {"r": 16, "alpha": 32.0, "dropout": 0.0,
 
 
 def _cfg(steps: int, max_length: int, batch_tokens: int, lr: float, seed: int):
-    from hybrid.config import load_config
+    from core.config import load_config
     from hybrid.tuning.config import TuneConfig
 
     return load_config(TuneConfig, None, [], data={
@@ -57,7 +57,7 @@ def _records(name: str) -> list[dict]:
         from hybrid.tuning.sample import catalogue_rows
 
         return catalogue_rows()
-    from hybrid.io import read_jsonl
+    from core.io import read_jsonl
 
     rows = []
     for _, task in read_jsonl(SELF_INSTRUCT):

@@ -30,8 +30,8 @@ from typing import Any, Iterable, Iterator
 from connectors.base import Raw, Skip
 from connectors.config import IngestConfig
 from connectors.report import DuplicateRecord, IngestReport, NoteRecord
-from hybrid.errors import InputError, SkipError
-from hybrid.types import Document
+from core.errors import InputError, SkipError
+from core.types import Document
 
 __all__ = ["IngestConfig", "IngestReport", "IngestResult", "load", "ingest", "source_kind"]
 
@@ -191,7 +191,7 @@ class IngestResult:
 
     def write_jsonl(self, path: str | Path) -> int:
         """Atomically write the documents as JSON lines (``Document.to_dict``); returns the count."""
-        from hybrid.io import write_jsonl
+        from core.io import write_jsonl
 
         return write_jsonl(path, (d.to_dict() for d in self.documents))
 

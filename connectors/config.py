@@ -2,7 +2,7 @@
 
 Load it from the commented preset ``configs/ingest.yaml`` (or build it in code)::
 
-    from hybrid.config import load_config
+    from core.config import load_config
     from connectors.config import IngestConfig
 
     cfg = load_config(IngestConfig, "configs/ingest.yaml", ["near_dup_threshold=0.9"])

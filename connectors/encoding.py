@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import codecs
 
-from hybrid.errors import SkipError
+from core.errors import SkipError
 
 _BOMS = (
     (codecs.BOM_UTF8, "utf-8-sig"),

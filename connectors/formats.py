@@ -22,9 +22,9 @@ from typing import Any, Callable
 
 from connectors.config import IngestConfig
 from connectors.encoding import decode_text
-from hybrid.errors import SkipError
-from hybrid.io import parse_jsonl as json_lines
-from hybrid.registry import Registry
+from core.errors import SkipError
+from core.io import parse_jsonl as json_lines
+from core.registry import Registry
 
 
 @dataclass

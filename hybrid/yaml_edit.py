@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from hybrid.errors import ConfigError
+from core.errors import ConfigError
 
 
 def yaml_scalar(value: Any) -> str:

@@ -20,7 +20,7 @@ import re
 import sqlite3
 from typing import Any
 
-from hybrid.errors import InputError
+from core.errors import InputError
 
 # Common English words carry almost no BM25 weight but make FTS5 walk huge posting lists.
 STOPWORDS = frozenset("a an and are as at be by for from has have how i in is it its of on or that the "

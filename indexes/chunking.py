@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from typing import Any, Callable, Iterable, Sequence
 
-from hybrid.types import Chunk, Document, stable_id
+from core.types import Chunk, Document, stable_id
 from indexes.config import IndexConfig
 
 _SEPARATORS = ["\n\n", "\n", ". ", "? ", "! ", "; ", ", ", " ", ""]

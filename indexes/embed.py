@@ -19,7 +19,7 @@ from typing import Sequence
 
 import numpy as np
 
-from hybrid.errors import ModelError
+from core.errors import ModelError
 
 log = logging.getLogger(__name__)
 

@@ -30,7 +30,7 @@ import math
 import re
 from typing import Any, Collection
 
-from hybrid.errors import InputError
+from core.errors import InputError
 
 FIELD_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_\-]*$")
 OPERATORS = {"eq": "=", "ne": "!=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}

@@ -44,10 +44,10 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from hybrid.errors import (CorruptKnowledgeBaseError, InputError, KnowledgeBaseError, LockedError,
+from core.errors import (CorruptKnowledgeBaseError, InputError, KnowledgeBaseError, LockedError,
                            ModelError)
-from hybrid.io import atomic_write_text, fsync_dir
-from hybrid.types import Chunk, Document, Hit
+from core.io import atomic_write_text, fsync_dir
+from core.types import Chunk, Document, Hit
 from indexes.bm25 import bm25_search
 from indexes.config import SEARCH_MODES, IndexConfig
 from indexes.filters import filter_sql
@@ -115,7 +115,7 @@ class KnowledgeBase:
                 raise KnowledgeBaseError(f"a knowledge base already exists in {p}; open or sync it instead")
             vectors = VectorIndex.new(cfg.index, int(emb.dim), cfg)
             publish(p, new_manifest(cfg, emb), 0, None, vectors, apply_nothing, cfg)
-            from hybrid.config import save_config_json
+            from core.config import save_config_json
 
             save_config_json(cfg, p / "config.json")
         return cls.open(p, embedder=emb)
@@ -138,7 +138,7 @@ class KnowledgeBase:
             known = {f.name for f in dataclasses.fields(IndexConfig)}
             unknown = sorted(set(extra) - known)
             if unknown:
-                from hybrid.errors import ConfigError
+                from core.errors import ConfigError
 
                 raise ConfigError(f"unknown IndexConfig setting {unknown[0]!r} in overrides")
             for k, v in extra.items():
@@ -323,7 +323,7 @@ class KnowledgeBase:
         with WriteLock(p):
             # Move the fresh generation's files in, renumbered after whatever is there, then swap the manifest.
             gen = install_generation(p, tmp)
-            from hybrid.config import save_config_json
+            from core.config import save_config_json
 
             save_config_json(cfg, p / "config.json")
             cleanup(p, gen)

@@ -2,7 +2,7 @@
 
     retriever = kb.as_retriever(k=4, mode="hybrid")
     docs = retriever.invoke("notice period")          # list[langchain_core.documents.Document]
-    hybrid_doc = from_lc_document(docs[0])            # back to hybrid.types.Document
+    hybrid_doc = from_lc_document(docs[0])            # back to core.types.Document
 
 Only ``langchain-core`` is needed (never the sunset ``langchain-community``).
 """
@@ -16,7 +16,7 @@ from langchain_core.documents import Document as LCDocument
 from langchain_core.retrievers import BaseRetriever
 from pydantic import ConfigDict
 
-from hybrid.types import Chunk, Document, Hit
+from core.types import Chunk, Document, Hit
 
 
 def to_lc_document(item: Document | Chunk | Hit) -> LCDocument:

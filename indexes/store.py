@@ -40,9 +40,9 @@ import sqlite3
 from pathlib import Path
 from typing import Any, Callable
 
-from hybrid.errors import CorruptKnowledgeBaseError, KnowledgeBaseError, LockedError
-from hybrid.io import atomic_write_text, fsync, fsync_dir
-from hybrid.types import Document
+from core.errors import CorruptKnowledgeBaseError, KnowledgeBaseError, LockedError
+from core.io import atomic_write_text, fsync, fsync_dir
+from core.types import Document
 from indexes.config import IndexConfig
 from indexes.vectors import VectorIndex
 

@@ -29,8 +29,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from hybrid.errors import InputError
-from hybrid.types import Chunk, Document
+from core.errors import InputError
+from core.types import Chunk, Document
 from indexes.vectors import VectorIndex
 
 

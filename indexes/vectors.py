@@ -26,8 +26,8 @@ from typing import Iterable
 
 import numpy as np
 
-from hybrid.errors import CorruptKnowledgeBaseError, InputError
-from hybrid.io import fsync
+from core.errors import CorruptKnowledgeBaseError, InputError
+from core.io import fsync
 from indexes.config import IndexConfig
 
 # Below this many allowed ids a filtered search scans the allowed vectors exactly: an HNSW walk with a

@@ -30,7 +30,7 @@ def test_user_error_is_one_line_exit_2(tmp_path):
     import click
 
     from hybrid.cli import main
-    from hybrid.errors import InputError
+    from core.errors import InputError
 
     @cli.command("boom-test")
     def boom():

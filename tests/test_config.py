@@ -2,8 +2,8 @@ from dataclasses import dataclass, field
 
 import pytest
 
-from hybrid.config import load_config, parse_overrides
-from hybrid.errors import ConfigError
+from core.config import load_config, parse_overrides
+from core.errors import ConfigError
 
 
 @dataclass
@@ -78,7 +78,7 @@ def test_atomic_writes_get_ordinary_file_permissions(tmp_path):
     import os
     import stat
 
-    from hybrid.io import atomic_write_text
+    from core.io import atomic_write_text
 
     p = tmp_path / "out.json"
     atomic_write_text(p, "{}")

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-TOP_LEVEL = ("hybrid", "connectors", "indexes", "apps")
+TOP_LEVEL = ("core", "hybrid", "connectors", "indexes", "apps")
 
 
 def _packages() -> list[str]:

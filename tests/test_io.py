@@ -1,4 +1,4 @@
-"""hybrid.io: the one JSONL reader (and its on_error policy)."""
+"""core.io: the one JSONL reader (and its on_error policy)."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from hybrid.errors import InputError
-from hybrid.io import parse_jsonl, read_jsonl
+from core.errors import InputError
+from core.io import parse_jsonl, read_jsonl
 
 
 def _write(tmp_path, data: bytes):
@@ -61,7 +61,7 @@ def test_parse_jsonl_names_its_source():
 
 
 def test_fsync_tree_flushes_every_file_then_the_directories(tmp_path, monkeypatch):
-    import hybrid.io as hio
+    import core.io as hio
 
     (tmp_path / "sub").mkdir()
     for name in ("a.bin", "sub/b.json"):

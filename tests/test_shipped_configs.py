@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from hybrid.config import load_config
+from core.config import load_config
 from tests.conftest import ROOT
 
 

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol, Sequence, runtime_checkable
 
-from hybrid.errors import ConfigError, InputError
-from hybrid.types import Answer, Chunk, Citation, Decision, Document, Hit
+from core.errors import ConfigError, InputError
+from core.types import Answer, Chunk, Citation, Decision, Document, Hit
 
 log = logging.getLogger(__name__)
 

@@ -42,7 +42,7 @@ def serve(apps, host, port, api_keys, concurrency, queue_size, request_timeout, 
     from pydantic import ValidationError
 
     from apps.api.settings import ServiceSettings
-    from hybrid.errors import ConfigError
+    from core.errors import ConfigError
 
     given = {"apps": list(apps), "host": host, "port": port, "api_keys": list(api_keys) or None,
              "concurrency": concurrency, "queue_size": queue_size, "request_timeout": request_timeout,

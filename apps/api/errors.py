@@ -20,7 +20,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from apps.api import schemas as S
 from apps.api.backend import NotReadyError, UnknownAppError
 from apps.api.limits import BodyTooLarge
-from hybrid.errors import HybridError, InputError
+from core.errors import HybridError, InputError
 
 log = logging.getLogger("hybrid.api")
 

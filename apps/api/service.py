@@ -23,7 +23,7 @@ from apps.api.jobs import JobStore
 from apps.api.limits import Gate, QueueFull, RateLimiter, retry_after_header
 from apps.api.metrics import Metrics
 from apps.api.settings import ServiceSettings
-from hybrid.types import Answer
+from core.types import Answer
 
 log = logging.getLogger("hybrid.api")
 

@@ -81,7 +81,7 @@ class ServiceSettings(BaseSettings):
     forced_loopback: str | None = Field(None, exclude=True, description="set when host was overridden")
 
     def uploads_for(self, app: str) -> Path:
-        from hybrid.io import cache_dir
+        from core.io import cache_dir
 
         root = Path(self.upload_dir) if self.upload_dir else cache_dir("uploads")
         return root / app

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     from apps.api.backend import AskRequest
     from apps.api.errors import ApiError
     from apps.api.service import Service
-    from hybrid.types import Answer
+    from core.types import Answer
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 

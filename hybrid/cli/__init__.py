@@ -24,7 +24,7 @@ from importlib.metadata import entry_points
 
 import click
 
-from hybrid.errors import HybridError
+from core.errors import HybridError
 
 ENTRY_POINT_GROUP = "hybrid.commands"
 

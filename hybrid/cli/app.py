@@ -77,8 +77,8 @@ def cli() -> None:
 def scaffold(name: str, root: Path, title: str | None = None, *, force: bool = False) -> None:
     """Write a new app's app.yaml and empty data files into ``root`` (what ``hybrid app init`` does)."""
     from hybrid.app import load_app
-    from hybrid.errors import InputError
-    from hybrid.io import atomic_write_text
+    from core.errors import InputError
+    from core.io import atomic_write_text
 
     import re
 
@@ -162,9 +162,9 @@ def import_(directory: str, data: str, split_text: str, seed: int, max_examples:
     hybrid app import apps/covid --data covidqa-squad2.json --split 0.8,0.1,0.1 --seed 1
     """
     from hybrid.app import load_app
-    from hybrid.errors import InputError
+    from core.errors import InputError
     from hybrid.eval.importer import import_qa, parse_split, read_qa_file
-    from hybrid.io import atomic_write_text
+    from core.io import atomic_write_text
 
     fractions = parse_split(split_text)
     if max_examples < 0:
@@ -199,7 +199,7 @@ def import_(directory: str, data: str, split_text: str, seed: int, max_examples:
 
 
 def _first_question(root: Path):
-    from hybrid.io import read_jsonl
+    from core.io import read_jsonl
 
     for split in ("test", "dev", "train"):
         p = root / "questions" / f"{split}.jsonl"

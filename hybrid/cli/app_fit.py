@@ -41,8 +41,8 @@ def switch_verdict(oof: dict[str, Any], margin: float) -> tuple[bool, str]:
 
 def set_router_kind(app_yaml: Path, kind: str) -> bool:
     """Set ``router.kind`` in app.yaml's text (comments kept, written atomically); False if already so."""
-    from hybrid.config import read_yaml
-    from hybrid.io import atomic_write_text
+    from core.config import read_yaml
+    from core.io import atomic_write_text
     from hybrid.yaml_edit import set_yaml_value
 
     if (read_yaml(app_yaml).get("router") or {}).get("kind") == kind:
@@ -72,7 +72,7 @@ def cli(directory, questions, limit, max_new_tokens, strategies, out_dir, router
         overrides) -> None:
     """Evaluate the fixed strategies, train the learned router, switch to it if it wins out of fold."""
     from hybrid.cli.router import format_report, train_router
-    from hybrid.errors import InputError
+    from core.errors import InputError
     from hybrid.pipeline import Assistant
 
     root = Path(directory)
@@ -113,7 +113,7 @@ def cli(directory, questions, limit, max_new_tokens, strategies, out_dir, router
 def _evaluate(directory, questions, out: Path, strategies, limit, max_new_tokens, overrides) -> Path:
     """Run ``hybrid eval`` over the fixed strategies; returns the results.jsonl the router learns from."""
     from hybrid.app import load_app
-    from hybrid.errors import InputError
+    from core.errors import InputError
     from hybrid.eval.runner import EvalConfig, run_eval
 
     names = [s.strip() for s in strategies.split(",") if s.strip()] if strategies else list(FIXED)

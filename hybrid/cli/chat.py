@@ -21,7 +21,7 @@ HELP = "commands: /strategy NAME (auto|few_shot|rag|tuned|tuned_rag|extract), /w
 @set_option
 def cli(app_dir: str, strategy: str, router: str | None, quiet: bool, overrides) -> None:
     """Chat with an app; answers stream as they are generated. Ctrl-D or /quit ends."""
-    from hybrid.errors import HybridError
+    from core.errors import HybridError
     from hybrid.pipeline import Assistant
 
     bot = Assistant.from_dir(app_dir, overrides, router=router)

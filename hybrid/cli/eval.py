@@ -60,7 +60,7 @@ def cli(ctx, app_dir, questions, config_path, strategies, out_dir, limit, batch_
     import dataclasses
 
     from hybrid.app import load_app
-    from hybrid.config import load_config
+    from core.config import load_config
     from hybrid.eval.data import load_questions, parse_titles, select_titles
     from hybrid.eval.report import retrieval_line
     from hybrid.eval.runner import EvalConfig, run_eval

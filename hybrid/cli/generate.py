@@ -10,7 +10,7 @@ import click
 
 def _resolve_adapter(value: str) -> tuple[str, Path]:
     """An adapter given as a directory, or as a name under ./adapters/ (where ``hybrid tune`` writes)."""
-    from hybrid.errors import InputError
+    from core.errors import InputError
 
     p = Path(value).expanduser()
     candidates = [p, Path("adapters") / value]
@@ -57,7 +57,7 @@ def cli(prompt: str, model: str, adapter: str | None, system: str | None, max_ne
       hybrid generate "Price of the X1?" --adapter adapters/shop
       hybrid generate "Hi" --system "You are a pirate." --temperature 0.8 --seed 3
     """
-    from hybrid.errors import InputError
+    from core.errors import InputError
     from hybrid.generation import HFGenerator, make_params
 
     if not prompt.strip():

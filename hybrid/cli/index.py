@@ -18,8 +18,8 @@ sources_arg = click.argument("sources", nargs=-1, metavar="PATH|URL|docs.jsonl..
 
 def _is_docs_jsonl(path: Path) -> bool:
     """True for a file of ``Document.to_dict()`` rows (what ``hybrid ingest --out`` writes)."""
-    from hybrid.errors import InputError
-    from hybrid.io import read_jsonl
+    from core.errors import InputError
+    from core.io import read_jsonl
 
     if path.suffix != ".jsonl" or not path.is_file():
         return False
@@ -35,9 +35,9 @@ def _is_docs_jsonl(path: Path) -> bool:
 
 def load_sources(sources: tuple[str, ...], quiet: bool = False) -> list[Any]:
     """Documents from docs.jsonl files (read as they are) and any other path or URL (via connectors.ingest)."""
-    from hybrid.errors import InputError
-    from hybrid.io import read_jsonl
-    from hybrid.types import Document
+    from core.errors import InputError
+    from core.io import read_jsonl
+    from core.types import Document
 
     docs: list[Document] = []
     rest: list[str] = []
@@ -64,7 +64,7 @@ def load_sources(sources: tuple[str, ...], quiet: bool = False) -> list[Any]:
 
 
 def _config(config_path: str | None, overrides: tuple[str, ...]):
-    from hybrid.config import load_config
+    from core.config import load_config
     from indexes.config import IndexConfig
 
     return load_config(IndexConfig, config_path, list(overrides))
@@ -72,7 +72,7 @@ def _config(config_path: str | None, overrides: tuple[str, ...]):
 
 def _check_stored(kb: Any, cfg: Any) -> None:
     """A build/sync must not silently ignore settings that only a rebuild can change."""
-    from hybrid.errors import ConfigError
+    from core.errors import ConfigError
     from indexes.config import IndexConfig
 
     diff = [f"{k}: stored {getattr(kb.cfg, k)!r}, asked {getattr(cfg, k)!r}" for k in IndexConfig.STORED
@@ -155,7 +155,7 @@ def rebuild(kb_dir: str, sources: tuple[str, ...], config_path: str | None, over
     Use it after a CorruptKnowledgeBaseError, or to change chunking, embedder or index kind
     (--set index=hnsw). Settings not given keep their stored values.
     """
-    from hybrid.config import load_config
+    from core.config import load_config
     from indexes.config import IndexConfig
     from indexes.kb import KnowledgeBase, _read_manifest
 

@@ -48,9 +48,9 @@ def cli(sources: tuple[str, ...], out: str, config_path: str | None, overrides: 
     """
     from connectors import ingest
     from connectors.config import IngestConfig
-    from hybrid.config import load_config
-    from hybrid.errors import ConfigError, InputError
-    from hybrid.io import atomic_write_text
+    from core.config import load_config
+    from core.errors import ConfigError, InputError
+    from core.io import atomic_write_text
 
     cfg = load_config(IngestConfig, config_path, list(overrides))
     changes: dict[str, Any] = {}

@@ -25,8 +25,8 @@ def read_labels(path: Path, questions: Path | None = None,
     count per reason: ``"no scores"``, ``"router:auto"`` (rows of routers and baselines, whose score is
     another strategy's answer), ``"no reference"``, ``"failed"``, ``"no question text"``.
     """
-    from hybrid.errors import InputError
-    from hybrid.io import read_jsonl
+    from core.errors import InputError
+    from core.io import read_jsonl
 
     if not path.is_file():
         raise InputError(f"labels file not found: {path}")
@@ -137,7 +137,7 @@ def format_report(report: dict) -> list[str]:
 def out_of_fold_report(X, scores, queries, contexts, bot, cfg) -> dict:
     """The learned router's cross-validated score (each question routed by a model trained without it)
     next to every fixed strategy and the oracle, on the questions every strategy answered."""
-    from hybrid.errors import InputError
+    from core.errors import InputError
     from hybrid.eval.stats import bootstrap_ci, paired_bootstrap
     from hybrid.routing.learned import cross_validated_decisions, routed_scores
 
@@ -168,7 +168,7 @@ def train_router(bot, labels: Path, questions: Path | None, dest: Path):
     """Fit the learned router on ``labels`` (see ``read_labels``), score it out of fold, save it to
     ``dest``. Returns (router, report); ``format_report(report)`` is the table ``hybrid router train``
     prints. ``hybrid app fit`` calls this after its evaluation."""
-    from hybrid.errors import InputError
+    from core.errors import InputError
     from hybrid.routing.learned import features, train_learned
 
     reasons: dict[str, int] = {}
@@ -244,8 +244,8 @@ def fit_rules_cmd(results, apps, grid, margin, out, update, as_json, overrides) 
     """
     import shlex
 
-    from hybrid.errors import InputError
-    from hybrid.io import atomic_write_text, read_jsonl
+    from core.errors import InputError
+    from core.io import atomic_write_text, read_jsonl
     from hybrid.pipeline import Assistant
     from hybrid.routing.config import DEFAULT_ROUTER_YAML
     from hybrid.routing.fit import FitData, fit_rules, fitted_yaml, format_fit, questions_from_rows

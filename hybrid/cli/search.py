@@ -25,7 +25,7 @@ def _value(raw: str) -> Any:
 
 def parse_filters(items: tuple[str, ...]) -> dict[str, Any]:
     """``source=a.pdf``, ``source=a.pdf|b.pdf`` (any of), ``modified>=2024-01-01``, ``page<3``, ``mime!=text/csv``."""
-    from hybrid.errors import InputError
+    from core.errors import InputError
 
     out: dict[str, Any] = {}
     for item in items:

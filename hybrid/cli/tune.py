@@ -72,7 +72,7 @@ def resolve_run(app_dir: str | None, data: tuple[str, ...], out: str | None, con
                 overrides: tuple[str, ...]):
     """(TuneConfig, data files, output dir). With an app, ``hybrid.pipeline.tune_config`` puts the app's
     prompt into the preset (``--set`` still wins) and the app supplies the data and output defaults."""
-    from hybrid.config import load_config
+    from core.config import load_config
     from hybrid.tuning.config import TuneConfig
 
     if not app_dir:
@@ -131,7 +131,7 @@ def build(ctx: click.Context, kind: str, docs: str | None, questions: str | None
           seed: int) -> None:
     """Build training rows: raft (grounded Q&A from documents or your own Q/A pairs), style (continuations)
     or text (pretraining). RAFT rows are fitted to the tuning config's data.max_length (--config/--set)."""
-    from hybrid.io import write_jsonl
+    from core.io import write_jsonl
     from hybrid.tuning import builders
     from hybrid.tuning.data import split_rows
 
@@ -152,7 +152,7 @@ def build(ctx: click.Context, kind: str, docs: str | None, questions: str | None
         if app is None:
             raise click.UsageError("hybrid tune build needs --docs FILE|KB, --questions FILE (raft) or --app DIR")
         if not app.kb_path.is_dir():
-            from hybrid.errors import InputError
+            from core.errors import InputError
 
             raise InputError(f"{app.name}: no knowledge base at {app.kb_path} yet (ask the app once or build it), "
                              "or pass --docs")
@@ -207,7 +207,7 @@ def build(ctx: click.Context, kind: str, docs: str | None, questions: str | None
 def _raft_budget(app, config_path: str | None, overrides: tuple[str, ...]):
     """(Budget, how it was counted): the tuning config's data.max_length, the rendered system prompt, and
     the base model's tokenizer when it loads (else a words*1.4 estimate)."""
-    from hybrid.config import load_config
+    from core.config import load_config
     from hybrid.tuning.builders import make_budget
     from hybrid.tuning.config import TuneConfig
     from hybrid.tuning.trainer import _system_prompt

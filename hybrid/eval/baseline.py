@@ -16,7 +16,7 @@ import json
 import time
 from typing import Any
 
-from hybrid.errors import HybridError
+from core.errors import HybridError
 
 NAME = "langchain"
 # A standard RAG instruction, in our words: answer from the context, admit when it is not there.
@@ -73,7 +73,7 @@ def build_chain(documents: list, *, k: int = 3):
 
 def anchor_params(max_new_tokens: int):
     """What a user's plain chain generates with: greedy, no repetition penalty, same length cap."""
-    from hybrid.protocols import GenerationParams
+    from core.protocols import GenerationParams
 
     return GenerationParams(max_new_tokens=max_new_tokens, temperature=0.0, repetition_penalty=1.0)
 

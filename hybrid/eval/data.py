@@ -24,9 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hybrid.errors import InputError
-from hybrid.io import read_jsonl
-from hybrid.types import Document, stable_id
+from core.errors import InputError
+from core.io import read_jsonl
+from core.types import Document, stable_id
 
 
 @dataclass

@@ -28,8 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hybrid.errors import InputError
-from hybrid.io import atomic_write_text, read_jsonl, write_jsonl
+from core.errors import InputError
+from core.io import atomic_write_text, read_jsonl, write_jsonl
 
 SPLITS = ("train", "dev", "test")
 MIN_TITLES = 3  # one title per split at least; with fewer, the split is by question

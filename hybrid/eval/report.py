@@ -25,7 +25,7 @@ from typing import Any, Iterable
 import numpy as np
 
 from hybrid.eval.stats import bootstrap_ci, paired_bootstrap
-from hybrid.io import atomic_write_text
+from core.io import atomic_write_text
 
 FIXED = ("few_shot", "rag", "tuned", "tuned_rag", "extract")  # extract: quotes a span, no generation
 # strategies whose rows carry a router's choice: the app's router, and the learned router trained on the

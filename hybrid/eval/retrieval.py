@@ -31,9 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from hybrid.errors import InputError
-from hybrid.io import read_jsonl
-from hybrid.types import Document
+from core.errors import InputError
+from core.io import read_jsonl
+from core.types import Document
 
 Qrels = dict[str, dict[str, int]]
 

@@ -26,12 +26,12 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from hybrid.errors import HybridError, InputError
+from core.errors import HybridError, InputError
 from hybrid.eval.cache import AnswerCache
 from hybrid.eval.data import Question, QuestionSet, load_questions
 from hybrid.eval.metrics import answer_scores, groundedness, is_refusal
 from hybrid.eval.report import fixed_rows_by_question, summarize, write_report
-from hybrid.io import write_jsonl
+from core.io import write_jsonl
 from hybrid.routing.learned import features
 
 log = logging.getLogger(__name__)
@@ -88,7 +88,7 @@ def _file_hash(path: Path) -> str | None:
 
 def training_sources(bot) -> set[str]:
     """Source names of the documents the app's adapter was trained on (for contamination flags)."""
-    from hybrid.io import read_jsonl
+    from core.io import read_jsonl
 
     if not bot.has_adapter_files():
         return set()

@@ -4,12 +4,12 @@
     gen = HFGenerator(system_prompt="You are ShopBot.")     # embedded SmolLM2, loads on warm_up()
     gen.generate([{"role": "user", "content": "Price of the X1?"}], params=make_params(max_new_tokens=32))
 
-Both implement ``hybrid.protocols.Generator``; the fake is for fast unit tests of everything above the
+Both implement ``core.protocols.Generator``; the fake is for fast unit tests of everything above the
 model (strategies, router, pipeline, API), never a replacement for the real thing.
 
 The package, by job:
 
-- ``params``    ``GenerationParams`` (from ``hybrid.protocols``), ``check_params``, ``make_params``, ``cut_at_stop``
+- ``params``    ``GenerationParams`` (from ``core.protocols``), ``check_params``, ``make_params``, ``cut_at_stop``
 - ``stream``    ``GenerationStream``: text out of a generating thread, stop strings, cancellation
 - ``hf``        ``HFGenerator``, its stopping criteria and generated-tokens-only repetition penalty
 - ``scripted``  ``ScriptedGenerator``, the deterministic fake
@@ -26,7 +26,7 @@ app uses is still decided by ``hybrid.pipeline.make_generator``, not by this reg
 Importing the package stays light: torch, transformers and peft load only when a model is used.
 """
 
-from hybrid.registry import Registry
+from core.registry import Registry
 
 GENERATORS: Registry = Registry("generator backend")
 
@@ -35,7 +35,7 @@ from hybrid.generation.params import GenerationParams, check_params, cut_at_stop
 from hybrid.generation.stream import GenerationStream  # noqa: E402
 from hybrid.generation.hf import HFGenerator, _generated_repetition_penalty  # noqa: E402,F401
 from hybrid.generation.scripted import ScriptedCall, ScriptedGenerator, canonical  # noqa: E402,F401
-from hybrid.protocols import Generation  # noqa: E402,F401 - importable from here before the split too
+from core.protocols import Generation  # noqa: E402,F401 - importable from here before the split too
 
 __all__ = ["GENERATORS", "HFGenerator", "ScriptedGenerator", "GenerationStream", "check_params", "make_params",
            "cut_at_stop"]

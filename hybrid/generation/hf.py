@@ -30,11 +30,11 @@ from hybrid.chat import (
     validate_messages,
     warn_card_mismatch,
 )
-from hybrid.errors import InputError, ModelError
+from core.errors import InputError, ModelError
 from hybrid.generation import GENERATORS
 from hybrid.generation.params import check_params, cut_at_stop
 from hybrid.generation.stream import GenerationStream, start_stream
-from hybrid.protocols import Generation, GenerationParams, Message
+from core.protocols import Generation, GenerationParams, Message
 
 log = logging.getLogger(__name__)
 

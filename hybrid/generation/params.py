@@ -4,7 +4,7 @@
     params = check_params(params)   # what each generator runs first: defaults for None, re-validated
     cut_at_stop("Paris.\\n\\nMore", params.stop)               # ("Paris.", True)
 
-``GenerationParams`` itself (fields and ``validate``) is defined in ``hybrid.protocols`` next to the
+``GenerationParams`` itself (fields and ``validate``) is defined in ``core.protocols`` next to the
 ``Generator`` protocol that takes it, and is re-exported here.
 """
 
@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from typing import Any, Sequence
 
-from hybrid.errors import InputError
-from hybrid.protocols import GenerationParams
+from core.errors import InputError
+from core.protocols import GenerationParams
 
 __all__ = ["GenerationParams", "check_params", "make_params", "cut_at_stop"]
 

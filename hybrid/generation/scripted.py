@@ -1,7 +1,7 @@
 """``ScriptedGenerator``: the deterministic fake generator, for fast unit tests of everything above the
 model (strategies, router, pipeline, API), never a replacement for the real thing.
 
-It implements ``hybrid.protocols.Generator`` like ``HFGenerator``, renders prompts with the same
+It implements ``core.protocols.Generator`` like ``HFGenerator``, renders prompts with the same
 ``hybrid.chat.render_chat`` (the plain fallback format, as there is no tokenizer), counts whitespace
 words as tokens and records every call in ``calls``. Registered as ``"scripted"`` in
 ``hybrid.generation.GENERATORS``.
@@ -16,11 +16,11 @@ from dataclasses import dataclass
 from typing import Callable, Iterator, Mapping, Sequence
 
 from hybrid.chat import SystemPrompt, apply_system_prompt, render_chat, validate_messages
-from hybrid.errors import InputError, ModelError
+from core.errors import InputError, ModelError
 from hybrid.generation import GENERATORS
 from hybrid.generation.params import check_params, cut_at_stop
 from hybrid.generation.stream import _StopScanner
-from hybrid.protocols import Generation, GenerationParams, Message
+from core.protocols import Generation, GenerationParams, Message
 
 __all__ = ["ScriptedGenerator", "ScriptedCall", "canonical"]
 

@@ -16,9 +16,9 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable, Sequence
 
-from hybrid.errors import InputError, ModelError
+from core.errors import InputError, ModelError
 from hybrid.generation.params import cut_at_stop
-from hybrid.protocols import Generation
+from core.protocols import Generation
 
 __all__ = ["GenerationStream", "start_stream"]
 

@@ -28,7 +28,7 @@ from typing import Sequence
 
 import numpy as np
 
-from hybrid.errors import InputError, ModelError
+from core.errors import InputError, ModelError
 from hybrid.reader.span import Span
 
 log = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hybrid.registry import Registry
+from core.registry import Registry
 
 ROUTERS: Registry = Registry("router")
 

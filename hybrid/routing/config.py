@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hybrid.config import deep_merge
+from core.config import deep_merge
 
 DEFAULT_ROUTER_YAML = Path(__file__).resolve().parents[2] / "configs" / "router.yaml"
 STRATEGIES = ("few_shot", "rag", "tuned", "tuned_rag", "extract")
@@ -116,7 +116,7 @@ class RouterConfig:
 
 def load_router_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RouterConfig:
     """``configs/router.yaml`` (or ``path``) with an app's overrides merged on top, checked."""
-    from hybrid.config import _build, read_yaml
+    from core.config import _build, read_yaml
 
     p = Path(path) if path else DEFAULT_ROUTER_YAML
     data = read_yaml(p) if (path or p.is_file()) else {}

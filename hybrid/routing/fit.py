@@ -25,7 +25,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from hybrid.errors import InputError
+from core.errors import InputError
 from hybrid.routing.config import STRATEGIES, RouterConfig
 from hybrid.routing.rules import pick_without_extract
 from hybrid.routing.signals import Signals

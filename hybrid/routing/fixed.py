@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from hybrid.errors import InputError
+from core.errors import InputError
 from hybrid.routing.signals import RouteContext
-from hybrid.types import Decision
+from core.types import Decision
 
 
 class FixedRouter:

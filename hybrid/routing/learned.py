@@ -25,12 +25,12 @@ from typing import Sequence
 
 import numpy as np
 
-from hybrid.errors import ConfigError, InputError
-from hybrid.io import atomic_write_text
+from core.errors import ConfigError, InputError
+from core.io import atomic_write_text
 from hybrid.routing import ROUTERS
 from hybrid.routing.config import STRATEGIES, LearnedConfig, RouterConfig
 from hybrid.routing.signals import RouteContext, Signals
-from hybrid.types import Decision
+from core.types import Decision
 
 FORMAT = "hybrid-learned-router"
 VERSION = 1

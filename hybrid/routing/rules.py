@@ -18,7 +18,7 @@ import math
 from hybrid.routing import ROUTERS
 from hybrid.routing.config import RouterConfig, RulesConfig
 from hybrid.routing.signals import RouteContext, Signals
-from hybrid.types import Decision
+from core.types import Decision
 
 ORDER = ("few_shot", "rag", "tuned", "tuned_rag", "extract")
 
@@ -68,7 +68,7 @@ def decide(scores: dict[str, float], excluded: dict[str, str], costs: dict[str, 
 
 
 def raise_no_strategy(excluded: dict[str, str]):
-    from hybrid.errors import InputError
+    from core.errors import InputError
 
     why = "; ".join(f"{k}: {v}" for k, v in sorted(excluded.items()))
     raise InputError(f"no strategy can answer for this app ({why})")

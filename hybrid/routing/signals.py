@@ -17,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from hybrid.types import Hit
+from core.types import Hit
 
 QTYPES = ("lookup", "style", "howto", "other")
 

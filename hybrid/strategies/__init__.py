@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from hybrid.registry import Registry
+from core.registry import Registry
 
 STRATEGIES: Registry = Registry("strategy")
 

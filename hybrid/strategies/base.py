@@ -14,8 +14,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from hybrid.protocols import GenerationParams, Generator, Message, Retriever
-from hybrid.types import Answer, Citation, Hit
+from core.protocols import GenerationParams, Generator, Message, Retriever
+from core.types import Answer, Citation, Hit
 
 from hybrid.strategies import guard
 

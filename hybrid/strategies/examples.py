@@ -16,8 +16,8 @@ from typing import Sequence
 
 import numpy as np
 
-from hybrid.errors import InputError
-from hybrid.io import read_jsonl
+from core.errors import InputError
+from core.io import read_jsonl
 
 log = logging.getLogger(__name__)
 

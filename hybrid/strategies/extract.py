@@ -13,7 +13,7 @@ from hybrid.reader.zero_shot import select_span
 from hybrid.strategies import STRATEGIES, guard
 from hybrid.strategies.base import Prompt, StrategyContext, relevance, run_prompt
 from hybrid.strategies.rag import _where
-from hybrid.types import Answer, Citation
+from core.types import Answer, Citation
 
 ZERO_SHOT_THRESHOLD = 0.2  # zero-shot score (half cosine, half overlap) below which nothing answers
 SNIPPET = 240  # characters of the chunk shown around the span in the citation

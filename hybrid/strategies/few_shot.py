@@ -12,7 +12,7 @@ import re
 
 from hybrid.strategies import STRATEGIES
 from hybrid.strategies.base import Prompt, StrategyContext, base_messages, count, run_prompt
-from hybrid.types import Answer
+from core.types import Answer
 
 _ANSWER = re.compile(r"(?:^|\n)\s*\**answer\**\s*:\s*\**\s*", re.IGNORECASE)
 

@@ -4,11 +4,11 @@ tuned_rag: the adapter plus the same retrieved data block as ``rag`` (where RAFT
 
 from __future__ import annotations
 
-from hybrid.errors import InputError
+from core.errors import InputError
 from hybrid.strategies import STRATEGIES
 from hybrid.strategies.base import Prompt, StrategyContext, base_messages, run_prompt
 from hybrid.strategies.rag import build_rag_prompt
-from hybrid.types import Answer
+from core.types import Answer
 
 
 def _adapter(ctx: StrategyContext, name: str) -> str:

@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
-from hybrid.errors import InputError
-from hybrid.io import parse_jsonl, read_jsonl
+from core.errors import InputError
+from core.io import parse_jsonl, read_jsonl
 
 
 @dataclass

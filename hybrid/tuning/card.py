@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from hybrid.errors import InputError, ModelError
+from core.errors import InputError, ModelError
 
 CARD_FILE = "adapter_card.json"
 README_FILE = "README.md"
@@ -116,7 +116,7 @@ def card_markdown(card: AdapterCard) -> str:
 
 def write_card(card: AdapterCard, directory: str | os.PathLike[str]) -> None:
     """Write ``adapter_card.json`` and ``README.md`` into ``directory`` (each file atomically)."""
-    from hybrid.io import atomic_write_text
+    from core.io import atomic_write_text
 
     d = Path(directory)
     atomic_write_text(d / CARD_FILE, json.dumps(card.to_dict(), indent=2, sort_keys=True) + "\n")

@@ -19,8 +19,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from hybrid.errors import InputError
-from hybrid.io import atomic_write_text, fsync_dir, fsync_tree
+from core.errors import InputError
+from core.io import atomic_write_text, fsync_dir, fsync_tree
 
 FORMAT = 1
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Sequence
 
-from hybrid.errors import InputError
-from hybrid.io import read_jsonl
+from core.errors import InputError
+from core.io import read_jsonl
 
 log = logging.getLogger(__name__)
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from hybrid.errors import ConfigError
-from hybrid.registry import Registry
+from core.errors import ConfigError
+from core.registry import Registry
 
 methods: Registry = Registry("tuning method")
 

@@ -19,8 +19,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from hybrid.errors import HybridError, InputError, ModelError
-from hybrid.io import fsync_dir, fsync_tree
+from core.errors import HybridError, InputError, ModelError
+from core.io import fsync_dir, fsync_tree
 from hybrid.tuning.card import AdapterCard, check_base_model, read_card, write_card
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ def _write_contents(model: Any, tmp: Path, card: AdapterCard, tokenizer: Any | N
 def save_adapter(model: Any, out: str | os.PathLike[str], *, card: AdapterCard, tokenizer: Any = None,
                  extra_files: dict[str, str] | None = None) -> Path:
     """Write the adapter (or full model) to ``out`` atomically; ``extra_files`` maps name -> text."""
-    from hybrid.io import atomic_write_text
+    from core.io import atomic_write_text
 
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)

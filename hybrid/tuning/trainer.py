@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-from hybrid.errors import InputError
+from core.errors import InputError
 from hybrid.tuning.batches import MicroBatch, collate, plan_epoch
 from hybrid.tuning.card import AdapterCard, DataFile
 from hybrid.tuning.config import TuneConfig

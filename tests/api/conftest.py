@@ -151,7 +151,7 @@ def write_app(root: Path, name: str, docs: dict[str, str], examples: list[tuple[
     """An app directory with its knowledge base already built from ``docs`` (file name -> text)."""
     import json
 
-    from hybrid.types import Document
+    from core.types import Document
     from indexes.config import IndexConfig
     from indexes.embed import get_embedder
     from indexes.kb import KnowledgeBase

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from apps.api.backend import FakeBackend
-from hybrid.errors import InputError
+from core.errors import InputError
 from tests.api.conftest import AUTH, LEGAL, SHOP
 from tests.api.test_streaming_and_openai import parse_sse
 

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-import hybrid.io
-from hybrid.errors import InputError
+import core.io
+from core.errors import InputError
 from tests.conftest import ROOT
 
 APPS = ROOT / "apps"
@@ -36,7 +36,7 @@ CORPUS_FORMATS = {".md", ".txt", ".html", ".docx", ".csv"}
 def read_jsonl(path: Path) -> list[dict]:
     rows = []
     try:
-        for n, row in hybrid.io.read_jsonl(path):
+        for n, row in core.io.read_jsonl(path):
             assert isinstance(row, dict), f"{path}:{n}: a row must be a JSON object"
             rows.append(row)
     except InputError as e:  # names the line, so a broken edit is easy to find

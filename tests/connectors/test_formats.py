@@ -10,7 +10,7 @@ import pytest
 from connectors.config import IngestConfig
 from connectors.encoding import decode_text
 from connectors.formats import json_path, parse_bytes
-from hybrid.errors import SkipError
+from core.errors import SkipError
 from tests.conftest import DOCS, EDGE
 
 CFG = IngestConfig()

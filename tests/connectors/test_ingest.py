@@ -12,7 +12,7 @@ import pytest
 
 import connectors
 from connectors.config import IngestConfig
-from hybrid.config import load_config
+from core.config import load_config
 from tests.conftest import DOCS, EDGE, ROOT
 
 GOOD = sorted(p.name for p in DOCS.iterdir() if p.is_file())

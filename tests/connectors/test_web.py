@@ -13,7 +13,7 @@ from connectors import web
 from connectors.base import Raw, Skip
 from connectors.config import IngestConfig
 from connectors.report import IngestReport
-from hybrid.errors import SkipError
+from core.errors import SkipError
 
 PAGES = {
     "/": b"<html><head><title>Home</title></head><body><h1>Welcome home</h1>"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from hybrid.types import Chunk, Hit
+from core.types import Chunk, Hit
 
 
 class MemoryRetriever:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from hybrid.app import AppConfig, load_app
-from hybrid.errors import ConfigError
+from core.errors import ConfigError
 from hybrid.routing.config import load_router_config
 from hybrid.strategies.examples import ExampleBank
 from indexes.embed import HashEmbedder

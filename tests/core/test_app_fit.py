@@ -88,7 +88,7 @@ def test_app_fit_errors_are_one_line(tmp_path, capsys, cli_app):  # noqa: F811
 @pytest.mark.parametrize("text", ["name: x\nrouter: {kind: rules}\n"])
 def test_flow_style_router_is_refused_not_mangled(tmp_path, text):
     from hybrid.cli.app_fit import set_router_kind
-    from hybrid.errors import ConfigError
+    from core.errors import ConfigError
 
     p = tmp_path / "app.yaml"
     p.write_text(text)

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from hybrid.app import load_app
-from hybrid.errors import InputError
+from core.errors import InputError
 from hybrid.pipeline import depends_on_history, retrieval_query
 from tests.core.conftest import make_assistant, write_app
 

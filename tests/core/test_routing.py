@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from hybrid.errors import ConfigError, InputError
+from core.errors import ConfigError, InputError
 from hybrid.routing import make_router
 from hybrid.routing.config import RouterConfig, load_router_config
 from hybrid.routing.learned import LearnedRouter, train_learned

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from hybrid.errors import InputError
+from core.errors import InputError
 from hybrid.strategies import STRATEGIES, get_strategy
 from hybrid.strategies.few_shot import strip_reasoning
 from hybrid.strategies.rag import CLOSE, OPEN

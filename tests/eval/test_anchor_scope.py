@@ -8,7 +8,7 @@ import pytest
 pytest.importorskip("langchain_community")
 
 from hybrid.eval.baseline import build_chain  # noqa: E402
-from hybrid.types import Document  # noqa: E402
+from core.types import Document  # noqa: E402
 
 
 @pytest.mark.slow  # builds a FAISS store with the real MiniLM embedder

@@ -14,7 +14,7 @@ from hybrid.eval.baseline import langchain_rag_baseline  # noqa: E402
 from hybrid.eval.cache import AnswerCache  # noqa: E402
 from hybrid.eval.data import Question  # noqa: E402
 from hybrid.generation import ScriptedGenerator  # noqa: E402
-from hybrid.types import Document  # noqa: E402
+from core.types import Document  # noqa: E402
 
 
 def test_anchor_uses_plain_greedy_defaults_and_the_runs_length_cap(tmp_path):

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from hybrid.cli import main
-from hybrid.errors import InputError
+from core.errors import InputError
 from hybrid.eval.data import load_questions, select_titles
 from hybrid.eval.importer import import_qa, parse_split, read_qa_file
 from tests.conftest import SHARED

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from hybrid.errors import InputError
+from core.errors import InputError
 from hybrid.eval.data import load_questions
 from tests.conftest import SHARED
 

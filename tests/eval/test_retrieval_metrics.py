@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hybrid.errors import InputError
+from core.errors import InputError
 from hybrid.eval.retrieval import (
     doc_ranking,
     evaluate_run,
@@ -18,7 +18,7 @@ from hybrid.eval.retrieval import (
     recall_at_k,
     run_knowledge_base,
 )
-from hybrid.types import Chunk, Hit
+from core.types import Chunk, Hit
 from tests.conftest import SHARED
 
 RELS = {"a": 3, "c": 2, "e": 1, "z": 0}  # z is judged but not relevant

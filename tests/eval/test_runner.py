@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from hybrid.errors import InputError, ModelError
+from core.errors import InputError, ModelError
 from hybrid.eval.runner import EvalConfig, run_eval
 from tests.core.conftest import DOCS, make_assistant, write_app
 from indexes.embed import HashEmbedder

@@ -9,7 +9,7 @@ import pytest
 from hybrid.eval.report import render_markdown, summarize
 from hybrid.eval.retrieval import hit_rates, source_rank
 from hybrid.eval.runner import EvalConfig, run_eval
-from hybrid.types import Chunk, Hit
+from core.types import Chunk, Hit
 from indexes.embed import HashEmbedder
 from tests.core.conftest import DOCS, make_assistant, write_app
 

@@ -17,7 +17,7 @@ from hybrid.chat import (
     template_hash,
     warn_card_mismatch,
 )
-from hybrid.errors import InputError
+from core.errors import InputError
 from tests.generation.conftest import build_tiny_tokenizer
 
 

@@ -75,7 +75,7 @@ def test_generate_with_the_embedded_model(real_gen):
 
 def test_adapter_card_system_prompt_is_rendered_with_its_training_values(tiny_model_dir, tiny_gen, tmp_path):
     from hybrid.cli.generate import _card_system_prompt
-    from hybrid.errors import InputError
+    from core.errors import InputError
     from hybrid.tuning.card import read_card, write_card
 
     path = make_lora(tiny_model_dir, tmp_path / "sp", seed=1, base_sha=tiny_gen.sha, base_id=tiny_gen.model_id,

@@ -9,10 +9,10 @@ import threading
 
 import pytest
 
-from hybrid.errors import InputError, ModelError
+from core.errors import InputError, ModelError
 from hybrid.generation import HFGenerator, make_params
 from hybrid.models import resolve_model
-from hybrid.protocols import GenerationParams, Generator
+from core.protocols import GenerationParams, Generator
 from tests.generation.conftest import make_lora
 
 PROMPTS = ["hi", "What is the capital of France?", "The X1 blender costs", "a", "Returns within thirty days?"]

@@ -7,7 +7,7 @@ import shutil
 
 import pytest
 
-from hybrid.errors import ModelError
+from core.errors import ModelError
 from hybrid.models import load_base_model, resolve_model, weights_sha
 
 

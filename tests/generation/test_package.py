@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 import hybrid.generation as generation
-from hybrid.errors import InputError
+from core.errors import InputError
 from hybrid.generation import GENERATORS, HFGenerator, ScriptedGenerator
 
 

@@ -6,9 +6,9 @@ import threading
 
 import pytest
 
-from hybrid.errors import InputError, ModelError
+from core.errors import InputError, ModelError
 from hybrid.generation import ScriptedGenerator, make_params
-from hybrid.protocols import GenerationParams, Generator
+from core.protocols import GenerationParams, Generator
 
 
 def user(text):

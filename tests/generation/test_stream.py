@@ -7,7 +7,7 @@ import threading
 
 import pytest
 
-from hybrid.errors import InputError, ModelError
+from core.errors import InputError, ModelError
 from hybrid.generation.stream import GenerationStream, start_stream
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from hybrid.types import Document
+from core.types import Document
 from indexes.config import IndexConfig
 from indexes.embed import HashEmbedder
 from indexes.kb import KnowledgeBase

@@ -10,8 +10,8 @@ import time
 import numpy as np
 import pytest
 
-from hybrid.errors import CorruptKnowledgeBaseError, InputError, KnowledgeBaseError, LockedError, ModelError
-from hybrid.types import Document
+from core.errors import CorruptKnowledgeBaseError, InputError, KnowledgeBaseError, LockedError, ModelError
+from core.types import Document
 from indexes.embed import HashEmbedder
 from indexes.kb import KnowledgeBase
 from tests.conftest import ROOT

@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from hybrid.errors import InputError
+from core.errors import InputError
 from indexes.bm25 import bm25_search, match_expression, query_terms
 from indexes.filters import filter_sql
 

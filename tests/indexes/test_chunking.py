@@ -1,4 +1,4 @@
-from hybrid.types import Document
+from core.types import Document
 from indexes.chunking import chunk_documents
 from indexes.config import IndexConfig
 from indexes.embed import HashEmbedder

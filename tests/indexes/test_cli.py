@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from hybrid.io import write_jsonl
+from core.io import write_jsonl
 from tests.conftest import ROOT
 from tests.indexes.conftest import make_docs
 

@@ -1,7 +1,7 @@
 import pytest
 
-from hybrid.config import load_config
-from hybrid.errors import ConfigError
+from core.config import load_config
+from core.errors import ConfigError
 from indexes.config import IndexConfig
 from tests.conftest import ROOT
 

@@ -20,7 +20,7 @@ N_DOCS = 6  # documents rewritten by every sync
 
 WRITER = """
 import sys
-from hybrid.types import Document
+from core.types import Document
 from indexes.embed import HashEmbedder
 from indexes.kb import KnowledgeBase
 
@@ -104,7 +104,7 @@ def test_failure_at_each_write_step_keeps_the_old_generation(tmp_path, monkeypat
     """Deterministic companion of the kill loop: fail at each step of publishing a generation."""
     import shutil
 
-    from hybrid.types import Document
+    from core.types import Document
     from indexes import store
     from indexes.vectors import VectorIndex
 

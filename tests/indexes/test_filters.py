@@ -7,7 +7,7 @@ import sqlite3
 
 import pytest
 
-from hybrid.errors import InputError
+from core.errors import InputError
 from indexes.filters import filter_scalar, filter_sql, filter_values
 
 FIELDS = {"source", "page", "modified", "draft", "score"}

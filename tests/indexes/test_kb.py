@@ -7,8 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from hybrid.errors import KnowledgeBaseError
-from hybrid.types import Document
+from core.errors import KnowledgeBaseError
+from core.types import Document
 from indexes.config import IndexConfig
 from indexes.embed import HashEmbedder
 from indexes.kb import KnowledgeBase
@@ -239,7 +239,7 @@ def test_searches_in_threads_while_the_same_object_syncs(tmp_path):
 
 
 def test_open_overrides_change_search_settings_only(kb):
-    from hybrid.errors import ConfigError
+    from core.errors import ConfigError
 
     kb.close()
     with KnowledgeBase.open(kb.path, embedder=HashEmbedder(), overrides={"rrf_k": 5, "chunk_size": 999}) as k2:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hybrid.errors import KnowledgeBaseError
+from core.errors import KnowledgeBaseError
 from indexes.config import IndexConfig
 from indexes.embed import HashEmbedder, has_bundled_embedder
 from indexes.kb import KnowledgeBase

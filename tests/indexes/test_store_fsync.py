@@ -1,4 +1,4 @@
-"""A generation's SQLite file is flushed (through hybrid.io.fsync) before it is renamed into place."""
+"""A generation's SQLite file is flushed (through core.io.fsync) before it is renamed into place."""
 
 from __future__ import annotations
 

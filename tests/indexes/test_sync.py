@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from hybrid.errors import InputError
-from hybrid.types import Chunk, Document
+from core.errors import InputError
+from core.types import Chunk, Document
 from indexes.sync import SyncReport, content_hash, dedupe_documents, diff_chunks, diff_documents, source_key
 
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from hybrid.errors import InputError
+from core.errors import InputError
 from hybrid.reader.train import load_qa, make_features, split_rows
 
 CTX = "Rent is due on the first day of each month. Late fees are 5 percent."

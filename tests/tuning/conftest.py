@@ -67,7 +67,7 @@ def chat_row(q: str, a: str, source: str | None = None) -> dict:
 
 def tiny_cfg(*overrides: str):
     """A TuneConfig sized for the tiny model: short rows, few steps, no progress bar."""
-    from hybrid.config import load_config
+    from core.config import load_config
     from hybrid.tuning.config import TuneConfig
 
     base = ["data.max_length=96", "train.batch_tokens=384", "train.max_steps=4", "train.eval_every=2",

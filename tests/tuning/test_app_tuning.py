@@ -6,7 +6,7 @@ import logging
 
 from hybrid.app import AppConfig
 from hybrid.chat import card_mismatches, normalize_system_prompt, system_prompt_hash
-from hybrid.config import load_config
+from core.config import load_config
 from hybrid.tuning.config import TuneConfig
 from hybrid.tuning.trainer import _system_prompt
 

@@ -68,7 +68,7 @@ def test_style_and_text_sets(tmp_path):
 def test_builders_accept_a_knowledge_base_like_object():
     class KB:
         def documents(self):
-            from hybrid.types import Document
+            from core.types import Document
 
             return [Document.create(d["text"], d["metadata"]) for d in catalogue_documents(4)]
 

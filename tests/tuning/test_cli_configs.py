@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from hybrid.cli import cli
-from hybrid.config import load_config
+from core.config import load_config
 from hybrid.tuning.config import TuneConfig
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hybrid.errors import InputError
+from core.errors import InputError
 from hybrid.tuning.data import (IGNORE_INDEX, encode_rows, read_rows, rows_from_records, split_by_source)
 from tests.tuning.conftest import chat_row, tiny_cfg, write_rows
 

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from hybrid.config import load_config
-from hybrid.io import write_jsonl
+from core.config import load_config
+from core.io import write_jsonl
 from hybrid.tuning.config import TuneConfig
 from hybrid.tuning.data import rows_from_records, split_by_source
 from hybrid.tuning.sample import SYSTEM_PROMPT, catalogue_rows, follows_house_style
@@ -58,7 +58,7 @@ def test_tuned_model_learns_the_house_style(tmp_path, fair_share_threads):
     prompts += ["How much does the Orbit Pro kayak cost?", "What is the Falcon Trail lantern made of?"]
 
     from hybrid.generation import HFGenerator
-    from hybrid.protocols import GenerationParams
+    from core.protocols import GenerationParams
 
     del res  # free the training copy before loading the generator
     gen = HFGenerator("default", system_prompt=SYSTEM_PROMPT)

@@ -9,7 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from hybrid.cli.tune import cli
-from hybrid.errors import InputError
+from core.errors import InputError
 from hybrid.tuning.builders import (BuildReport, QAPair, build_raft, build_raft_from_qa, load_chunks, make_budget,
                                     read_qa_pairs)
 from hybrid.tuning.data import encode_rows, rows_from_records, split_rows
@@ -23,7 +23,7 @@ def _docs(n_docs=2, per_doc=6):
 
 
 def test_raft_rows_fit_the_budget_instead_of_being_dropped(tokenizer):
-    from hybrid.config import load_config
+    from core.config import load_config
     from hybrid.tuning.config import TuneConfig
 
     chunks = load_chunks(_docs(), max_words=400)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hybrid.errors import InputError
+from core.errors import InputError
 from hybrid.tuning.trainer import run_dir_for, train
 from tests.tuning.conftest import make_tiny_model, tiny_cfg
 

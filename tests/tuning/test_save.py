@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from hybrid.errors import HybridError, ModelError
+from core.errors import HybridError, ModelError
 from hybrid.tuning import save as save_mod
 from hybrid.tuning.card import read_card
 from hybrid.tuning.trainer import train
@@ -48,7 +48,7 @@ def test_disk_full_on_the_first_save_leaves_nothing(tmp_path, tokenizer, catalog
 
 
 def test_every_file_of_the_adapter_is_flushed_before_the_rename(tmp_path, tokenizer, catalogue_file, monkeypatch):
-    import hybrid.io as hio
+    import core.io as hio
 
     flushed, real = [], hio.fsync
     monkeypatch.setattr(hio, "fsync", lambda target: (flushed.append(target), real(target)))

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from hybrid.errors import ConfigError
+from core.errors import ConfigError
 from hybrid.tuning.card import read_card
 from hybrid.tuning.trainer import lr_at, train
 from tests.tuning.conftest import make_tiny_model, tiny_cfg

@@ -13,7 +13,7 @@ from apps.api import schemas as S
 from apps.api.errors import errs
 from apps.api.routes.deps import AUTHED, Svc
 from apps.api.streaming import sse, stream_answer
-from hybrid.types import Answer
+from core.types import Answer
 
 router = APIRouter(tags=["answers"])
 

@@ -102,7 +102,7 @@ async def apps_list(svc: Svc):
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    from hybrid.io import atomic_write_bytes
+    from core.io import atomic_write_bytes
 
     atomic_write_bytes(path, data)
 

@@ -16,7 +16,7 @@ from apps.api.errors import ApiError, errs
 from apps.api.routes.answers import answer_payload, new_request_id
 from apps.api.routes.deps import AUTHED, Svc
 from apps.api.streaming import stream_answer
-from hybrid.types import Answer
+from core.types import Answer
 
 router = APIRouter(tags=["answers"])
 

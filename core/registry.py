@@ -2,7 +2,7 @@
 
 Example::
 
-    from hybrid.registry import Registry
+    from core.registry import Registry
     STRATEGIES = Registry("strategy")
 
     @STRATEGIES.register("rag")
@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from typing import Callable, Generic, Iterator, TypeVar
 
-from hybrid.errors import InputError
+from core.errors import InputError
 
 T = TypeVar("T")
 

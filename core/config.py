@@ -27,7 +27,7 @@ from typing import Any, Iterable, TypeVar
 
 import yaml
 
-from hybrid.errors import ConfigError
+from core.errors import ConfigError
 
 T = TypeVar("T")
 
@@ -193,7 +193,7 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 def save_config_json(cfg: Any, path: str | os.PathLike[str]) -> None:
     """Write a JSON copy of a config next to the artifact it produced."""
-    from hybrid.io import atomic_write_text
+    from core.io import atomic_write_text
 
     atomic_write_text(path, json.dumps(to_dict(cfg), indent=2, sort_keys=True) + "\n")
 

@@ -16,7 +16,7 @@ from typing import Any, Iterator, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-from hybrid.types import Answer, Decision, Hit
+from core.types import Answer, Decision, Hit
 
 
 @runtime_checkable
@@ -57,7 +57,7 @@ class GenerationParams:
         can be mutated after creation). Raises ``InputError``, which is also a ``ValueError``."""
         import math
 
-        from hybrid.errors import InputError
+        from core.errors import InputError
 
         if not isinstance(self.max_new_tokens, int):
             raise InputError(f"max_new_tokens must be an integer, got {self.max_new_tokens!r}")

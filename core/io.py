@@ -140,7 +140,7 @@ def _bad_line(source: str, n: int, e: ValueError, on_error: OnError) -> None:
     if callable(on_error):
         on_error(n, e)
         return
-    from hybrid.errors import InputError
+    from core.errors import InputError
 
     if isinstance(e, UnicodeDecodeError):
         raise InputError(f"{source}:{n}: not UTF-8 ({e.reason} at byte {e.start})") from None
