@@ -20,6 +20,7 @@ from typing import Sequence
 import numpy as np
 
 from core.errors import ModelError
+from core.hardware import bf16_fast  # the one bf16 probe; docs call it indexes.embed.bf16_fast
 
 log = logging.getLogger(__name__)
 
@@ -63,21 +64,6 @@ def dir_fingerprint(path: Path) -> str:
             with open(f, "rb") as fh:  # first MiB is enough to tell revisions apart
                 h.update(fh.read(1 << 20))
     return h.hexdigest()[:16]
-
-
-def bf16_fast() -> bool:
-    """True when this CPU multiplies bf16 natively (AMX or AVX-512 BF16): bf16 is then ~3x faster.
-
-    ``HYBRID_BF16=0|1`` forces the choice.
-    """
-    forced = os.environ.get("HYBRID_BF16")
-    if forced is not None:
-        return forced.strip() not in ("0", "false", "no", "")
-    try:
-        flags = Path("/proc/cpuinfo").read_text(errors="ignore")
-    except OSError:
-        return False
-    return bool(re.search(r"\b(amx_bf16|avx512_bf16)\b", flags))
 
 
 class SentenceTransformerEmbedder:

@@ -168,7 +168,7 @@ class HFGenerator:
         """
         if self._bf16 is not None:
             return self._bf16
-        from indexes.embed import bf16_fast
+        from core.hardware import bf16_fast
 
         return rows > 1 and bf16_fast()
 

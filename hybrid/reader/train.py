@@ -50,7 +50,7 @@ from core.errors import InputError
 from hybrid.eval.metrics import exact_match, mean, token_f1
 from core.io import atomic_write_bytes, atomic_write_text, read_jsonl
 from hybrid.reader.model import CARD, DEFAULT_THRESHOLD, Reader, default_base, load_qa_model, sigmoid
-from indexes.embed import bf16_fast
+from core.hardware import bf16_fast
 
 log = logging.getLogger(__name__)
 

@@ -108,16 +108,11 @@ def _all_sum(values: list[float], d: Dist) -> list[float]:
 
 def use_bf16(precision: str, device: Any) -> bool:
     """bf16 autocast where the hardware multiplies bf16 natively; fp32 elsewhere."""
-    import torch
+    from core.hardware import bf16_fast
 
     if precision == "fp32":
         return False
-    if getattr(device, "type", str(device)) == "cuda":
-        ok = torch.cuda.is_bf16_supported()
-    else:
-        from indexes.embed import bf16_fast
-
-        ok = bf16_fast()
+    ok = bf16_fast(device)
     if precision == "bf16" and not ok:
         log.warning("precision=bf16 requested but this device has no fast bf16; it will be slow")
         return True
