@@ -95,12 +95,16 @@ def langchain_rag_baseline(questions: list, *, bot, cache, out, progress: bool =
     params = anchor_params(bot.app.generation.max_new_tokens)
     docs = kb.documents()
     version = f"{len(docs)}:{sum(len(d.text) for d in docs)}"
+    from hybrid.eval.runner import shared_texts
+
+    shared = shared_texts(questions)
     rows, todo = [], []
     for q in questions:
         key = AnswerCache.key(question=q.question, strategy=NAME, model=f"{gen.model_id}@{getattr(gen, 'sha', '')}",
                               adapter=None, kb_version=version,
                               params={**dataclasses.asdict(params),
-                                      **({"filter": q.filter, "fetch": "all"} if q.filter else {})})
+                                      **({"filter": q.filter, "fetch": "all"} if q.filter else {}),
+                                      **({"question_id": q.id} if q.id in shared else {})})
         hit = cache.get(key)
         if hit is not None:
             rows.append(hit)

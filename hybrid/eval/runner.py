@@ -197,6 +197,17 @@ def retrieval_hits(bot, questions: Sequence[Question]) -> dict[str, Any]:
     return {**hit_rates([p["rank"] for p in per.values()], k), "per_question": per}
 
 
+def shared_texts(questions) -> set[str]:
+    """Ids of questions whose text and filter another question also has (PolicyQA asks "Do you share
+    my e-mail?" several times about one policy, each with its own gold span). A cached answer is keyed
+    by text and filter, so these also key by id: otherwise the second would be served the first's row,
+    with the first's id, references and scores."""
+    seen: dict[tuple[str, str], list[str]] = {}
+    for q in questions:
+        seen.setdefault((q.question, json.dumps(q.filter or {}, sort_keys=True)), []).append(q.id)
+    return {i for ids in seen.values() if len(ids) > 1 for i in ids}
+
+
 def run_eval(app: Any, questions: str | Path | QuestionSet, out_dir: str | Path, cfg: EvalConfig | None = None, *,
              assistant=None, progress: bool = True, baseline: Callable[..., list[dict]] | None = None,
              echo: Callable[[str], None] = lambda s: None) -> EvalResult:
@@ -263,6 +274,7 @@ def run_eval(app: Any, questions: str | Path | QuestionSet, out_dir: str | Path,
 
     app_key = _digest({k: v for k, v in dataclasses.asdict(bot.app).items() if k != "router"})
     router_key = _digest([dataclasses.asdict(bot.app.router), dataclasses.asdict(bot.router_config())])
+    shared = shared_texts(qlist)
     rows: list[dict[str, Any]] = []
     generated: dict[str, tuple[Any, float]] = {}  # request key -> (generation, its seconds), this run only
     computed = cached = 0
@@ -285,7 +297,8 @@ def run_eval(app: Any, questions: str | Path | QuestionSet, out_dir: str | Path,
                                              if strategy == "auto" and router_version else {}),
                                           **({"reader": reader_version}
                                              if strategy in ("extract", "auto") and reader_version else {}),
-                                          **({"filter": q.filter} if q.filter else {})})
+                                          **({"filter": q.filter} if q.filter else {}),
+                                          **({"question_id": q.id} if q.id in shared else {})})
             hit = cache.get(key)
             if hit is not None:
                 rows.append(hit)

@@ -240,3 +240,19 @@ def test_a_prompt_already_generated_in_the_run_is_not_generated_again(tmp_path):
     assert alone == len(routed)  # ... which auto on its own does generate
     by = {(r["question_id"], r["strategy"]): r for r in res.rows}
     assert all(r["answer"] == by[(r["question_id"], r["routed_to"])]["answer"] for r in routed)
+
+
+def test_questions_sharing_their_text_keep_their_own_rows_across_cached_runs(bot, tmp_path):
+    # the same question asked twice with different gold answers (PolicyQA does this): each row keeps
+    # its own id and is scored against its own reference, on the first run and from the cache
+    rows = [{"id": "a", "question": "What is the lease notice period?", "answer": "60 days"},
+            {"id": "b", "question": "What is the lease notice period?", "answer": "two months in writing"},
+            {"id": "c", "question": "What is a deposit?", "answer": "money"}]
+    cfg = EvalConfig(strategies=["rag"], batch_size=2)
+    for run in (1, 2):
+        res = run_eval(None, qfile(tmp_path, rows), tmp_path / "out", cfg, assistant=bot, progress=False)
+        assert (res.computed, res.cached) == ((3, 0) if run == 1 else (0, 3))
+        by = {r["question_id"]: r for r in res.rows}
+        assert sorted(by) == ["a", "b", "c"] and len(res.rows) == 3
+        assert by["a"]["references"] == ["60 days"] and by["b"]["references"] == ["two months in writing"]
+        assert by["a"]["scores"]["f1"] > by["b"]["scores"]["f1"]
