@@ -21,7 +21,6 @@
 from __future__ import annotations
 
 import logging
-import re
 import threading
 import time
 from dataclasses import dataclass
@@ -35,47 +34,14 @@ from core.errors import HybridError, InputError, KnowledgeBaseError
 from core.io import read_jsonl
 from core.protocols import Message
 from core.types import Answer, Decision
+from hybrid.history import bounded_history, retrieval_query, validate_history
+from hybrid.history import depends_on_history  # noqa: F401 - re-exported: hybrid.pipeline's public name
 
 log = logging.getLogger(__name__)
 
 STRATEGY_CHOICES = ("auto", "few_shot", "rag", "tuned", "tuned_rag", "extract")
 # The question itself may use at most this share of the prompt budget; the rest is for context.
 QUERY_SHARE = 0.5
-
-_DEPENDENT = re.compile(
-    r"\b(it|its|it's|that|this|those|these|they|them|their|theirs|he|she|him|her|there|one|ones|"
-    r"same|former|latter|above|previous|else|other)\b", re.IGNORECASE)
-_ELLIPSIS = re.compile(r"^\s*(and|or|also|but|so|what about|how about|what if|and if|same for|then)\b",
-                       re.IGNORECASE)
-
-
-def depends_on_history(query: str) -> bool:
-    """True when the query cannot be understood alone: a pronoun/demonstrative pointing back, an
-    elliptical start ("and for kids?", "what about returns?"), or a fragment of three words or fewer."""
-    return bool(_DEPENDENT.search(query) or _ELLIPSIS.search(query) or len(query.split()) <= 3)
-
-
-def retrieval_query(query: str, history: Sequence[Message]) -> str:
-    """The text retrieval and routing see: the query, prefixed by the previous user turn only when
-    the query depends on it. No model call, so there is no extra prompt to keep in line."""
-    if not history or not depends_on_history(query):
-        return query
-    prev = next((m["content"] for m in reversed(history) if m.get("role") == "user"), "")
-    return f"{prev} {query}".strip() if prev else query
-
-
-def validate_history(history: Any) -> list[Message]:
-    if history is None:
-        return []
-    if not isinstance(history, (list, tuple)):
-        raise InputError(f"history must be a list of {{role, content}} messages, got {type(history).__name__}")
-    out = []
-    for i, m in enumerate(history):
-        if not isinstance(m, dict) or m.get("role") not in ("user", "assistant") or not isinstance(m.get("content"), str):
-            raise InputError(f"history[{i}] must be {{'role': 'user'|'assistant', 'content': str}}, got {m!r:.80}")
-        out.append({"role": m["role"], "content": m["content"]})
-    return out
-
 
 def read_prompts(path: Path) -> list[str]:
     """User prompts from tuning data in any shape hybrid.tuning accepts (chat, alpaca, Q/A)."""
@@ -384,11 +350,9 @@ class Assistant:
         return cut.rstrip()
 
     def _bounded_history(self, history: list[Message]) -> list[Message]:
-        keep = history[-2 * self.app.generation.history_turns:] if self.app.generation.history_turns else []
         # history may use at most a quarter of the budget: drop oldest pairs first
-        while keep and self.generator.count_tokens(keep) > self.budget() // 4:
-            keep = keep[2:] if len(keep) > 1 else []
-        return keep
+        return bounded_history(history, self.app.generation.history_turns, self.generator.count_tokens,
+                               self.budget() // 4)
 
     def prepare(self, query: str, history: Sequence[Message] | None = None, strategy: str = "auto",
                 router: str | None = None, filters: dict[str, Any] | None = None):
