@@ -34,6 +34,11 @@ from core.errors import HybridError, InputError, KnowledgeBaseError
 from core.io import read_jsonl
 from core.protocols import Message
 from core.types import Answer, Decision
+# The builders live in hybrid.assemble; the CLI, the API, benchmarks and tests import them from here too.
+from hybrid.assemble import (  # noqa: F401
+    DEMO_TUNE, adapter_is_current, adapter_training_prompts, app_tune_data, build_kb, ensure_adapter,
+    has_adapter_files, kb_config, kb_size, load_sources, make_embedder, make_generator, open_or_build_kb,
+    read_prompts, tune_config)
 from hybrid.history import bounded_history, retrieval_query, validate_history
 from hybrid.history import depends_on_history  # noqa: F401 - re-exported: hybrid.pipeline's public name
 
@@ -42,29 +47,6 @@ log = logging.getLogger(__name__)
 STRATEGY_CHOICES = ("auto", "few_shot", "rag", "tuned", "tuned_rag", "extract")
 # The question itself may use at most this share of the prompt budget; the rest is for context.
 QUERY_SHARE = 0.5
-
-def read_prompts(path: Path) -> list[str]:
-    """User prompts from tuning data in any shape hybrid.tuning accepts (chat, alpaca, Q/A)."""
-    out: list[str] = []
-    if not path.is_file():
-        return out
-    for _, row in read_jsonl(path):
-        if not isinstance(row, dict):
-            continue
-        if isinstance(row.get("messages"), list):
-            users = [m.get("content", "") for m in row["messages"] if isinstance(m, dict) and m.get("role") == "user"]
-            if users:
-                out.append(str(users[0]))
-            continue
-        for key in ("question", "prompt", "instruction", "query", "input"):
-            if row.get(key):
-                text = str(row[key])
-                if key == "instruction" and row.get("input"):
-                    text += "\n" + str(row["input"])
-                out.append(text)
-                break
-    return out
-
 
 @dataclass
 class Streamed:
@@ -121,9 +103,7 @@ class Assistant:
     def embedder(self):
         with self._lock:
             if self._embedder is None:
-                from indexes.embed import get_embedder
-
-                self._embedder = get_embedder(self.app.knowledge_base.embedder)
+                self._embedder = make_embedder(self.app)
                 self._embedder.warm_up()
             return self._embedder
 
@@ -208,30 +188,15 @@ class Assistant:
         return self._adapter_problem
 
     def has_adapter_files(self) -> bool:
-        p = self.app.adapter_path
-        return (p / "adapter_config.json").is_file() or (p / "adapter_card.json").is_file()
+        return has_adapter_files(self.app)
 
     def adapter_training_vectors(self) -> np.ndarray | None:
         """Embeddings of the prompts the adapter was trained on (the router's 'is this in the
-        adapter's distribution?' signal). Read from the card's data files, else the app's tune data.
-        Needs no model: the router can be trained and benchmarked without loading the generator."""
+        adapter's distribution?' signal), from ``adapter_training_prompts``. Needs no model: the
+        router can be trained and benchmarked without loading the generator."""
         with self._lock:
             if self._adapter_vecs is None and self.has_adapter_files():
-                paths = []
-                card = self.app.adapter_path / "adapter_card.json"
-                if card.is_file():
-                    import json
-
-                    try:
-                        data = json.loads(card.read_text(encoding="utf-8")).get("data") or []
-                    except (json.JSONDecodeError, AttributeError):
-                        data = []
-                    for d in data:
-                        if isinstance(d, dict) and d.get("split", "train") == "train" and d.get("path"):
-                            p = Path(d["path"])
-                            paths.append(p if p.is_absolute() else self.app.resolve(str(p)))
-                paths = [p for p in paths if p.is_file()] or [self.app.resolve(self.app.adapter.tune_data)]
-                prompts = [q for p in paths for q in read_prompts(p)]
+                prompts = adapter_training_prompts(self.app)
                 self._adapter_vecs = (np.asarray(self.embedder.embed(prompts), dtype=np.float32) if prompts
                                       else np.zeros((0, self.embedder.dim), dtype=np.float32))
             return self._adapter_vecs
@@ -495,157 +460,6 @@ class Assistant:
         ans.timings = {k: round(v, 4) for k, v in ans.timings.items()}
         log.info("answer %s via %s in %.2fs", self.app.name, ans.strategy, ans.timings["total"])
         return ans
-
-
-# -- building blocks the CLI, the API and the demo share --------------------------------------------
-
-def make_generator(app: AppConfig):
-    """The app's generator: the embedded SmolLM2 by default, or a local HF model directory."""
-    from hybrid.generation import HFGenerator
-
-    model = app.generation.model
-    if model == "scripted":  # the echoing fake: dry runs of an app's plumbing and fast CLI tests
-        from hybrid.generation import ScriptedGenerator
-
-        return ScriptedGenerator(context_window=4096)
-    from hybrid.chat import SystemPrompt
-
-    # The generator knows the app's template so adapter cards are checked against it; every
-    # strategy still sends the rendered prompt itself as the first message.
-    sp = SystemPrompt(app.system_prompt, defaults={"app_name": app.title or app.name})
-    return HFGenerator("default" if model in ("embedded", "default") else app.resolve(model) if
-                       app.resolve(model).exists() else model, system_prompt=sp)
-
-
-def kb_size(kb) -> int:
-    try:
-        stats = kb.stats()
-    except AttributeError:
-        return -1  # a retriever without stats (a fake): assume it has content
-    if isinstance(stats, dict):
-        for key in ("chunks", "n_chunks", "vectors", "documents"):
-            if key in stats:
-                return int(stats[key])
-        return -1
-    for key in ("chunks", "n_chunks", "vectors", "documents"):
-        if hasattr(stats, key):
-            return int(getattr(stats, key))
-    return -1
-
-
-def open_or_build_kb(app: AppConfig, embedder, *, progress: bool = False):
-    """Open the app's KB; build it from ``knowledge_base.sources`` when missing (and allowed).
-    Returns None when there is no KB and nothing to build it from."""
-    from indexes.kb import MANIFEST, KnowledgeBase
-
-    path = app.kb_path
-    if (path / MANIFEST).exists():
-        return KnowledgeBase.open(path, embedder=embedder)
-    if not app.knowledge_base.sources or not app.knowledge_base.build_on_first_use:
-        return None
-    log.warning("building the %s knowledge base from %s into %s (first use)", app.name,
-                ", ".join(app.knowledge_base.sources), path)
-    return build_kb(app, embedder, progress=progress)
-
-
-def build_kb(app: AppConfig, embedder, *, progress: bool = True, prune: bool = True):
-    """Ingest the app's sources and create or sync its knowledge base; returns the open KB.
-    Unchanged documents are not re-embedded (the KB syncs by content hash)."""
-    from indexes.kb import KnowledgeBase
-
-    docs = load_sources(app, progress=progress)
-    kb = KnowledgeBase.create(app.kb_path, kb_config(app), embedder=embedder, exist_ok=True)
-    report = kb.sync(docs, prune=prune, progress=progress)
-    log.info("%s knowledge base: %s", app.name, report)
-    return kb
-
-
-def kb_config(app: AppConfig):
-    from indexes.config import IndexConfig
-
-    kb = app.knowledge_base
-    return IndexConfig(embedder=kb.embedder, chunk_size=kb.chunk_size, chunk_overlap=kb.chunk_overlap)
-
-
-def load_sources(app: AppConfig, *, progress: bool = True) -> list:
-    """Cleaned documents from every source of the app; bad files are counted skips (logged)."""
-    import connectors
-
-    if not app.knowledge_base.sources:
-        raise InputError(f"app {app.name!r} lists no knowledge_base.sources")
-    from core.config import load_config
-
-    cfg = load_config(connectors.IngestConfig, None, data=app.knowledge_base.ingest)
-    result = connectors.ingest([str(p) for p in app.source_paths()], cfg, progress=progress)
-    log.info("%s: %s", app.name, result.report.render() if hasattr(result.report, "render") else result.report)
-    return result.documents
-
-
-def tune_config(app: AppConfig, config: str | Path | None = None, overrides: Sequence[str] = ()):
-    """The ``TuneConfig`` that trains ``app``'s adapter: the given preset with the app's system prompt
-    template and ``{app_name}`` value, so training rows carry exactly the prompt inference uses.
-    An explicit ``data.system_prompt=`` / ``data.app_name=`` override still wins over the app's.
-
-    The CLI equivalent: ``hybrid tune --app apps/legal --config configs/lora.yaml``.
-    """
-    import dataclasses
-
-    from core.config import load_config
-    from hybrid.tuning import TuneConfig
-
-    cfg = load_config(TuneConfig, config, overrides)
-    given = {o.split("=", 1)[0].strip() for o in overrides}
-    values = {"system_prompt": app.system_prompt, "app_name": app.title or app.name}
-    data = dataclasses.replace(cfg.data, **{k: v for k, v in values.items() if f"data.{k}" not in given})
-    return dataclasses.replace(cfg, data=data)
-
-
-def app_tune_data(app: AppConfig) -> Path:
-    """The app's ``adapter.tune_data`` file; a missing one is a one-line ``InputError``."""
-    path = app.resolve(app.adapter.tune_data)
-    if not path.is_file():
-        raise InputError(f"{app.name}: adapter.tune_data {path} not found (set it in "
-                         f"{Path(app.root) / 'app.yaml'} or pass --data)")
-    return path
-
-
-def adapter_is_current(app: AppConfig) -> tuple[bool, str]:
-    """Whether the adapter on disk was trained with this app's system prompt (template hash)."""
-    import json
-
-    card = app.adapter_path / "adapter_card.json"
-    if not card.is_file():
-        return False, f"no adapter at {app.adapter_path}"
-    try:
-        data = json.loads(card.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as e:
-        return False, f"unreadable adapter card ({e})"
-    want = app.system_prompt_hash()
-    if data.get("system_prompt_hash") and data["system_prompt_hash"] != want:
-        return False, "the adapter was trained with a different system prompt"
-    return True, f"adapter at {app.adapter_path} ({data.get('steps', '?')} steps)"
-
-
-def ensure_adapter(app: AppConfig, *, config: str | Path | None = None, overrides: Sequence[str] = (),
-                   force: bool = False, progress: bool = True) -> tuple[Path, bool]:
-    """Train the app's adapter from ``adapter.tune_data`` unless a current one exists.
-    Returns (adapter dir, trained now?)."""
-    ok, why = adapter_is_current(app)
-    if ok and not force:
-        log.info("%s: reusing %s", app.name, why)
-        return app.adapter_path, False
-    from hybrid.tuning import train
-
-    cfg = tune_config(app, config, overrides)
-    log.warning("%s: training the adapter (%s)", app.name, why)
-    train(cfg, data=[str(app_tune_data(app))], out=app.adapter_path, progress=progress)
-    return app.adapter_path, True
-
-
-# "Tune briefly": 12 optimizer steps of ~1k tokens. Measured 235 s for 8 such steps on a heavily shared
-# 2-core machine (one torch thread); a cached adapter whose card matches the app is reused instead.
-DEMO_TUNE = ("train.max_steps=12", "train.batch_tokens=1024", "train.eval_every=0", "train.tensorboard=false",
-             "data.max_length=512")
 
 
 def run_main_job(app_dir: str | Path = "apps/legal", questions: Sequence[str] | None = None, *,
