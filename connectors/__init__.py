@@ -15,7 +15,8 @@ Two entry points::
     print(result.report.render())
 
 A source is a file or directory path, an ``http(s)://`` URL, or ``sqlite:///path/to.db`` (with a
-query). One bad source is a logged, counted skip, never an aborted batch.
+query): the source kinds registered in ``connectors.sources.SOURCES``; file formats are registered by
+suffix in ``connectors.formats.FORMATS``. One bad source is a logged, counted skip, never an aborted batch.
 """
 
 from __future__ import annotations
@@ -30,30 +31,16 @@ from typing import Any, Iterable, Iterator
 from connectors.base import Raw, Skip
 from connectors.config import IngestConfig
 from connectors.report import DuplicateRecord, IngestReport, NoteRecord
+from connectors.sources import SOURCES, source_kind
 from core.errors import InputError, SkipError
 from core.types import Document
 
-__all__ = ["IngestConfig", "IngestReport", "IngestResult", "load", "ingest", "source_kind"]
+__all__ = ["IngestConfig", "IngestReport", "IngestResult", "SOURCES", "load", "ingest", "source_kind"]
 
 log = logging.getLogger(__name__)
 
 # load() keyword aliases that read better at a call site than the config field names.
 _ALIASES = {"query": "sql_query", "text_column": "sql_text_column", "depth": "web_depth"}
-
-
-def source_kind(source: str | Path) -> str:
-    """'web', 'sql' or 'files'; raises InputError for other URL schemes or a missing path."""
-    s = str(source)
-    low = s.lower()
-    if low.startswith(("http://", "https://")):
-        return "web"
-    if low.startswith("sqlite:///"):
-        return "sql"
-    if "://" in s:
-        raise InputError(f"unsupported source {s!r}: use a path, an http(s):// URL or sqlite:///path.db")
-    if not Path(s).expanduser().exists():
-        raise InputError(f"no such file or directory: {s}")
-    return "files"
 
 
 def _cfg_with(cfg: IngestConfig | None, options: dict[str, Any]) -> IngestConfig:
@@ -105,13 +92,11 @@ def _parsed_docs(raw: Raw, outcome: Any, report: IngestReport) -> list[Document]
 
 
 def _load(source: str | Path, cfg: IngestConfig, report: IngestReport, bar: Any = None) -> Iterator[Document]:
-    kind = source_kind(source)
+    kind = SOURCES.get(source_kind(source))
     report.sources.append(str(source))
-    if kind == "sql":
-        from connectors.sql import rows
-
+    if kind.rows:
         report.files_seen += 1
-        for item in rows(str(source), cfg):
+        for item in kind.read(source, cfg):
             if isinstance(item, Skip):
                 log.warning("skipped %s: %s (%s)", item.source, item.reason, item.message)
                 report.skip(*item.as_tuple())
@@ -122,14 +107,7 @@ def _load(source: str | Path, cfg: IngestConfig, report: IngestReport, bar: Any 
         if bar is not None:
             bar.update(1)
         return
-    if kind == "web":
-        from connectors.web import crawl
-
-        items: Iterable[Raw | Skip] = crawl(str(source), cfg)
-    else:
-        from connectors.files import walk
-
-        items = walk(source, cfg)
+    items: Iterable[Raw | Skip] = kind.read(source, cfg)
 
     from connectors.isolation import shared_pool
 

@@ -4,6 +4,11 @@
     vecs = emb.embed(["a question", "a passage"])  # (2, 384) float32, L2-normalized
 
 Any local sentence-transformers directory works: ``SentenceTransformerEmbedder("/path/to/model")``.
+
+Configs name an embedder by a spec string that ``get_embedder`` resolves through ``EMBEDDERS``, a
+registry of embedder kinds: ``"<kind>:<argument>"`` or a bare ``"<kind>"`` picks a kind (``hash``,
+``hash:256``, ``sentence-transformers:/path/to/dir``); any other spec is a model name or directory
+for the ``sentence-transformers`` kind. A new backend is one factory registered under a new kind.
 """
 
 from __future__ import annotations
@@ -15,11 +20,12 @@ import os
 import re
 import threading
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from core.errors import ModelError
+from core.registry import Registry
 from core.hardware import bf16_fast  # the one bf16 probe; docs call it indexes.embed.bf16_fast
 
 log = logging.getLogger(__name__)
@@ -179,11 +185,46 @@ class HashEmbedder:
         return out / norms
 
 
-def get_embedder(name: str = DEFAULT_EMBEDDER, **kw) -> "SentenceTransformerEmbedder | HashEmbedder":
-    """By name: ``hash`` / ``hash:<dim>`` for the fake, otherwise a sentence-transformers model."""
-    if name == "hash" or name.startswith("hash:"):
-        return HashEmbedder(int(name.split(":", 1)[1]) if ":" in name else 64)
-    return SentenceTransformerEmbedder(name, **kw)
+# kind -> factory(argument, **options); the argument is what follows "<kind>:" in a spec ("" if none).
+EmbedderFactory = Callable[..., Any]
+EMBEDDERS: Registry[EmbedderFactory] = Registry("embedder kind")
+# "<kind>:<argument>" where kind is a lowercase word of two or more characters (so a drive letter such as "c:" and
+# URLs are not kinds).
+_KIND_SPEC = re.compile(r"^([a-z][a-z0-9_.-]+):(?!//)(.*)$", re.S)
+ST_KIND = "sentence-transformers"
+
+
+@EMBEDDERS.register(ST_KIND)
+def _sentence_transformer(argument: str, **options: Any) -> SentenceTransformerEmbedder:
+    """A model name (the bundled default's aliases) or a local directory; options: device, bf16, max_seq_length."""
+    return SentenceTransformerEmbedder(argument or DEFAULT_EMBEDDER, **options)
+
+
+@EMBEDDERS.register("hash")
+def _hash(argument: str, **options: Any) -> HashEmbedder:
+    """``hash`` (64 dimensions) or ``hash:<dim>``; device and bf16 options mean nothing to the fake."""
+    return HashEmbedder(int(argument) if argument else 64)
+
+
+def embedder_kind(spec: str) -> tuple[str, str]:
+    """(kind, argument) for an embedder spec; an unregistered ``<kind>:`` prefix is an ``InputError``.
+
+    A bare registered kind (``"hash"``) has an empty argument; a spec without a kind prefix, or an
+    existing directory whatever its name, is the ``sentence-transformers`` kind with the spec as argument.
+    """
+    if spec in EMBEDDERS:
+        return spec, ""
+    m = _KIND_SPEC.match(spec)
+    if m and not Path(spec).expanduser().is_dir():
+        EMBEDDERS.get(m.group(1))  # raises for an unknown kind, listing the known ones
+        return m.group(1), m.group(2)
+    return ST_KIND, spec
+
+
+def get_embedder(name: str = DEFAULT_EMBEDDER, **kw: Any) -> Any:
+    """The embedder a spec names (see the module docstring); ``kw`` go to its factory (device, bf16...)."""
+    kind, argument = embedder_kind(name)
+    return EMBEDDERS.get(kind)(argument, **kw)
 
 
 def has_bundled_embedder() -> bool:

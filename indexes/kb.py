@@ -157,8 +157,6 @@ class KnowledgeBase:
     def _make_embedder(cfg: IndexConfig) -> Any:
         from indexes.embed import get_embedder
 
-        if cfg.embedder == "hash" or cfg.embedder.startswith("hash:"):
-            return get_embedder(cfg.embedder)
         return get_embedder(cfg.embedder, bf16=cfg.bf16)
 
     @property

@@ -15,6 +15,9 @@ Kinds:
 - ``ivfpq``: ``IndexIVFPQ`` keyed by chunk id natively (IVF lists store ids; no IDMap2 needed), trained on a random sample (``ivf_train_size``) of the first vectors
   added; ``nlist`` shrinks to ``n/39`` when there is too little training data. Deletes are real.
 
+Each kind is a ``VectorKind`` in ``VECTOR_KINDS``, a registry by name (the ``index`` setting):
+how to build its empty FAISS index and its per-search parameters. A new kind is one entry there.
+
 Files are written with ``faiss.write_index`` (a documented binary format, not pickle).
 """
 
@@ -22,12 +25,14 @@ from __future__ import annotations
 
 import os
 import threading
-from typing import Iterable
+from dataclasses import dataclass
+from typing import Any, Callable, Iterable
 
 import numpy as np
 
 from core.errors import CorruptKnowledgeBaseError, InputError
 from core.io import fsync
+from core.registry import Registry
 from indexes.config import IndexConfig
 
 # Below this many allowed ids a filtered search scans the allowed vectors exactly: an HNSW walk with a
@@ -50,6 +55,62 @@ def _ids(ids: Iterable[int]) -> np.ndarray:
     return np.ascontiguousarray(np.fromiter((int(i) for i in ids), dtype=np.int64))
 
 
+@dataclass(frozen=True)
+class VectorKind:
+    """One FAISS index kind: ``build(dim, cfg, nlist)`` makes the empty index ``VectorIndex`` keeps
+    (already keyed by chunk id), ``params(cfg, selector)`` the search parameters (None = FAISS defaults)."""
+
+    build: Callable[[int, IndexConfig, int | None], Any]
+    params: Callable[[IndexConfig, Any], Any]
+
+
+VECTOR_KINDS: Registry[VectorKind] = Registry("index kind")
+
+
+def _build_flat(dim: int, cfg: IndexConfig, nlist: int | None) -> Any:
+    faiss = _faiss()
+    return faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+
+
+def _build_hnsw(dim: int, cfg: IndexConfig, nlist: int | None) -> Any:
+    faiss = _faiss()
+    inner = faiss.IndexHNSWFlat(dim, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+    inner.hnsw.efConstruction = cfg.hnsw_ef_construction
+    inner.hnsw.efSearch = cfg.hnsw_ef_search
+    return faiss.IndexIDMap2(inner)
+
+
+def _build_ivfpq(dim: int, cfg: IndexConfig, nlist: int | None) -> Any:
+    faiss = _faiss()
+    if dim % cfg.ivf_m:
+        raise InputError(f"ivf_m ({cfg.ivf_m}) must divide the embedding dimension ({dim})")
+    quantizer = faiss.IndexFlatIP(dim)
+    inner = faiss.IndexIVFPQ(quantizer, dim, nlist or cfg.ivf_nlist, cfg.ivf_m, cfg.ivf_nbits,
+                             faiss.METRIC_INNER_PRODUCT)
+    inner.own_fields = True
+    quantizer.this.disown()  # the IVF index now frees its quantizer
+    # IVF lists store 64-bit ids themselves, so the chunk ids go in directly: an IndexIDMap2 on
+    # top would only duplicate them, and (faiss 1.15) breaks reconstruct through a hashtable map.
+    return inner
+
+
+def _params_flat(cfg: IndexConfig, sel: Any) -> Any:
+    return _faiss().SearchParameters(sel=sel) if sel is not None else None
+
+
+def _params_hnsw(cfg: IndexConfig, sel: Any) -> Any:
+    return _faiss().SearchParametersHNSW(sel=sel, efSearch=max(cfg.hnsw_ef_search, 1))
+
+
+def _params_ivfpq(cfg: IndexConfig, sel: Any) -> Any:
+    return _faiss().SearchParametersIVF(sel=sel, nprobe=cfg.ivf_nprobe)
+
+
+VECTOR_KINDS.add("flat", VectorKind(_build_flat, _params_flat))
+VECTOR_KINDS.add("hnsw", VectorKind(_build_hnsw, _params_hnsw))
+VECTOR_KINDS.add("ivfpq", VectorKind(_build_ivfpq, _params_ivfpq))
+
+
 class VectorIndex:
     """A FAISS ``IndexIDMap2`` plus the tombstones an HNSW graph needs. See the module docstring."""
 
@@ -62,27 +123,8 @@ class VectorIndex:
     # -- construction ---------------------------------------------------------------------------
     @classmethod
     def new(cls, kind: str, dim: int, cfg: IndexConfig, *, nlist: int | None = None) -> "VectorIndex":
-        faiss = _faiss()
-        if kind == "flat":
-            inner = faiss.IndexFlatIP(dim)
-        elif kind == "hnsw":
-            inner = faiss.IndexHNSWFlat(dim, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
-            inner.hnsw.efConstruction = cfg.hnsw_ef_construction
-            inner.hnsw.efSearch = cfg.hnsw_ef_search
-        elif kind == "ivfpq":
-            if dim % cfg.ivf_m:
-                raise InputError(f"ivf_m ({cfg.ivf_m}) must divide the embedding dimension ({dim})")
-            quantizer = faiss.IndexFlatIP(dim)
-            inner = faiss.IndexIVFPQ(quantizer, dim, nlist or cfg.ivf_nlist, cfg.ivf_m, cfg.ivf_nbits,
-                                     faiss.METRIC_INNER_PRODUCT)
-            inner.own_fields = True
-            quantizer.this.disown()  # the IVF index now frees its quantizer
-            # IVF lists store 64-bit ids themselves, so the chunk ids go in directly: an IndexIDMap2 on
-            # top would only duplicate them, and (faiss 1.15) breaks reconstruct through a hashtable map.
-            return cls(inner, kind, cfg)
-        else:
-            raise InputError(f"unknown index kind {kind!r} (flat, hnsw, ivfpq)")
-        return cls(faiss.IndexIDMap2(inner), kind, cfg)
+        """An empty index of ``kind`` (a ``VECTOR_KINDS`` name; InputError lists the known ones)."""
+        return cls(VECTOR_KINDS.get(kind).build(dim, cfg, nlist), kind, cfg)
 
     @classmethod
     def load(cls, path: str | os.PathLike[str], kind: str, cfg: IndexConfig,
@@ -190,12 +232,7 @@ class VectorIndex:
         return self.index.reconstruct_batch(ids)
 
     def _params(self, sel=None):
-        faiss = _faiss()
-        if self.kind == "hnsw":
-            return faiss.SearchParametersHNSW(sel=sel, efSearch=max(self.cfg.hnsw_ef_search, 1))
-        if self.kind == "ivfpq":
-            return faiss.SearchParametersIVF(sel=sel, nprobe=self.cfg.ivf_nprobe)
-        return faiss.SearchParameters(sel=sel) if sel is not None else None
+        return VECTOR_KINDS.get(self.kind).params(self.cfg, sel)
 
     def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` (scores, ids) per query row; missing slots have id -1. ``allowed`` limits the ids."""
