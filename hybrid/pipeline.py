@@ -49,6 +49,20 @@ STRATEGY_CHOICES = ("auto", "few_shot", "rag", "tuned", "tuned_rag", "extract")
 QUERY_SHARE = 0.5
 
 @dataclass
+class Prepared:
+    """One query made ready to generate: what ``Assistant.prepare`` returns to ``ask``, ``stream``
+    and the evaluation runner (which batches the generation itself)."""
+
+    strategy: Any              # the chosen strategy (``hybrid.strategies`` object; ``.name``)
+    prompt: Any                # its built prompt: messages, adapter, params, or a direct answer
+    ctx: Any                   # the ``StrategyContext`` the prompt was built with (hits, params)
+    decision: Decision         # the router's choice, confidence and reason
+    notices: list[str]         # what the user should know (truncation, history rewrite, ...)
+    timings: dict[str, float]  # seconds per stage so far: embed, retrieve, route, prompt
+    started: float             # ``time.perf_counter()`` when preparing began; the answer's total counts from it
+
+
+@dataclass
 class Streamed:
     """Tokens as they come (iterate), then ``.answer`` once the iteration is over."""
 
@@ -320,10 +334,10 @@ class Assistant:
                                self.budget() // 4)
 
     def prepare(self, query: str, history: Sequence[Message] | None = None, strategy: str = "auto",
-                router: str | None = None, filters: dict[str, Any] | None = None):
-        """Validate, route, and build the chosen strategy's prompt. Returns (strategy, prompt, ctx,
-        decision, notices, timings) for ``ask`` and ``stream``. ``filters`` scopes retrieval to matching
-        chunks (``KnowledgeBase.search`` syntax, e.g. ``{"source": "policy.txt"}``)."""
+                router: str | None = None, filters: dict[str, Any] | None = None) -> Prepared:
+        """Validate, route, and build the chosen strategy's prompt: a ``Prepared`` for ``ask`` and
+        ``stream``. ``filters`` scopes retrieval to matching chunks (``KnowledgeBase.search`` syntax,
+        e.g. ``{"source": "policy.txt"}``)."""
         from hybrid.strategies import get_strategy
         from hybrid.strategies.base import StrategyContext
 
@@ -383,8 +397,8 @@ class Assistant:
         # extract scored for routing is not run again: its prompt (the quoted span) is the answer
         prompt = extract_prompt() if strat.name == "extract" else strat.build(query, sctx)
         timings["prompt"] = time.perf_counter() - t
-        timings["_t0"] = t0
-        return strat, prompt, sctx, decision, notices, timings
+        return Prepared(strategy=strat, prompt=prompt, ctx=sctx, decision=decision, notices=notices,
+                        timings=timings, started=t0)
 
     def ask(self, query: str, history: Sequence[Message] | None = None, strategy: str = "auto", *,
             router: str | None = None, filters: dict[str, Any] | None = None) -> Answer:
@@ -392,10 +406,8 @@ class Assistant:
         retrieval to a document or source."""
         from hybrid.strategies.base import run_prompt
 
-        strat, prompt, sctx, decision, notices, timings = self.prepare(query, history, strategy, router, filters)
-        t0 = timings.pop("_t0")
-        ans = run_prompt(strat.name, prompt, sctx)
-        return self._finish(ans, decision, notices, t0)
+        p = self.prepare(query, history, strategy, router, filters)
+        return self._finish(run_prompt(p.strategy.name, p.prompt, p.ctx), p)
 
     def stream(self, query: str, history: Sequence[Message] | None = None, strategy: str = "auto", *,
                router: str | None = None, filters: dict[str, Any] | None = None) -> Streamed:
@@ -407,14 +419,14 @@ class Assistant:
         from hybrid.strategies import guard
         from hybrid.strategies.base import run_prompt
 
-        strat, prompt, sctx, decision, notices, timings = self.prepare(query, history, strategy, router, filters)
-        t0 = timings.pop("_t0")
-        out = Streamed(iter(()), decision=decision)
+        p = self.prepare(query, history, strategy, router, filters)
+        strat, prompt, sctx = p.strategy, p.prompt, p.ctx
+        out = Streamed(iter(()), decision=p.decision)
 
         def tokens() -> Iterator[str]:
             if prompt.direct is not None:
                 yield prompt.direct
-                out.answer = self._finish(run_prompt(strat.name, prompt, sctx), decision, notices, t0)
+                out.answer = self._finish(run_prompt(strat.name, prompt, sctx), p)
                 return
             t = time.perf_counter()
             pieces: list[str] = []
@@ -448,15 +460,15 @@ class Assistant:
             ans = run_prompt(strat.name, prompt, sctx, text=text, usage=usage)
             if prompt.postprocess is not None:
                 yield ans.text  # chain-of-thought: only the final answer is shown
-            out.answer = self._finish(ans, decision, notices, t0)
+            out.answer = self._finish(ans, p)
 
         out.tokens = tokens()
         return out
 
-    def _finish(self, ans: Answer, decision: Decision, notices: list[str], t0: float) -> Answer:
-        ans.decision = decision
-        ans.notices = notices + ans.notices
-        ans.timings["total"] = time.perf_counter() - t0
+    def _finish(self, ans: Answer, p: Prepared) -> Answer:
+        ans.decision = p.decision
+        ans.notices = p.notices + ans.notices
+        ans.timings["total"] = time.perf_counter() - p.started
         ans.timings = {k: round(v, 4) for k, v in ans.timings.items()}
         log.info("answer %s via %s in %.2fs", self.app.name, ans.strategy, ans.timings["total"])
         return ans

@@ -313,10 +313,9 @@ def run_eval(app: Any, questions: str | Path | QuestionSet, out_dir: str | Path,
                 row = _base_row(q, strategy)
                 t = time.perf_counter()
                 try:
-                    strat, prompt, sctx, decision, notices, timings = bot.prepare(
-                        q.question, None, strategy, cfg.router, filters=q.filter)
-                    prepared.append((q, key, row, strat, prompt, sctx, decision, notices, timings,
-                                     time.perf_counter() - t))
+                    ready = bot.prepare(q.question, None, strategy, cfg.router, filters=q.filter)
+                    prepared.append((q, key, row, ready.strategy, ready.prompt, ready.ctx, ready.decision, ready.notices,
+                                     ready.timings, time.perf_counter() - t))
                 except HybridError as e:  # one bad question is recorded, the run goes on
                     row.update(error=f"{type(e).__name__}: {e}", answer="", latency_s=time.perf_counter() - t)
                     row["scores"], _ = _score(q, "", None)

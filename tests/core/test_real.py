@@ -82,7 +82,7 @@ def test_real_router_sends_lookups_to_their_source_and_formats_to_examples(legal
     bot = assistant(legal_parts[0], legal_parts)  # no adapter in the cache for this test
     assert "tuned" in bot.excluded()
     q = "What is the maximum fine the Vellmar Data Commissioner can impose?"
-    lookup = bot.prepare(q)[3]
+    lookup = bot.prepare(q).decision
     # the shipped gate (configs/router.yaml extract_min) quotes a confidently found span
     assert lookup.strategy == "extract" and "extract confidence" in lookup.reason, lookup.reason
     ans = bot.ask(q)
@@ -92,9 +92,9 @@ def test_real_router_sends_lookups_to_their_source_and_formats_to_examples(legal
     app = legal_parts[0]
     off = assistant(dataclasses.replace(app, router=dataclasses.replace(
         app.router, overrides={"rules": {"extract_min": None}})), legal_parts)
-    assert off.prepare(q)[3].strategy == "rag"
+    assert off.prepare(q).decision.strategy == "rag"
     fmt = bot.prepare('Convert this clause to plain English: "The Licensee shall indemnify the Licensor '
-                      'against all losses howsoever arising."')[3]
+                      'against all losses howsoever arising."').decision
     assert fmt.strategy == "few_shot", fmt.reason
     assert "no adapter" in fmt.excluded["tuned"]
 
