@@ -51,6 +51,17 @@ def test_answer_carries_decision_citations_timings_usage(bot):
     assert quoted.usage.get("completion_tokens", 0) == 0
 
 
+def test_prepare_names_what_it_returns(bot):
+    import time
+
+    before = time.perf_counter()
+    p = bot.prepare(Q, strategy="rag")
+    assert p.strategy.name == "rag" == p.decision.strategy and p.ctx.retrieval_query == Q
+    assert p.prompt.messages and isinstance(p.notices, list)
+    assert before <= p.started <= time.perf_counter()
+    assert {"embed", "route", "prompt"} <= set(p.timings) and all(not k.startswith("_") for k in p.timings)
+
+
 @pytest.mark.parametrize("query", ["", "   \n\t "])
 def test_empty_query_is_a_clear_error(bot, query):
     with pytest.raises(InputError, match="query is empty"):
