@@ -221,6 +221,25 @@ def embedder_kind(spec: str) -> tuple[str, str]:
     return ST_KIND, spec
 
 
+def same_embedder_spec(a: str, b: str) -> bool:
+    """Whether two specs name the same embedder without loading it: equal kind and argument, with the
+    bundled model's aliases and a directory's spellings (relative, ``~``) made canonical."""
+
+    def canon(spec: str) -> tuple[str, str]:
+        kind, argument = embedder_kind(spec)
+        if kind == ST_KIND:
+            if argument in _BUNDLED or not argument:
+                return kind, DEFAULT_EMBEDDER
+            p = Path(argument).expanduser()
+            return kind, str(p.resolve()) if p.is_dir() else argument
+        return kind, argument
+
+    try:
+        return canon(a) == canon(b)
+    except Exception:  # noqa: BLE001 - an unknown kind in either spec: compare the text
+        return a == b
+
+
 def get_embedder(name: str = DEFAULT_EMBEDDER, **kw: Any) -> Any:
     """The embedder a spec names (see the module docstring); ``kw`` go to its factory (device, bf16...)."""
     kind, argument = embedder_kind(name)

@@ -3,7 +3,7 @@
     from indexes.kb import KnowledgeBase
     from indexes.config import IndexConfig
 
-    with KnowledgeBase.create(".cache/kb", IndexConfig()) as kb:   # or KnowledgeBase.open(".cache/kb")
+    with KnowledgeBase.open_or_create(".cache/kb", IndexConfig()) as kb:   # or .create / .open
         print(kb.sync(docs))            # added 12, updated 0, unchanged 0, deleted 0; embedded 85 chunks
         for hit in kb.search("notice period for termination", k=5, filters={"source": "lease.html"}):
             print(hit.rank, round(hit.score, 3), hit.chunk.metadata["source"], hit.chunk.text[:80])
@@ -44,8 +44,8 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
-from core.errors import (CorruptKnowledgeBaseError, InputError, KnowledgeBaseError, LockedError,
-                           ModelError)
+from core.errors import (ConfigError, CorruptKnowledgeBaseError, InputError, KnowledgeBaseError,
+                         LockedError, ModelError)
 from core.io import atomic_write_text, fsync_dir
 from core.types import Chunk, Document, Hit
 from indexes.bm25 import bm25_search
@@ -78,6 +78,22 @@ from indexes.sync import (_dumps, _json_default, apply_changes as _apply_changes
 log = logging.getLogger(__name__)
 
 
+def stored_setting_diff(stored: dict[str, Any], cfg: IndexConfig) -> list[str]:
+    """``"name: stored X, asked Y"`` for each ``IndexConfig.STORED`` setting where ``cfg`` differs from
+    ``stored`` (a manifest's config). Embedder specs are compared by the model they name, so the
+    bundled model's aliases (``default``...) match its full name."""
+    from indexes.embed import same_embedder_spec
+
+    out = []
+    defaults = IndexConfig(embedder=cfg.embedder)
+    for k in IndexConfig.STORED:
+        have, want = stored.get(k, getattr(defaults, k)), getattr(cfg, k)
+        same = same_embedder_spec(str(have), str(want)) if k == "embedder" else have == want
+        if not same:
+            out.append(f"{k}: stored {have!r}, asked {want!r}")
+    return out
+
+
 class KnowledgeBase:
     """Chunks + FAISS vectors + FTS5 BM25 + SQLite metadata, persisted in generations. See the module docstring.
 
@@ -99,12 +115,15 @@ class KnowledgeBase:
     @classmethod
     def create(cls, path: str | os.PathLike[str], cfg: IndexConfig | None = None, embedder: Any = None,
                *, exist_ok: bool = False) -> "KnowledgeBase":
-        """Make an empty knowledge base (generation 0) in ``path``. ``exist_ok`` opens an existing one."""
+        """Make an empty knowledge base (generation 0) in ``path``.
+
+        ``exist_ok=True`` is ``open_or_create``: an existing knowledge base is opened, and a ``cfg``
+        whose stored settings differ from it is a ``ConfigError`` naming them."""
+        if exist_ok:
+            return cls.open_or_create(path, cfg, embedder)
         cfg = cfg or IndexConfig()
         p = Path(path)
         if (p / MANIFEST).exists():
-            if exist_ok:
-                return cls.open(p, embedder=embedder)
             raise KnowledgeBaseError(f"a knowledge base already exists in {p}; open or sync it instead")
         if p.exists() and not p.is_dir():
             raise InputError(f"{p} exists and is not a directory")
@@ -119,6 +138,34 @@ class KnowledgeBase:
 
             save_config_json(cfg, p / "config.json")
         return cls.open(p, embedder=emb)
+
+    @classmethod
+    def open_or_create(cls, path: str | os.PathLike[str], cfg: IndexConfig | None = None, embedder: Any = None,
+                       *, rebuild: bool = False) -> "KnowledgeBase":
+        """The one way to open a knowledge base that may not exist yet: create it with ``cfg`` when
+        ``path`` has none, else open it with ``cfg``'s search-time settings (``cfg=None`` opens it as stored).
+
+        The settings that shape what is stored (``IndexConfig.STORED``: embedder, chunking, index
+        kind...) must match the stored ones: a difference is a one-line ``ConfigError`` naming each
+        differing setting, since silently keeping the old ones would answer with an index the caller
+        did not ask for. ``rebuild=True`` instead rebuilds the knowledge base from its stored
+        documents with ``cfg`` (what ``hybrid index rebuild`` does).
+        """
+        p = Path(path)
+        if not (p / MANIFEST).exists():
+            return cls.create(p, cfg, embedder)
+        if cfg is None:
+            return cls.open(p, embedder=embedder)
+        stored = dict(read_manifest(p).get("config") or {})
+        diff = stored_setting_diff(stored, cfg)
+        if diff and rebuild:
+            kb, report = cls.rebuild(p, None, cfg, embedder=embedder)
+            log.info("%s rebuilt with new settings (%s): %s", p, "; ".join(diff), report)
+            return kb
+        if diff:
+            raise ConfigError(f"{p} was built with other settings ({'; '.join(diff)}); "
+                              f"use `hybrid index rebuild --kb {p}` to change them")
+        return cls.open(p, embedder=embedder, overrides=cfg)
 
     @classmethod
     def open(cls, path: str | os.PathLike[str], embedder: Any = None, readonly: bool = False,

@@ -70,18 +70,6 @@ def _config(config_path: str | None, overrides: tuple[str, ...]):
     return load_config(IndexConfig, config_path, list(overrides))
 
 
-def _check_stored(kb: Any, cfg: Any) -> None:
-    """A build/sync must not silently ignore settings that only a rebuild can change."""
-    from core.errors import ConfigError
-    from indexes.config import IndexConfig
-
-    diff = [f"{k}: stored {getattr(kb.cfg, k)!r}, asked {getattr(cfg, k)!r}" for k in IndexConfig.STORED
-            if getattr(kb.cfg, k) != getattr(cfg, k)]
-    if diff:
-        raise ConfigError(f"{kb.path} was built with other settings ({'; '.join(diff)}); "
-                          f"use `hybrid index rebuild --kb {kb.path}` to change them")
-
-
 @click.group("index", context_settings={"help_option_names": ["-h", "--help"]})
 def cli() -> None:
     """Build and maintain a knowledge base (FAISS vectors + BM25 + SQLite metadata).
@@ -106,17 +94,14 @@ def cli() -> None:
 def build(kb_dir: str, sources: tuple[str, ...], config_path: str | None, overrides: tuple[str, ...],
           prune: bool, quiet: bool) -> None:
     """Create the knowledge base if needed, then sync SOURCES into it."""
-    from indexes.kb import MANIFEST, KnowledgeBase
+    from indexes.kb import KnowledgeBase
 
     cfg = _config(config_path, overrides)
     if not sources:
         raise click.UsageError("give at least one PATH, URL or docs.jsonl")
     docs = load_sources(sources, quiet)
-    if (Path(kb_dir) / MANIFEST).exists():
-        kb = KnowledgeBase.open(kb_dir, overrides=cfg)
-        _check_stored(kb, cfg)
-    else:
-        kb = KnowledgeBase.create(kb_dir, cfg)
+    # refuses settings that differ from an existing knowledge base's (only `rebuild` changes those)
+    kb = KnowledgeBase.open_or_create(kb_dir, cfg)
     _sync(kb, kb_dir, docs, prune, quiet)
 
 
