@@ -10,10 +10,14 @@ Example::
 
     STRATEGIES.get("rag")   # -> RagStrategy
     STRATEGIES.get("nope")  # InputError: unknown strategy 'nope'; known: rag
+
+    with STRATEGIES.registered("toy", ToyStrategy):  # tests: registered inside the block only
+        ...
 """
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from typing import Callable, Generic, Iterator, TypeVar
 
 from core.errors import InputError
@@ -47,8 +51,28 @@ class Registry(Generic[T]):
             known = ", ".join(sorted(self._items)) or "(none)"
             raise InputError(f"unknown {self.role} {name!r}; known: {known}") from None
 
+    def remove(self, name: str) -> T:
+        """Unregister ``name`` and return what it named (InputError when it is unknown)."""
+        obj = self.get(name)
+        del self._items[name]
+        return obj
+
+    @contextmanager
+    def registered(self, name: str, obj: T) -> Iterator[T]:
+        """``name`` -> ``obj`` for the duration of a ``with`` block, removed after (for tests)."""
+        self.add(name, obj)
+        try:
+            yield obj
+        finally:
+            self._items.pop(name, None)
+
     def names(self) -> list[str]:
+        """Registered names, sorted."""
         return sorted(self._items)
+
+    def in_order(self) -> list[str]:
+        """Registered names in the order they were registered."""
+        return list(self._items)
 
     def __contains__(self, name: object) -> bool:
         return name in self._items

@@ -1,9 +1,16 @@
 """Answering strategies, registered by name: ``few_shot``, ``rag``, ``tuned``, ``tuned_rag``, ``extract``.
 
+The registry is the one list of strategy names: ``strategy_names()`` (built-ins in the order below,
+then any strategy registered later) feeds the routers, the evaluation, the API schema and the CLI's
+``--strategy`` choices, and ``costs()`` (each class's ``cost``) is the default cost table that a
+router config's ``costs`` overrides. Adding a strategy is one module and one registration; see
+docs/extending.md.
+
 ::
 
-    from hybrid.strategies import get_strategy
+    from hybrid.strategies import get_strategy, strategy_names
     answer = get_strategy("rag").answer("What is the notice period?", ctx)  # ctx: StrategyContext
+    strategy_names()  # ('few_shot', 'rag', 'tuned', 'tuned_rag', 'extract')
 """
 
 from __future__ import annotations
@@ -12,7 +19,8 @@ from core.registry import Registry
 
 STRATEGIES: Registry = Registry("strategy")
 
-# importing the modules fills the registry
+# importing the modules fills the registry; their order here is the built-ins' order in
+# strategy_names() (the rules router's tie-break order among equal costs)
 from hybrid.strategies import few_shot as _few_shot  # noqa: E402,F401
 from hybrid.strategies import rag as _rag  # noqa: E402,F401
 from hybrid.strategies import tuned as _tuned  # noqa: E402,F401
@@ -24,5 +32,13 @@ def get_strategy(name: str):
     return STRATEGIES.get(name)()
 
 
+def strategy_names() -> tuple[str, ...]:
+    """Every registered strategy: the built-ins first, in their import order above, then the ones
+    registered after (a plugin module, a test), in registration order."""
+    return tuple(STRATEGIES.in_order())
+
+
 def costs() -> dict[str, float]:
-    return {n: float(STRATEGIES.get(n).cost) for n in STRATEGIES.names()}
+    """Each strategy's class ``cost`` (relative cost per answer): the default cost table; a router
+    config's ``costs`` overrides entries of it per app. A class without ``cost`` costs 1.0."""
+    return {n: float(getattr(STRATEGIES.get(n), "cost", 1.0)) for n in strategy_names()}
