@@ -21,7 +21,6 @@ import click
 
 from hybrid.cli.options import set_option
 
-FIXED = ("few_shot", "extract", "rag", "tuned", "tuned_rag")
 
 
 def switch_verdict(oof: dict[str, Any], margin: float) -> tuple[bool, str]:
@@ -58,7 +57,7 @@ def set_router_kind(app_yaml: Path, kind: str) -> bool:
               help="Dev questions (JSONL or SQuAD JSON) to label the strategies on; keep the test set apart.")
 @click.option("-n", "--limit", type=int, default=None, help="Evaluate a seeded sample of N questions.")
 @click.option("--max-new-tokens", type=int, default=None, help="Override the app's max_new_tokens.")
-@click.option("--strategies", default=None, help=f"Comma-separated fixed strategies [default: {','.join(FIXED)}].")
+@click.option("--strategies", default=None, help="Comma-separated fixed strategies [default: every registered strategy].")
 @click.option("-o", "--out", "out_dir", default=None, type=click.Path(file_okay=False),
               help="Report directory [default: DIRECTORY/reports/fit-<date>].")
 @click.option("--router-only", is_flag=True, help="Skip the evaluation: train on the labels of --from.")
@@ -115,11 +114,13 @@ def _evaluate(directory, questions, out: Path, strategies, limit, max_new_tokens
     from hybrid.app import load_app
     from core.errors import InputError
     from hybrid.eval.runner import EvalConfig, run_eval
+    from hybrid.strategies import strategy_names
 
-    names = [s.strip() for s in strategies.split(",") if s.strip()] if strategies else list(FIXED)
-    bad = [s for s in names if s not in FIXED]
+    fixed = strategy_names()
+    names = [s.strip() for s in strategies.split(",") if s.strip()] if strategies else list(fixed)
+    bad = [s for s in names if s not in fixed]
     if bad:
-        raise InputError(f"--strategies takes fixed strategies ({', '.join(FIXED)}), got {bad[0]!r}")
+        raise InputError(f"--strategies takes fixed strategies ({', '.join(fixed)}), got {bad[0]!r}")
     cfg = EvalConfig(strategies=names, limit=limit, max_new_tokens=max_new_tokens, learned_cv=False)
     res = run_eval(load_app(directory, overrides), questions, out, cfg, echo=lambda s: click.echo(s, err=True))
     s = res.summary

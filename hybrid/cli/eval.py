@@ -27,7 +27,7 @@ def _default_out(app_dir: str) -> str:
 @click.option("-c", "--config", "config_path", type=click.Path(dir_okay=False), default=None,
               help="Eval preset (configs/eval.yaml); flags below win over it.")
 @click.option("--strategies", default=None, help="Comma-separated strategies; auto = the app's router "
-              "[default: few_shot,extract,rag,tuned,tuned_rag,auto].")
+              "[default: every registered strategy, then auto].")
 @click.option("-o", "--out", "out_dir", default=None, help="Report directory [default: reports/<app>-<date>].")
 @click.option("-n", "--limit", type=int, default=None, help="Evaluate a seeded sample of N questions.")
 @click.option("-b", "--batch-size", type=int, default=None, help="Questions generated together [default: 16].")

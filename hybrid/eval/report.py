@@ -27,7 +27,15 @@ import numpy as np
 from hybrid.eval.stats import bootstrap_ci, paired_bootstrap
 from core.io import atomic_write_text
 
-FIXED = ("few_shot", "rag", "tuned", "tuned_rag", "extract")  # extract: quotes a span, no generation
+
+
+def fixed_strategies() -> tuple[str, ...]:
+    """The fixed strategies a report compares: every registered one (``hybrid.strategies.strategy_names``),
+    so a newly registered strategy gets its own row, pairs and oracle votes like the built-ins."""
+    from hybrid.strategies import strategy_names
+
+    return strategy_names()
+
 # strategies whose rows carry a router's choice: the app's router, and the learned router trained on the
 # run's own labels and scored out-of-fold
 ROUTED = ("auto", "learned_cv", "learned")
@@ -51,8 +59,9 @@ def _by(rows: list[dict], *keys: str) -> dict[tuple, list[dict]]:
 def fixed_rows_by_question(rows: Iterable[dict]) -> dict[str, dict[str, dict]]:
     """question id (or text) -> {fixed strategy: its row}, in first-seen order; failed answers carry no label."""
     out: dict[str, dict[str, dict]] = {}
+    fixed = fixed_strategies()
     for r in rows:
-        if r.get("strategy") in FIXED and not r.get("error") and isinstance(r.get("scores"), dict) \
+        if r.get("strategy") in fixed and not r.get("error") and isinstance(r.get("scores"), dict) \
                 and r["scores"].get("primary") is not None:
             qid = r.get("question_id")
             out.setdefault(str(qid) if qid is not None else str(r.get("question") or ""), {})[r["strategy"]] = r
@@ -62,7 +71,8 @@ def fixed_rows_by_question(rows: Iterable[dict]) -> dict[str, dict[str, dict]]:
 def oracle_labels(rows: list[dict], costs: dict[str, float]) -> dict[str, tuple[str, float]]:
     """Per question: the best fixed strategy by primary score, ties going to the cheapest."""
     best: dict[str, tuple[str, float]] = {}
-    for (qid,), rs in _by([r for r in rows if r["strategy"] in FIXED], "question_id").items():
+    fixed = fixed_strategies()
+    for (qid,), rs in _by([r for r in rows if r["strategy"] in fixed], "question_id").items():
         ranked = sorted(rs, key=lambda r: (-r["scores"]["primary"], costs.get(r["strategy"], 1.0), r["strategy"]))
         best[qid] = (ranked[0]["strategy"], ranked[0]["scores"]["primary"])
     return best
@@ -70,7 +80,8 @@ def oracle_labels(rows: list[dict], costs: dict[str, float]) -> dict[str, tuple[
 
 def summarize(rows: list[dict], *, costs: dict[str, float] | None = None, seed: int = 0) -> dict[str, Any]:
     costs = costs or {}
-    strategies = sorted({r["strategy"] for r in rows}, key=lambda s: (s not in FIXED, s))
+    fixed = fixed_strategies()
+    strategies = sorted({r["strategy"] for r in rows}, key=lambda s: (s not in fixed, s))
     per: dict[str, Any] = {}
     for s in strategies:
         rs = [r for r in rows if r["strategy"] == s]
@@ -159,7 +170,7 @@ def _router_stats(name: str, routed: list[dict], oracle: dict[str, tuple[str, fl
                             "primary_unseen": _mean(outside) if outside else None}
     gap, gap_ci, _ = paired_bootstrap(best_vals, mine, seed=seed)
     out["gap_to_oracle"] = {"diff": gap, "ci95": list(gap_ci)}
-    fixed = [s for s in FIXED if s in per and all(q in scores_by[s] for q in qids)]
+    fixed = [s for s in fixed_strategies() if s in per and all(q in scores_by[s] for q in qids)]
     if fixed:
         top = max(fixed, key=lambda s: _mean(scores_by[s][q] for q in qids))
         d, ci, p = paired_bootstrap(mine, [scores_by[top][q] for q in qids], seed=seed)
@@ -256,7 +267,7 @@ def verdict(summary: dict[str, Any]) -> list[str]:
             sig = "significant" if lo > 0 or hi < 0 else "not significant"
             lines.append(f"{top} vs {other}: {d:+.3f} (CI [{lo:+.3f}, {hi:+.3f}], {sig}).")
     types = sorted({t for s in per for t in per[s]["by_type"]})
-    fixed = [s for s in per if s in FIXED]
+    fixed = [s for s in per if s in fixed_strategies()]
     for t in types:
         cands = [s for s in fixed if t in per[s]["by_type"]]
         if len(cands) < 2:
@@ -296,7 +307,8 @@ def verdict(summary: dict[str, Any]) -> list[str]:
         parts = [f"{name} {per[name]['primary']['mean'] / lc:.2f}x" for name in ROUTED if name in per]
         if parts:
             lines.append(f"Against the LangChain RAG chain ({lc:.3f}), routed answers score: {', '.join(parts)}.")
-    fixed_pairs = [p for p in summary["pairs"] if p["a"] in FIXED and p["b"] in FIXED]
+    fixed = fixed_strategies()
+    fixed_pairs = [p for p in summary["pairs"] if p["a"] in fixed and p["b"] in fixed]
     if fixed_pairs and all(p["ci95"][0] <= 0 <= p["ci95"][1] for p in fixed_pairs):
         lines.append("No fixed strategy is significantly better than another here: with this generator the "
                      "differences between retrieval, tuning and examples do not show on these questions, so "

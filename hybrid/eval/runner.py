@@ -36,15 +36,22 @@ from hybrid.routing.learned import features
 
 log = logging.getLogger(__name__)
 
-ALL_STRATEGIES = ("few_shot", "extract", "rag", "tuned", "tuned_rag", "auto")
+
+
+def eval_strategies() -> tuple[str, ...]:
+    """What a run may compare: every registered strategy (``hybrid.strategies.strategy_names``), then
+    ``auto`` (the app's router). Also the default, in this order."""
+    from hybrid.strategies import strategy_names
+
+    return (*strategy_names(), "auto")
 
 
 @dataclass
 class EvalConfig:
     """Settings of one evaluation run."""
 
-    strategies: list[str] = field(default_factory=lambda: list(ALL_STRATEGIES), metadata={
-        "help": "strategies to compare; 'auto' is the app's router"})
+    strategies: list[str] = field(default_factory=lambda: list(eval_strategies()), metadata={
+        "help": "strategies to compare (default: every registered one, then auto); 'auto' is the app's router"})
     batch_size: int = field(default=16, metadata={"help": "questions generated together per batch"})
     limit: int | None = field(default=None, metadata={
         "help": "evaluate a seeded random sample of this many questions (None = all)"})
@@ -58,9 +65,10 @@ class EvalConfig:
         "help": "fixed {date} for the system prompt, so cached answers stay valid across days"})
 
     def __post_init__(self) -> None:
-        bad = [s for s in self.strategies if s not in ALL_STRATEGIES and s != "langchain"]
+        known = eval_strategies()
+        bad = [s for s in self.strategies if s not in known and s != "langchain"]
         if bad:
-            raise ValueError(f"unknown strategy {bad[0]!r}; choose from {', '.join(ALL_STRATEGIES)}")
+            raise ValueError(f"unknown strategy {bad[0]!r}; choose from {', '.join(known)}")
         if not self.strategies:
             raise ValueError("strategies must not be empty")
         if self.batch_size < 1:
