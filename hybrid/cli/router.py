@@ -11,7 +11,7 @@ import numpy as np
 
 from hybrid.cli.ask import app_option
 from hybrid.cli.options import set_option
-from hybrid.routing.config import STRATEGIES  # the fixed strategies, extract included
+from hybrid.routing.config import strategy_names  # the fixed strategies, extract included
 
 
 def read_labels(path: Path, questions: Path | None = None,
@@ -35,10 +35,9 @@ def read_labels(path: Path, questions: Path | None = None,
         for _, q in read_jsonl(questions):
             if isinstance(q, dict) and q.get("id") is not None:
                 texts[str(q["id"])] = str(q.get("question") or q.get("query") or "")
-    from hybrid.eval.report import fixed_rows_by_question
+    from hybrid.eval.report import fixed_rows_by_question, fixed_strategies
 
-    from hybrid.eval.report import FIXED
-
+    known = strategy_names()  # the registry's: the same set fixed_strategies() gives the report
     why: dict[str, int] = reasons if reasons is not None else {}
 
     def skip(reason: str) -> None:
@@ -52,7 +51,7 @@ def read_labels(path: Path, questions: Path | None = None,
             continue
         scores = row["scores"]
         query = str(row.get("query") or row.get("question") or "").strip()
-        if scores and set(scores) <= set(STRATEGIES):
+        if scores and set(scores) <= set(known):
             try:
                 clean = {k: float(v) for k, v in scores.items() if v is not None}
             except (TypeError, ValueError):
@@ -63,7 +62,7 @@ def read_labels(path: Path, questions: Path | None = None,
             else:
                 skip("no question text" if clean else "no scores")
             continue
-        if row.get("strategy") not in FIXED:
+        if row.get("strategy") not in fixed_strategies():
             skip(f"router:{row.get('strategy')}")
         elif "no_reference" in (row.get("flags") or []):
             skip("no reference")  # F1 against an empty reference labels nothing

@@ -10,7 +10,13 @@ from typing import Any
 from core.config import deep_merge
 
 DEFAULT_ROUTER_YAML = Path(__file__).resolve().parents[2] / "configs" / "router.yaml"
-STRATEGIES = ("few_shot", "rag", "tuned", "tuned_rag", "extract")
+
+
+def strategy_names() -> tuple[str, ...]:
+    """The registered strategies (``hybrid.strategies.strategy_names``), imported when first needed."""
+    from hybrid.strategies import strategy_names as names
+
+    return names()
 
 
 def _ramp_pair(low: float, high: float, name: str) -> None:
@@ -43,6 +49,9 @@ class RulesConfig:
     extract_min_reader: float | None = field(default=None, metadata={
         "help": "the same gate when a tuned reader scores the span (a calibrated probability, another scale "
                 "than the zero-shot score); null = off. Fit it with `hybrid router fit-rules`"})
+    extra_scores: dict[str, float] = field(default_factory=dict, metadata={
+        "help": "fixed rules score of a registered strategy beyond the built-ins (which have no signal "
+                "ramp here); a strategy not named scores 0"})
 
     def __post_init__(self) -> None:
         _ramp_pair(self.rag_low, self.rag_high, "rag")
@@ -56,8 +65,12 @@ class RulesConfig:
             raise ValueError(f"margin_high must be > 0, got {self.margin_high}")
         if self.neighbours < 1:
             raise ValueError(f"neighbours must be >= 1, got {self.neighbours}")
-        if self.fallback not in STRATEGIES:
-            raise ValueError(f"fallback must be one of {list(STRATEGIES)}, got {self.fallback!r}")
+        known = strategy_names()
+        if self.fallback not in known:
+            raise ValueError(f"fallback must be one of {list(known)}, got {self.fallback!r}")
+        for k in self.extra_scores:
+            if k not in known:
+                raise ValueError(f"extra_scores: unknown strategy {k!r}")
 
 
 @dataclass
@@ -80,8 +93,9 @@ class LearnedConfig:
     def __post_init__(self) -> None:
         if not 0.0 <= self.confidence_floor <= 1.0:
             raise ValueError(f"confidence_floor must be in [0, 1], got {self.confidence_floor}")
-        if self.fallback not in ("rules", "best_fixed") and self.fallback not in STRATEGIES:
-            raise ValueError(f"fallback must be 'best_fixed', 'rules' or one of {list(STRATEGIES)}, "
+        known = strategy_names()
+        if self.fallback not in ("rules", "best_fixed") and self.fallback not in known:
+            raise ValueError(f"fallback must be 'best_fixed', 'rules' or one of {list(known)}, "
                              f"got {self.fallback!r}")
         if self.prefer not in ("best_fixed", "cheapest"):
             raise ValueError(f"prefer must be 'best_fixed' or 'cheapest', got {self.prefer!r}")
@@ -95,6 +109,9 @@ class LearnedConfig:
 class RouterConfig:
     """Thresholds and training settings for the routers.
 
+    ``costs`` as given (YAML, overrides) only overrides: after construction it holds every registered
+    strategy's cost, its class ``cost`` unless the config names it.
+
     >>> cfg = load_router_config(overrides={"rules": {"rag_high": 0.6}})
     >>> cfg.rules.rag_high
     0.6
@@ -102,16 +119,20 @@ class RouterConfig:
 
     rules: RulesConfig = field(default_factory=RulesConfig, metadata={"help": "rules router"})
     learned: LearnedConfig = field(default_factory=LearnedConfig, metadata={"help": "learned router"})
-    costs: dict[str, float] = field(default_factory=lambda: {"few_shot": 1.0, "rag": 1.5, "tuned": 0.5,
-                                                             "tuned_rag": 1.6, "extract": 0.2},
-                                    metadata={"help": "relative cost per strategy (prompt length, adapter)"})
+    costs: dict[str, float] = field(default_factory=dict, metadata={
+        "help": "relative cost per strategy (prompt length, adapter), used to break near-ties; each "
+                "strategy class's `cost` is the default, entries here override it for this config or app"})
 
     def __post_init__(self) -> None:
+        from hybrid.strategies import costs as class_costs
+
+        known = strategy_names()
         for k, v in self.costs.items():
-            if k not in STRATEGIES:
+            if k not in known:
                 raise ValueError(f"costs: unknown strategy {k!r}")
             if v <= 0:
                 raise ValueError(f"costs.{k} must be > 0, got {v}")
+        self.costs = {**class_costs(), **{k: float(v) for k, v in self.costs.items()}}
 
 
 def load_router_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> RouterConfig:

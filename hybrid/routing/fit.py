@@ -26,7 +26,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from core.errors import InputError
-from hybrid.routing.config import STRATEGIES, RouterConfig
+from hybrid.routing.config import RouterConfig, strategy_names
 from hybrid.routing.rules import pick_without_extract
 from hybrid.routing.signals import Signals
 
@@ -64,8 +64,9 @@ def questions_from_rows(rows: Iterable[dict]) -> tuple[list[FitQuestion], dict[s
     def skip(why: str) -> None:
         skipped[why] = skipped.get(why, 0) + 1
 
+    known = strategy_names()
     for r in rows:
-        if not isinstance(r, dict) or r.get("strategy") not in STRATEGIES:
+        if not isinstance(r, dict) or r.get("strategy") not in known:
             continue  # router and baseline rows answer with another strategy's answer
         if "no_reference" in (r.get("flags") or []):
             skip("no reference")
@@ -105,10 +106,10 @@ def _rules_scores(data: FitData, cfg: RouterConfig) -> np.ndarray:
     out = np.zeros(len(data.questions))
     for i, (q, s) in enumerate(zip(data.questions, data.signals)):
         excl = dict(data.excluded)
-        for st in STRATEGIES:
+        for st in strategy_names():
             if st not in q.scores and st != "extract":
                 excl.setdefault(st, "not in the results")
-        if all(st in excl for st in STRATEGIES if st != "extract"):
+        if all(st in excl for st in strategy_names() if st != "extract"):
             out[i] = q.scores["extract"]  # the router's only choice
             continue
         pick = pick_without_extract(s, cfg.rules, excl, cfg.costs)[0]
@@ -158,7 +159,7 @@ def fit_rules(datasets: Sequence[FitData], cfg: RouterConfig | None = None, *, g
     exts = [np.array([q.scores["extract"] for q in d.questions]) for d in datasets]
     best_fixed = []
     for d in datasets:
-        common = [s for s in STRATEGIES if all(s in q.scores for q in d.questions)]
+        common = [s for s in strategy_names() if all(s in q.scores for q in d.questions)]
         means = {s: float(np.mean([q.scores[s] for q in d.questions])) for s in common}
         bf = max(means, key=lambda s: (means[s], -cfg.costs.get(s, 1.0)))
         best_fixed.append((bf, means[bf], np.array([q.scores[bf] for q in d.questions]), means))

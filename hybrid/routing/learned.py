@@ -28,7 +28,7 @@ import numpy as np
 from core.errors import ConfigError, InputError
 from core.io import atomic_write_text
 from hybrid.routing import ROUTERS
-from hybrid.routing.config import STRATEGIES, LearnedConfig, RouterConfig
+from hybrid.routing.config import LearnedConfig, RouterConfig, strategy_names
 from hybrid.routing.signals import RouteContext, Signals
 from core.types import Decision
 
@@ -164,7 +164,7 @@ class LearnedRouter:
             raise ConfigError(f"router model expects {self.mean.shape[0]} features, got {x.shape[0]}")
         pred = self.predict(x)
         excluded = dict(ctx.excluded)
-        for s in STRATEGIES:
+        for s in strategy_names():
             if s not in pred and s not in excluded:
                 excluded[s] = "the learned router was trained without it"
         avail = {s: v for s, v in pred.items() if s not in excluded}
@@ -236,7 +236,7 @@ def train_learned(X: np.ndarray, scores: Sequence[dict[str, float]], *, app_name
     if len(X) < 2:
         raise InputError(f"need at least 2 labelled queries to train a router, got {len(X)}")
     strategies = sorted({s for row in scores for s in row})
-    unknown = [s for s in strategies if s not in STRATEGIES]
+    unknown = [s for s in strategies if s not in strategy_names()]
     if unknown:
         raise InputError(f"unknown strategy {unknown[0]!r} in the labels")
     Y = np.zeros((len(X), len(strategies)))

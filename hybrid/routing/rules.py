@@ -9,6 +9,11 @@ span answers (``RouteContext.extract_confidence``). At or above the scorer's thr
 extract's (``rules.extract_min`` for the zero-shot sentence selector, ``rules.extract_min_reader`` for a
 tuned reader, whose calibrated probability is on another scale); below it (or when no confidence can be computed) the rules decide among the other
 strategies as before. ``hybrid router fit-rules`` sets both from evaluation results.
+
+The strategies come from the registry (``hybrid.strategies.strategy_names``). A strategy registered
+beyond the built-ins has no signal ramp here: it scores ``rules.extra_scores[name]`` (0 unless the
+router config sets it), so with the defaults the rules only pick it as the last available strategy or
+as ``rules.fallback``; force it with ``--strategy``, or let the learned router learn it from labels.
 """
 
 from __future__ import annotations
@@ -16,11 +21,14 @@ from __future__ import annotations
 import math
 
 from hybrid.routing import ROUTERS
-from hybrid.routing.config import RouterConfig, RulesConfig
+from hybrid.routing.config import RouterConfig, RulesConfig, strategy_names
 from hybrid.routing.signals import RouteContext, Signals
 from core.types import Decision
 
-ORDER = ("few_shot", "rag", "tuned", "tuned_rag", "extract")
+
+def order() -> tuple[str, ...]:
+    """Tie-break order among equal costs: the registry's (built-ins first, then registered extras)."""
+    return strategy_names()
 
 
 def ramp(x: float, low: float, high: float) -> float:
@@ -35,7 +43,7 @@ def score(s: Signals, cfg: RulesConfig) -> dict[str, float]:
     a = ramp(s.adapter_sim, cfg.tuned_low, cfg.tuned_high)
     style = cfg.style_bonus if s.qtype == "style" else 0.0
     lookup = cfg.lookup_bonus if s.qtype == "lookup" else 0.0
-    return {
+    scores = {
         "rag": 0.8 * r + 0.2 * m * r + lookup * r,
         # strong retrieval makes the adapter alone the riskier choice (it may not know the facts)
         "tuned": a * (1.0 - 0.5 * r) + style * a,
@@ -45,6 +53,10 @@ def score(s: Signals, cfg: RulesConfig) -> dict[str, float]:
         # is only reported, never compared with the ramps above
         "extract": float(s.extract or 0.0),
     }
+    for name in strategy_names():  # registered beyond the built-ins: no ramp, the config's constant
+        if name not in scores:
+            scores[name] = float(cfg.extra_scores.get(name, 0.0))
+    return scores
 
 
 def decide(scores: dict[str, float], excluded: dict[str, str], costs: dict[str, float], *,
@@ -58,7 +70,8 @@ def decide(scores: dict[str, float], excluded: dict[str, str], costs: dict[str, 
         pick = fallback if fallback in avail else min(avail, key=lambda k: costs.get(k, 1.0))
         return pick, f"no signal is strong (best {best:.2f} < {min_score:.2f}): fallback", 0.5
     near = [k for k, v in avail.items() if v >= best - epsilon]
-    pick = min(near, key=lambda k: (costs.get(k, 1.0), ORDER.index(k) if k in ORDER else 99))
+    rank = order()
+    pick = min(near, key=lambda k: (costs.get(k, 1.0), rank.index(k) if k in rank else len(rank)))
     others = sorted((v for k, v in avail.items() if k != pick), reverse=True)
     lead = avail[pick] - (others[0] if others else 0.0)
     why = ("highest score" if len(near) == 1 else
@@ -86,8 +99,10 @@ def explain(pick: str, s: Signals, cfg: RulesConfig) -> str:
     if pick == "tuned":
         return (f"the adapter knows the topic (training-prompt similarity {s.adapter_sim:.2f}) "
                 f"and retrieval is weak (top {s.top:.2f})")
-    return f"close worked examples (similarity {s.example_sim:.2f})" + (
-        ", style/format question" if s.qtype == "style" else "")
+    if pick == "few_shot":
+        return f"close worked examples (similarity {s.example_sim:.2f})" + (
+            ", style/format question" if s.qtype == "style" else "")
+    return f"no signal ramp of its own (its score is rules.extra_scores.{pick}, 0 if unset)"
 
 
 def extract_threshold(cfg: RulesConfig, scorer: str) -> tuple[str, float | None]:
@@ -136,7 +151,7 @@ class RulesRouter:
         gate_name, gate = extract_threshold(rc, scorer)
         if extract_ok and gate is not None and ctx.extract_confidence is not None and s.extract is None:
             s.extract = ctx.extract_confidence()  # runs extract once; the pipeline reuses its answer
-        others = [k for k in ORDER if k != "extract" and k not in excluded]
+        others = [k for k in order() if k != "extract" and k not in excluded]
         if extract_ok and (extract_gate(s.extract, gate) or not others):
             scores = score(s, rc)
             if others:
