@@ -25,7 +25,6 @@ from core.config import load_config
 from core.errors import ConfigError
 
 APP_FILE = "app.yaml"
-STRATEGY_NAMES = ("few_shot", "rag", "tuned", "tuned_rag", "extract")
 # Variables a system prompt template may use. Anything else in braces is a typo, caught on load.
 PROMPT_VARIABLES = ("app_name", "date")
 
@@ -197,10 +196,15 @@ class AppConfig:
             raise ValueError(f"system_prompt uses unknown variable {{{unknown[0]}}}; "
                              f"known: {', '.join('{' + v + '}' for v in PROMPT_VARIABLES)}")
         kind = self.router.kind
-        if not (kind in ("rules", "learned") or
-                (kind.startswith("fixed:") and kind.split(":", 1)[1] in STRATEGY_NAMES)):
-            raise ValueError(f"router.kind must be rules, learned or fixed:<{'|'.join(STRATEGY_NAMES)}>, "
-                             f"got {kind!r}")
+        if not (kind in ("rules", "learned") or kind.startswith("fixed:")):
+            raise ValueError(f"router.kind must be rules, learned or fixed:<strategy>, got {kind!r}")
+        if kind.startswith("fixed:"):
+            from hybrid.strategies import strategy_names
+
+            names = strategy_names()
+            if kind.split(":", 1)[1] not in names:
+                raise ValueError(f"router.kind must be rules, learned or fixed:<{'|'.join(names)}>, "
+                                 f"got {kind!r}")
 
     # -- paths -----------------------------------------------------------------------------------
     def resolve(self, path: str | None) -> Path:

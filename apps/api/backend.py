@@ -140,7 +140,7 @@ class RealBackend:
         return self._ready.is_set()
 
     def apps_info(self) -> list[dict[str, Any]]:
-        from hybrid.app import STRATEGY_NAMES
+        from hybrid.strategies import strategy_names
 
         out = []
         for name, a in self._assistants.items():
@@ -159,7 +159,7 @@ class RealBackend:
                 kb_stats.pop("path", None)  # server paths are nobody's business
             out.append({
                 "name": name, "title": app.title or name, "description": app.description,
-                "strategies": [s for s in STRATEGY_NAMES if s not in excluded],
+                "strategies": [s for s in strategy_names() if s not in excluded],
                 "excluded": excluded, "router": app.router.kind, "adapter_card": card,
                 "knowledge_base": kb_stats,
             })

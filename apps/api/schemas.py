@@ -3,13 +3,34 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from apps.api.settings import HARD_MAX_HISTORY, HARD_MAX_K, HARD_MAX_NEW_TOKENS, HARD_MAX_QUESTION_CHARS
 
-Strategy = Literal["auto", "few_shot", "rag", "tuned", "tuned_rag", "extract"]
+
+
+def strategy_choices() -> tuple[str, ...]:
+    """``auto`` and every strategy registered in ``hybrid.strategies`` (read per request and per schema)."""
+    from hybrid.strategies import strategy_names
+
+    return ("auto", *strategy_names())
+
+
+def _known_strategy(value: str) -> str:
+    known = strategy_choices()
+    if value not in known:
+        raise ValueError(f"unknown strategy {value!r}; known: {', '.join(known)}")
+    return value
+
+
+def _strategy_enum(schema: dict[str, Any]) -> None:
+    schema["enum"] = list(strategy_choices())  # the registry's names when the OpenAPI schema is built
+
+
+# a str checked against the registry, not a Literal, so a newly registered strategy needs no edit here
+Strategy = Annotated[str, AfterValidator(_known_strategy), Field(json_schema_extra=_strategy_enum)]
 # a metadata filter value: equality, or {"in": [...]} / {"gte": x, "lt": y} (indexes.kb search filters)
 Scalar = str | int | float | bool
 FilterValue = Scalar | dict[str, Scalar | list[Scalar]]

@@ -6,9 +6,7 @@ import json
 
 import click
 
-from hybrid.cli.options import set_option
-
-STRATEGIES = ["auto", "few_shot", "rag", "tuned", "tuned_rag", "extract"]
+from hybrid.cli.options import StrategyChoice, set_option
 
 app_option = click.option("-a", "--app", "app_dir", required=True, envvar="HYBRID_APP",
                           type=click.Path(file_okay=False), help="App directory with app.yaml (env: HYBRID_APP).")
@@ -43,7 +41,7 @@ def format_answer(ans, *, show_route: bool = True) -> str:
 @click.command("ask")
 @click.argument("question")
 @app_option
-@click.option("-S", "--strategy", type=click.Choice(STRATEGIES), default="auto", show_default=True,
+@click.option("-S", "--strategy", type=StrategyChoice(), default="auto", show_default=True,
               help="Force a strategy; auto lets the app's router decide.")
 @click.option("-r", "--router", default=None, metavar="KIND",
               help="Router for auto: rules, learned or fixed:<strategy> (default: the app's).")

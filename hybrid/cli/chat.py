@@ -6,15 +6,18 @@ import sys
 
 import click
 
-from hybrid.cli.ask import STRATEGIES, app_option
-from hybrid.cli.options import set_option
+from hybrid.cli.ask import app_option
+from hybrid.cli.options import StrategyChoice, set_option, strategy_choices
 
-HELP = "commands: /strategy NAME (auto|few_shot|rag|tuned|tuned_rag|extract), /why, /reset, /quit"
+
+def help_line() -> str:
+    """The in-chat command summary, naming the strategies registered now."""
+    return f"commands: /strategy NAME ({'|'.join(strategy_choices())}), /why, /reset, /quit"
 
 
 @click.command("chat")
 @app_option
-@click.option("-S", "--strategy", type=click.Choice(STRATEGIES), default="auto", show_default=True,
+@click.option("-S", "--strategy", type=StrategyChoice(), default="auto", show_default=True,
               help="Force a strategy for every turn; auto lets the router decide.")
 @click.option("-r", "--router", default=None, metavar="KIND", help="rules, learned or fixed:<strategy>.")
 @click.option("-q", "--quiet", is_flag=True, help="Do not print the route line before each answer.")
@@ -30,7 +33,7 @@ def cli(app_dir: str, strategy: str, router: str | None, quiet: bool, overrides)
     excluded = bot.excluded()
     for name, why in sorted(excluded.items()):
         click.echo(f"(not available: {name}: {why})", err=True)
-    click.echo(HELP, err=True)
+    click.echo(help_line(), err=True)
     history: list[dict[str, str]] = []
     last = None
     while True:
@@ -54,14 +57,14 @@ def cli(app_dir: str, strategy: str, router: str | None, quiet: bool, overrides)
             continue
         if line.startswith("/strategy"):
             choice = line.split(maxsplit=1)[1].strip() if " " in line else ""
-            if choice not in STRATEGIES:
-                click.echo(f"(choose one of {', '.join(STRATEGIES)})")
+            if choice not in strategy_choices():
+                click.echo(f"(choose one of {', '.join(strategy_choices())})")
             else:
                 strategy = choice
                 click.echo(f"(strategy: {strategy})")
             continue
         if line.startswith("/"):
-            click.echo(f"(unknown command; {HELP})")
+            click.echo(f"(unknown command; {help_line()})")
             continue
         try:
             s = bot.stream(line, history, strategy)
