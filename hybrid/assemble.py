@@ -223,7 +223,8 @@ def ensure_adapter(app: AppConfig, *, config: str | Path | None = None, override
     return app.adapter_path, True
 
 
-# "Tune briefly": 12 optimizer steps of ~1k tokens. Measured 235 s for 8 such steps on a heavily shared
-# 2-core machine (one torch thread); a cached adapter whose card matches the app is reused instead.
+# "Tune briefly", as overrides for ensure_adapter(app, overrides=DEMO_TUNE): 12 optimizer steps of ~1k
+# tokens. Measured 235 s for 8 such steps on a heavily shared 2-core machine (one torch thread).
+# (`make demo` tunes with configs/demo-lora.yaml instead.)
 DEMO_TUNE = ("train.max_steps=12", "train.batch_tokens=1024", "train.eval_every=0", "train.tensorboard=false",
              "data.max_length=512")

@@ -54,7 +54,7 @@ def demo_app():
 
 
 def step_ingest(app) -> list:
-    from hybrid.pipeline import load_sources
+    from hybrid.assemble import load_sources
 
     say(f"1/4 Ingest {', '.join(rel(p) for p in app.source_paths())}", bold=True)
     t = time.perf_counter()
@@ -65,8 +65,8 @@ def step_ingest(app) -> list:
 
 
 def step_index(app, docs, embedder):
+    from hybrid.assemble import kb_config
     from hybrid.cli.search import format_hit
-    from hybrid.pipeline import kb_config
     from indexes.kb import KnowledgeBase
 
     say(f"2/4 Knowledge base {rel(app.kb_path)}", bold=True)
@@ -81,8 +81,8 @@ def step_index(app, docs, embedder):
     return kb
 
 
-def step_tune(app, bot) -> None:
-    from hybrid.pipeline import ensure_adapter
+def step_tune(app, bot, tune_config=DEMO_TUNE_CONFIG) -> None:
+    from hybrid.assemble import ensure_adapter
 
     say(f"3/4 Adapter {rel(app.adapter_path)}", bold=True)
     gen = bot.generator
@@ -91,7 +91,7 @@ def step_tune(app, bot) -> None:
     had = bot.has_adapter_files()
     before = gen.generate(messages, params=params).text if not had else None
     t = time.perf_counter()
-    path, trained = ensure_adapter(app, config=DEMO_TUNE_CONFIG)
+    path, trained = ensure_adapter(app, config=tune_config)
     say(f"    {'trained in %.0fs' % (time.perf_counter() - t) if trained else 'reused the cached adapter'}: "
         f"{rel(path)}")
     if before is None:
@@ -102,12 +102,14 @@ def step_tune(app, bot) -> None:
     say(f"    with adapter: {after}")
 
 
-def step_answer(app, bot) -> None:
+def step_answer(app, bot, questions=None) -> list:
     from hybrid.pipeline import demo_questions
 
     say("4/4 Answers through the router", bold=True)
-    for q in demo_questions(app):
+    answers = []
+    for q in demo_questions(app) if questions is None else questions:
         ans = bot.ask(q)
+        answers.append(ans)
         d = ans.decision
         say()
         say(f"    Q: {q}", bold=True)
@@ -116,6 +118,25 @@ def step_answer(app, bot) -> None:
         for c in ans.citations:
             say(f"    [{c.n}] {c.source}" + (f", page {c.page}" if c.page is not None else ""))
         say(f"    {ans.timings.get('total', 0):.1f}s, {ans.usage.get('completion_tokens', 0)} tokens")
+    return answers
+
+
+def run_main_job(app, *, tune_config=DEMO_TUNE_CONFIG, questions=None) -> list:
+    """The main job on ``app`` (an ``AppConfig``), each step printed: ingest its sources, create or sync
+    its knowledge base, tune its adapter with ``tune_config`` or reuse a current one, then answer
+    ``questions`` (default: ``demo_questions(app)``) through the router. Returns the answers.
+
+    ``make demo`` runs it on ``demo_app()``; the tests run it on a small app with fakes."""
+    from hybrid.assemble import make_embedder
+    from hybrid.pipeline import Assistant
+
+    embedder = make_embedder(app)
+    docs = step_ingest(app)
+    kb = step_index(app, docs, embedder)
+    bot = Assistant(app, embedder=embedder, knowledge_base=kb)
+    step_tune(app, bot, tune_config)
+    # a fresh Assistant sharing the generator: it loads the adapter step 3 may just have trained
+    return step_answer(app, Assistant(app, embedder=embedder, knowledge_base=kb, generator=bot.generator), questions)
 
 
 def main() -> None:
@@ -130,18 +151,10 @@ def main() -> None:
 
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
     from core.errors import HybridError
-    from hybrid.pipeline import Assistant
-    from indexes.embed import get_embedder
 
     t0 = time.perf_counter()
     try:
-        app = demo_app()
-        embedder = get_embedder(app.knowledge_base.embedder)
-        docs = step_ingest(app)
-        kb = step_index(app, docs, embedder)
-        bot = Assistant(app, embedder=embedder, knowledge_base=kb)
-        step_tune(app, bot)
-        step_answer(app, Assistant(app, embedder=embedder, knowledge_base=kb, generator=bot.generator))
+        run_main_job(demo_app())
     except HybridError as e:
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -474,57 +474,6 @@ class Assistant:
         return ans
 
 
-def run_main_job(app_dir: str | Path = "apps/legal", questions: Sequence[str] | None = None, *,
-                 tune_config_path: str | Path | None = None, tune_overrides: Sequence[str] = DEMO_TUNE,
-                 work_dir: str | Path | None = None, echo=print) -> list[Answer]:
-    """The full main job (what ``make demo`` runs): ingest the app's corpus, build its knowledge base,
-    tune its adapter briefly or reuse a cached one, then answer a handful of mixed questions through
-    the router, printing each answer with its route, reason and citations.
-
-    ``work_dir`` puts the knowledge base and the adapter in ``work_dir/kb`` and ``work_dir/adapter``
-    (default: the app's own paths, under ``$HYBRID_CACHE/apps/<name>/``); a second run reuses both."""
-    import dataclasses
-
-    t0 = time.perf_counter()
-    app = load_app(app_dir)
-    if work_dir is not None:
-        w = Path(work_dir).resolve()
-        app = dataclasses.replace(
-            app, knowledge_base=dataclasses.replace(app.knowledge_base, path=str(w / "kb")),
-            adapter=dataclasses.replace(app.adapter, path=str(w / "adapter")))
-    from indexes.embed import get_embedder
-
-    embedder = get_embedder(app.knowledge_base.embedder)
-    echo(f"== 1/4 ingest {', '.join(str(p) for p in app.source_paths())}")
-    docs = load_sources(app, progress=True)
-    echo(f"   {len(docs)} documents")
-    echo(f"== 2/4 knowledge base {app.kb_path}")
-    from indexes.kb import KnowledgeBase
-
-    kb = KnowledgeBase.create(app.kb_path, kb_config(app), embedder=embedder, exist_ok=True)
-    report = kb.sync(docs, prune=True, progress=True)
-    echo(f"   {report}; {kb_size(kb)} chunks")
-    echo(f"== 3/4 adapter {app.adapter_path}")
-    path, trained = ensure_adapter(app, config=tune_config_path, overrides=tune_overrides)
-    echo(f"   {'trained' if trained else 'reused cached adapter'}: {path}")
-    echo("== 4/4 answers through the router")
-    bot = Assistant(app, embedder=embedder, knowledge_base=kb)
-    bot.warm_up()
-    if questions is None:
-        questions = demo_questions(app)
-    answers = []
-    for q in questions:
-        ans = bot.ask(q)
-        answers.append(ans)
-        echo(f"\nQ: {q}\nA: {ans.text}")
-        echo(f"   route: {ans.strategy} (confidence {ans.decision.confidence:.2f}) - {ans.decision.reason}")
-        for c in ans.citations:
-            echo(f"   [{c.n}] {c.source}" + (f", page {c.page}" if c.page is not None else ""))
-        echo(f"   {ans.timings.get('total', 0):.1f}s")
-    echo(f"\ndone in {time.perf_counter() - t0:.0f}s")
-    return answers
-
-
 def demo_questions(app: AppConfig, n: int = 5) -> list[str]:
     """A handful of held-out questions of mixed types (one per type first) from questions.jsonl."""
     path = app.resolve("questions.jsonl")

@@ -126,18 +126,21 @@ def test_chat_streams_and_keeps_history(capsys, cli_app, monkeypatch):
     assert "(strategy: tuned)" in out
 
 
-def test_main_job_runs_end_to_end_with_fakes(cli_app):
-    """The demo's job (ingest -> KB -> adapter reuse -> routed answers) on the fake-backed test app."""
-    from hybrid.pipeline import run_main_job
+def test_main_job_runs_end_to_end_with_fakes(cli_app, capsys):
+    """What `make demo` runs (hybrid.demo.run_main_job: ingest -> KB -> adapter reuse -> routed answers),
+    on the fake-backed test app."""
+    from hybrid.app import load_app
+    from hybrid.demo import run_main_job
 
-    lines = []
-    answers = run_main_job(cli_app, ["What is the lease notice period?", "Draft a reminder that rent is due"],
-                           echo=lines.append)
-    text = "\n".join(lines)
-    assert "== 1/4 ingest" in text and "3 documents" in text
-    assert "reused cached adapter" in text
+    answers = run_main_job(load_app(cli_app), questions=["What is the lease notice period?",
+                                                          "Draft a reminder that rent is due"])
+    text = capsys.readouterr().out
+    assert "1/4 Ingest" in text and "3 documents from 3 files" in text
+    assert "2/4 Knowledge base" in text and "search (hybrid): " in text
+    assert "3/4 Adapter" in text and "reused the cached adapter" in text and "with adapter: " in text
+    assert "4/4 Answers through the router" in text
     assert len(answers) == 2 and all(a.decision and a.decision.reason for a in answers)
-    assert "route: " in text and "lease.md" in text
+    assert text.count("    Q: ") == 3 and "route: " in text and "lease.md" in text
 
 
 def test_app_show_reports_paths_and_adapter_state(capsys, cli_app):
