@@ -15,7 +15,12 @@
     bot.ask("How much are they?", history)      # "they" -> retrieval uses the previous question too
 
 ``Assistant`` caches the embedder, knowledge base, example bank, generator, adapter and router;
-``ask()`` keeps one ``Assistant`` per app directory for the process.
+``ask()`` keeps one ``Assistant`` per app directory for the process. ``Assistant.prepare`` routes and
+builds the prompt without generating (a ``Prepared``); ``ask`` and ``stream`` generate from it.
+
+The follow-up heuristics live in ``hybrid.history``, the component builders and the adapter lifecycle
+in ``hybrid.assemble`` (both re-exported here under their old names); the main job ``make demo`` runs
+is ``hybrid.demo.run_main_job``.
 """
 
 from __future__ import annotations
