@@ -1,22 +1,28 @@
-"""The role interfaces, as ``typing.Protocol``s. Implementations register by name; no base classes.
+"""The role interfaces, as ``typing.Protocol``s: what callers call on each role. Implementations
+register by name; no base classes.
 
-Shapes (every package codes against these, tests use the fakes that live next to the real ones):
+Shapes (every package codes against these, tests use the fakes that live next to the real ones;
+tests/test_protocols.py checks that the real classes and the fakes satisfy them):
 
 - ``Embedder``   indexes/embed.py      (real: SentenceTransformerEmbedder, fake: HashEmbedder)
-- ``Generator``  hybrid/generation.py  (real: HFGenerator, fake: ScriptedGenerator)
+- ``Generator``  hybrid/generation/    (real: HFGenerator, fake: ScriptedGenerator)
 - ``Retriever``  indexes/kb.py         (KnowledgeBase)
-- ``Strategy``   hybrid/strategies/    (few_shot, rag, tuned, tuned_rag)
+- ``Strategy``   hybrid/strategies/    (few_shot, rag, tuned, tuned_rag, extract)
 - ``Router``     hybrid/routing/       (rules, learned, fixed:<strategy>)
+
+Types that live in higher layers (a strategy's ``Prompt``, a knowledge base's ``SyncReport``) are
+``Any`` here: the ground imports nothing of ours.
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Protocol, Sequence, runtime_checkable
+from typing import Any, Iterable, Iterator, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
-from core.types import Answer, Decision, Hit
+from core.types import Answer, Decision, Document, Hit
 
 
 @runtime_checkable
@@ -103,17 +109,33 @@ class Generator(Protocol):
 
     def has_adapter(self, name: str) -> bool: ...
 
+    def load_adapter(self, name: str, path: str | os.PathLike[str]) -> None:
+        """Load the LoRA adapter in directory ``path`` under ``name`` (then ``adapter=name`` uses it)."""
+
 
 @runtime_checkable
 class Retriever(Protocol):
+    """Search over stored chunks, plus the upkeep the pipeline and the API call."""
+
     def search(self, query: str, k: int = 5, *, filters: dict[str, Any] | None = None,
                mode: str = "hybrid") -> list[Hit]: ...
+
+    def stats(self) -> dict[str, Any]:
+        """Counts and settings; ``"chunks"`` is how many chunks a search can return."""
+
+    def sync(self, documents: Iterable[Document], prune: bool = False, progress: bool = False) -> Any:
+        """Add new, refresh changed (``prune=True``: also delete absent) documents; returns a report."""
 
 
 @runtime_checkable
 class Strategy(Protocol):
+    """``build`` makes the prompt (a ``hybrid.strategies.base.Prompt``) that the pipeline generates
+    from or streams (via ``hybrid.strategies.base.run_prompt``); ``answer`` is both in one call."""
+
     name: str
     cost: float  # relative cost, used by cost-aware routing
+
+    def build(self, query: str, ctx: Any) -> Any: ...
 
     def answer(self, query: str, ctx: Any) -> Answer: ...
 

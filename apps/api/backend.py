@@ -239,7 +239,8 @@ class RealBackend:
             kb = a.knowledge_base
             if kb is None:
                 raise ConfigError(f"app {app!r} has no knowledge base to add documents to")
-            sync = _jsonable(_sync_add(kb, docs))
+            # Retriever.sync without prune: the uploads are added or refreshed, the rest of the KB stays
+            sync = _jsonable(kb.sync(docs, prune=False))
         progress("done", 1.0)
         return {"documents": len(docs), "load": report, "sync": sync}
 
@@ -259,19 +260,6 @@ def _count_completion(ans: Answer, text: str, assistant) -> Answer:
     if n >= limit and not any("max_new_tokens" in x for x in ans.notices):
         ans.notices.append(f"answer cut at max_new_tokens={limit}")
     return ans
-
-
-def _sync_add(kb, docs: list[Document]):
-    """Add/refresh the uploaded documents without removing the rest of the knowledge base."""
-    import inspect
-
-    params = inspect.signature(kb.sync).parameters
-    for flag in ("delete_missing", "prune", "delete"):
-        if flag in params:
-            return kb.sync(docs, **{flag: False})
-    if hasattr(kb, "add"):
-        return kb.add(docs)
-    return kb.sync(docs)
 
 
 def _jsonable(x: Any) -> Any:
