@@ -45,9 +45,19 @@ function showAppInfo() {
   const kb = a.knowledge_base || {};
   const size = kb.chunks !== undefined ? `${kb.chunks} chunks` : (kb.documents !== undefined ? `${kb.documents} documents` : "no knowledge base");
   $("appinfo").textContent = `${a.description || a.name} · strategies: ${a.strategies.join(", ")} · ${size}`;
-  for (const o of $("strategy").options) {
-    o.disabled = o.value !== "auto" && !a.strategies.includes(o.value);
+  // the server's strategies (the registry's): the ones this app can run, then its excluded ones, disabled
+  const sel = $("strategy");
+  const chosen = sel.value;
+  const excluded = a.excluded || {};
+  const names = [...a.strategies, ...Object.keys(excluded).filter((s) => !a.strategies.includes(s))];
+  sel.replaceChildren(new Option("auto (router)", "auto"));
+  for (const s of names) {
+    const o = new Option(s, s);
+    o.disabled = !a.strategies.includes(s);
+    if (o.disabled) o.title = excluded[s];
+    sel.appendChild(o);
   }
+  sel.value = a.strategies.includes(chosen) ? chosen : "auto";
 }
 
 // Reads a text/event-stream body and calls onEvent(name, data) per event.
