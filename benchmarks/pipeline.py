@@ -58,7 +58,10 @@ def main() -> None:
     bot = Assistant(app).warm_up()
     warm = time.perf_counter() - t
     excluded = bot.excluded()
-    strategies = [s for s in ("few_shot", "rag", "tuned", "tuned_rag") if s not in excluded]
+    from hybrid.strategies import strategy_names
+
+    # every registered strategy that generates (extract quotes a span, no generation to time)
+    strategies = [s for s in strategy_names() if s != "extract" and s not in excluded]
     questions = demo_questions(app, args.n)
     bot.ask(questions[0], strategy=strategies[0])  # first generation pays one-off kernel setup
 
