@@ -12,8 +12,9 @@ strategies as before. ``hybrid router fit-rules`` sets both from evaluation resu
 
 The strategies come from the registry (``hybrid.strategies.strategy_names``). A strategy registered
 beyond the built-ins has no signal ramp here: it scores ``rules.extra_scores[name]`` (0 unless the
-router config sets it), so with the defaults the rules only pick it as the last available strategy or
-as ``rules.fallback``; force it with ``--strategy``, or let the learned router learn it from labels.
+router config sets it), so with the defaults the rules pick it only when no signal is strong and it is
+``rules.fallback`` (or the cheapest that can run when the fallback cannot); force it with
+``--strategy``, or let the learned router learn it from labels. See docs/extending.md.
 """
 
 from __future__ import annotations

@@ -1,0 +1,142 @@
+"""A strategy added the way docs/extending.md describes (one class, one registration) shows up wherever
+strategy names are read: ``hybrid ask --strategy``, ``/v1/ask`` and its OpenAPI schema, the eval
+report, the routers' cost table and the learned router's labels. Registered for one test at a time
+with ``STRATEGIES.registered`` and gone afterwards."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from hybrid.strategies import STRATEGIES, costs, strategy_names
+from hybrid.strategies.base import Prompt, StrategyContext, base_messages, run_prompt
+from core.types import Answer
+
+BUILTINS = ("few_shot", "rag", "tuned", "tuned_rag", "extract")
+QUESTION = "What is the lease notice period?"
+
+
+class Toy:
+    """The system prompt and the question, nothing else (a zero-shot baseline)."""
+
+    name = "toy"
+    cost = 0.3
+
+    def build(self, query: str, ctx: StrategyContext) -> Prompt:
+        return Prompt(messages=[*base_messages(ctx), {"role": "user", "content": query}])
+
+    def answer(self, query: str, ctx: StrategyContext) -> Answer:
+        return run_prompt(self.name, self.build(query, ctx), ctx)
+
+
+@pytest.fixture
+def toy(monkeypatch):
+    import hybrid.pipeline
+
+    with STRATEGIES.registered("toy", Toy):
+        # hybrid/pipeline.py still keeps its own list of the strategies a request may force
+        # (STRATEGY_CHOICES); until it reads strategy_names() too, widen that list for the test
+        monkeypatch.setattr(hybrid.pipeline, "STRATEGY_CHOICES", ("auto", *strategy_names()))
+        yield "toy"
+    assert "toy" not in strategy_names()
+
+
+def bot(tmp_path, reply="Toy answer."):
+    from indexes.embed import HashEmbedder
+    from tests.core.conftest import make_assistant, write_app
+
+    return make_assistant(write_app(tmp_path / "app"), HashEmbedder(256), replies=lambda msgs, adapter: reply)
+
+
+def test_registry_order_costs_and_rules_scores(toy):
+    from hybrid.routing.config import RouterConfig, load_router_config
+    from hybrid.routing.rules import score
+    from hybrid.routing.signals import Signals
+
+    assert strategy_names() == (*BUILTINS, "toy")  # built-ins first, then what was registered after
+    assert costs()["toy"] == 0.3
+    assert load_router_config().costs["toy"] == 0.3  # the class attribute is the default ...
+    assert load_router_config(overrides={"costs": {"toy": 2.0}}).costs["toy"] == 2.0  # ... a config overrides
+    sig = Signals(top=0.9, margin=0.3, example_sim=0.9, adapter_sim=0.9, qtype="lookup")
+    assert score(sig, RouterConfig().rules)["toy"] == 0.0  # no signal ramp for it
+    cfg = load_router_config(overrides={"rules": {"extra_scores": {"toy": 0.7}}})
+    assert score(sig, cfg.rules)["toy"] == 0.7
+
+
+def test_unregistered_names_are_refused_everywhere():
+    from hybrid.eval.runner import EvalConfig
+    from hybrid.routing.config import load_router_config
+
+    assert "toy" not in strategy_names()
+    with pytest.raises(ValueError, match="unknown strategy 'toy'"):
+        load_router_config(overrides={"costs": {"toy": 1.0}})
+    with pytest.raises(ValueError, match="unknown strategy 'toy'"):
+        EvalConfig(strategies=["toy"])
+
+
+def test_hybrid_ask_offers_and_runs_it(toy, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from hybrid.cli import cli
+    from tests.api.conftest import LEGAL_DOCS, LEGAL_EX, write_app
+
+    monkeypatch.setenv("HYBRID_CACHE", str(tmp_path / "cache"))
+    app = write_app(tmp_path, "legal", LEGAL_DOCS, LEGAL_EX)
+    runner = CliRunner()
+    assert "toy" in runner.invoke(cli, ["ask", "--help"]).output
+    r = runner.invoke(cli, ["ask", "How much notice must a landlord give?", "--app", str(app),
+                            "--strategy", "toy", "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.output)
+    assert out["strategy"] == "toy" and out["decision"]["strategy"] == "toy"
+    bad = runner.invoke(cli, ["ask", "q", "--app", str(app), "--strategy", "nope"])
+    assert bad.exit_code == 2 and "toy" in bad.output  # click lists the registered choices
+
+
+def test_v1_ask_accepts_it_and_the_schema_lists_it(toy, tmp_path):
+    import time
+
+    from fastapi.testclient import TestClient
+
+    from apps.api.backend import RealBackend
+    from apps.api.server import create_app
+    from tests.api.conftest import AUTH, make_settings
+
+    backend = RealBackend([], assistants={"legal": bot(tmp_path)})
+    with TestClient(create_app(make_settings(upload_dir=str(tmp_path / "up")), backend)) as c:
+        for _ in range(500):
+            if backend.ready():
+                break
+            time.sleep(0.01)
+        enum = c.get("/openapi.json").json()["components"]["schemas"]["AskIn"]["properties"]["strategy"]["enum"]
+        assert enum == ["auto", *BUILTINS, "toy"]
+        r = c.post("/v1/ask", json={"app": "legal", "question": QUESTION, "strategy": "toy"}, headers=AUTH)
+        assert r.status_code == 200, r.text
+        assert r.json()["strategy"] == "toy" and r.json()["answer"] == "Toy answer."
+        r = c.post("/v1/ask", json={"app": "legal", "question": QUESTION, "strategy": "nope"}, headers=AUTH)
+        assert r.status_code == 422 and "toy" in r.json()["error"]["message"]
+
+
+def test_eval_report_compares_it(toy, tmp_path):
+    from hybrid.eval.runner import EvalConfig, run_eval
+
+    assert EvalConfig().strategies == [*BUILTINS, "toy", "auto"]  # the default compares it too
+    q = tmp_path / "questions.jsonl"
+    q.write_text(json.dumps({"id": "r1", "question": QUESTION, "answer": "Toy answer.", "type": "retrieval"}) + "\n")
+    cfg = EvalConfig(strategies=["few_shot", "toy", "auto"], batch_size=2, learned_cv=False)
+    res = run_eval(None, q, tmp_path / "out", cfg, assistant=bot(tmp_path), progress=False)
+    assert res.summary["strategies"]["toy"]["primary"]["mean"] == 1.0
+    assert "toy" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_learned_router_labels_include_it(toy):
+    from hybrid.routing.learned import train_learned
+    from indexes.embed import HashEmbedder
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(8, 4))
+    scores = [{"rag": float(i % 2), "toy": float(1 - i % 2)} for i in range(8)]
+    router, report = train_learned(X, scores, app_name="t", embedder=HashEmbedder(8), cfg=None, seed=0)
+    assert "toy" in router.strategies and "toy" in report["strategies"]
