@@ -49,7 +49,15 @@ from hybrid.history import depends_on_history  # noqa: F401 - re-exported: hybri
 
 log = logging.getLogger(__name__)
 
-STRATEGY_CHOICES = ("auto", "few_shot", "rag", "tuned", "tuned_rag", "extract")
+
+
+def strategy_choices() -> tuple[str, ...]:
+    """What a request may force: ``auto`` and every registered strategy (read at call time, so a
+    strategy registered after import is accepted)."""
+    from hybrid.strategies import strategy_names
+
+    return ("auto", *strategy_names())
+
 # The question itself may use at most this share of the prompt budget; the rest is for context.
 QUERY_SHARE = 0.5
 
@@ -349,8 +357,9 @@ class Assistant:
         t0 = time.perf_counter()
         if not isinstance(query, str) or not query.strip():
             raise InputError("query is empty: ask a question")
-        if strategy not in STRATEGY_CHOICES:
-            raise InputError(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGY_CHOICES)}")
+        choices = strategy_choices()
+        if strategy not in choices:
+            raise InputError(f"unknown strategy {strategy!r}; choose one of {', '.join(choices)}")
         notices: list[str] = []
         timings: dict[str, float] = {}
         query = self._fit_query(query.strip(), notices)
