@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
@@ -133,12 +132,11 @@ def test_second_writer_fails_fast_and_readers_keep_working(kb, docs):
     holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(kb.path)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
-        t0 = time.monotonic()
         with pytest.raises(LockedError, match="being written by another process"):
             kb.sync([Document.create("new text", {"source": "n.md"})])
         with pytest.raises(LockedError):
             kb.delete([docs[0].id])
-        assert time.monotonic() - t0 < 5  # fails fast instead of waiting for the holder's 60 s
+        assert holder.poll() is None  # both refused while the holder still held the lock: no waiting
         # reading needs no lock
         with KnowledgeBase.open(kb.path, embedder=HashEmbedder(), readonly=True) as reader:
             assert reader.search("ethics hotline", k=1)[0].chunk.metadata["source"] == "whistleblowing.md"
