@@ -247,21 +247,37 @@ class Assistant:
                                                   app_name=self.app.name, embedder=self.embedder)
             return self._routers[kind]
 
-    def excluded(self) -> dict[str, str]:
-        """Strategies this app cannot run right now, with the reason."""
-        out: dict[str, str] = {}
+    def missing(self) -> dict[str, str | None]:
+        """What this app lacks right now, by strategy trait: ``uses_kb`` (no usable knowledge base),
+        ``uses_adapter`` (no adapter), ``uses_examples`` (an empty example bank), each the reason or
+        None when the app has it."""
+        why: dict[str, str | None] = {"uses_kb": None, "uses_adapter": None, "uses_examples": None}
         kb = self.knowledge_base
         if kb is None:
-            out["rag"] = out["tuned_rag"] = out["extract"] = self._kb_problem or "no knowledge base"
-        else:
-            n = kb_size(kb)
-            if n == 0:
-                out["rag"] = out["tuned_rag"] = out["extract"] = f"the knowledge base at {self.app.kb_path} is empty"
+            why["uses_kb"] = self._kb_problem or "no knowledge base"
+        elif kb_size(kb) == 0:
+            why["uses_kb"] = f"the knowledge base at {self.app.kb_path} is empty"
         if self.adapter is None:
-            out["tuned"] = self._adapter_problem or "no adapter"
-            out.setdefault("tuned_rag", self._adapter_problem or "no adapter")
+            why["uses_adapter"] = self._adapter_problem or "no adapter"
         if len(self.examples) == 0:
-            out["few_shot"] = f"the example bank {self.app.resolve(self.app.examples.path)} is empty or missing"
+            why["uses_examples"] = f"the example bank {self.app.resolve(self.app.examples.path)} is empty or missing"
+        return why
+
+    def excluded(self, missing: dict[str, str | None] | None = None) -> dict[str, str]:
+        """Strategies this app cannot run right now, with the reason: every registered strategy whose
+        traits (``hybrid.strategies.base.Traits``) need something the app lacks (``missing()``). A
+        strategy that needs several missing things gets the first reason, in the order KB, adapter,
+        example bank."""
+        from hybrid.strategies import strategy_names, strategy_traits
+
+        why = self.missing() if missing is None else missing
+        out: dict[str, str] = {}
+        for name in strategy_names():
+            t = strategy_traits(name)
+            for trait, reason in why.items():
+                if reason is not None and getattr(t, trait):
+                    out[name] = reason
+                    break
         return out
 
     def retrieval_k(self) -> int:
@@ -380,9 +396,10 @@ class Assistant:
             max_examples=app.examples.max_k, mmr_lambda=app.examples.mmr_lambda,
             chain_of_thought=app.examples.chain_of_thought, dont_know=app.voice.dont_know,
             refuse=app.voice.refuse, timings=timings, filters=filters or None)
-        excluded = self.excluded()
-        if sctx.retriever is not None and "rag" in excluded:
-            sctx.retriever = None
+        missing = self.missing()
+        excluded = self.excluded(missing)
+        if sctx.retriever is not None and missing["uses_kb"] is not None:
+            sctx.retriever = None  # a missing or empty KB: nothing to search
         sctx.k = self.retrieval_k()
         built: dict[str, Any] = {}  # extract's prompt, built at most once per query
 

@@ -31,6 +31,17 @@ class Toy:
         return run_prompt(self.name, self.build(query, ctx), ctx)
 
 
+class KbToy(Toy):
+    """Toy that declares it reads the knowledge base (``uses_kb``): its prompt quotes the sources."""
+
+    name = "kb_toy"
+    uses_kb = True
+
+    def build(self, query: str, ctx: StrategyContext) -> Prompt:
+        sources = "\n".join(h.chunk.text for h in ctx.retrieve())
+        return Prompt(messages=[*base_messages(ctx), {"role": "user", "content": f"{sources}\n\n{query}"}])
+
+
 @pytest.fixture
 def toy():
     with STRATEGIES.registered("toy", Toy):
@@ -135,3 +146,33 @@ def test_learned_router_labels_include_it(toy):
     scores = [{"rag": float(i % 2), "toy": float(1 - i % 2)} for i in range(8)]
     router, report = train_learned(X, scores, app_name="t", embedder=HashEmbedder(8), cfg=None, seed=0)
     assert "toy" in router.strategies and "toy" in report["strategies"]
+
+
+def test_traits_decide_exclusion_cache_keys_and_groundedness(tmp_path):
+    """A strategy declaring ``uses_kb = True`` is excluded like rag for an app with an empty KB, and gets
+    a groundedness score in the evaluation rows; an undeclared one (Toy) is never excluded and gets none."""
+    from hybrid.eval.runner import EvalConfig, run_eval
+    from hybrid.strategies import strategy_traits
+    from indexes.embed import HashEmbedder
+    from tests.core.conftest import make_assistant, write_app
+
+    with STRATEGIES.registered("kb_toy", KbToy), STRATEGIES.registered("toy", Toy):
+        assert strategy_traits("kb_toy").uses_kb and strategy_traits("kb_toy").grounded
+        assert not strategy_traits("toy").uses_kb and not strategy_traits("toy").grounded
+        empty = make_assistant(write_app(tmp_path / "empty"), HashEmbedder(256), docs=[])
+        excluded = empty.excluded()
+        assert excluded["kb_toy"] == excluded["rag"] and "is empty" in excluded["rag"]
+        assert "toy" not in excluded
+
+        q = tmp_path / "questions.jsonl"
+        q.write_text(json.dumps({"id": "r1", "question": QUESTION, "answer": "Toy answer.", "type": "retrieval"})
+                     + "\n")
+        cfg = EvalConfig(strategies=["kb_toy", "toy"], batch_size=2, learned_cv=False)
+        res = run_eval(None, q, tmp_path / "out", cfg, assistant=bot(tmp_path), progress=False)
+        rows = {r["strategy"]: r for r in res.rows}
+        assert rows["kb_toy"]["scores"]["groundedness"] is not None
+        assert rows["toy"]["scores"]["groundedness"] is None
+        # the empty-KB app skips it with the same reason as rag
+        res = run_eval(None, q, tmp_path / "out2", EvalConfig(strategies=["kb_toy", "toy"], learned_cv=False),
+                       assistant=empty, progress=False)
+        assert {r["strategy"] for r in res.rows} == {"toy"}

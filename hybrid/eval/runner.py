@@ -127,6 +127,18 @@ def _score(q: Question, text: str, context: list[str] | None) -> tuple[dict[str,
     return s, flags
 
 
+def _cache_traits(strategy: str):
+    """The traits that key ``strategy``'s cached answers (``uses_adapter``: the adapter version,
+    ``uses_kb``: the KB version, ``uses_reader``: the reader version). ``auto`` may answer with any
+    registered strategy, so it is keyed by every version any of them is."""
+    from hybrid.strategies import names_with, strategy_traits
+    from hybrid.strategies.base import Traits
+
+    if strategy != "auto":
+        return strategy_traits(strategy)
+    return Traits(**{k: bool(names_with(k)) for k in ("uses_kb", "uses_adapter", "uses_reader")})
+
+
 def _base_row(q: Question, strategy: str) -> dict[str, Any]:
     return {"question_id": q.id, "question": q.question, "type": q.type, "tags": q.tags,
             "references": q.answers, "unanswerable": q.unanswerable, "strategy": strategy, "flags": list(q.flags)}
@@ -224,6 +236,7 @@ def run_eval(app: Any, questions: str | Path | QuestionSet, out_dir: str | Path,
 
     from hybrid.app import AppConfig, load_app
     from hybrid.pipeline import Assistant, kb_config, kb_size
+    from hybrid.strategies import strategy_traits
     from hybrid.strategies.base import run_prompt
 
     cfg = cfg or EvalConfig()
@@ -293,18 +306,18 @@ def run_eval(app: Any, questions: str | Path | QuestionSet, out_dir: str | Path,
             skipped[strategy] = excluded[strategy]
             echo(f"skipping {strategy}: {excluded[strategy]}")
             continue
-        uses_adapter = strategy in ("tuned", "tuned_rag", "auto")
+        t = _cache_traits(strategy)
         pending = []
         for q in qlist:
             key = AnswerCache.key(question=q.question, strategy=strategy, model=model_key,
-                                  adapter=adapter_version if uses_adapter else None,
-                                  kb_version=kb_version if strategy != "tuned" and strategy != "few_shot" else None,
+                                  adapter=adapter_version if t.uses_adapter else None,
+                                  kb_version=kb_version if t.uses_kb else None,
                                   params={**dataclasses.asdict(params), "router": cfg.router, "date": cfg.date,
                                           "app": app_key, **({"router_settings": router_key} if strategy == "auto" else {}),
                                           **({"router_model": router_version}
                                              if strategy == "auto" and router_version else {}),
                                           **({"reader": reader_version}
-                                             if strategy in ("extract", "auto") and reader_version else {}),
+                                             if t.uses_reader and reader_version else {}),
                                           **({"filter": q.filter} if q.filter else {}),
                                           **({"question_id": q.id} if q.id in shared else {})})
             hit = cache.get(key)
@@ -372,7 +385,8 @@ def run_eval(app: Any, questions: str | Path | QuestionSet, out_dir: str | Path,
                         raise g
                     usage = {"prompt_tokens": g.prompt_tokens, "completion_tokens": g.completion_tokens} if g else None
                     ans = run_prompt(strat.name, prompt, sctx, text=g.text if g else None, usage=usage)
-                    context = [h.chunk.text for h in (sctx.hits or [])] if strat.name in ("rag", "tuned_rag", "extract") else None
+                    context = ([h.chunk.text for h in (sctx.hits or [])] if strategy_traits(strat.name).grounded
+                               else None)
                     scores, flags = _score(q, ans.text, context)
                     row.update(answer=ans.text, error=None, routed_to=decision.strategy if strategy == "auto" else None,
                                decision={"strategy": decision.strategy, "confidence": decision.confidence,

@@ -105,9 +105,11 @@ def knn_similarity(vecs: np.ndarray | None, qvec: np.ndarray, k: int) -> float:
 
 
 def compute_signals(rc: RouteContext) -> Signals:
+    from hybrid.strategies import names_with
     from hybrid.strategies.base import relevance
 
-    hits = [] if ("rag" in rc.excluded and "tuned_rag" in rc.excluded) else rc.retrieve()
+    # no retrieval when no strategy that uses the KB can run (the KB is missing or empty)
+    hits = [] if all(n in rc.excluded for n in names_with("uses_kb")) else rc.retrieve()
     rel = sorted((relevance(h) for h in hits), reverse=True)
     top = rel[0] if rel else 0.0
     margin = (rel[0] - rel[1]) if len(rel) > 1 else top

@@ -3,7 +3,9 @@
 The registry is the one list of strategy names: ``strategy_names()`` (built-ins in the order below,
 then any strategy registered later) feeds the routers, the evaluation, the API schema and the CLI's
 ``--strategy`` choices, and ``costs()`` (each class's ``cost``) is the default cost table that a
-router config's ``costs`` overrides. Adding a strategy is one module and one registration; see
+router config's ``costs`` overrides. ``strategy_traits(name)`` gives what a strategy declares it needs
+(knowledge base, adapter, example bank, reader) and does (groundedness, generation); the pipeline's
+exclusions, the evaluation's cache keys and the router's signals read it. Adding a strategy is one module and one registration; see
 docs/extending.md.
 
 ::
@@ -42,3 +44,16 @@ def costs() -> dict[str, float]:
     """Each strategy's class ``cost`` (relative cost per answer): the default cost table; a router
     config's ``costs`` overrides entries of it per app. A class without ``cost`` costs 1.0."""
     return {n: float(getattr(STRATEGIES.get(n), "cost", 1.0)) for n in strategy_names()}
+
+
+def strategy_traits(name: str):
+    """The ``Traits`` the strategy registered as ``name`` declares (``hybrid.strategies.base.Traits``:
+    defaults filled in for what its class does not set)."""
+    from hybrid.strategies.base import traits
+
+    return traits(STRATEGIES.get(name))
+
+
+def names_with(trait: str) -> tuple[str, ...]:
+    """Every registered strategy whose trait ``trait`` is true, in ``strategy_names()`` order."""
+    return tuple(n for n in strategy_names() if getattr(strategy_traits(n), trait))

@@ -1,5 +1,5 @@
-"""What every strategy shares: the context it answers in, the prompt it builds, and how a prompt
-becomes an ``Answer``. Plain functions, no base class.
+"""What every strategy shares: the context it answers in, the prompt it builds, how a prompt
+becomes an ``Answer``, and the traits it declares. Plain functions, no base class.
 
 A strategy builds a ``Prompt`` (messages + adapter + citations + notices) and ``run_prompt`` turns it
 into an ``Answer``; the split lets the chat stream tokens from the same prompt the CLI would use.
@@ -18,6 +18,43 @@ from core.protocols import GenerationParams, Generator, Message, Retriever
 from core.types import Answer, Citation, Hit
 
 from hybrid.strategies import guard
+
+
+@dataclass(frozen=True)
+class Traits:
+    """What a strategy needs and does, declared as class attributes of the same names (an attribute
+    the class does not set takes the default below). The pipeline, the evaluation and the router's
+    signals read these instead of strategy names:
+
+    - ``uses_kb``: retrieves from the knowledge base. Excluded while the app's KB is missing or
+      empty; its evaluation answers are cached per KB version.
+    - ``uses_adapter``: generates with the app's adapter. Excluded while the app has none; cached
+      per adapter version.
+    - ``uses_examples``: reads the example bank. Excluded while the bank is empty.
+    - ``uses_reader``: reads the app's extractive reader. Cached per reader version.
+    - ``grounded``: its answers get a groundedness score against the retrieved sources in the
+      evaluation. Unset, it follows ``uses_kb``.
+    - ``generates``: calls the generator. ``False`` for a strategy that answers without the model
+      (extract quotes a span).
+    """
+
+    uses_kb: bool = False
+    uses_adapter: bool = False
+    uses_examples: bool = False
+    uses_reader: bool = False
+    grounded: bool = False
+    generates: bool = True
+
+
+def traits(strategy: Any) -> Traits:
+    """The traits a strategy class (or instance) declares, defaults filled in."""
+    def get(name: str, default: bool) -> bool:
+        return bool(getattr(strategy, name, default))
+
+    uses_kb = get("uses_kb", False)
+    return Traits(uses_kb=uses_kb, uses_adapter=get("uses_adapter", False),
+                  uses_examples=get("uses_examples", False), uses_reader=get("uses_reader", False),
+                  grounded=get("grounded", uses_kb), generates=get("generates", True))
 
 
 @dataclass

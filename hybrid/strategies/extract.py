@@ -36,6 +36,9 @@ class Extract:
 
     name = "extract"
     cost = 0.2  # an encoder pass over a few chunks: the cheapest strategy
+    uses_kb = True  # quotes from the retrieved sources: excluded without a usable KB, grounded
+    uses_reader = True  # the app's reader picks the span (a retrained reader re-answers)
+    generates = False  # the answer is the quoted span, the model is never called
 
     def build(self, query: str, ctx: StrategyContext) -> Prompt:
         hits = ctx.retrieve()

@@ -34,6 +34,7 @@ class FewShot:
 
     name = "few_shot"
     cost = 1.0  # base model, prompt grows with k examples
+    uses_examples = True  # excluded while the example bank is empty
 
     def build(self, query: str, ctx: StrategyContext) -> Prompt:
         msgs = base_messages(ctx)

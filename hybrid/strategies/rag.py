@@ -115,6 +115,7 @@ class Rag:
 
     name = "rag"
     cost = 1.5  # base model, longest prompts
+    uses_kb = True  # excluded without a usable KB; grounded (scored against the sources)
 
     def build(self, query: str, ctx: StrategyContext) -> Prompt:
         return build_rag_prompt(query, ctx, adapter=None)

@@ -27,6 +27,7 @@ class Tuned:
 
     name = "tuned"
     cost = 0.5  # shortest prompt: system + question
+    uses_adapter = True  # excluded without an adapter; no retrieval
 
     def build(self, query: str, ctx: StrategyContext) -> Prompt:
         adapter = _adapter(ctx, self.name)
@@ -42,6 +43,8 @@ class TunedRag:
 
     name = "tuned_rag"
     cost = 1.6  # rag's prompt, plus the adapter's extra matmuls
+    uses_kb = True  # rag's sources: excluded without a usable KB (that reason first), grounded
+    uses_adapter = True  # and without an adapter
 
     def build(self, query: str, ctx: StrategyContext) -> Prompt:
         return build_rag_prompt(query, ctx, adapter=_adapter(ctx, self.name))
