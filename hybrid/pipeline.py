@@ -367,7 +367,7 @@ class Assistant:
         """Validate, route, and build the chosen strategy's prompt: a ``Prepared`` for ``ask`` and
         ``stream``. ``filters`` scopes retrieval to matching chunks (``KnowledgeBase.search`` syntax,
         e.g. ``{"source": "policy.txt"}``)."""
-        from hybrid.strategies import get_strategy
+        from hybrid.strategies import get_strategy, strategy_traits
         from hybrid.strategies.base import StrategyContext
 
         t0 = time.perf_counter()
@@ -403,11 +403,14 @@ class Assistant:
         sctx.k = self.retrieval_k()
         built: dict[str, Any] = {}  # extract's prompt, built at most once per query
 
+        def give_reader() -> None:
+            # the reader loads only when a strategy that uses it is asked for (by the router or to answer)
+            sctx.embedder, sctx.reader = self.embedder, self.reader
+            sctx.reader_threshold, sctx.max_answer_tokens = app.reader.threshold, app.reader.max_answer_tokens
+
         def extract_prompt():
             if "prompt" not in built:
-                # the reader loads only when extract is asked for (by the router or to answer)
-                sctx.embedder, sctx.reader = self.embedder, self.reader
-                sctx.reader_threshold, sctx.max_answer_tokens = app.reader.threshold, app.reader.max_answer_tokens
+                give_reader()
                 built["prompt"] = get_strategy("extract").build(query, sctx)
             return built["prompt"]
 
@@ -425,8 +428,14 @@ class Assistant:
                  decision.reason)
         strat = get_strategy(decision.strategy)
         t = time.perf_counter()
-        # extract scored for routing is not run again: its prompt (the quoted span) is the answer
-        prompt = extract_prompt() if strat.name == "extract" else strat.build(query, sctx)
+        # extract scored for routing (the router's gate) is not run again: its prompt (the quoted span)
+        # is the answer
+        if strat.name == "extract":
+            prompt = extract_prompt()
+        else:
+            if strategy_traits(strat.name).uses_reader:
+                give_reader()
+            prompt = strat.build(query, sctx)
         timings["prompt"] = time.perf_counter() - t
         return Prepared(strategy=strat, prompt=prompt, ctx=sctx, decision=decision, notices=notices,
                         timings=timings, started=t0)
