@@ -25,22 +25,43 @@ from hybrid.app import AppConfig
 log = logging.getLogger(__name__)
 
 
-def make_generator(app: AppConfig):
-    """The app's generator: the embedded SmolLM2 by default, or a local HF model directory."""
-    from hybrid.generation import HFGenerator
+def generator_backend(model: str) -> str:
+    """The ``hybrid.generation.GENERATORS`` backend that serves an app's ``generation.model``: a value
+    naming a registered backend other than ``hf`` is that backend (``scripted``: the echoing fake, for
+    dry runs of an app's plumbing and fast CLI tests); anything else (``embedded``/``default``, a local
+    model directory, a hub id) is ``hf``, loading that model."""
+    from hybrid.generation import GENERATORS
 
-    model = app.generation.model
-    if model == "scripted":  # the echoing fake: dry runs of an app's plumbing and fast CLI tests
-        from hybrid.generation import ScriptedGenerator
+    return model if model != "hf" and model in GENERATORS else "hf"
 
-        return ScriptedGenerator(context_window=4096)
+
+def _hf_args(app: AppConfig) -> tuple[tuple, dict]:
     from hybrid.chat import SystemPrompt
 
+    model = app.generation.model
     # The generator knows the app's template so adapter cards are checked against it; every
     # strategy still sends the rendered prompt itself as the first message.
     sp = SystemPrompt(app.system_prompt, defaults={"app_name": app.title or app.name})
-    return HFGenerator("default" if model in ("embedded", "default") else app.resolve(model) if
-                       app.resolve(model).exists() else model, system_prompt=sp)
+    if model in ("embedded", "default"):
+        return ("default",), {"system_prompt": sp}
+    return (app.resolve(model) if app.resolve(model).exists() else model,), {"system_prompt": sp}
+
+
+# how an app's settings become a backend factory's arguments; a backend not listed is called with none
+_BACKEND_ARGS = {
+    "hf": _hf_args,
+    "scripted": lambda app: ((), {"context_window": 4096}),
+}
+
+
+def make_generator(app: AppConfig):
+    """The app's generator, from the ``hybrid.generation.GENERATORS`` backend ``generator_backend``
+    picks for ``generation.model``: the embedded SmolLM2 by default, or a local HF model directory."""
+    from hybrid.generation import GENERATORS
+
+    backend = generator_backend(app.generation.model)
+    args, kwargs = _BACKEND_ARGS.get(backend, lambda app: ((), {}))(app)
+    return GENERATORS.get(backend)(*args, **kwargs)
 
 
 def make_embedder(app: AppConfig):

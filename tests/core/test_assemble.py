@@ -33,3 +33,39 @@ def test_adapter_is_current_compares_the_cards_system_prompt_hash(app_dir):
     (app.adapter_path / "adapter_card.json").write_text("{not json")
     ok, why = adapter_is_current(app)
     assert not ok and why.startswith("unreadable adapter card")
+
+
+def test_make_generator_picks_the_backend_from_the_generators_registry(app_dir, monkeypatch):
+    import dataclasses
+
+    from hybrid.assemble import generator_backend, make_generator
+    from hybrid.generation import GENERATORS, ScriptedGenerator
+
+    app = load_app(app_dir)
+
+    def with_model(model):
+        return dataclasses.replace(app, generation=dataclasses.replace(app.generation, model=model))
+
+    gen = make_generator(with_model("scripted"))  # the fake, by its backend name
+    assert isinstance(gen, ScriptedGenerator) and gen.context_window == 4096
+    made = []
+
+    class FakeHF:
+        def __init__(self, model, **kw):
+            made.append((model, kw))
+
+    monkeypatch.setitem(GENERATORS._items, "hf", FakeHF)  # no model is loaded: the registry's entry is called
+    for model in ("embedded", "default"):
+        assert isinstance(make_generator(with_model(model)), FakeHF) and made[-1][0] == "default"
+    (app_dir / "local-model").mkdir()
+    make_generator(with_model("local-model"))
+    assert made[-1][0] == app_dir / "local-model"  # an existing directory, resolved against the app
+    make_generator(with_model("org/some-model"))
+    assert made[-1][0] == "org/some-model" and "system_prompt" in made[-1][1]
+    assert [generator_backend(m) for m in ("scripted", "embedded", "hf", "x/y")] == ["scripted", "hf", "hf", "hf"]
+
+    class Echo:
+        pass
+
+    with GENERATORS.registered("echo", Echo):  # a new backend is one registration, named by generation.model
+        assert isinstance(make_generator(with_model("echo")), Echo)
