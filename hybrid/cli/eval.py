@@ -121,16 +121,13 @@ def cli(ctx, app_dir, questions, config_path, strategies, out_dir, limit, batch_
 def retrieval(kb_dir, dataset, modes, k, limit_queries, as_json):
     """Score a knowledge base on a BEIR dataset: nDCG@10, recall@10/100, MRR@10 per search mode."""
     from hybrid.eval.retrieval import evaluate_run, load_beir, run_knowledge_base
-    from indexes.config import IndexConfig
     from indexes.kb import MANIFEST, KnowledgeBase
 
     ds = load_beir(dataset, limit_queries=limit_queries)
     path = Path(kb_dir)
-    if (path / MANIFEST).exists():
-        kb = KnowledgeBase.open(path)
-    else:
+    if not (path / MANIFEST).exists():
         click.echo(f"building {path} from {len(ds.corpus)} documents", err=True)
-        kb = KnowledgeBase.create(path, IndexConfig())
+    kb = KnowledgeBase.open_or_create(path)  # an existing KB opens with its stored settings, a new one the defaults
     report = kb.sync(ds.documents(), progress=True)
     if report.changed:
         click.echo(str(report), err=True)
