@@ -367,8 +367,8 @@ class Assistant:
         """Validate, route, and build the chosen strategy's prompt: a ``Prepared`` for ``ask`` and
         ``stream``. ``filters`` scopes retrieval to matching chunks (``KnowledgeBase.search`` syntax,
         e.g. ``{"source": "policy.txt"}``)."""
-        from hybrid.strategies import get_strategy, strategy_traits
-        from hybrid.strategies.base import StrategyContext
+        from hybrid.strategies import get_strategy
+        from hybrid.strategies.base import StrategyContext, traits
 
         t0 = time.perf_counter()
         if not isinstance(query, str) or not query.strip():
@@ -433,7 +433,7 @@ class Assistant:
         if strat.name == "extract":
             prompt = extract_prompt()
         else:
-            if strategy_traits(strat.name).uses_reader:
+            if traits(strat).uses_reader:
                 give_reader()
             prompt = strat.build(query, sctx)
         timings["prompt"] = time.perf_counter() - t

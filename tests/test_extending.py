@@ -176,3 +176,22 @@ def test_traits_decide_exclusion_cache_keys_and_groundedness(tmp_path):
         res = run_eval(None, q, tmp_path / "out2", EvalConfig(strategies=["kb_toy", "toy"], learned_cv=False),
                        assistant=empty, progress=False)
         assert {r["strategy"] for r in res.rows} == {"toy"}
+
+
+def test_a_strategy_declaring_uses_reader_gets_the_reader_and_embedder(tmp_path):
+    seen = {}
+
+    class ReaderToy(Toy):
+        name = "reader_toy"
+        uses_reader = True
+
+        def build(self, query, ctx):
+            seen.update(embedder=ctx.embedder, reader_threshold=ctx.reader_threshold)
+            return super().build(query, ctx)
+
+    with STRATEGIES.registered("reader_toy", ReaderToy), STRATEGIES.registered("toy", Toy):
+        b = bot(tmp_path)
+        b.ask(QUESTION, strategy="toy")
+        assert seen == {}
+        b.ask(QUESTION, strategy="reader_toy")
+        assert seen["embedder"] is b.embedder

@@ -236,8 +236,7 @@ def run_eval(app: Any, questions: str | Path | QuestionSet, out_dir: str | Path,
 
     from hybrid.app import AppConfig, load_app
     from hybrid.pipeline import Assistant, kb_config, kb_size
-    from hybrid.strategies import strategy_traits
-    from hybrid.strategies.base import run_prompt
+    from hybrid.strategies.base import run_prompt, traits
 
     cfg = cfg or EvalConfig()
     out = Path(out_dir)
@@ -385,7 +384,7 @@ def run_eval(app: Any, questions: str | Path | QuestionSet, out_dir: str | Path,
                         raise g
                     usage = {"prompt_tokens": g.prompt_tokens, "completion_tokens": g.completion_tokens} if g else None
                     ans = run_prompt(strat.name, prompt, sctx, text=g.text if g else None, usage=usage)
-                    context = ([h.chunk.text for h in (sctx.hits or [])] if strategy_traits(strat.name).grounded
+                    context = ([h.chunk.text for h in (sctx.hits or [])] if traits(strat).grounded
                                else None)
                     scores, flags = _score(q, ans.text, context)
                     row.update(answer=ans.text, error=None, routed_to=decision.strategy if strategy == "auto" else None,
