@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -76,6 +79,33 @@ def test_whitespace_only_file_is_a_skip():
 def test_unknown_extension_is_a_skip():
     assert skip_reason(b"MZ\x90\x00", "setup.exe") == "unsupported"
     assert skip_reason(b"hello", "README") == "unsupported"
+
+
+# --- the registry: one dispatch, parsers in family modules ---------------------------------------
+
+ALL_SUFFIXES = {
+    ".txt", ".text", ".log", ".rst", ".md", ".markdown", ".html", ".htm", ".xhtml", ".docx", ".pptx", ".eml",
+    ".pdf", ".csv", ".tsv", ".jsonl", ".ndjson", ".json",
+}
+
+
+@pytest.mark.parametrize("first", ["connectors.formats", "connectors.formats.pdf", "connectors.formats.records"])
+def test_every_format_registers_whichever_module_is_imported_first(first):
+    """A fresh interpreter that imports a family module first still gets the whole registry, and every
+    registered parser is importable from connectors.formats under its own name."""
+    code = (
+        f"import {first}\n"
+        "import connectors.formats as f\n"
+        "print(sorted(f.FORMATS))\n"
+        "print(all(getattr(f, f.FORMATS.get(s).__name__) is f.FORMATS.get(s) for s in f.FORMATS))\n"
+        "print(sorted(f.MIME) == sorted(f.FORMATS))\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    run = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120)
+    assert run.returncode == 0, run.stderr
+    suffixes, reexported, mimes = run.stdout.splitlines()
+    assert suffixes == str(sorted(ALL_SUFFIXES))
+    assert reexported == "True" and mimes == "True"
 
 
 # --- PDF --------------------------------------------------------------------------------------
