@@ -272,12 +272,11 @@ class Assistant:
 
         why = self.missing() if missing is None else missing
         out: dict[str, str] = {}
-        for name in strategy_names():
-            t = strategy_traits(name)
-            for trait, reason in why.items():
-                if reason is not None and getattr(t, trait):
-                    out[name] = reason
-                    break
+        for trait, reason in why.items():  # grouped by reason, as the reasons are listed in missing()
+            if reason is not None:
+                for name in strategy_names():
+                    if getattr(strategy_traits(name), trait):
+                        out.setdefault(name, reason)
         return out
 
     def retrieval_k(self) -> int:
