@@ -195,3 +195,18 @@ def test_a_strategy_declaring_uses_reader_gets_the_reader_and_embedder(tmp_path)
         assert seen == {}
         b.ask(QUESTION, strategy="reader_toy")
         assert seen["embedder"] is b.embedder
+
+
+def test_builtin_traits_reproduce_the_name_keyed_rules():
+    """The built-ins' traits give exactly what was keyed by name before: exclusions, cache keys, groundedness."""
+    from hybrid.eval.runner import _cache_traits
+    from hybrid.strategies import names_with
+
+    assert names_with("uses_kb") == ("rag", "tuned_rag", "extract")
+    assert names_with("uses_adapter") == ("tuned", "tuned_rag")
+    assert names_with("uses_examples") == ("few_shot",)
+    assert names_with("grounded") == ("rag", "tuned_rag", "extract")
+    assert names_with("generates") == ("few_shot", "rag", "tuned", "tuned_rag")
+    keyed = {s: (t.uses_adapter, t.uses_kb, t.uses_reader) for s in (*BUILTINS, "auto") for t in [_cache_traits(s)]}
+    assert keyed == {"few_shot": (False, False, False), "rag": (False, True, False), "tuned": (True, False, False),
+                     "tuned_rag": (True, True, False), "extract": (False, True, True), "auto": (True, True, True)}
