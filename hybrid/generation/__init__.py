@@ -20,8 +20,9 @@ The package, by job:
     GENERATORS.names()                                 # ["hf", "scripted"]
     GENERATORS.get("nope")   # InputError: unknown generator backend 'nope'; known: hf, scripted
 
-Registering a second, different factory under a taken name raises ``ValueError``. Which backend an
-app uses is still decided by ``hybrid.pipeline.make_generator``, not by this registry.
+Registering a second, different factory under a taken name raises ``ValueError``.
+``hybrid.assemble.make_generator`` picks an app's backend through this registry (``generation.model``
+naming a registered backend; anything else is a model for ``hf``).
 
 Importing the package stays light: torch, transformers and peft load only when a model is used.
 """
