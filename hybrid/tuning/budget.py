@@ -5,9 +5,12 @@ distractors first, then trim the oracle around the answer)."""
 from __future__ import annotations
 
 import math
+import random
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Callable
+
+from core.errors import InputError
 
 
 def _rag_turn(question: str, blocks: list[tuple[str, str]]) -> str:
@@ -164,6 +167,16 @@ def fit_blocks(question: str, blocks: list[tuple[str, str]], oracle_at: int | No
         for k in done:
             trimmed[k] += 1
     return blocks, oracle_at
+
+
+def _start_raft(n_distractors: int, oracle_fraction: float, report: "BuildReport | None",
+                seed: int) -> tuple["BuildReport", random.Random]:
+    """Both RAFT builders' argument checks, their report and their seeded RNG."""
+    if n_distractors < 0:
+        raise InputError(f"n_distractors must be >= 0, got {n_distractors}")
+    if not 0 <= oracle_fraction <= 1:
+        raise InputError(f"oracle_fraction must be in [0, 1], got {oracle_fraction}")
+    return (report if report is not None else BuildReport()), random.Random(seed)
 
 
 def _add_raft_row(rows: list[dict], question: str, blocks, reply: str, budget, report, **extra) -> None:

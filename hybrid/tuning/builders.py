@@ -18,13 +18,11 @@ the oracle. That teaches a tuned model to read retrieved context, which ``tuned_
 
 from __future__ import annotations
 
-import random
 import re
 from typing import Sequence
 
-from core.errors import InputError
 from hybrid.tuning.budget import (Budget, BuildReport, _add_raft_row, _close_report, _rag_turn,  # noqa: F401
-                                  _word_span, fit_blocks, make_budget, trim_around)
+                                  _start_raft, _word_span, fit_blocks, make_budget, trim_around)
 from hybrid.tuning.qa_pairs import QAPair, _hit_source, _words, build_raft_from_qa, read_qa_pairs  # noqa: F401
 from hybrid.tuning.source_chunks import (_HEADING_RE, _SENT_RE, SourceChunk, _from_obj,  # noqa: F401
                                          _h, _paragraph_chunks, _sentences, derive_question, load_chunks)
@@ -43,12 +41,7 @@ def build_raft(chunks: Sequence[SourceChunk], *, n_distractors: int = 3, oracle_
     (``make_budget``) every row fits the tuner's ``data.max_length``: distractors are trimmed or
     dropped, then the oracle is trimmed around the answer; a row that still cannot fit is a counted skip.
     """
-    if n_distractors < 0:
-        raise InputError(f"n_distractors must be >= 0, got {n_distractors}")
-    if not 0 <= oracle_fraction <= 1:
-        raise InputError(f"oracle_fraction must be in [0, 1], got {oracle_fraction}")
-    report = report if report is not None else BuildReport()
-    rng = random.Random(seed)
+    report, rng = _start_raft(n_distractors, oracle_fraction, report, seed)
     rows = []
     for i, ch in enumerate(chunks):
         qa = derive_question(ch, seed)

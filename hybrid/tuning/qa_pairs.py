@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +11,8 @@ from typing import Any, Sequence
 
 from core.errors import InputError
 from core.io import parse_jsonl
-from hybrid.tuning.budget import Budget, BuildReport, _add_raft_row, _close_report, _word_span, fit_blocks
+from hybrid.tuning.budget import (Budget, BuildReport, _add_raft_row, _close_report, _start_raft, _word_span,
+                                  fit_blocks)
 
 
 @dataclass
@@ -91,12 +91,7 @@ def build_raft_from_qa(pairs: Sequence[QAPair], *, n_distractors: int = 3, oracl
     file nearest the question by word overlap. Rows without the oracle, and unanswerable pairs, answer
     ``dont_know``. A gold span that is not in its context is a counted skip (``answer_not_in_context``).
     """
-    if n_distractors < 0:
-        raise InputError(f"n_distractors must be >= 0, got {n_distractors}")
-    if not 0 <= oracle_fraction <= 1:
-        raise InputError(f"oracle_fraction must be in [0, 1], got {oracle_fraction}")
-    report = report if report is not None else BuildReport()
-    rng = random.Random(seed)
+    report, rng = _start_raft(n_distractors, oracle_fraction, report, seed)
     contexts = list(dict.fromkeys(p.context for p in pairs if p.context.strip()))
     ctx_title = {p.context: p.title for p in pairs}
     ctx_words = [_words(c) for c in contexts]
