@@ -223,7 +223,8 @@ def embedder_kind(spec: str) -> tuple[str, str]:
 
 def same_embedder_spec(a: str, b: str) -> bool:
     """Whether two specs name the same embedder without loading it: equal kind and argument, with the
-    bundled model's aliases and a directory's spellings (relative, ``~``) made canonical."""
+    bundled model's aliases, a directory's spellings (relative, ``~``) and ``hash`` = ``hash:64`` made
+    canonical."""
 
     def canon(spec: str) -> tuple[str, str]:
         kind, argument = embedder_kind(spec)
@@ -232,6 +233,8 @@ def same_embedder_spec(a: str, b: str) -> bool:
                 return kind, DEFAULT_EMBEDDER
             p = Path(argument).expanduser()
             return kind, str(p.resolve()) if p.is_dir() else argument
+        if kind == "hash":
+            return kind, argument or str(HashEmbedder().dim)  # "hash" is "hash:64"
         return kind, argument
 
     try:

@@ -61,6 +61,7 @@ def test_rebuild_true_rebuilds_with_the_new_settings(kb, cfg, docs):
 def test_embedder_aliases_name_the_same_model(tmp_path):
     assert same_embedder_spec("default", DEFAULT_EMBEDDER)
     assert same_embedder_spec("all-MiniLM-L6-v2", DEFAULT_EMBEDDER)
+    assert same_embedder_spec("hash", "hash:64") and not same_embedder_spec("hash", "hash:32")
     assert same_embedder_spec(str(tmp_path), str(tmp_path / "." ))
     assert not same_embedder_spec("hash", DEFAULT_EMBEDDER)
     assert not same_embedder_spec("hash:32", "hash:64")
