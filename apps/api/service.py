@@ -158,6 +158,18 @@ class Service:
             raise
         self.metrics.in_flight.inc()
 
+    def free_slot(self) -> None:
+        """Undo ``take_slot``: release the generator slot and both in-flight counts."""
+        self.gate.release()
+        self.metrics.in_flight.dec()
+        self.in_flight -= 1
+
+    def deadline_passed(self, cancel: threading.Event, what: str) -> ApiError:
+        """Stop the worker and count a deadline cancellation; the 504 to answer or to stream."""
+        cancel.set()
+        self.metrics.cancelled.labels("deadline").inc()
+        return ApiError(504, f"no {what} within the {self.settings.request_timeout:g}s deadline", "timeout")
+
     async def answer(self, req: AskRequest, request: Request) -> Answer:
         """Non-streaming: the answer runs in a worker thread; deadline and disconnect cancel it."""
         deadline = time.monotonic() + self.settings.request_timeout
@@ -169,10 +181,7 @@ class Service:
             while True:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    cancel.set()
-                    self.metrics.cancelled.labels("deadline").inc()
-                    raise ApiError(504, f"no answer within the {self.settings.request_timeout:g}s deadline",
-                                   "timeout")
+                    raise self.deadline_passed(cancel, "answer")
                 done, _ = await asyncio.wait({fut}, timeout=min(left, 0.25))
                 if done:
                     return fut.result()
@@ -184,9 +193,7 @@ class Service:
             cancel.set()
             if not fut.done():  # give the worker a moment to notice, so the slot is really free
                 await asyncio.wait({fut}, timeout=2.0)
-            self.gate.release()
-            self.metrics.in_flight.dec()
-            self.in_flight -= 1
+            self.free_slot()
 
     async def stream(self, req: AskRequest) -> tuple[AsyncIterator[tuple[str, Any]], Any]:
         """Streaming: enter the gate now (so 429 is a real status), then yield ("token", str) ...
@@ -229,9 +236,7 @@ class Service:
                 await asyncio.wait({fut}, timeout=2.0)
             except BaseException:  # noqa: BLE001 - cancelled while waiting: still release below
                 pass
-            self.gate.release()
-            self.metrics.in_flight.dec()
-            self.in_flight -= 1
+            self.free_slot()
 
         async def events() -> AsyncIterator[tuple[str, Any]]:
             finished = False
@@ -239,10 +244,7 @@ class Service:
                 while True:
                     left = deadline - time.monotonic()
                     if left <= 0:
-                        cancel.set()
-                        self.metrics.cancelled.labels("deadline").inc()
-                        yield "error", ApiError(504, f"no complete answer within the "
-                                                     f"{self.settings.request_timeout:g}s deadline", "timeout")
+                        yield "error", self.deadline_passed(cancel, "complete answer")
                         return
                     try:
                         kind, item = await asyncio.wait_for(queue.get(), timeout=left)
