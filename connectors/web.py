@@ -53,19 +53,41 @@ class Response:
     last_modified: str | None
 
 
+# NAT64's well-known prefix: the last 32 bits are an IPv4 address that the translator connects to.
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+
+
+def _embedded_ipv4(addr: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 address leads to: IPv4-mapped, 6to4 (2002::/16), Teredo
+    (2001::/32: server and client) and NAT64. ``is_global`` calls 2002:7f00:1:: public, yet a 6to4
+    relay takes it to 127.0.0.1."""
+    out = [a for a in (addr.ipv4_mapped, addr.sixtofour) if a is not None]
+    if addr.teredo is not None:
+        out.extend(addr.teredo)
+    if addr in _NAT64:
+        out.append(ipaddress.IPv4Address(int(addr) & 0xFFFFFFFF))
+    return out
+
+
+def is_public_address(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
+    """Globally routable unicast, and so is every IPv4 address embedded in it. ``is_global`` is
+    False for private, loopback, link-local, shared (100.64.0.0/10, carrier-grade NAT), reserved,
+    documentation and unspecified ranges; multicast is refused on top."""
+    if not addr.is_global or addr.is_multicast:
+        return False
+    if isinstance(addr, ipaddress.IPv6Address):
+        return all(is_public_address(v4) for v4 in _embedded_ipv4(addr))
+    return True
+
+
 def check_address(ip: str, cfg: IngestConfig, host: str) -> None:
-    """Refuse non-public addresses unless allowed; IPv4-mapped IPv6 is checked as IPv4."""
+    """Refuse non-public addresses (see ``is_public_address``) unless allowed."""
     addr = ipaddress.ip_address(ip.split("%", 1)[0])
-    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
-        addr = addr.ipv4_mapped
-    bad = (
-        addr.is_private or addr.is_loopback or addr.is_link_local or addr.is_multicast
-        or addr.is_reserved or addr.is_unspecified
-    )
-    if bad and not cfg.web_allow_private:
+    if not is_public_address(addr) and not cfg.web_allow_private:
+        shown = addr.ipv4_mapped if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped else addr
         raise SkipError(
             "private_address",
-            f"{host} resolves to non-public address {addr} (set web_allow_private=true to allow)",
+            f"{host} resolves to non-public address {shown} (set web_allow_private=true to allow)",
         )
 
 

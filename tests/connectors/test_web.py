@@ -118,8 +118,26 @@ def test_non_public_addresses_are_refused(ip):
     assert e.value.reason == "private_address"
 
 
-def test_public_address_passes():
-    web.check_address("93.184.215.14", IngestConfig(), "example.org")  # no exception
+@pytest.mark.parametrize("ip", [
+    "100.64.0.1", "100.127.255.254",        # shared address space (carrier-grade NAT): not global
+    "2002:7f00:1::", "2002:7f00:1::1",      # 6to4 embedding 127.0.0.1: is_global says True
+    "2002:a9fe:a9fe::",                     # 6to4 embedding 169.254.169.254 (cloud metadata)
+    "2002:a00:1::",                         # 6to4 embedding 10.0.0.1
+    "64:ff9b::7f00:1", "64:ff9b::a9fe:a9fe",  # NAT64 to loopback / link-local: is_global says True
+    "2001:0:4136:e378:8000:63bf:80ff:fffe",  # Teredo, client 127.0.0.1
+    "::ffff:100.64.0.1", "224.0.0.1", "ff02::1", "192.0.2.1", "2001:db8::1",
+])
+def test_addresses_that_lead_to_non_public_ones_are_refused(ip):
+    with pytest.raises(SkipError) as e:
+        web.check_address(ip, IngestConfig(), "host")
+    assert e.value.reason == "private_address" and "non-public address" in str(e.value)
+    web.check_address(ip, IngestConfig(web_allow_private=True), "host")  # allowed when asked for
+
+
+@pytest.mark.parametrize("ip", ["93.184.215.14", "2002:5db8:d70e::", "64:ff9b::5db8:d70e",
+                                "::ffff:93.184.215.14", "2606:2800:220:1::1"])
+def test_public_address_passes(ip):
+    web.check_address(ip, IngestConfig(), "example.org")  # no exception: public, and so is what it embeds
 
 
 def test_redirect_target_is_checked_again(server, monkeypatch):
