@@ -11,17 +11,29 @@ import re
 from typing import Any
 
 from connectors.config import IngestConfig
-from connectors.encoding import decode_text
+from connectors.encoding import Decoded, decode, strip_controls, utf16_guess
 from connectors.formats import Parsed, Part, _register
 from core.errors import SkipError
 
 # --- plain text ----------------------------------------------------------------------------------
 
 
+def _decoded(d: Decoded) -> tuple[str, dict[str, Any], list[tuple[str, str]]]:
+    """Text, metadata and notes of a decode. When stray control bytes were removed it is said twice:
+    in the document's metadata (``control_chars_stripped``, it stays with the text) and as a report
+    note (the user sees it)."""
+    meta: dict[str, Any] = {"encoding": d.encoding}
+    notes: list[tuple[str, str]] = []
+    if d.control_stripped:
+        meta["control_chars_stripped"] = d.control_stripped
+        notes.append(("control_stripped", f"removed {d.control_stripped} stray control byte(s); the rest is text"))
+    return d.text, meta, notes
+
+
 @_register((".txt", ".text", ".log", ".rst"), "text/plain")
 def parse_text(data: bytes, name: str, cfg: IngestConfig) -> Parsed:
-    text, enc = decode_text(data, strict_utf8=cfg.strict_utf8)
-    out = Parsed([Part(text)], meta={"encoding": enc})
+    text, meta, notes = _decoded(decode(data, strict_utf8=cfg.strict_utf8))
+    out = Parsed([Part(text)], meta=meta, notes=notes)
     head = text.lstrip()[:1]
     if head in ("{", "[") and len(text) < 5_000_000:
         # Valid as text, so it loads; but a JSON-shaped file that does not parse was probably cut
@@ -37,18 +49,17 @@ def parse_text(data: bytes, name: str, cfg: IngestConfig) -> Parsed:
 def parse_markdown(data: bytes, name: str, cfg: IngestConfig) -> Parsed:
     """Decoded by us (never guessed), rendered to HTML by python-markdown (what unstructured's
     partition_md does too), then flattened: headings, lists, tables and code blocks keep their lines."""
-    text, enc = decode_text(data, strict_utf8=cfg.strict_utf8)
+    text, meta, notes = _decoded(decode(data, strict_utf8=cfg.strict_utf8))
     if not text.strip():
         raise SkipError("empty", "no text found (blank or whitespace only)")
     import markdown
 
     html = markdown.markdown(text, extensions=["tables", "fenced_code"])
     _, body = html_to_parts(f"<html><body>{html}</body></html>")
-    meta: dict[str, Any] = {"encoding": enc}
     m = re.search(r"^\s*#\s+(.+)$", text, re.M)
     if m:
         meta["title"] = m.group(1).strip().strip("#").strip()
-    return Parsed([Part(body)], meta=meta)
+    return Parsed([Part(body)], meta=meta, notes=notes)
 
 
 # --- HTML ------------------------------------------------------------------------------------------
@@ -57,22 +68,30 @@ _META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?([A-Za-z0-9_\-]+)""
 
 
 def decode_html(data: bytes, cfg: IngestConfig) -> tuple[str, str]:
+    """``(html, encoding)`` of a page; see :func:`_html_decoded`."""
+    d = _html_decoded(data, cfg)
+    return d.text, d.encoding
+
+
+def _html_decoded(data: bytes, cfg: IngestConfig) -> Decoded:
     """A BOM or valid UTF-8 first (pages mislabelled as latin-1 are usually UTF-8, and ASCII reads
-    the same either way), then the <meta> charset when it decodes cleanly, else detection."""
-    if data.startswith((b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")):
-        return decode_text(data, strict_utf8=cfg.strict_utf8)
+    the same either way), then the <meta> charset when it decodes cleanly, else detection. Stray
+    control bytes are stripped within the same tolerance as plain text."""
+    # UTF-16 without a BOM is valid UTF-8 when it is mostly ASCII, NULs and all: ask first.
+    if data.startswith((b"\xef\xbb\xbf", b"\xff\xfe", b"\xfe\xff")) or utf16_guess(data):
+        return decode(data, strict_utf8=cfg.strict_utf8)
     try:
-        return data.decode("utf-8"), "utf-8"
+        return strip_controls(data.decode("utf-8"), "utf-8")
     except UnicodeDecodeError:
         pass
     m = _META_CHARSET.search(data[:4096])
     if m:
         enc = m.group(1).decode("ascii")
         try:
-            return data.decode(enc), enc.lower()
+            return strip_controls(data.decode(enc), enc.lower())
         except (UnicodeDecodeError, LookupError):
             pass
-    return decode_text(data, strict_utf8=cfg.strict_utf8)
+    return decode(data, strict_utf8=cfg.strict_utf8)
 
 
 _DROP = ("script", "style", "noscript", "template", "svg", "head", "nav", "header", "footer", "aside", "form")
@@ -155,11 +174,10 @@ def html_to_parts(html: str) -> tuple[str, str]:
 
 @_register((".html", ".htm", ".xhtml"), "text/html")
 def parse_html(data: bytes, name: str, cfg: IngestConfig) -> Parsed:
-    html, enc = decode_html(data, cfg)
+    html, meta, notes = _decoded(_html_decoded(data, cfg))
     if not html.strip():
         raise SkipError("empty", "no text found (blank or whitespace only)")
     title, text = html_to_parts(html)
-    meta: dict[str, Any] = {"encoding": enc}
     if title:
         meta["title"] = title
-    return Parsed([Part(text)], meta=meta)
+    return Parsed([Part(text)], meta=meta, notes=notes)
