@@ -24,9 +24,10 @@ instead of opening empty. The layout and the write protocol are described in ``i
     indexes.bm25       FTS5 BM25 query building and scoring
     indexes.filters    metadata filters compiled to SQL
     indexes.fusion     reciprocal rank fusion and MMR
+    indexes.search     searching (dense, BM25 or hybrid, optional MMR); ``KnowledgeBase`` inherits it
 
 This module holds ``KnowledgeBase`` itself: opening, the sync and delete steps (chunk, embed,
-publish), rebuild, and search (dense, BM25 or hybrid, optional MMR).
+publish), rebuild, and stats.
 """
 
 from __future__ import annotations
@@ -47,12 +48,9 @@ import numpy as np
 from core.errors import (ConfigError, CorruptKnowledgeBaseError, InputError, KnowledgeBaseError,
                          LockedError, ModelError)
 from core.io import atomic_write_text, fsync_dir
-from core.types import Chunk, Document, Hit
-from indexes.bm25 import bm25_search
-from indexes.config import SEARCH_MODES, IndexConfig
-from indexes.filters import filter_sql
-from indexes.fusion import mmr as _mmr
-from indexes.fusion import rrf
+from core.types import Chunk, Document, Hit  # noqa: F401 - Chunk, Hit: importable from here as before the split
+from indexes.config import SEARCH_MODES, IndexConfig  # noqa: F401
+from indexes.search import Searching
 from indexes.store import (MANIFEST, REBUILD_HINT, State, WriteLock, apply_nothing, check_embedder, cleanup,
                            install_generation, load_state, new_manifest, publish, read_manifest, salvage_documents)
 from indexes.sync import (SyncReport, apply_changes, dedupe_documents, diff_chunks, diff_documents, stored_chunks,
@@ -62,7 +60,9 @@ from indexes.vectors import VectorIndex
 # Names defined here before the module was split by job, still importable from indexes.kb
 # (hybrid.cli.index imports _read_manifest, tests/indexes/test_bad_inputs.py imports _WriteLock);
 # LockedError, atomic_write_text and fsync_dir above are kept imported for the same reason.
-from indexes.bm25 import STOPWORDS as _STOP  # noqa: F401
+from indexes.bm25 import STOPWORDS as _STOP, bm25_search  # noqa: F401
+from indexes.filters import filter_sql  # noqa: F401
+from indexes.fusion import mmr as _mmr, rrf  # noqa: F401
 from indexes.filters import (FIELD_RE as _FIELD_RE, OPERATORS as _OPS,  # noqa: F401
                              filter_scalar as _filter_scalar, filter_values as _filter_values)
 from indexes.store import (FORMAT_VERSION, GEN_RE as _GEN_RE, LOCK, SCHEMA as _SCHEMA,  # noqa: F401
@@ -94,7 +94,7 @@ def stored_setting_diff(stored: dict[str, Any], cfg: IndexConfig) -> list[str]:
     return out
 
 
-class KnowledgeBase:
+class KnowledgeBase(Searching):
     """Chunks + FAISS vectors + FTS5 BM25 + SQLite metadata, persisted in generations. See the module docstring.
 
     >>> from indexes.embed import HashEmbedder
@@ -397,128 +397,7 @@ class KnowledgeBase:
         norms = np.linalg.norm(vecs, axis=1, keepdims=True)
         return vecs / np.maximum(norms, 1e-12)
 
-    # -- searching ------------------------------------------------------------------------------
-    def _check_query(self, query: Any) -> str:
-        if not isinstance(query, str):
-            raise InputError(f"query must be a string, got {type(query).__name__}")
-        if not query.strip():
-            raise InputError("query is empty")
-        if len(query) > self.cfg.max_query_chars:
-            raise InputError(f"query is {len(query):,} characters, more than max_query_chars="
-                             f"{self.cfg.max_query_chars:,}; shorten it")
-        return query
-
-    def _check_k(self, k: Any) -> int:
-        if isinstance(k, bool) or not isinstance(k, (int, np.integer)):
-            raise InputError(f"k must be an integer, got {k!r}")
-        k = int(k)
-        if k <= 0:
-            raise InputError(f"k must be > 0, got {k}")
-        n = self._state.n_chunks
-        if n == 0:
-            raise InputError(f"knowledge base {self.path} is empty; sync documents into it first")
-        if k > n:
-            raise InputError(f"k={k} is larger than the knowledge base ({n} chunks); ask for at most {n}")
-        return k
-
-    def _check_mode(self, mode: str) -> str:
-        if mode not in SEARCH_MODES:
-            raise InputError(f"mode must be one of {list(SEARCH_MODES)}, got {mode!r}")
-        return mode
-
-    def search(self, query: str, k: int = 5, filters: dict[str, Any] | None = None, mode: str = "hybrid",
-               mmr: bool = False) -> list[Hit]:
-        """Top-``k`` chunks for ``query``; ``Hit.score`` is higher for more relevant, ``Hit.scores`` has the parts."""
-        return self.search_batch([query], k, filters=filters, mode=mode, mmr=mmr)[0]
-
-    def search_batch(self, queries: Sequence[str], k: int = 5, filters: dict[str, Any] | None = None,
-                     mode: str = "hybrid", mmr: bool = False) -> list[list[Hit]]:
-        """``search`` for many queries: one embedding batch and one FAISS call for all of them."""
-        self.refresh()
-        if isinstance(queries, str):
-            raise InputError("search_batch expects a list of queries, got a single string")
-        queries = [self._check_query(q) for q in queries]
-        mode = self._check_mode(mode)
-        k = self._check_k(k)
-        if not queries:
-            return []
-        st = self._state  # one generation for the whole call, even if a writer publishes meanwhile
-        where = filter_sql(filters, st.fields) if filters else None  # checked once, used by FAISS and BM25
-        allowed = self._allowed(where, st) if where is not None else None
-        if allowed is not None and len(allowed) == 0:
-            return [[] for _ in queries]
-        depth = k if mode != "hybrid" and not mmr else max(k, self.cfg.fusion_depth)
-        depth = min(depth, st.n_chunks)
-        qvecs = None
-        dense: list[list[tuple[int, float]]] = [[] for _ in queries]
-        if mode in ("dense", "hybrid") or mmr:
-            qvecs = self._embed(queries)
-            scores, ids = st.vectors.search(qvecs, depth, allowed=allowed)
-            for i in range(len(queries)):
-                dense[i] = [(int(v), float(s)) for v, s in zip(ids[i], scores[i]) if v >= 0]
-        sparse: list[list[tuple[int, float]]] = [[] for _ in queries]
-        if mode in ("bm25", "hybrid"):
-            for i, q in enumerate(queries):
-                sparse[i] = bm25_search(st.db, q, depth, self.cfg.bm25_max_terms, where)
-        out = []
-        for i in range(len(queries)):
-            out.append(self._assemble(dense[i], sparse[i], mode, k, mmr, qvecs[i] if qvecs is not None else None, st))
-        return out
-
-    def _assemble(self, dense: list[tuple[int, float]], sparse: list[tuple[int, float]], mode: str, k: int,
-                  use_mmr: bool, qvec: np.ndarray | None, st: State) -> list[Hit]:
-        d_score = dict(dense)
-        s_score = dict(sparse)
-        if mode == "dense":
-            ranked = dense
-        elif mode == "bm25":
-            ranked = sparse
-        else:
-            ranked = [(int(v), s) for v, s in rrf([[v for v, _ in dense], [v for v, _ in sparse]], k=self.cfg.rrf_k,
-                                                   weights=[self.cfg.dense_weight, self.cfg.bm25_weight])]
-        if use_mmr and qvec is not None and ranked:
-            pool = [v for v, _ in ranked]
-            picked = _mmr(qvec, st.vectors.reconstruct(pool), k, self.cfg.mmr_lambda)
-            ranked = [ranked[j] for j in picked]
-        ranked = ranked[:k]
-        rows = self._rows([v for v, _ in ranked], st)
-        hits = []
-        for r, (vid, score) in enumerate(ranked, 1):
-            row = rows.get(vid)
-            if row is None:  # a tombstoned vector (HNSW) or a race with a writer: skip it
-                continue
-            parts = {}
-            if vid in d_score:
-                parts["dense"] = d_score[vid]
-            if vid in s_score:
-                parts["bm25"] = s_score[vid]
-            if mode == "hybrid":
-                parts["rrf"] = score
-            hits.append(Hit(chunk=row, score=float(score), rank=len(hits) + 1, scores=parts))
-        return hits
-
-    def _rows(self, vids: list[int], st: State) -> dict[int, Chunk]:
-        out: dict[int, Chunk] = {}
-        db = st.db
-        for i in range(0, len(vids), 500):
-            part = vids[i:i + 500]
-            q = f"SELECT vid, chunk_id, doc_id, text, metadata FROM chunks WHERE vid IN ({','.join('?' * len(part))})"
-            for vid, cid, did, text, meta in db.execute(q, part):
-                out[vid] = Chunk(id=cid, doc_id=did, text=text, metadata=json.loads(meta))
-        return out
-
-    def _allowed(self, where: tuple[str, list[Any]], st: State) -> np.ndarray:
-        fsql, fargs = where
-        rows = st.db.execute(f"SELECT c.vid FROM chunks c WHERE {fsql}", fargs).fetchall()
-        return np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
-
-    # -- LangChain and stats ---------------------------------------------------------------------
-    def as_retriever(self, k: int = 5, mode: str = "hybrid", filters: dict[str, Any] | None = None, mmr: bool = False):
-        """A ``langchain_core`` ``BaseRetriever`` over this knowledge base."""
-        from indexes.langchain import KnowledgeBaseRetriever
-
-        return KnowledgeBaseRetriever(kb=self, k=k, mode=mode, filters=filters, mmr=mmr)
-
+    # -- stats ---------------------------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         st = self._state
         m = st.manifest
