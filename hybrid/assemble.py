@@ -47,10 +47,19 @@ def _hf_args(app: AppConfig) -> tuple[tuple, dict]:
     return (app.resolve(model) if app.resolve(model).exists() else model,), {"system_prompt": sp}
 
 
+def _module_args(module: str):
+    """A backend module's own ``app_kwargs(app)`` (the openai and vllm backends keep theirs there)."""
+    import importlib
+
+    return lambda app: importlib.import_module(module).app_kwargs(app)
+
+
 # how an app's settings become a backend factory's arguments; a backend not listed is called with none
 _BACKEND_ARGS = {
     "hf": _hf_args,
     "scripted": lambda app: ((), {"context_window": 4096}),
+    "openai": _module_args("hybrid.generation.openai_backend"),
+    "vllm": _module_args("hybrid.generation.vllm_backend"),
 }
 
 
@@ -59,7 +68,8 @@ def make_generator(app: AppConfig):
     picks for ``generation.model``: the embedded SmolLM2 by default, or a local HF model directory."""
     from hybrid.generation import GENERATORS
 
-    backend = generator_backend(app.generation.model)
+    backend = app.generation.backend  # "transformers" (the default): by generation.model, as before
+    backend = generator_backend(app.generation.model) if backend in ("transformers", "hf") else backend
     args, kwargs = _BACKEND_ARGS.get(backend, lambda app: ((), {}))(app)
     return GENERATORS.get(backend)(*args, **kwargs)
 
