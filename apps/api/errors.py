@@ -1,7 +1,7 @@
 """The error model: every failure becomes ``{"error": {"message", "type", "code"}}`` (what OpenAI
 clients expect), and this module is the only place errors become HTTP.
 
-``UnknownAppError`` 404, ``InputError`` 422, ``NotReadyError`` and draining 503, a full queue or rate
+``UnknownAppError`` 404, an upload name already in the KB 409, ``InputError`` 422, ``NotReadyError`` and draining 503, a full queue or rate
 limit 429 (+ Retry-After), the deadline 504, a body over the cap 413, anything unexpected 500.
 Routes raise ``ApiError``; ``install_error_handlers`` turns it and every other exception into JSON.
 """
@@ -49,6 +49,7 @@ def error_json(status: int, message: str, kind: str, headers: dict[str, str] | N
 ERRORS = {
     401: {"model": S.ErrorResponse, "description": "missing, empty or wrong bearer key"},
     404: {"model": S.ErrorResponse, "description": "unknown app or job"},
+    409: {"model": S.ErrorResponse, "description": "an upload's file name is already a document of the app"},
     413: {"model": S.ErrorResponse, "description": "request body over the cap"},
     422: {"model": S.ErrorResponse, "description": "invalid field or a value over a cap"},
     429: {"model": S.ErrorResponse, "description": "queue full or rate limit; see Retry-After"},
@@ -77,10 +78,30 @@ def to_api_error(e: BaseException) -> ApiError:
     return ApiError(500, f"internal error ({type(e).__name__})", "server_error")
 
 
+def json_error_message(err: dict[str, Any], doc: Any) -> str:
+    """Broken JSON: where it broke (character, line, column), what the parser expected there, and a
+    short excerpt of the text around that point."""
+    loc = err.get("loc") or ()
+    pos = loc[-1] if loc else None
+    what = (err.get("ctx") or {}).get("error", "invalid JSON")
+    if not isinstance(pos, int) or not isinstance(doc, str):
+        return f"request body is not valid JSON: {what}"
+    line = doc.count("\n", 0, pos) + 1
+    col = pos - (doc.rfind("\n", 0, pos) + 1) + 1
+    near = doc[max(0, pos - 20):pos + 20]
+    return (f"request body is not valid JSON: {what} at character {pos} (line {line}, column {col}), "
+            f"near {near!r}")
+
+
 def validation_message(e: RequestValidationError) -> str:
     """One line naming the field, the problem and the bad value."""
     parts = []
     for err in e.errors()[:3]:
+        if err.get("type") == "json_invalid":
+            return json_error_message(err, getattr(e, "body", None))
+        if err.get("type") == "unsafe_text":  # the message names the field itself
+            parts.append(err["msg"])
+            continue
         loc = ".".join(str(x) for x in err.get("loc", ()) if x != "body") or "body"
         msg = err.get("msg", "invalid")
         if "input" in err and err.get("type") not in ("missing",):

@@ -128,5 +128,16 @@ class JobStore:
                     return job
                 self._done.wait(left)
 
+    def active(self) -> int:
+        """Jobs queued or running: SIGTERM drain waits for these (an ingest cut midway is lost work)."""
+        with self._lock:
+            return sum(j.status in ("queued", "running") for j in self._jobs.values())
+
+    def files_for(self, app: str) -> set[str]:
+        """Stored file names of the app's jobs that are queued, running or done (not failed): the
+        names an upload may not reuse, including jobs whose documents are not in the KB yet."""
+        with self._lock:
+            return {f for j in self._jobs.values() if j.app == app and j.status != "failed" for f in j.files}
+
     def shutdown(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)

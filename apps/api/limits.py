@@ -11,6 +11,7 @@ import asyncio
 import math
 import threading
 import time
+from typing import Callable
 
 
 class QueueFull(Exception):
@@ -62,27 +63,53 @@ class RateLimiter:
     >>> rl = RateLimiter(per_minute=60, burst=2)
     >>> rl.check("k"), rl.check("k"), rl.check("k") > 0   # third call waits about a second
     (0.0, 0.0, True)
+
+    Memory stays bounded: a bucket idle long enough to refill is the same as no bucket, so those are
+    dropped on a sweep (at most once per refill time, or when there are ``max_buckets``). Past
+    ``max_buckets`` even after a sweep, the longest-idle buckets go first: one of those keys gets a
+    fresh burst, which is the price of a bound that holds however many keys (or client addresses,
+    without auth) there are.
     """
 
-    def __init__(self, per_minute: float, burst: int):
+    def __init__(self, per_minute: float, burst: int, *, max_buckets: int = 10_000,
+                 clock: Callable[[], float] = time.monotonic):
         self.rate = per_minute / 60.0
         self.burst = float(burst)
-        self._buckets: dict[str, tuple[float, float]] = {}
+        self.max_buckets = max_buckets
+        self._clock = clock
+        self._buckets: dict[str, tuple[float, float]] = {}  # key -> (tokens, last seen); oldest first
         self._lock = threading.Lock()
+        self._refill = self.burst / self.rate if self.rate > 0 else math.inf
+        self._next_sweep = clock() + self._refill
+
+    def __len__(self) -> int:
+        return len(self._buckets)
 
     def check(self, key: str) -> float:
         """0.0 when allowed (and counted), else the seconds until the next request would be."""
         if self.rate <= 0:
             return 0.0
-        now = time.monotonic()
+        now = self._clock()
         with self._lock:
-            tokens, last = self._buckets.get(key, (self.burst, now))
+            if now >= self._next_sweep or (key not in self._buckets and len(self._buckets) >= self.max_buckets):
+                self._sweep(now, key)
+            tokens, last = self._buckets.pop(key, (self.burst, now))  # re-inserted last: dict order = idle order
             tokens = min(self.burst, tokens + (now - last) * self.rate)
             if tokens >= 1.0:
                 self._buckets[key] = (tokens - 1.0, now)
                 return 0.0
             self._buckets[key] = (tokens, now)
             return (1.0 - tokens) / self.rate
+
+    def _sweep(self, now: float, key: str) -> None:
+        """Drop refilled buckets, then the longest-idle ones while over the cap (lock held)."""
+        self._next_sweep = now + self._refill
+        full = [k for k, (tokens, last) in self._buckets.items() if tokens + (now - last) * self.rate >= self.burst]
+        for k in full:
+            del self._buckets[k]
+        excess = len(self._buckets) - self.max_buckets + (key not in self._buckets)  # room for ``key``
+        for k in list(self._buckets)[:max(0, excess)]:
+            del self._buckets[k]
 
 
 def retry_after_header(seconds: float) -> str:

@@ -3,12 +3,58 @@
 
 from __future__ import annotations
 
+import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, StrictBool, StrictFloat, StrictInt, model_validator
+from pydantic_core import PydanticCustomError
 
 from apps.api.settings import HARD_MAX_HISTORY, HARD_MAX_K, HARD_MAX_NEW_TOKENS, HARD_MAX_QUESTION_CHARS
 
+# A lone surrogate cannot be encoded as UTF-8 (the tokenizer and the JSON encoder of the reply both
+# raise on it), and a NUL truncates strings in C libraries (tokenizers, SQLite FTS, loggers).
+_UNSAFE_CHAR = re.compile("[\x00\ud800-\udfff]")
+
+
+def unsafe_text(value: Any, path: str) -> str | None:
+    """A one-line complaint about the first NUL or lone surrogate in ``value`` (any nesting of
+    dicts, lists and strings; dict keys included), naming where it is; None when the value is clean.
+
+    >>> unsafe_text({"messages": [{"content": "ok"}, {"content": "a\\ud800"}]}, "body")
+    'body.messages.1.content contains a lone surrogate (U+D800) at character 1: send valid Unicode text'
+    """
+    if isinstance(value, str):
+        m = _UNSAFE_CHAR.search(value)
+        if m is None:
+            return None
+        what = "a NUL character (U+0000)" if m.group() == "\x00" else f"a lone surrogate (U+{ord(m.group()):04X})"
+        return f"{path} contains {what} at character {m.start()}: send valid Unicode text"
+    if isinstance(value, dict):
+        for key, item in value.items():
+            bad = unsafe_text(key, f"{path} key") or unsafe_text(item, f"{path}.{key}")
+            if bad:
+                return bad
+    elif isinstance(value, (list, tuple)):
+        for i, item in enumerate(value):
+            bad = unsafe_text(item, f"{path}.{i}")
+            if bad:
+                return bad
+    return None
+
+
+class RequestBody(BaseModel):
+    """A JSON request body: every string in it, declared or passed through (OpenAI extras), nested
+    or a dict key, is free of NULs and lone surrogates, or the request gets one 422 naming where."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_unsafe_text(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            for key, item in data.items():
+                bad = unsafe_text(key, "body key") or unsafe_text(item, str(key))
+                if bad:
+                    raise PydanticCustomError("unsafe_text", bad)
+        return data
 
 
 def strategy_choices() -> tuple[str, ...]:
@@ -54,7 +100,7 @@ class Turn(BaseModel):
     content: str = Field(max_length=HARD_MAX_QUESTION_CHARS)
 
 
-class AskIn(BaseModel):
+class AskIn(RequestBody):
     model_config = ConfigDict(extra="forbid", json_schema_extra={"examples": [
         {"app": "legal", "question": "How long is the notice period for a residential tenancy?"},
         {"app": "shopping", "question": "Do you ship to Norway?", "strategy": "rag", "k": 4, "stream": True},
@@ -65,10 +111,10 @@ class AskIn(BaseModel):
     strategy: Strategy = Field("auto", description="'auto' lets the app's router decide")
     history: list[Turn] = Field(default_factory=list, max_length=HARD_MAX_HISTORY,
                                 description="earlier turns, oldest first")
-    k: int | None = Field(None, ge=1, le=HARD_MAX_K, description="chunks to retrieve (rag strategies)")
-    max_new_tokens: int | None = Field(None, ge=1, le=HARD_MAX_NEW_TOKENS)
-    temperature: float | None = Field(None, ge=0, le=2, allow_inf_nan=False)
-    stream: bool = Field(False, description="Server-Sent Events: 'token' events, then one 'final' event")
+    k: StrictInt | None = Field(None, ge=1, le=HARD_MAX_K, description="chunks to retrieve (rag strategies)")
+    max_new_tokens: StrictInt | None = Field(None, ge=1, le=HARD_MAX_NEW_TOKENS)
+    temperature: StrictFloat | None = Field(None, ge=0, le=2, allow_inf_nan=False)
+    stream: StrictBool = Field(False, description="Server-Sent Events: 'token' events, then one 'final' event")
     filters: dict[str, FilterValue] | None = Field(
         None, max_length=8, description="scope retrieval to matching chunks, as `hybrid search --filter`: "
         '{"source": "policy.txt"}, {"source": {"in": ["a.txt", "b.txt"]}}, {"page": {"lt": 3}}')
@@ -179,10 +225,10 @@ class ChatMessage(BaseModel):
 class HybridOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     strategy: Strategy = "auto"
-    k: int | None = Field(None, ge=1, le=HARD_MAX_K)
+    k: StrictInt | None = Field(None, ge=1, le=HARD_MAX_K)
 
 
-class ChatIn(BaseModel):
+class ChatIn(RequestBody):
     """The OpenAI request; unknown OpenAI fields are accepted and ignored, as OpenAI SDKs send many."""
 
     model_config = ConfigDict(extra="allow", json_schema_extra={"examples": [
@@ -192,12 +238,12 @@ class ChatIn(BaseModel):
     ]})
     model: str = Field(min_length=1, max_length=100, description="the app name")
     messages: list[ChatMessage] = Field(min_length=1, max_length=HARD_MAX_HISTORY + 2)
-    stream: bool = False
-    max_tokens: int | None = Field(None, ge=1, le=HARD_MAX_NEW_TOKENS)
-    max_completion_tokens: int | None = Field(None, ge=1, le=HARD_MAX_NEW_TOKENS)
-    temperature: float | None = Field(None, ge=0, le=2, allow_inf_nan=False)
-    top_p: float | None = Field(None, gt=0, le=1, allow_inf_nan=False)
-    n: int | None = Field(None, ge=1, le=1, description="only 1 is supported")
+    stream: StrictBool = False
+    max_tokens: StrictInt | None = Field(None, ge=1, le=HARD_MAX_NEW_TOKENS)
+    max_completion_tokens: StrictInt | None = Field(None, ge=1, le=HARD_MAX_NEW_TOKENS)
+    temperature: StrictFloat | None = Field(None, ge=0, le=2, allow_inf_nan=False)
+    top_p: StrictFloat | None = Field(None, gt=0, le=1, allow_inf_nan=False)
+    n: StrictInt | None = Field(None, ge=1, le=1, description="only 1 is supported")
     stop: str | list[str] | None = None
     hybrid: HybridOptions | None = Field(None, description="extension: strategy override and k")
 

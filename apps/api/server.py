@@ -26,7 +26,7 @@ from apps.api.backend import Backend
 from apps.api.errors import install_error_handlers
 from apps.api.limits import BodyLimitMiddleware
 from apps.api.metrics import MetricsMiddleware
-from apps.api.routes import admin, answers, kb, openai, page
+from apps.api.routes import admin, answers, docs, kb, openai, page
 from apps.api.routes.page import STATIC
 from apps.api.service import Service
 from apps.api.settings import ServiceSettings
@@ -36,8 +36,8 @@ __all__ = ["STATIC", "Service", "create_app"]
 DESCRIPTION = (
     "Answers questions with a domain app (router -> few-shot / RAG / tuned / tuned+RAG), "
     "OpenAI-compatible chat completions, raw knowledge-base search and document upload. "
-    "Every route except /healthz and /readyz needs `Authorization: Bearer <key>` when keys are "
-    "configured. The chat page at / is a static shell; it asks for the key.")
+    "Every route except /healthz and /readyz (this schema and /docs included) needs "
+    "`Authorization: Bearer <key>` when keys are configured. The chat page at / is a static shell; it asks for the key.")
 
 
 @asynccontextmanager
@@ -53,12 +53,14 @@ async def lifespan(app: FastAPI):
 def create_app(settings: ServiceSettings, backend: Backend) -> FastAPI:
     """The FastAPI app for ``backend`` (load starts in the background when the server starts)."""
     svc = Service(settings, backend)
-    app = FastAPI(title="hybrid Q&A API", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    # FastAPI's own schema and docs routes take no dependencies; ``routes.docs`` serves them authed.
+    app = FastAPI(title="hybrid Q&A API", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
+                  openapi_url=None, docs_url=None, redoc_url=None)
     app.state.service = svc
     app.add_middleware(BodyLimitMiddleware, json_limit=settings.max_body_bytes, upload_limit=settings.max_upload_bytes)
     app.add_middleware(MetricsMiddleware, service=svc)
     install_error_handlers(app)
-    for module in (admin, answers, openai, kb, page):  # this order is the order of the OpenAPI paths
+    for module in (admin, answers, openai, kb, page, docs):  # this order is the order of the OpenAPI paths
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     return app

@@ -62,6 +62,10 @@ class Service:
             self.pool.shutdown(wait=False, cancel_futures=True)
         self.jobs = self.pool = None
 
+    def pending(self) -> tuple[int, int]:
+        """(requests in flight, upload jobs queued or running): what a draining shutdown waits for."""
+        return self.in_flight, (self.jobs.active() if self.jobs is not None else 0)
+
     def load(self) -> None:
         """Load the backend (the lifespan runs this in a worker thread). A failure is kept for
         /readyz and admission to report; the server stays up for probes."""

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from apps.api.backend import FakeBackend
 from tests.api.conftest import AUTH, KEY, fake_backend
 
 ASK = {"app": "legal", "question": "What is the deposit cap?"}
@@ -21,6 +22,9 @@ AUTHED = [
     ("GET", "/v1/apps", {}),
     ("GET", "/v1/models", {}),
     ("GET", "/metrics", {}),
+    ("GET", "/openapi.json", {}),
+    ("GET", "/docs", {}),
+    ("GET", "/redoc", {}),
 ]
 
 
@@ -169,65 +173,102 @@ def test_forced_strategy_reaches_the_backend(client):
 
 # -- back-pressure, deadline, rate limit, readiness ---------------------------------------------
 
+def wait_until(condition, what: str, timeout: float = 60.0) -> None:
+    """Bounded polling: generous, because a slow machine is not a failure; a hang still fails."""
+    end = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > end:
+            raise AssertionError(f"gave up after {timeout:g}s waiting for {what}")
+        time.sleep(0.01)
+
+
 def test_full_queue_answers_429_with_retry_after_at_once(live):
     import httpx
 
-    srv = live(fake_backend(token_delay=0.2), concurrency=1, queue_size=1, retry_after=3)
+    release = threading.Event()
+
+    def held(question, hits):  # the answer waits, in the worker thread, until the test releases it
+        release.wait(120)
+        return "held answer"
+
+    srv = live(fake_backend(reply=held), concurrency=1, queue_size=1, retry_after=3)
+    gate = srv.app.state.service.gate
     results = []
 
-    def slow():  # 10 tokens x 0.2 s
-        results.append(httpx.post(srv.url + "/v1/ask", json={**ASK, "question": "one two three four five six "
-                                  "seven eight nine ten"}, headers=AUTH, timeout=30).status_code)
+    def ask():
+        results.append(httpx.post(srv.url + "/v1/ask", json=ASK, headers=AUTH, timeout=120).status_code)
 
-    threads = [threading.Thread(target=slow) for _ in range(2)]  # one running, one waiting
-    for t in threads:
-        t.start()
-        time.sleep(0.15)
-    r = httpx.post(srv.url + "/v1/ask", json=ASK, headers=AUTH, timeout=30)
-    assert r.status_code == 429 and r.headers["Retry-After"] == "3"
-    assert "queue is full" in r.json()["error"]["message"]
-    assert results == []  # refused while both slow requests still ran: not queued behind them
-    for t in threads:
-        t.join(30)
+    threads = [threading.Thread(target=ask) for _ in range(2)]
+    try:
+        for t in threads:
+            t.start()
+        # the server's own counters say when one request generates and one waits
+        wait_until(lambda: gate.running == 1 and gate.waiting == 1, "one running and one waiting request")
+        r = httpx.post(srv.url + "/v1/ask", json=ASK, headers=AUTH, timeout=60)
+        assert r.status_code == 429 and r.headers["Retry-After"] == "3"
+        assert "queue is full" in r.json()["error"]["message"]
+        assert results == []  # answered while both held requests were still held: not queued behind them
+    finally:
+        release.set()
+        for t in threads:
+            t.join(120)
     assert results == [200, 200]
     metrics = httpx.get(srv.url + "/metrics", headers=AUTH).text
     assert 'hybrid_rejected_total{reason="queue_full"} 1.0' in metrics
 
 
 def test_deadline_answers_504_and_stops_generation(make_client):
-    b = fake_backend(token_delay=0.3)
+    b = fake_backend(token_delay=120)  # the first token would take 2 minutes: only the deadline ends it
     c = make_client(b, request_timeout=0.5)
     r = c.post("/v1/ask", json={**ASK, "question": "a b c d e f g h i j"}, headers=AUTH)
     assert r.status_code == 504 and "deadline" in r.json()["error"]["message"]
-    for _ in range(100):
-        if b.finished:
-            break
-        time.sleep(0.01)
+    wait_until(lambda: b.finished, "the generation to stop")
     assert b.finished == ["cancelled"] and b.active == 0
 
 
 def test_per_key_rate_limit(make_client):
+    from apps.api.limits import RateLimiter
+
     c = make_client(rate_limit=60, rate_burst=3, api_keys=[KEY, "second-key-xyz"])
+    now = [1000.0]  # the limiter's clock, moved by the test: the test's own pace does not matter
+    c.app.state.service.rate = RateLimiter(60, 3, clock=lambda: now[0])
     codes = [c.get("/v1/apps", headers=AUTH).status_code for _ in range(5)]
     assert codes[:3] == [200, 200, 200] and codes[3:] == [429, 429]
     r = c.get("/v1/apps", headers=AUTH)
     assert int(r.headers["Retry-After"]) >= 1 and "rate limit" in r.json()["error"]["message"]
     # another key has its own bucket
     assert c.get("/v1/apps", headers={"Authorization": "Bearer second-key-xyz"}).status_code == 200
+    now[0] += 1.0  # one token back after a second at 60 per minute
+    assert [c.get("/v1/apps", headers=AUTH).status_code for _ in range(2)] == [200, 429]
+    metrics = c.get("/metrics", headers={"Authorization": "Bearer second-key-xyz"}).text
+    assert 'hybrid_rejected_total{reason="rate_limit"} 4.0' in metrics
+
+
+class GatedLoadBackend(FakeBackend):
+    """Loading waits for the test to say so: 'not ready yet' is a state, not a race against a timer."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.loaded = threading.Event()
+
+    def load(self) -> None:
+        self.loaded.wait(120)
+        super().load()
 
 
 def test_not_ready_until_loaded(make_client):
-    b = fake_backend(load_delay=0.6)
+    from tests.api.conftest import LEGAL, SHOP
+
+    b = GatedLoadBackend({"legal": LEGAL, "shop": SHOP})
     c = make_client(b, wait_ready=False)
-    r = c.get("/readyz")
-    assert r.status_code == 503 and "loading" in r.json()["error"]["message"]
-    assert c.post("/v1/ask", json=ASK, headers=AUTH).status_code == 503
-    assert c.get("/healthz").status_code == 200  # liveness answers at once
-    for _ in range(200):
-        if c.get("/readyz").status_code == 200:
-            break
-        time.sleep(0.01)
-    assert c.get("/readyz").status_code == 200
+    try:
+        r = c.get("/readyz")
+        assert r.status_code == 503 and "loading" in r.json()["error"]["message"]
+        assert c.post("/v1/ask", json=ASK, headers=AUTH).status_code == 503
+        assert c.get("/healthz").status_code == 200  # liveness answers at once
+    finally:
+        b.loaded.set()
+    wait_until(lambda: c.get("/readyz").status_code == 200, "readiness after the load")
     assert c.post("/v1/ask", json=ASK, headers=AUTH).status_code == 200
 
 
@@ -254,7 +295,7 @@ def test_metrics_are_prometheus_text(client):
 
 
 def test_openapi_documents_every_endpoint_with_an_example(client):
-    spec = client.get("/openapi.json").json()
+    spec = client.get("/openapi.json", headers=AUTH).json()
     expected = {("post", "/v1/ask"), ("post", "/v1/chat/completions"), ("get", "/v1/search"),
                 ("post", "/v1/documents"), ("get", "/v1/jobs/{job_id}"), ("get", "/v1/apps"), ("get", "/v1/models"),
                 ("get", "/healthz"), ("get", "/readyz"), ("get", "/metrics")}

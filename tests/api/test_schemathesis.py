@@ -29,7 +29,7 @@ def _fake_app():
     return create_app(make_settings(upload_dir=tempfile.mkdtemp(prefix="fuzz-uploads-")), b)
 
 
-schema = schemathesis.openapi.from_asgi("/openapi.json", _fake_app())
+schema = schemathesis.openapi.from_asgi("/openapi.json", _fake_app(), headers=AUTH)
 
 
 @schema.parametrize()
@@ -51,7 +51,7 @@ def real_schema(tiny_apps, tmp_path_factory):
     b = RealBackend(tiny_apps)
     b.load()
     app = create_app(make_settings(upload_dir=str(tmp_path_factory.mktemp("fuzz-real"))), b)
-    return schemathesis.openapi.from_asgi("/openapi.json", app).exclude(path="/v1/documents")
+    return schemathesis.openapi.from_asgi("/openapi.json", app, headers=AUTH).exclude(path="/v1/documents")
 
 
 def test_no_server_errors_real_backend(real_schema):

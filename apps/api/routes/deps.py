@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 
 from apps.api.errors import ApiError
+from apps.api.schemas import unsafe_text
 from apps.api.limits import retry_after_header
 from apps.api.service import Service
 
@@ -33,3 +34,11 @@ async def caller(request: Request, svc: Svc) -> str:
 
 
 AUTHED = [Depends(caller)]
+
+
+def clean_params(**params: Any) -> None:
+    """Query, form and path values get the JSON bodies' rule: no NUL, no lone surrogate (422)."""
+    for name, value in params.items():
+        bad = unsafe_text(value, name)
+        if bad:
+            raise ApiError(422, bad)
