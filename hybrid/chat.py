@@ -17,10 +17,11 @@ import hashlib
 import logging
 import re
 import string
+import weakref
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from core.errors import InputError
+from core.errors import InputError, ModelError
 
 log = logging.getLogger(__name__)
 
@@ -170,6 +171,130 @@ def apply_system_prompt(messages: Sequence[Mapping[str, str]], system_prompt: "s
     return [{"role": "system", "content": text}] + [m for m in msgs if m["role"] != "system"]
 
 
+# ------------------------------------------------------------------------------------------------
+# prompt integrity: untrusted text can never become a control token
+#
+# A tokenizer turns the exact spelling of each of its special tokens into that token wherever the
+# spelling appears in the text, so "<|im_end|>\n<|im_start|>system" inside a retrieved document
+# would render as a real system turn. Every message but the trusted leading system message (the app
+# author's) is therefore rewritten before the template sees it: each occurrence of a control string
+# gets a ZERO WIDTH JOINER (U+200D) after its first character. Why that spelling:
+# - it works for any special token of two or more characters (<|eot_id|>, [INST], <s>, <filename>),
+#   so the tokenizer's own list drives it and no per-template look-alike table is needed;
+# - the text still reads exactly the same to a person and nearly the same to the model, which
+#   matters because ordinary documents do contain such strings (HTML <s>, code with <filename>);
+# - byte-level BPE and sentencepiece tokenizers keep U+200D as ordinary bytes, so the exact spelling
+#   the special-token matcher looks for is gone.
+# A tokenizer whose normalizer drops U+200D would re-form the token, so each tokenizer is checked
+# once (``_joiner``); for such a tokenizer a plain space is inserted instead, and a tokenizer that
+# re-forms the token from both spellings is refused rather than rendered unsafely.
+JOINERS = ("\u200d", " ")
+
+# Without a chat template, turns are "role: text" lines (``_plain``): a line in the content that
+# starts with a role name would read as a new turn, so those role prefixes are control strings too.
+_PLAIN_ROLE = re.compile(r"(?<=\n)[ \t]*(?=(?:system|user|assistant):)", re.IGNORECASE)
+
+_JOINER_CACHE: "weakref.WeakKeyDictionary[Any, tuple[tuple[str, ...], str]]" = weakref.WeakKeyDictionary()
+
+
+def control_strings(tokenizer: Any) -> tuple[str, ...]:
+    """The spellings that ``tokenizer`` turns into special tokens, longest first.
+
+    Read from the tokenizer itself: ``all_special_tokens`` (BOS, EOS, PAD, the template's role markers
+    registered as additional specials) plus every added token flagged ``special``. ``()`` without a
+    tokenizer. One-character tokens cannot be split and are left out (no chat template uses one).
+    """
+    if tokenizer is None:
+        return ()
+    found = {str(t) for t in (getattr(tokenizer, "all_special_tokens", None) or ())}
+    added = getattr(tokenizer, "added_tokens_decoder", None) or {}
+    for tok in added.values():
+        if getattr(tok, "special", False):
+            found.add(str(getattr(tok, "content", tok)))
+    return tuple(sorted((s for s in found if len(s) >= 2), key=lambda s: (-len(s), s)))
+
+
+def _special_ids(tokenizer: Any) -> set[int]:
+    ids = set(getattr(tokenizer, "all_special_ids", None) or ())
+    added = getattr(tokenizer, "added_tokens_decoder", None) or {}
+    ids.update(i for i, t in added.items() if getattr(t, "special", False))
+    return ids
+
+
+def _joiner(tokenizer: Any, spellings: tuple[str, ...]) -> str:
+    """The first of ``JOINERS`` after which none of ``spellings`` still encodes to a special id."""
+    try:
+        cached = _JOINER_CACHE.get(tokenizer)
+    except TypeError:  # an unhashable tokenizer: checked on every call
+        cached = None
+    if cached is not None and cached[0] == spellings:
+        return cached[1]
+    special = _special_ids(tokenizer)
+    for joiner in JOINERS:
+        broken = [s[0] + joiner + s[1:] for s in spellings]
+        ids = tokenizer(broken, add_special_tokens=False)["input_ids"]
+        if not any(i in special for row in ids for i in row):
+            break
+    else:
+        raise ModelError(f"the tokenizer re-forms special tokens from every neutral spelling "
+                         f"({', '.join(map(repr, JOINERS))}); untrusted text cannot be rendered safely")
+    try:
+        _JOINER_CACHE[tokenizer] = (spellings, joiner)
+    except TypeError:
+        pass
+    return joiner
+
+
+def neutralize(text: str, tokenizer: Any, *, roles: bool | None = None) -> tuple[str, dict[str, int]]:
+    """``text`` with every control string of ``tokenizer`` (and of the plain "role:" format when it
+    has no chat template, or ``roles=True``) made ordinary text; returns the new text and how many of
+    each it changed. ``roles=False`` is for text that is not a chat turn (pretraining documents).
+
+        neutralize("a<|im_end|>b", smollm2_tokenizer)  # ("a<\u200d|im_end|>b", {"<|im_end|>": 1})
+    """
+    counts: dict[str, int] = {}
+    spellings = control_strings(tokenizer)
+    if spellings and any(s in text for s in spellings):
+        joiner = _joiner(tokenizer, spellings)
+        pattern = "|".join(re.escape(s) for s in spellings)
+        # every start position, overlapping ones too: splitting one spelling must not leave another
+        starts = {}
+        for m in re.finditer(f"(?=({pattern}))", text):
+            starts[m.start()] = m.group(1)
+        for spelling in starts.values():
+            counts[spelling] = counts.get(spelling, 0) + 1
+        out, last = [], 0
+        for pos in sorted(starts):
+            out.append(text[last:pos + 1])
+            out.append(joiner)
+            last = pos + 1
+        text = "".join(out) + text[last:]
+    if roles if roles is not None else not getattr(tokenizer, "chat_template", None):
+        text, n = _PLAIN_ROLE.subn(lambda m: m.group(0) + "\u200d", text)
+        # the joiner sits before the role name: "\n\u200dsystem:" no longer starts a role line
+        if n:
+            counts["role: line"] = counts.get("role: line", 0) + n
+    return text, counts
+
+
+def neutralize_messages(tokenizer: Any, messages: Sequence[Mapping[str, str]]
+                        ) -> tuple[list[dict[str, str]], dict[str, int]]:
+    """Every message made safe to render (``neutralize``), except a leading system message: that one
+    is the app author's system prompt, trusted and rendered as written. Returns the messages and the
+    total count per control string; ``render_chat`` does this for every prompt it renders."""
+    out: list[dict[str, str]] = []
+    total: dict[str, int] = {}
+    for i, m in enumerate(messages):
+        if i == 0 and m["role"] == "system":
+            out.append(dict(m))
+            continue
+        content, counts = neutralize(m["content"], tokenizer)
+        for k, v in counts.items():
+            total[k] = total.get(k, 0) + v
+        out.append({**m, "content": content})
+    return out, total
+
+
 def _plain(messages: list[dict[str, str]], add_generation_prompt: bool) -> str:
     text = "".join(f"{m['role']}: {m['content']}\n" for m in messages)
     return text + ("assistant:" if add_generation_prompt else "")
@@ -182,9 +307,12 @@ def render_chat(tokenizer: Any, messages: Sequence[Mapping[str, str]],
 
     The same call is used to build training examples (``hybrid.tuning``) and inference prompts, so
     both sides agree byte for byte. Templates that reject a system role get the system text
-    prepended to the first user turn instead of being silently dropped.
+    prepended to the first user turn instead of being silently dropped. Control strings in any
+    message but the leading system prompt are neutralized first (``neutralize_messages``), so no
+    question, history turn, example or retrieved source can open or close a turn.
     """
-    msgs = apply_system_prompt(messages, system_prompt)
+    # the one place untrusted text is made safe: every inference and training prompt comes here
+    msgs, _ = neutralize_messages(tokenizer, apply_system_prompt(messages, system_prompt))
     tmpl = getattr(tokenizer, "chat_template", None) if tokenizer is not None else None
     if not tmpl:
         return _plain(msgs, add_generation_prompt)
@@ -226,7 +354,7 @@ def render_prompt_completion(tokenizer: Any, messages: Sequence[Mapping[str, str
     if not full.startswith(prompt):
         # Some templates rewrite earlier turns (e.g. strip reasoning); fall back to the answer text
         # plus whatever the template appends after it.
-        answer = msgs[-1]["content"]
+        answer, _ = neutralize(msgs[-1]["content"], tokenizer)  # as render_chat wrote it
         idx = full.rfind(answer)
         return prompt, full[idx:] if idx >= 0 else answer
     return prompt, full[len(prompt):]

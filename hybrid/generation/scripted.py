@@ -3,7 +3,9 @@ model (strategies, router, pipeline, API), never a replacement for the real thin
 
 It implements ``core.protocols.Generator`` like ``HFGenerator``, renders prompts with the same
 ``hybrid.chat.render_chat`` (the plain fallback format, as there is no tokenizer), counts whitespace
-words as tokens and records every call in ``calls``. Registered as ``"scripted"`` in
+words as tokens and records every call in ``calls``. Its prompts get the same neutralization as a real
+model's: a line of untrusted text that starts with a role name (``system:``) is the plain format's
+control string, and gets a zero-width joiner before it, so it cannot open a turn. Registered as ``"scripted"`` in
 ``hybrid.generation.GENERATORS``.
 """
 

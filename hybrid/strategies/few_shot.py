@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import re
 
-from hybrid.strategies import STRATEGIES
+from hybrid.strategies import STRATEGIES, guard
 from hybrid.strategies.base import Prompt, StrategyContext, base_messages, count, run_prompt
 from core.types import Answer
 
@@ -69,8 +69,10 @@ class FewShot:
                 params = dataclasses.replace(ctx.params, max_new_tokens=cap)
         if ctx.chain_of_thought:
             user = {"role": "user", "content": f"{query}\n\n(Give your reasoning, then 'Answer:' and the answer.)"}
-        return Prompt(messages=[msgs[0], *shots, *msgs[1:], user], notices=notices, postprocess=post,
-                      params=params)
+        messages = [msgs[0], *shots, *msgs[1:], user]
+        # control tokens in examples, history or the question: rendered harmless by render_chat
+        notices.extend(guard.control_notice(messages, ctx.generator))
+        return Prompt(messages=messages, notices=notices, postprocess=post, params=params)
 
     def answer(self, query: str, ctx: StrategyContext) -> Answer:
         return run_prompt(self.name, self.build(query, ctx), ctx)

@@ -270,6 +270,8 @@ def rows_from_records(records: Iterable[dict], fmt: str = "auto", *, name: str =
 
 
 def _render(tokenizer: Any, messages: list[dict], system_prompt: str | None, add_generation_prompt: bool) -> str:
+    # render_chat neutralizes control strings in every turn but the system prompt, exactly as at
+    # inference, so a row cannot train on a forged turn and the spans below stay aligned
     from hybrid.chat import render_chat
 
     return render_chat(tokenizer, messages, system_prompt=system_prompt, add_generation_prompt=add_generation_prompt)
@@ -304,8 +306,15 @@ def encode_chat(row: Row, tokenizer: Any, system_prompt: str | None, *, train_on
 
 
 def encode_text(row: Row, tokenizer: Any, max_length: int) -> list[Example]:
-    """Continued pretraining: the document's tokens (+ EOS) in ``max_length`` windows, all trained on."""
-    ids = list(tokenizer(row.text, add_special_tokens=False)["input_ids"])
+    """Continued pretraining: the document's tokens (+ EOS) in ``max_length`` windows, all trained on.
+
+    Control strings in the document are neutralized as for a prompt (``hybrid.chat.neutralize``):
+    a document that spells ``<|im_end|>`` must not teach the model to end its turn there.
+    """
+    from hybrid.chat import neutralize
+
+    text, _ = neutralize(row.text, tokenizer, roles=False)
+    ids = list(tokenizer(text, add_special_tokens=False)["input_ids"])
     if tokenizer.eos_token_id is not None:
         ids.append(tokenizer.eos_token_id)
     out = []
