@@ -21,6 +21,15 @@ SHOP = ["Shipping to Norway takes five working days.",
         "Returns are accepted within 30 days with the receipt."]
 
 
+def wait_until(condition, what: str, timeout: float = 60.0) -> None:
+    """Bounded polling: generous, because a slow machine is not a failure; a hang still fails."""
+    end = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > end:
+            raise AssertionError(f"gave up after {timeout:g}s waiting for {what}")
+        time.sleep(0.01)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -58,10 +67,7 @@ def make_client(tmp_path):
         c.__enter__()
         clients.append(c)
         if wait_ready:
-            for _ in range(200):
-                if b.ready():
-                    break
-                time.sleep(0.01)
+            wait_until(b.ready, "the backend to load")
         c.backend = b
         return c
 
@@ -90,11 +96,10 @@ class LiveServer:
 
     def __enter__(self):
         self.thread.start()
-        for _ in range(500):
-            if self.server.started:
-                return self
-            time.sleep(0.01)
-        raise RuntimeError("test server did not start")
+        wait_until(lambda: self.server.started or not self.thread.is_alive(), "the test server to start")
+        if not self.server.started:
+            raise RuntimeError("test server did not start")
+        return self
 
     def __exit__(self, *exc):
         self.server.should_exit = True
@@ -114,10 +119,7 @@ def live(tmp_path):
         s = LiveServer(create_app(make_settings(**settings), b)).__enter__()
         s.backend = b
         servers.append(s)
-        for _ in range(200):
-            if b.ready():
-                break
-            time.sleep(0.01)
+        wait_until(b.ready, "the backend to load")
         return s
 
     yield start

@@ -5,12 +5,11 @@ from __future__ import annotations
 import json
 import re
 import threading
-import time
 
 import pytest
 
 from apps.api.backend import FakeBackend
-from tests.api.conftest import AUTH, KEY, fake_backend
+from tests.api.conftest import AUTH, KEY, fake_backend, wait_until
 
 ASK = {"app": "legal", "question": "What is the deposit cap?"}
 AUTHED = [
@@ -172,15 +171,6 @@ def test_forced_strategy_reaches_the_backend(client):
 
 
 # -- back-pressure, deadline, rate limit, readiness ---------------------------------------------
-
-def wait_until(condition, what: str, timeout: float = 60.0) -> None:
-    """Bounded polling: generous, because a slow machine is not a failure; a hang still fails."""
-    end = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > end:
-            raise AssertionError(f"gave up after {timeout:g}s waiting for {what}")
-        time.sleep(0.01)
-
 
 def test_full_queue_answers_429_with_retry_after_at_once(live):
     import httpx

@@ -9,7 +9,7 @@ import time
 import httpx
 import pytest
 
-from tests.api.conftest import AUTH, ServeProcess
+from tests.api.conftest import AUTH, ServeProcess, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -59,10 +59,10 @@ def test_disconnect_cancels_real_generation(server):
                 if line.startswith("event: token"):
                     break  # leave after the first token: the connection closes
     t0 = time.monotonic()
-    while metric("hybrid_generations_in_flight") > 0 and time.monotonic() - t0 < 30:
-        time.sleep(0.05)
+    # bounded, generously: 48 tokens would finish on their own, so the cancel counter below is what
+    # proves the disconnect stopped it
+    wait_until(lambda: metric("hybrid_generations_in_flight") == 0, "the generation to stop", timeout=300)
     stopped = time.monotonic() - t0
-    assert metric("hybrid_generations_in_flight") == 0, "generation still running after the client left"
     assert metric('hybrid_cancelled_total{reason="disconnect"}') == before + 1
     print(f"real generation released its slot {stopped:.2f}s after the disconnect")
 
@@ -81,7 +81,8 @@ def test_sigterm_during_a_stream_drains_and_exits_0(real_model_app):
                     if line.startswith("event: token"):
                         break
                 s.proc.send_signal(signal.SIGTERM)
-                time.sleep(0.3)
+                # the signal is handled when the server gets to it: poll readiness, do not guess a delay
+                wait_until(lambda: httpx.get(s.url + "/readyz", timeout=10).status_code == 503, "readyz 503")
                 ready = httpx.get(s.url + "/readyz", timeout=10)
                 assert ready.status_code == 503 and "draining" in ready.json()["error"]["message"]
                 refused = httpx.post(s.url + "/v1/ask", headers=AUTH, timeout=10,
