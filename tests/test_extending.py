@@ -116,7 +116,7 @@ def test_v1_ask_accepts_it_and_the_schema_lists_it(toy, tmp_path):
             if backend.ready():
                 break
             time.sleep(0.01)
-        enum = c.get("/openapi.json").json()["components"]["schemas"]["AskIn"]["properties"]["strategy"]["enum"]
+        enum = c.get("/openapi.json", headers=AUTH).json()["components"]["schemas"]["AskIn"]["properties"]["strategy"]["enum"]
         assert enum == ["auto", *BUILTINS, "toy"]
         r = c.post("/v1/ask", json={"app": "legal", "question": QUESTION, "strategy": "toy"}, headers=AUTH)
         assert r.status_code == 200, r.text

@@ -11,7 +11,9 @@
 
 - ``zero_shot``: sentence scoring (embedder cosine + IDF-weighted word overlap), no training;
 - ``model``: ``Reader``, a question-answering head on the MiniLM encoder, windowed over long contexts;
-- ``train``: ``train_reader`` tunes it on SQuAD v1/v2 JSON or JSONL question/context/answer rows.
+- ``train``: ``train_reader`` tunes it on SQuAD v1/v2 JSON or JSONL question/context/answer rows,
+  through ``data`` (read, check and split the rows), ``features`` (token windows and batches) and
+  ``calibrate`` (EM/F1, score calibration, the abstain threshold).
 
 Heavy modules (torch, transformers) load only in ``model``/``train``, never on import of this package.
 """
