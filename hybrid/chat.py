@@ -13,6 +13,7 @@ differ.
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import hashlib
 import logging
 import re
@@ -183,11 +184,13 @@ def apply_system_prompt(messages: Sequence[Mapping[str, str]], system_prompt: "s
 #   so the tokenizer's own list drives it and no per-template look-alike table is needed;
 # - the text still reads exactly the same to a person and nearly the same to the model, which
 #   matters because ordinary documents do contain such strings (HTML <s>, code with <filename>);
-# - byte-level BPE and sentencepiece tokenizers keep U+200D as ordinary bytes, so the exact spelling
-#   the special-token matcher looks for is gone.
+# - a byte-level BPE tokenizer (SmolLM2, Llama-3) encodes U+200D as ordinary bytes, so the exact
+#   spelling the special-token matcher looks for is gone; a look-alike character (e.g. a fullwidth
+#   bar for "|") would be folded back by an NFKC normalizer and needs a table per token shape.
 # A tokenizer whose normalizer drops U+200D would re-form the token, so each tokenizer is checked
-# once (``_joiner``); for such a tokenizer a plain space is inserted instead, and a tokenizer that
-# re-forms the token from both spellings is refused rather than rendered unsafely.
+# once (``_joiner``) by encoding every neutralized spelling; for such a tokenizer a plain space is
+# inserted instead, and a tokenizer that re-forms the token from both spellings is refused (a
+# ``ModelError``) rather than rendered unsafely.
 JOINERS = ("\u200d", " ")
 
 # Without a chat template, turns are "role: text" lines (``_plain``): a line in the content that
@@ -245,6 +248,12 @@ def _joiner(tokenizer: Any, spellings: tuple[str, ...]) -> str:
     return joiner
 
 
+@functools.lru_cache(maxsize=32)
+def _pattern(spellings: tuple[str, ...]) -> "re.Pattern[str]":
+    # a lookahead finds overlapping occurrences; longest spelling first where two start together
+    return re.compile("(?=(" + "|".join(re.escape(s) for s in spellings) + "))")
+
+
 def neutralize(text: str, tokenizer: Any, *, roles: bool | None = None) -> tuple[str, dict[str, int]]:
     """``text`` with every control string of ``tokenizer`` (and of the plain "role:" format when it
     has no chat template, or ``roles=True``) made ordinary text; returns the new text and how many of
@@ -254,13 +263,11 @@ def neutralize(text: str, tokenizer: Any, *, roles: bool | None = None) -> tuple
     """
     counts: dict[str, int] = {}
     spellings = control_strings(tokenizer)
-    if spellings and any(s in text for s in spellings):
+    pattern = _pattern(spellings) if spellings else None
+    if pattern is not None and pattern.search(text):
         joiner = _joiner(tokenizer, spellings)
-        pattern = "|".join(re.escape(s) for s in spellings)
         # every start position, overlapping ones too: splitting one spelling must not leave another
-        starts = {}
-        for m in re.finditer(f"(?=({pattern}))", text):
-            starts[m.start()] = m.group(1)
+        starts = {m.start(): m.group(1) for m in pattern.finditer(text)}
         for spelling in starts.values():
             counts[spelling] = counts.get(spelling, 0) + 1
         out, last = [], 0
@@ -273,7 +280,7 @@ def neutralize(text: str, tokenizer: Any, *, roles: bool | None = None) -> tuple
         text, n = _PLAIN_ROLE.subn(lambda m: m.group(0) + "\u200d", text)
         # the joiner sits before the role name: "\n\u200dsystem:" no longer starts a role line
         if n:
-            counts["role: line"] = counts.get("role: line", 0) + n
+            counts["role line"] = counts.get("role line", 0) + n
     return text, counts
 
 
