@@ -121,6 +121,11 @@ class OpenAIGenerator:
         self.tokens.load()
 
     @property
+    def tokenizer(self) -> Any:
+        """The local tokenizer prompt budgets are counted with, or None when they are estimated."""
+        return self.tokens.load().tokenizer
+
+    @property
     def context_window(self) -> int:
         if self._context:
             return self._context

@@ -248,6 +248,10 @@ class OpenAIClient:
 
         deadline = deadline or self.deadline()
         response = self.send("POST", "chat/completions", body=body, deadline=deadline)
+        if "json" in response.headers.get("content-type", ""):
+            yield self._whole_reply(response, deadline)  # a server that ignored stream: true
+            return
+        done = False
         try:
             for line in response.iter_lines():
                 if time.monotonic() > deadline:
@@ -256,6 +260,7 @@ class OpenAIClient:
                     continue  # blank separators, "event:" names, ": keep-alive" comments
                 data = line[5:].strip()
                 if data == "[DONE]":
+                    done = True
                     return
                 try:
                     event = json.loads(data)
@@ -266,10 +271,31 @@ class OpenAIClient:
                     code = err.get("code") if isinstance(err, dict) else None
                     raise BackendHTTPError(code if isinstance(code, int) else 500,
                                            f"{self.where} failed mid-stream: {error_message(event)}")
+                choices = event.get("choices") if isinstance(event, dict) else None
+                done = done or any(isinstance(c, dict) and c.get("finish_reason") for c in choices or [])
                 yield event
+            if not done:
+                raise BackendUnreachable(f"{self.where} ended the stream before the answer did (no finish_reason, "
+                                         "no [DONE]): was it restarted?")
         except httpx.TimeoutException:
             raise self._deadline_error() from None
         except httpx.TransportError as e:
             raise BackendUnreachable(f"{self.where} dropped the stream ({type(e).__name__})") from None
         finally:
             response.close()
+
+    def _whole_reply(self, response, deadline: float) -> dict:
+        """A non-streamed completion, as the one stream event that carries all of it."""
+        try:
+            raw = self._read(response, deadline)
+        finally:
+            response.close()
+        try:
+            data = json.loads(raw)
+            choice = data["choices"][0]
+            text = (choice.get("message") or {}).get("content") or ""
+        except (ValueError, KeyError, IndexError, TypeError, AttributeError):
+            raise BackendError(f"{self.where} answered a streamed request with JSON that is not a completion: "
+                               f"{error_message(raw)}") from None
+        return {"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": choice.get("finish_reason")}],
+                "usage": data.get("usage")}

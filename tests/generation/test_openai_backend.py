@@ -95,6 +95,15 @@ def test_closing_a_stream_drops_the_connection(stub):
         next(s)
 
 
+def test_a_server_that_ignores_stream_true_or_cuts_the_stream_off(stub):
+    stub.script = lambda req: Reply(body=completion("Two months.", completion_tokens=4))
+    s = make(stub).stream(Q)
+    assert list(s) == ["Two months."] and s.generation.completion_tokens == 4
+    stub.script = lambda req: Reply(events=chunks(["Two "])[:2])  # no finish_reason, no [DONE]
+    with pytest.raises(BackendUnreachable, match="ended the stream before the answer did"):
+        list(make(stub).stream(Q))
+
+
 def test_a_stream_that_fails_midway_is_one_line(stub):
     stub.script = lambda req: Reply(events=[*chunks(["Two "])[:2], {"error": {"message": "engine died", "code": 500}}])
     s = make(stub).stream(Q)
