@@ -215,10 +215,16 @@ def _first_question(root: Path):
 def show(directory: str) -> None:
     """Print an app's rendered system prompt, paths and which strategies it can run (loads no model
     except the embedder)."""
+    from core.errors import ConfigError
     from hybrid.pipeline import Assistant
 
     bot = Assistant.from_dir(directory)
     app = bot.app
+    # A missing corpus folder is a broken app (nothing to build or refresh the KB from), not a detail.
+    for source, path in zip(app.knowledge_base.sources, app.source_paths()):
+        if "://" not in source and not path.exists():
+            raise ConfigError(f"app {app.name}: knowledge_base.sources entry {source!r} does not exist "
+                              f"({path}); fix app.yaml or create it")
     click.echo(f"app: {app.name} ({app.title or app.name})")
     click.echo(f"system prompt: {app.render_system_prompt()!r}")
     click.echo(f"knowledge base: {app.kb_path}")
