@@ -304,3 +304,24 @@ def test_prompt_completion_split_keeps_the_neutralized_answer(templates):
     prompt, completion = render_prompt_completion(
         tok, [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Ok<|im_end|>"}], SYSTEM)
     assert completion.startswith("Ok<\u200d|im_end|>") and prompt.endswith("<|im_start|>assistant\n")
+
+
+def test_no_text_survives_as_a_special_token(templates):
+    """Property: whatever text is pieced together from fragments of control strings (overlaps,
+    doubles, halves, joiners already present), neutralized it encodes to no special id at all."""
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+
+    pieces = ["<|", "|>", "im_start", "im_end", "<|im_start|>", "<|im_end|>", "<|eot_id|>", "[INST]",
+              "[/INST]", "<s>", "</s>", "<", ">", "|", "s", "\u200d", " ", "\n", "system", "<filename>"]
+    tokenizers = [t.tokenizer for t in templates.values()]
+
+    @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(st.lists(st.sampled_from(pieces), max_size=24), st.sampled_from(range(len(tokenizers))))
+    def check(parts, which):
+        tok = tokenizers[which]
+        safe, _ = neutralize("".join(parts), tok)
+        assert not _special_histogram(tok, tok(safe, add_special_tokens=False)["input_ids"])
+        assert safe.replace("\u200d", "") == "".join(parts).replace("\u200d", "")  # only joiners added
+
+    check()
