@@ -32,6 +32,7 @@ publish), rebuild, and stats.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -50,9 +51,10 @@ from core.errors import (ConfigError, CorruptKnowledgeBaseError, InputError, Kno
 from core.io import atomic_write_text, fsync_dir
 from core.types import Chunk, Document, Hit  # noqa: F401 - Chunk, Hit: importable from here as before the split
 from indexes.config import SEARCH_MODES, IndexConfig  # noqa: F401
+from indexes.integrity import translate
 from indexes.search import Searching
-from indexes.store import (MANIFEST, REBUILD_HINT, State, WriteLock, apply_nothing, check_embedder, cleanup,
-                           install_generation, load_state, new_manifest, publish, read_manifest, salvage_documents)
+from indexes.store import (MANIFEST, REBUILD_HINT, State, WriteLock, apply_nothing, check_embedder, cleanup, install_generation,
+                           load_state, new_manifest, publish, read_manifest, record_checksums, salvage_documents)
 from indexes.sync import (SyncReport, apply_changes, dedupe_documents, diff_chunks, diff_documents, stored_chunks,
                           stored_documents, vector_id)
 from indexes.vectors import VectorIndex
@@ -254,6 +256,13 @@ class KnowledgeBase(Searching):
         if self.readonly:
             raise KnowledgeBaseError(f"knowledge base {self.path} was opened read-only")
 
+    def lock(self) -> WriteLock:
+        """The writer's lock for several steps: ``with kb.lock(): docs = slow_ingest(); kb.sync(docs)``
+        fails at once (``LockedError``) if another writer holds it; re-entrant in the holding thread."""
+        self._writable()
+        return WriteLock(self.path)
+
+    @translate
     def sync(self, documents: Iterable[Document], prune: bool = False, progress: bool = False) -> SyncReport:
         """Make the knowledge base hold ``documents``: add new, re-embed changed, keep unchanged.
 
@@ -276,6 +285,10 @@ class KnowledgeBase(Searching):
         upserts, to_delete = diff_documents(stored_documents(db), incoming, prune, report)
 
         if not upserts and not to_delete:
+            if "checksums" not in self._state.manifest:
+                # a manifest from before checksums: record them now, without a new generation
+                self._state.manifest = record_checksums(self.path, self._state.manifest)
+                self._state.mtime = (self.path / MANIFEST).stat().st_mtime_ns
             report.generation = self.generation
             report.seconds = time.perf_counter() - t0
             return report
@@ -312,6 +325,7 @@ class KnowledgeBase(Searching):
         report.seconds = time.perf_counter() - t0
         return report
 
+    @translate
     def delete(self, doc_ids: Iterable[str]) -> int:
         """Delete documents (and their chunks) by id; returns how many were stored. Unknown ids are ignored."""
         self._writable()
@@ -335,6 +349,7 @@ class KnowledgeBase(Searching):
             self._state = load_state(self.path, self.cfg, vectors=vectors)
             return len(present)
 
+    @translate
     def documents(self) -> list[Document]:
         """Every stored document (text and metadata), e.g. to rebuild with other settings."""
         return [Document(id=r[0], text=r[1], metadata=json.loads(r[2]))
@@ -344,8 +359,16 @@ class KnowledgeBase(Searching):
     def rebuild(cls, path: str | os.PathLike[str], documents: Iterable[Document] | None = None,
                 cfg: IndexConfig | None = None, embedder: Any = None, progress: bool = False) -> tuple["KnowledgeBase", SyncReport]:
         """Build a fresh generation from ``documents`` (or the documents stored in the newest readable
-        generation), replacing whatever is there, corrupt or not. ``cfg`` may change any setting."""
+        generation), replacing whatever is there, corrupt or not. ``cfg`` may change any setting.
+
+        An existing directory's lock is taken first, so a second writer fails before any work."""
         p = Path(path)
+        with WriteLock(p) if p.is_dir() else contextlib.nullcontext():
+            return cls._rebuild_locked(p, documents, cfg, embedder, progress)
+
+    @classmethod
+    def _rebuild_locked(cls, p: Path, documents: Iterable[Document] | None, cfg: IndexConfig | None,
+                        embedder: Any, progress: bool) -> tuple["KnowledgeBase", SyncReport]:
         docs = list(documents) if documents is not None else None
         old_cfg = None
         if docs is None:
@@ -359,20 +382,22 @@ class KnowledgeBase(Searching):
             cfg = IndexConfig(**old_cfg) if old_cfg else IndexConfig()
         tmp = p.with_name(p.name + ".rebuild")
         shutil.rmtree(tmp, ignore_errors=True)
-        kb = cls.create(tmp, cfg, embedder=embedder)
         try:
-            report = kb.sync(docs, progress=progress)
-        finally:
-            kb.close()
-        p.mkdir(parents=True, exist_ok=True)
-        with WriteLock(p):
-            # Move the fresh generation's files in, renumbered after whatever is there, then swap the manifest.
-            gen = install_generation(p, tmp)
-            from core.config import save_config_json
+            kb = cls.create(tmp, cfg, embedder=embedder)
+            try:
+                report = kb.sync(docs, progress=progress)
+            finally:
+                kb.close()
+            p.mkdir(parents=True, exist_ok=True)
+            with WriteLock(p):
+                # Move the fresh generation's files in, renumbered after whatever is there, then swap the manifest.
+                gen = install_generation(p, tmp)
+                from core.config import save_config_json
 
-            save_config_json(cfg, p / "config.json")
-            cleanup(p, gen)
-        shutil.rmtree(tmp, ignore_errors=True)
+                save_config_json(cfg, p / "config.json")
+                cleanup(p, gen)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)  # a failed rebuild leaves no half-built directory behind
         report.generation = gen
         return cls.open(p, embedder=embedder), report
 
@@ -398,6 +423,7 @@ class KnowledgeBase(Searching):
         return vecs / np.maximum(norms, 1e-12)
 
     # -- stats ---------------------------------------------------------------------------------------
+    @translate
     def stats(self) -> dict[str, Any]:
         st = self._state
         m = st.manifest

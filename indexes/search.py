@@ -20,6 +20,7 @@ from indexes.config import SEARCH_MODES
 from indexes.filters import filter_sql
 from indexes.fusion import mmr as _mmr
 from indexes.fusion import rrf
+from indexes.integrity import check_scores, translate
 from indexes.store import State
 
 
@@ -59,6 +60,7 @@ class Searching:
         """Top-``k`` chunks for ``query``; ``Hit.score`` is higher for more relevant, ``Hit.scores`` has the parts."""
         return self.search_batch([query], k, filters=filters, mode=mode, mmr=mmr)[0]
 
+    @translate
     def search_batch(self, queries: Sequence[str], k: int = 5, filters: dict[str, Any] | None = None,
                      mode: str = "hybrid", mmr: bool = False) -> list[list[Hit]]:
         """``search`` for many queries: one embedding batch and one FAISS call for all of them."""
@@ -82,6 +84,7 @@ class Searching:
         if mode in ("dense", "hybrid") or mmr:
             qvecs = self._embed(queries)
             scores, ids = st.vectors.search(qvecs, depth, allowed=allowed)
+            check_scores(scores, ids, st.vectors.kind, self.path / st.manifest["files"]["faiss"], self.path)
             for i in range(len(queries)):
                 dense[i] = [(int(v), float(s)) for v, s in zip(ids[i], scores[i]) if v >= 0]
         sparse: list[list[tuple[int, float]]] = [[] for _ in queries]

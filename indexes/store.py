@@ -6,7 +6,7 @@ On disk (``DIR``)::
     gen-000007.faiss       the FAISS IndexIDMap2 of generation 7 (faiss.write_index, never pickle)
     gen-000007.sqlite      documents, chunks, FTS5 table, tombstones, and the generation number itself
     config.json            a JSON copy of the IndexConfig
-    .lock                  flock(2)'d by the one writer
+    .lock                  flock(2)'d by the one writer (it holds the writer's pid)
 
 A published generation is never modified. ``publish`` builds generation N+1 beside it (copy the
 SQLite file, apply the caller's changes in one transaction, write the FAISS file), fsyncs both, and
@@ -16,9 +16,10 @@ round so a reader that read the old manifest can still open its files; ``cleanup
 leftovers and dead writers' temp files. Readers never take the lock: ``load_state`` loads the
 generation the manifest names.
 
-``load_generation`` checks the generation recorded inside the SQLite file, the file sizes, the
-vector dimension, and the vector count versus metadata rows against the manifest; any mismatch
-raises ``CorruptKnowledgeBaseError`` (which suggests ``hybrid index rebuild``) instead of opening
+``load_generation`` checks the file sizes, the files' checksums (``indexes.integrity``: full
+SHA-256 up to a size, a sampled one above; manifests older than checksums have none), the
+generation recorded inside the SQLite file, the vector dimension, and the vector count versus
+metadata rows against the manifest; any mismatch raises ``CorruptKnowledgeBaseError`` (which suggests ``hybrid index rebuild``) instead of opening
 empty. ``salvage_documents`` reads the documents back from the newest readable generation, and
 ``install_generation`` moves a freshly built generation in, for ``KnowledgeBase.rebuild``.
 
@@ -37,6 +38,7 @@ import os
 import re
 import shutil
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any, Callable
 
@@ -44,12 +46,12 @@ from core.errors import CorruptKnowledgeBaseError, KnowledgeBaseError, LockedErr
 from core.io import atomic_write_text, fsync, fsync_dir
 from core.types import Document
 from indexes.config import IndexConfig
+from indexes.integrity import REBUILD_HINT, damaged, file_checksums, is_damage, verify_checksums
 from indexes.vectors import VectorIndex
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
 LOCK = ".lock"
-REBUILD_HINT = "run `hybrid index rebuild --kb {path}` to rebuild it (add your SOURCES if its documents are lost too)"
 GEN_RE = re.compile(r"^gen-(\d{6})\.(faiss|sqlite)$")
 
 # The tables of a generation's SQLite file; ``publish`` adds the FTS5 table ``chunks_fts`` over ``chunks``.
@@ -74,33 +76,70 @@ def now() -> str:
 
 
 # -- the writer's lock -----------------------------------------------------------------------------
+# Locks this process holds: real path of the .lock file -> [owning thread id, depth, fd]. The owning
+# thread may take its lock again (the CLI holds it across ingest and sync, and sync takes it too);
+# any other thread is refused, as another process is.
+_HELD: dict[str, list[int]] = {}
+_HELD_GUARD = threading.Lock()
+
+
 class WriteLock:
-    """An exclusive, non-blocking flock on DIR/.lock for the duration of one write."""
+    """An exclusive, non-blocking flock on DIR/.lock for the duration of one write; re-entrant in
+    the thread that holds it."""
 
     def __init__(self, path: Path):
         self.path = path
         self.fd: int | None = None
+        self._key: str | None = None
+
+    def _refuse(self) -> LockedError:
+        return LockedError(f"knowledge base {self.path} is being written by another process "
+                           "(its .lock is held); try again when that write finishes")
 
     def __enter__(self) -> "WriteLock":
-        fd = os.open(str(self.path / LOCK), os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as e:
-            os.close(fd)
-            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise LockedError(f"knowledge base {self.path} is being written by another process "
-                                  "(its .lock is held); try again when that write finishes") from None
-            raise
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self.fd = fd
+        key = os.path.realpath(self.path / LOCK)
+        me = threading.get_ident()
+        with _HELD_GUARD:
+            held = _HELD.get(key)
+            if held is not None:
+                if held[0] != me:
+                    raise self._refuse()
+                held[1] += 1
+                self._key, self.fd = key, held[2]
+                return self
+            fd = os.open(str(self.path / LOCK), os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError as e:
+                os.close(fd)
+                if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                    raise self._refuse() from None
+                raise
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            _HELD[key] = [me, 1, fd]
+            self._key, self.fd = key, fd
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        if self.fd is not None:
-            fcntl.flock(self.fd, fcntl.LOCK_UN)
-            os.close(self.fd)
-            self.fd = None
+        if self._key is None:
+            return
+        with _HELD_GUARD:
+            held = _HELD[self._key]
+            held[1] -= 1
+            if held[1] == 0:
+                del _HELD[self._key]
+                fcntl.flock(held[2], fcntl.LOCK_UN)
+                os.close(held[2])
+        self._key = self.fd = None
+
+
+def lock_holder(path: Path) -> int | None:
+    """The pid the current (or last) writer wrote into ``path/.lock``, if readable."""
+    try:
+        return int((path / LOCK).read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 # -- the manifest ----------------------------------------------------------------------------------
@@ -225,8 +264,13 @@ def load_generation(path: Path, manifest: dict[str, Any], cfg: IndexConfig, mtim
     except sqlite3.DatabaseError as e:
         db.close()
         raise CorruptKnowledgeBaseError(f"{files['sqlite']} is damaged ({e}); {hint}") from None
+    caller_vectors = vectors is not None
     if vectors is None:
-        vectors = VectorIndex.load(files["faiss"], manifest["index"], cfg, tombs)
+        try:
+            vectors = VectorIndex.load(files["faiss"], manifest["index"], cfg, tombs)
+        except BaseException:
+            db.close()
+            raise
     if vectors.dim != int(manifest["dim"]):
         db.close()
         raise CorruptKnowledgeBaseError(f"{files['faiss']} holds {vectors.dim}-d vectors, manifest says {manifest['dim']}; {hint}")
@@ -234,7 +278,20 @@ def load_generation(path: Path, manifest: dict[str, Any], cfg: IndexConfig, mtim
         db.close()
         raise CorruptKnowledgeBaseError(
             f"{path}: {vectors.ntotal} vectors but {n_rows} chunk rows (+{len(tombs)} tombstones) in generation {gen}; {hint}")
-    return State(manifest, db, vectors, mtime)
+    try:
+        if not caller_vectors:  # else the caller has just written these files and hashed them
+            # last, so the structural checks above keep their more specific messages; FAISS caps what
+            # a damaged header can make it allocate, so reading before hashing is safe
+            verify_checksums(path, manifest, files)
+        return State(manifest, db, vectors, mtime)
+    except sqlite3.Error as e:
+        db.close()
+        if not is_damage(e):
+            raise
+        raise damaged(files["sqlite"], path, e) from None
+    except BaseException:
+        db.close()
+        raise
 
 
 # -- writing a generation --------------------------------------------------------------------------
@@ -270,6 +327,8 @@ def publish(path: Path, base_manifest: dict[str, Any], gen: int, prev_db: Path |
             con.close()
         fsync(db_tmp)
         vectors.save(ix_tmp)
+        # hashed from the temp files, which are byte for byte what gets renamed into place
+        checksums = file_checksums({"faiss": ix_tmp, "sqlite": db_tmp})
         os.replace(db_tmp, db_final)
         os.replace(ix_tmp, ix_final)
         fsync_dir(path)
@@ -286,6 +345,7 @@ def publish(path: Path, base_manifest: dict[str, Any], gen: int, prev_db: Path |
         "generation": gen,
         "files": {"faiss": ix_final.name, "sqlite": db_final.name},
         "sizes": {"faiss": ix_final.stat().st_size, "sqlite": db_final.stat().st_size},
+        "checksums": checksums,
         "counts": {"vectors": vectors.ntotal, "tombstones": len(vectors.tombstones)},
         "updated": now(),
     })
@@ -293,6 +353,15 @@ def publish(path: Path, base_manifest: dict[str, Any], gen: int, prev_db: Path |
     write_manifest(path, manifest)
     cleanup(path, gen)
     return gen
+
+
+def record_checksums(path: Path, manifest: dict[str, Any]) -> dict[str, Any]:
+    """Add checksums to a manifest written before they existed (the caller holds the lock and has
+    opened the generation, so its files passed the other checks); returns the manifest written."""
+    manifest = dict(manifest)
+    manifest["checksums"] = file_checksums({k: path / v for k, v in manifest["files"].items()})
+    write_manifest(path, manifest)
+    return manifest
 
 
 def cleanup(path: Path, current: int) -> None:
@@ -334,6 +403,7 @@ def install_generation(path: Path, src: Path) -> int:
     man["generation"] = gen
     man["files"] = {"faiss": f"gen-{gen:06d}.faiss", "sqlite": f"gen-{gen:06d}.sqlite"}
     man["sizes"] = {k: (path / v).stat().st_size for k, v in man["files"].items()}
+    man["checksums"] = file_checksums({k: path / v for k, v in man["files"].items()})  # the SQLite file changed
     fsync_dir(path)
     write_manifest(path, man)
     return gen
