@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,30 @@ def load_sources(sources: tuple[str, ...], quiet: bool = False) -> list[Any]:
     return docs
 
 
+@contextlib.contextmanager
+def writer_lock(kb_dir: str):
+    """Hold the knowledge base's writer lock from before the (slow) ingest to the end of the write,
+    so a second sync fails at once instead of after reading all its sources. A directory that does
+    not exist yet has no lock to take (its create takes one)."""
+    from core.errors import LockedError
+    from indexes.store import WriteLock, lock_holder
+
+    path = Path(kb_dir)
+    if not path.is_dir():
+        yield
+        return
+    try:
+        lock = WriteLock(path).__enter__()
+    except LockedError:
+        pid = lock_holder(path)
+        raise LockedError(f"another sync holds the lock on {kb_dir}" + (f" (pid {pid})" if pid else "")
+                          + "; nothing was read or written, try again when it finishes") from None
+    try:
+        yield
+    finally:
+        lock.__exit__(None, None, None)
+
+
 def _config(config_path: str | None, overrides: tuple[str, ...]):
     from core.config import load_config
     from indexes.config import IndexConfig
@@ -96,13 +121,20 @@ def build(kb_dir: str, sources: tuple[str, ...], config_path: str | None, overri
     """Create the knowledge base if needed, then sync SOURCES into it."""
     from indexes.kb import KnowledgeBase
 
+    from indexes.store import MANIFEST
+
     cfg = _config(config_path, overrides)
     if not sources:
         raise click.UsageError("give at least one PATH, URL or docs.jsonl")
-    docs = load_sources(sources, quiet)
-    # refuses settings that differ from an existing knowledge base's (only `rebuild` changes those)
-    kb = KnowledgeBase.open_or_create(kb_dir, cfg)
-    _sync(kb, kb_dir, docs, prune, quiet)
+    exists = (Path(kb_dir) / MANIFEST).exists()
+    with writer_lock(kb_dir):
+        # an existing knowledge base is opened (and its settings checked) before the slow ingest;
+        # a new one is created only once there are documents, so a failed ingest leaves nothing behind
+        kb = KnowledgeBase.open_or_create(kb_dir, cfg) if exists else None
+        docs = load_sources(sources, quiet)
+        # refuses settings that differ from an existing knowledge base's (only `rebuild` changes those)
+        kb = kb or KnowledgeBase.open_or_create(kb_dir, cfg)
+        _sync(kb, kb_dir, docs, prune, quiet)
 
 
 def _sync(kb, kb_dir: str, docs, prune: bool, quiet: bool) -> None:
@@ -123,8 +155,9 @@ def sync(kb_dir: str, sources: tuple[str, ...], prune: bool, quiet: bool) -> Non
     if not sources:
         raise click.UsageError("give at least one PATH, URL or docs.jsonl")
     kb = KnowledgeBase.open(kb_dir)  # fail on a missing/corrupt KB before the (slow) ingest
-    docs = load_sources(sources, quiet)
-    _sync(kb, kb_dir, docs, prune, quiet)
+    with writer_lock(kb_dir):  # and on another writer, too
+        docs = load_sources(sources, quiet)
+        _sync(kb, kb_dir, docs, prune, quiet)
 
 
 @cli.command("rebuild")
@@ -150,8 +183,9 @@ def rebuild(kb_dir: str, sources: tuple[str, ...], config_path: str | None, over
     except Exception:  # noqa: BLE001 - a corrupt manifest is why people rebuild: start from defaults
         base = {}
     cfg = load_config(IndexConfig, config_path, list(overrides), data=base)
-    docs = load_sources(sources, quiet) if sources else None
-    kb, report = KnowledgeBase.rebuild(kb_dir, docs, cfg, progress=not quiet)
+    with writer_lock(kb_dir):
+        docs = load_sources(sources, quiet) if sources else None
+        kb, report = KnowledgeBase.rebuild(kb_dir, docs, cfg, progress=not quiet)
     with kb:
         click.echo(f"{kb_dir}: rebuilt: {report}")
 
