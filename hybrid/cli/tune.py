@@ -5,6 +5,7 @@
     hybrid tune --data train.jsonl --config configs/lora.yaml --out adapters/shop --set train.max_steps=100
     hybrid tune --data train.jsonl --config configs/lora.yaml --out adapters/shop --resume
     hybrid tune merge --adapter adapters/shop --out models/shop-merged
+    hybrid tune export --adapter adapters/legal --for vllm --name legal   # + the vllm serve command
     hybrid tune build raft --docs docs.jsonl --out raft.jsonl
     hybrid tune build raft --questions policyqa-dev.json --out raft.jsonl --app apps/legal
 
@@ -43,7 +44,7 @@ def cli(ctx: click.Context, app_dir: str | None, data: tuple[str, ...], eval_dat
         return
     if not app_dir and (not data or not out):
         raise click.UsageError("hybrid tune needs --app DIR, or --data FILE and --out DIR "
-                               "(or a subcommand: merge, build)")
+                               "(or a subcommand: merge, build, export)")
     import logging
 
     from hybrid.tuning.trainer import train
@@ -230,6 +231,34 @@ def _raft_budget(app, config_path: str | None, overrides: tuple[str, ...]):
     except Exception as e:  # noqa: BLE001 - any failure to load a tokenizer falls back to the estimate
         return make_budget(cfg.data.max_length, system, None), \
             f"budget data.max_length={cfg.data.max_length} estimated as words*1.4 (no tokenizer: {str(e)[:60]})"
+
+
+@cli.command("export")
+@click.option("-a", "--adapter", required=True, type=click.Path(file_okay=False),
+              help="LoRA adapter directory written by hybrid tune.")
+@click.option("--for", "target", required=True, type=click.Choice(["vllm", "llamacpp"]),
+              help="The engine that will serve it.")
+@click.option("-n", "--name", default=None,
+              help="The model name requests use for it (default: the adapter directory's name; use the app's name "
+                   "or its generation.openai.adapter_model).")
+@click.option("-o", "--out", type=click.Path(file_okay=False), default=None,
+              help="vllm: directory to write [default: ADAPTER-vllm]; llamacpp: where the GGUF should go.")
+@click.option("--force", is_flag=True, help="Replace an existing --out directory.")
+def export(adapter: str, target: str, name: str | None, out: str | None, force: bool) -> None:
+    """Make an adapter servable by vLLM (a PEFT LoRA directory) or llama.cpp (the GGUF conversion
+    command), and print the command that serves it. See docs/backends.md."""
+    from hybrid.tuning.export import export_adapter
+
+    result = export_adapter(adapter, target, out=out, name=name, force=force)
+    if result.out is not None:
+        click.echo(f"exported {result.name} for {target}: {result.out}")
+    else:
+        click.echo(f"{result.name} for {target}: base model {result.base_model}")
+    click.echo("serve it with:")
+    for cmd in result.commands:
+        click.echo(f"  {cmd}")
+    for note in result.notes:
+        click.echo(f"note: {note}")
 
 
 from hybrid.cli.tune_reader import reader as _reader  # noqa: E402
