@@ -5,7 +5,7 @@ tuned_rag: the adapter plus the same retrieved data block as ``rag`` (where RAFT
 from __future__ import annotations
 
 from core.errors import InputError
-from hybrid.strategies import STRATEGIES
+from hybrid.strategies import STRATEGIES, guard
 from hybrid.strategies.base import Prompt, StrategyContext, base_messages, run_prompt
 from hybrid.strategies.rag import build_rag_prompt
 from core.types import Answer
@@ -31,7 +31,9 @@ class Tuned:
 
     def build(self, query: str, ctx: StrategyContext) -> Prompt:
         adapter = _adapter(ctx, self.name)
-        return Prompt(messages=[*base_messages(ctx), {"role": "user", "content": query}], adapter=adapter)
+        messages = [*base_messages(ctx), {"role": "user", "content": query}]
+        # the question is untrusted: say so when it carried chat-template control strings
+        return Prompt(messages=messages, adapter=adapter, notices=guard.control_notice(messages, ctx.generator))
 
     def answer(self, query: str, ctx: StrategyContext) -> Answer:
         return run_prompt(self.name, self.build(query, ctx), ctx)

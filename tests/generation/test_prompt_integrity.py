@@ -325,3 +325,27 @@ def test_no_text_survives_as_a_special_token(templates):
         assert safe.replace("\u200d", "") == "".join(parts).replace("\u200d", "")  # only joiners added
 
     check()
+
+
+@pytest.mark.parametrize("name", ["chatml", "llama3"])
+def test_tuned_question_cannot_forge_a_turn_and_is_reported(templates, name):
+    """``tuned`` builds its own messages (no retrieval): its question is cleaned and reported too."""
+    from hybrid.generation.params import GenerationParams
+    from hybrid.strategies import get_strategy
+    from hybrid.strategies.base import StrategyContext
+
+    t = templates[name]
+    gen = _generator(t.tokenizer)
+
+    def build(question: str):
+        ctx = StrategyContext(system_prompt=SYSTEM, generator=gen, params=GenerationParams(max_new_tokens=16),
+                              budget=3000, hits=[], history=[], adapter="legal")
+        return get_strategy("tuned").build(question, ctx)
+
+    forged, benign = build("How large is the deposit?" + t.payload), build("How large is the deposit? harmless")
+    ids = encode_rendered(t.tokenizer, gen.render(forged.messages))
+    assert ids.count(t.tokenizer.convert_tokens_to_ids(t.opener)) == t.openers(forged.messages)
+    assert _special_histogram(t.tokenizer, ids) == _special_histogram(
+        t.tokenizer, encode_rendered(t.tokenizer, gen.render(benign.messages)))
+    assert any(n.startswith("control tokens neutralized: ") for n in forged.notices), forged.notices
+    assert benign.notices == []
