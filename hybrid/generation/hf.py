@@ -299,9 +299,13 @@ class HFGenerator:
         return {i for i in ids if i is not None}
 
     def _run(self, rows: list[list[int]], adapter: str | None, params: GenerationParams,
-             cancel: threading.Event, counter: list[int], streamer: Any = None) -> list[list[int]]:
+             cancel: threading.Event, counter: list[int], streamer: Any = None,
+             criteria: Any = None) -> list[list[int]]:
         """Left-pad ``rows`` by hand (decoder-only models continue from the right edge), generate, and
-        return each row's new token ids (padding/EOS trimmed later)."""
+        return each row's new token ids (padding/EOS trimmed later).
+
+        ``criteria`` replaces the shared stop-string/cancel criteria (``cancel``, ``counter`` and
+        ``params.stop`` are then unused): ``hybrid.generation.batching`` stops each row on its own."""
         import contextlib
 
         import torch
@@ -311,7 +315,8 @@ class HFGenerator:
         pad = self.tokenizer.pad_token_id
         input_ids = torch.tensor([[pad] * (width - len(r)) + r for r in rows], dtype=torch.long)
         mask = torch.tensor([[0] * (width - len(r)) + [1] * len(r) for r in rows], dtype=torch.long)
-        criteria = StoppingCriteriaList([_stopping_criteria(self.tokenizer, width, params.stop, cancel, counter)])
+        criteria = StoppingCriteriaList([criteria if criteria is not None else
+                                         _stopping_criteria(self.tokenizer, width, params.stop, cancel, counter)])
         processors = LogitsProcessorList(
             [_generated_repetition_penalty(params.repetition_penalty, width)] if params.repetition_penalty != 1.0 else [])
         with self._lock:

@@ -1,0 +1,220 @@
+"""``BatchingGenerator``: concurrent generate/stream calls gathered into batched generations.
+
+The window and the batch cap are checked through the batcher's counters (``stats``), never through
+timing: a huge window means "a batch starts only when full", so the sizes it records are exact.
+Mechanics run on the tiny random Llama (fp32, milliseconds); answer equality runs on the real model.
+"""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from core.errors import InputError
+from hybrid.generation import make_params
+from hybrid.generation.batching import BatchingGenerator
+
+BIG_WINDOW = 600.0  # "never closes" within a test: a batch then starts only when it is full
+PROMPTS = ["hello world", "The X1 blender costs", "Returns are accepted", "What is the capital of France?"]
+
+
+def user(q: str) -> list[dict]:
+    return [{"role": "user", "content": q}]
+
+
+def in_threads(fn, args: list) -> list:
+    """Run ``fn(arg)`` for each arg on its own thread at once; results in order, errors re-raised."""
+    out: list = [None] * len(args)
+    errors: list = []
+
+    def one(i: int) -> None:
+        try:
+            out[i] = fn(args[i])
+        except BaseException as e:  # noqa: BLE001 - re-raised below
+            errors.append(e)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(len(args))]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert not any(t.is_alive() for t in threads), "a request hung"
+    if errors:
+        raise errors[0]
+    return out
+
+
+class CancelAfter(threading.Event):
+    """A cancel event that turns itself on when the batch thread has looked at it ``n`` times (about
+    once per generated token): a mid-batch cancellation that does not depend on timing."""
+
+    def __init__(self, n: int):
+        super().__init__()
+        self.n, self.seen = n, 0
+
+    def is_set(self) -> bool:
+        if threading.current_thread().name == "hybrid-batcher" and not super().is_set():
+            self.seen += 1
+            if self.seen > self.n:
+                self.set()
+        return super().is_set()
+
+
+def test_a_full_batch_starts_without_waiting_for_the_window(tiny_gen):
+    p = make_params(max_new_tokens=8)
+    b = BatchingGenerator(tiny_gen, max_batch=4, window=BIG_WINDOW)
+    out = in_threads(lambda q: b.generate(user(q), params=p), PROMPTS)
+    assert b.stats.sizes == {4: 1} and b.stats.rows == 4
+    # fp32 on the tiny model: batched rows equal the eval runner's left-padded batch exactly
+    assert [g.text for g in out] == [g.text for g in tiny_gen.generate_batch([user(q) for q in PROMPTS], params=p)]
+
+
+def test_max_batch_caps_every_batch(tiny_gen):
+    p = make_params(max_new_tokens=6)
+    b = BatchingGenerator(tiny_gen, max_batch=2, window=BIG_WINDOW)
+    out = in_threads(lambda q: b.generate(user(q), params=p), PROMPTS)
+    assert b.stats.sizes == {2: 2} and b.stats.largest == 2 and b.stats.batches == 2
+    assert all(g.completion_tokens > 0 for g in out)
+
+
+def test_the_window_closes_for_a_lone_request(tiny_gen):
+    # max_batch 8 is never reached: only the window ending lets this request run at all
+    b = BatchingGenerator(tiny_gen, max_batch=8, window=0.05)
+    g = in_threads(lambda q: b.generate(user(q), params=make_params(max_new_tokens=5)), ["hello world"])[0]
+    assert g.completion_tokens > 0
+    assert b.stats.sizes == {1: 1}
+
+
+def test_requests_with_other_sampling_or_adapter_ride_separate_batches(tiny_gen):
+    greedy, sampled = make_params(max_new_tokens=5), make_params(max_new_tokens=5, temperature=0.8, seed=3)
+    b = BatchingGenerator(tiny_gen, max_batch=4, window=0.2)
+    in_threads(lambda a: b.generate(user(a[0]), params=a[1]),
+               [("hello world", greedy), ("The X1 blender costs", sampled)])
+    assert b.stats.sizes == {1: 2}
+
+
+def test_per_row_max_new_tokens_and_stop_strings(tiny_gen):
+    free = tiny_gen.generate(user(PROMPTS[1]), params=make_params(max_new_tokens=12))
+    assert free.completion_tokens >= 4, "the tiny model must say a few tokens for this test"
+    stop = free.text[2:4]
+    b = BatchingGenerator(tiny_gen, max_batch=3, window=BIG_WINDOW)
+    short, long_, stopped = in_threads(lambda a: b.generate(user(a[0]), params=a[1]), [
+        (PROMPTS[0], make_params(max_new_tokens=3)),
+        (PROMPTS[2], make_params(max_new_tokens=12)),
+        (PROMPTS[1], make_params(max_new_tokens=12, stop=[stop])),
+    ])
+    assert b.stats.sizes == {3: 1}
+    assert short.completion_tokens <= 3
+    assert long_.text == tiny_gen.generate(user(PROMPTS[2]), params=make_params(max_new_tokens=12)).text
+    assert stop not in stopped.text and free.text.startswith(stopped.text) and stopped.finish_reason == "stop"
+
+
+def test_each_row_streams_its_own_text(tiny_gen):
+    p = make_params(max_new_tokens=10)
+    b = BatchingGenerator(tiny_gen, max_batch=3, window=BIG_WINDOW)
+    streams = [b.stream(user(q), params=p) for q in PROMPTS[:3]]
+    texts = in_threads(lambda s: "".join(s), streams)
+    assert b.stats.sizes == {3: 1}
+    solo = [tiny_gen.generate(user(q), params=p).text for q in PROMPTS[:3]]
+    assert [t.strip() for t in texts] == solo
+    assert [s.generation.text for s in streams] == solo
+
+
+def test_a_row_cancelled_mid_batch_stops_and_the_others_finish(tiny_gen):
+    p = make_params(max_new_tokens=16)
+    solo = [tiny_gen.generate(user(q), params=p) for q in PROMPTS[:3]]
+    assert solo[0].completion_tokens > 3, "the first prompt must run past the cancel point"
+    b = BatchingGenerator(tiny_gen, max_batch=3, window=BIG_WINDOW)
+    cancel = CancelAfter(3)
+    streams = [b.stream(user(PROMPTS[0]), params=p, cancel=cancel),
+               b.stream(user(PROMPTS[1]), params=p), b.stream(user(PROMPTS[2]), params=p)]
+    texts = in_threads(lambda s: "".join(s), streams)
+    assert b.stats.sizes == {3: 1} and b.stats.cancelled_rows == 1
+    a = streams[0].generation
+    assert 0 < a.completion_tokens < solo[0].completion_tokens and a.finish_reason == "cancelled"
+    assert solo[0].text.startswith(texts[0].strip())
+    assert [t.strip() for t in texts[1:]] == [g.text for g in solo[1:]]  # the batch went on for them
+
+
+def test_closing_a_stream_returns_and_the_batch_serves_the_rest(tiny_gen):
+    p = make_params(max_new_tokens=12)
+    b = BatchingGenerator(tiny_gen, max_batch=2, window=0.2)  # kept may be left alone: the window must close
+    gone, kept = b.stream(user(PROMPTS[0]), params=p), b.stream(user(PROMPTS[1]), params=p)
+    gone.close()  # before or during its batch: either way it returns and the other row is served
+    assert not gone.running and gone.generation.finish_reason == "cancelled"
+    assert "".join(kept).strip() == tiny_gen.generate(user(PROMPTS[1]), params=p).text
+
+
+def test_a_cancelled_waiting_request_is_withdrawn(tiny_gen):
+    b = BatchingGenerator(tiny_gen, max_batch=4, window=BIG_WINDOW)
+    cancel = threading.Event()
+    s = b.stream(user("hello world"), params=make_params(max_new_tokens=5), cancel=cancel)
+    cancel.set()  # the window never closes and the batch is never full: only withdrawal ends it
+    assert list(s) == [] and s.generation.finish_reason == "cancelled"
+    assert b.stats.withdrawn == 1 and b.stats.batches == 0
+
+
+def test_a_failing_batch_reaches_every_caller_and_the_batcher_lives_on(tiny_gen, monkeypatch):
+    b = BatchingGenerator(tiny_gen, max_batch=2, window=BIG_WINDOW)
+    real_run = tiny_gen._run
+    calls = []
+
+    def broken(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 1:
+            raise RuntimeError("out of memory (simulated)")
+        return real_run(*args, **kwargs)
+
+    monkeypatch.setattr(tiny_gen, "_run", broken)
+    p = make_params(max_new_tokens=4)
+    with pytest.raises(RuntimeError, match="simulated"):
+        in_threads(lambda q: b.generate(user(q), params=p), PROMPTS[:2])
+    assert b.stats.batches == 1
+    out = in_threads(lambda q: b.generate(user(q), params=p), PROMPTS[:2])
+    assert all(g.completion_tokens > 0 for g in out) and b.stats.batches == 2
+
+
+def test_bad_settings_and_backends_are_one_line_errors(tiny_gen):
+    from hybrid.generation import ScriptedGenerator
+
+    with pytest.raises(InputError, match="max_batch must be an integer >= 1"):
+        BatchingGenerator(tiny_gen, max_batch=0)
+    with pytest.raises(InputError, match="batch window must be between 0 and 3600 seconds"):
+        BatchingGenerator(tiny_gen, window=-1)
+    with pytest.raises(InputError, match="cannot be batched in-process"):
+        BatchingGenerator(ScriptedGenerator())
+
+
+def test_everything_else_is_the_wrapped_generator(tiny_gen):
+    b = BatchingGenerator(tiny_gen)
+    assert b.tokenizer is tiny_gen.tokenizer and b.context_window == tiny_gen.context_window
+    assert b.render(user("hi")) == tiny_gen.render(user("hi"))
+    assert b.count_tokens(user("hi")) == tiny_gen.count_tokens(user("hi"))
+    assert b.has_adapter("nope") is False
+
+
+@pytest.mark.slow
+def test_real_model_batched_greedy_answers_match_unbatched(real_gen):
+    """Greedy answers of the real model: batched (left-padded, three prompt lengths) vs one by one.
+
+    Padding changes the order of float sums in attention and matmuls, so two nearly tied logits can
+    swap and the texts diverge from there on. A batching bug (wrong row, mask or positions) breaks
+    an answer from its first tokens, so the check is: identical first 8 tokens (or the whole answer
+    when shorter). Both sides run in fp32 (no bf16 autocast), which is the comparison that isolates
+    batching itself.
+    """
+    real_gen._bf16 = False  # a per-test copy (see conftest.real_gen): the session model is untouched
+    qs = ["What is the capital of France?",
+          "Name three primary colours.",
+          "Explain in one sentence why the sky looks blue during a clear day."]
+    p = make_params(max_new_tokens=20)
+    solo = [real_gen.generate(user(q), params=p) for q in qs]
+    b = BatchingGenerator(real_gen, max_batch=3, window=BIG_WINDOW)
+    batched = in_threads(lambda q: b.generate(user(q), params=p), qs)
+    assert b.stats.sizes == {3: 1}
+    tok = real_gen.tokenizer
+    for s, g in zip(solo, batched):
+        a, c = tok.encode(s.text, add_special_tokens=False), tok.encode(g.text, add_special_tokens=False)
+        n = min(8, len(a))
+        assert n > 0 and a[:n] == c[:n], (s.text, g.text)
