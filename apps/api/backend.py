@@ -105,16 +105,25 @@ class RealBackend:
     """
 
     def __init__(self, app_dirs: Sequence[str | Path], *, overrides: Sequence[str] = (),
-                 assistants: dict[str, Any] | None = None):
+                 assistants: dict[str, Any] | None = None, batching: Any = None):
         from hybrid.app import load_app
         from hybrid.pipeline import Assistant
 
+        if batching is None:  # what `hybrid serve` was told through HYBRID_API_BATCH_* (off by default)
+            from apps.api.settings import BatchingSettings
+
+            batching = BatchingSettings()
+        self.batching = batching
         self._assistants: dict[str, Any] = dict(assistants or {})
+        self._batchers: dict[str, Any] = {}  # app -> its BatchingGenerator, for batch_stats()
         for d in app_dirs:
             cfg = load_app(d, overrides)
             if cfg.name in self._assistants:
                 raise ConfigError(f"two apps are named {cfg.name!r} (second: {d}); app names must differ")
-            self._assistants[cfg.name] = Assistant(cfg)
+            gen = _batched_generator(cfg, batching)
+            if hasattr(gen, "stats"):
+                self._batchers[cfg.name] = gen
+            self._assistants[cfg.name] = Assistant(cfg, generator=gen)
         if not self._assistants:
             raise ConfigError("no app to serve: pass --app DIR at least once")
         self._ready = threading.Event()
@@ -133,11 +142,17 @@ class RealBackend:
         for name, a in self._assistants.items():
             t = time.perf_counter()
             a.warm_up()
+            if self.batching.batch_max_size > 1:
+                a.generator.warm_up()  # a generator passed in (batched) is not warmed up by the assistant
             log.info("app %s loaded in %.1fs", name, time.perf_counter() - t)
         self._ready.set()
 
     def ready(self) -> bool:
         return self._ready.is_set()
+
+    def batch_stats(self) -> dict[str, dict[str, Any]]:
+        """Per batched app, what its batcher did (batches, rows, sizes, cancelled rows); {} unbatched."""
+        return {name: gen.stats.as_dict() for name, gen in self._batchers.items()}
 
     def apps_info(self) -> list[dict[str, Any]]:
         from hybrid.strategies import strategy_names
@@ -245,6 +260,25 @@ class RealBackend:
         return {"documents": len(docs), "load": report, "sync": sync}
 
 
+def _batched_generator(cfg: Any, batching: Any) -> Any:
+    """The app's generator wrapped in a ``BatchingGenerator`` when batching is on and the app runs
+    the in-process transformers backend; None (the assistant makes its own, as before) otherwise."""
+    if batching.batch_max_size <= 1:
+        return None
+    from hybrid.assemble import make_generator
+    from hybrid.generation import HFGenerator
+    from hybrid.generation.batching import BatchingGenerator
+
+    gen = make_generator(cfg)
+    if not isinstance(gen, HFGenerator):
+        log.warning("app %s: batched serving needs the transformers backend; %s answers one at a time",
+                    cfg.name, type(gen).__name__)
+        return gen
+    log.info("app %s: batched serving, up to %d answers per batch, %.0f ms gathering window",
+             cfg.name, batching.batch_max_size, batching.batch_window_ms)
+    return BatchingGenerator(gen, max_batch=batching.batch_max_size, window=batching.batch_window_ms / 1000)
+
+
 def _count_completion(ans: Answer, text: str, assistant) -> Answer:
     """Streamed answers count text pieces, not tokens; with the model's tokenizer at hand, count
     tokens, and say when the answer hit max_new_tokens (OpenAI clients read it as finish_reason)."""
@@ -318,6 +352,10 @@ class FakeBackend:
 
     def ready(self) -> bool:
         return self._ready.is_set()
+
+    def batch_stats(self) -> dict[str, dict[str, Any]]:
+        """Per batched app, what its batcher did (batches, rows, sizes, cancelled rows); {} unbatched."""
+        return {name: gen.stats.as_dict() for name, gen in self._batchers.items()}
 
     def _check(self, app: str) -> list[Document]:
         if app not in self._docs:

@@ -29,7 +29,27 @@ def _split(v):
     return v
 
 
-class ServiceSettings(BaseSettings):
+class BatchingSettings(BaseSettings):
+    """Batched serving for apps on the transformers backend (``hybrid.generation.batching``).
+
+    ``HYBRID_API_BATCH_MAX_SIZE=8 hybrid serve --app apps/legal`` gathers up to 8 concurrent answers
+    into one batched generation; the first waits up to ``batch_window_ms`` for the others. Off (1) by
+    default: answers are then generated one at a time, exactly as before.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="HYBRID_API_", extra="ignore", populate_by_name=True)
+
+    batch_max_size: int = Field(1, ge=1, le=64, description="answers generated together in one batch "
+                                "(transformers backend); 1 = one at a time, no batching")
+    batch_window_ms: float = Field(15.0, ge=0, le=1000, description="how long the first waiting answer "
+                                   "waits for others to share its batch, in milliseconds")
+
+    @property
+    def batching(self) -> bool:
+        return self.batch_max_size > 1
+
+
+class ServiceSettings(BatchingSettings):
     """Everything ``hybrid serve`` can be told. Env vars: ``HYBRID_API_<FIELD>`` (``HYBRID_API_KEYS``)."""
 
     model_config = SettingsConfigDict(env_prefix="HYBRID_API_", extra="forbid", populate_by_name=True)
@@ -47,7 +67,8 @@ class ServiceSettings(BaseSettings):
     max_history: int = Field(20, ge=0, le=HARD_MAX_HISTORY, description="most history messages per request")
     max_k: int = Field(20, ge=1, le=HARD_MAX_K, description="most chunks a request may ask for")
     max_new_tokens: int = Field(512, ge=1, le=HARD_MAX_NEW_TOKENS, description="most tokens a request may ask for")
-    concurrency: int = Field(1, ge=1, description="answers generated at once (the CPU model is compute-bound)")
+    concurrency: int = Field(1, ge=1, description="answers generated at once (the CPU model is compute-bound); "
+                             "defaults to batch_max_size when batching is on")
     queue_size: int = Field(8, ge=0, description="requests allowed to wait for the generator; more get 429")
     retry_after: int = Field(1, ge=1, description="seconds suggested in Retry-After on 429/503")
     request_timeout: float = Field(120.0, gt=0, description="per-request deadline in seconds; then 504")
@@ -76,6 +97,14 @@ class ServiceSettings(BaseSettings):
         if not self.api_keys and self.host not in ("127.0.0.1", "::1", "localhost"):
             self.forced_loopback = self.host
             self.host = "127.0.0.1"
+        return self
+
+    @model_validator(mode="after")
+    def _batch_slots(self) -> "ServiceSettings":
+        # A batch can only hold answers that hold a generator slot: without an explicit concurrency,
+        # batching opens one slot per batch row (a smaller explicit value caps the batch instead).
+        if self.batching and "concurrency" not in self.model_fields_set:
+            self.concurrency = self.batch_max_size
         return self
 
     forced_loopback: str | None = Field(None, exclude=True, description="set when host was overridden")
