@@ -137,20 +137,25 @@ def export_adapter(adapter: str | os.PathLike[str], target: str, *, out: str | o
 
 def _llamacpp(src: Path, name: str, base: str, out, result: ExportResult) -> ExportResult:
     gguf = Path(out).expanduser() / f"{name}-lora-f16.gguf" if out else src.with_name(f"{name}-lora-f16.gguf")
-    local_base = "BASE_MODEL_DIR"
-    if base == EMBEDDED_HUB_ID:
-        from hybrid.models import converted_dir
+    local_base, base_gguf = "BASE_MODEL_DIR", "BASE_MODEL.gguf"
+    if base == EMBEDDED_HUB_ID:  # the embedded model: its HF directory (once converted) and its own GGUF
+        from core.errors import ModelError
+        from hybrid.models import converted_dir, embedded_gguf_path
 
         if (converted_dir() / "config.json").is_file():
             local_base = str(converted_dir())
+        try:
+            base_gguf = str(embedded_gguf_path())
+        except ModelError:
+            pass
     result.commands = [
         f"python llama.cpp/convert_lora_to_gguf.py --base {local_base} --outtype f16 --outfile {gguf} {src}",
-        f"llama-server -m BASE_MODEL.gguf --lora {gguf} --alias {name} --port 8080",
+        f"llama-server -m {base_gguf} --lora {gguf} --alias {name} --port 8080",
     ]
     result.notes += [
         "nothing was written: llama.cpp's converter (convert_lora_to_gguf.py, in a llama.cpp checkout) is not "
         "installed here; run the first command where it is",
-        f"--base is the base model's Hugging Face directory ({base}); BASE_MODEL.gguf is that model in GGUF",
+        f"--base is the base model's Hugging Face directory ({base}); -m is that model in GGUF",
         f"llama-server applies the adapter to every request and names the result {name!r} (--alias): run it as a "
         "second server for an app whose generation.model is that name, next to a plain server of the base model",
     ]

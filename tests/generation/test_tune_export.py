@@ -54,7 +54,8 @@ def test_llamacpp_export_prints_the_conversion_command_and_writes_nothing(lora, 
     code, stdout, err = run("--adapter", str(lora), "--for", "llamacpp", "--out", str(tmp_path))
     assert code == 0, err
     assert "convert_lora_to_gguf.py --base " in stdout and f"--outfile {tmp_path}/legal-lora-f16.gguf {lora}" in stdout
-    assert f"llama-server -m BASE_MODEL.gguf --lora {tmp_path}/legal-lora-f16.gguf --alias legal" in stdout
+    assert f" --lora {tmp_path}/legal-lora-f16.gguf --alias legal --port 8080" in stdout
+    assert "llama-server -m " in stdout and ".gguf --lora" in stdout  # the embedded model's own GGUF
     assert "nothing was written" in stdout and list(tmp_path.iterdir()) == []
 
 
