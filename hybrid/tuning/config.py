@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 Method = Literal["lora", "prompt_tuning", "prefix_tuning", "ia3", "full"]
@@ -77,6 +78,22 @@ class IA3Section:
 
 
 @dataclass
+class MixEntry:
+    path: str = field(default="", metadata={"help": "a training JSONL file (any row format hybrid tune reads)"})
+    weight: float = field(default=1.0, metadata={
+        "help": "relative share of training steps drawn from this task (with data.mix_temperature = 0)"})
+    name: str = field(default="", metadata={"help": "task name in the card, the tracked run and per-task eval "
+                                                     "loss (empty: the file's stem)"})
+
+    def __post_init__(self) -> None:
+        if not self.path:
+            raise ValueError("every data.mix entry needs a path")
+        if not (math.isfinite(self.weight) and self.weight >= 0):
+            raise ValueError(f"data.mix weight of {self.path} must be a number >= 0, got {self.weight}")
+        self.name = self.name or Path(self.path).stem
+
+
+@dataclass
 class DataSection:
     format: Literal["auto", "chat", "alpaca", "qa", "text"] = field(default="auto", metadata={
         "help": "chat = {'messages': [...]}, alpaca = {'instruction','input','output'}, qa = {'question', "
@@ -95,6 +112,12 @@ class DataSection:
                 "document's rows, stratified, when there are fewer than 5 documents)"})
     train_on_prompt: bool = field(default=False, metadata={
         "help": "also compute the loss on prompt tokens (default: completion only)"})
+    mix: list[MixEntry] = field(default_factory=list, metadata={
+        "help": "multi-task mix: datasets ({path, weight, name}) sampled per micro-batch by weight; the run's "
+                "own --data files join with weight 1. Empty: plain concatenation of --data"})
+    mix_temperature: float = field(default=0.0, metadata={
+        "help": "0: sample tasks by data.mix weights; T > 0: by size, p ~ rows^(1/T) (1 = proportional, "
+                "larger T flattens towards uniform)"})
 
     def __post_init__(self) -> None:
         if self.system_prompt is not None:
@@ -106,6 +129,15 @@ class DataSection:
             raise ValueError(f"data.max_length must be >= 8, got {self.max_length}")
         if not 0 <= self.eval_fraction < 1:
             raise ValueError(f"data.eval_fraction must be in [0, 1), got {self.eval_fraction}")
+        if not (math.isfinite(self.mix_temperature) and self.mix_temperature >= 0):
+            raise ValueError(f"data.mix_temperature must be >= 0, got {self.mix_temperature}")
+        if self.mix and self.mix_temperature == 0 and not sum(m.weight for m in self.mix) > 0:
+            raise ValueError(f"data.mix weights must sum to a positive number, got "
+                             f"{[m.weight for m in self.mix]}")
+        names = [m.name for m in self.mix]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"data.mix task names must differ; repeated: {', '.join(dup)} (set name:)")
 
 
 @dataclass
@@ -172,6 +204,28 @@ class TrainSection:
 
 
 @dataclass
+class TrackSection:
+    enabled: bool | Literal["auto"] = field(default="auto", metadata={
+        "help": "MLflow tracking: auto = when mlflow is installed, true = required (pip install 'hybrid[lab]'), "
+                "false = off (hybrid tune --no-track); metrics.jsonl is written either way"})
+    uri: str = field(default="", metadata={
+        "help": "tracking URI (e.g. http://mlflow.team:5000); empty: $MLFLOW_TRACKING_URI, else a local SQLite "
+                "store under $HYBRID_CACHE/mlflow (nothing leaves the machine)"})
+    experiment: str = field(default="hybrid-tune", metadata={"help": "MLflow experiment name"})
+    run_name: str = field(default="", metadata={"help": "run name (empty: the adapter directory's name)"})
+    on_unreachable: Literal["local", "fail"] = field(default="local", metadata={
+        "help": "a tracking server that does not answer: local = warn and track into the local store "
+                "(the training still counts), fail = stop before training"})
+    tags: dict[str, str] = field(default_factory=dict, metadata={"help": "extra run tags"})
+
+    def __post_init__(self) -> None:
+        if self.enabled not in (True, False, "auto"):
+            raise ValueError(f"track.enabled must be auto, true or false, got {self.enabled!r}")
+        if not self.experiment.strip():
+            raise ValueError("track.experiment must not be empty")
+
+
+@dataclass
 class TuneConfig:
     """Everything ``hybrid tune`` needs besides the data paths and the output directory.
 
@@ -192,6 +246,7 @@ class TuneConfig:
     ia3: IA3Section = field(default_factory=IA3Section, metadata={"help": "IA3 settings"})
     data: DataSection = field(default_factory=DataSection, metadata={"help": "data reading and validation"})
     train: TrainSection = field(default_factory=TrainSection, metadata={"help": "the optimisation loop"})
+    track: TrackSection = field(default_factory=TrackSection, metadata={"help": "experiment tracking (MLflow)"})
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:

@@ -64,3 +64,68 @@ def run_dir_for(out: str | os.PathLike[str]) -> Path:
     so swapping in a new adapter directory cannot delete them."""
     out = Path(out)
     return out.with_name(out.name + ".run")
+
+
+# ------------------------------------------------------------------------------------------------
+# run callbacks: observers of a run (experiment tracking, sweeps) without branches in the loop
+
+
+class RunCallback:
+    """What the trainer tells a run's observers (rank 0 only). Every hook is optional.
+
+    ``on_start`` once the plan is known, ``on_log`` with every step's row (and each eval row),
+    ``on_card`` before the adapter is written (an observer may add to ``card.extra``), then ``on_end``
+    after it is written, or ``on_fail`` when the run stops on an exception (a pruned sweep trial too).
+    """
+
+    def on_start(self, info: dict[str, Any]) -> None:
+        pass
+
+    def on_log(self, row: dict[str, Any]) -> None:
+        pass
+
+    def on_card(self, card: Any) -> None:
+        pass
+
+    def on_end(self, card: Any, out: Path | None, status: str) -> None:
+        pass
+
+    def on_fail(self, exc: BaseException) -> None:
+        pass
+
+
+class Callbacks(RunCallback):
+    """Fans every hook out to several callbacks, in order."""
+
+    def __init__(self, items: list[RunCallback] | tuple[RunCallback, ...] = ()) -> None:
+        self.items = [c for c in items if c is not None]
+
+    def on_start(self, info: dict[str, Any]) -> None:
+        for c in self.items:
+            c.on_start(info)
+
+    def on_log(self, row: dict[str, Any]) -> None:
+        for c in self.items:
+            c.on_log(row)
+
+    def on_card(self, card: Any) -> None:
+        for c in self.items:
+            c.on_card(card)
+
+    def on_end(self, card: Any, out: Path | None, status: str) -> None:
+        for c in self.items:
+            c.on_end(card, out, status)
+
+    def on_fail(self, exc: BaseException) -> None:
+        for c in self.items:
+            c.on_fail(exc)
+
+
+def default_callbacks(cfg: TuneConfig, main: bool) -> list[RunCallback]:
+    """The observers every run gets from its config: today the MLflow tracker, when tracking is on."""
+    if not main:
+        return []
+    from hybrid.tuning.tracking import tracker_for
+
+    tracker = tracker_for(cfg)
+    return [tracker] if tracker is not None else []

@@ -34,7 +34,7 @@ from hybrid.tuning.data import DataReport, Row
 from hybrid.tuning.device import Dist, _all_sum, autocast, setup_distributed, use_bf16  # noqa: F401 - re-exported
 from hybrid.tuning.examples import _system_prompt, load_examples  # noqa: F401 - re-exported
 from hybrid.tuning.loss import _loss_module, _to, evaluate, last_epoch_loss, lr_at  # noqa: F401 - re-exported
-from hybrid.tuning.run_files import Metrics, _resume_key, run_dir_for  # noqa: F401 - re-exported
+from hybrid.tuning.run_files import Callbacks, Metrics, RunCallback, _resume_key, default_callbacks, run_dir_for  # noqa: F401,E501
 
 log = logging.getLogger(__name__)
 
@@ -68,20 +68,37 @@ class TrainResult:
 def train(cfg: TuneConfig, data: Sequence[str | os.PathLike[str]] = (), out: str | os.PathLike[str] | None = None,
           *, eval_data: Sequence[str | os.PathLike[str]] = (), resume: bool = False, model: Any = None,
           tokenizer: Any = None, rows: Sequence[Row] | None = None, on_step: Callable[[int, dict], None] | None = None,
-          progress: bool | None = None) -> TrainResult:
+          progress: bool | None = None, callbacks: Sequence[RunCallback] = ()) -> TrainResult:
     """Train ``cfg.method`` on ``data`` and save the adapter to ``out`` (nothing is saved when ``out`` is None).
 
     ``model``/``tokenizer`` default to ``hybrid.models.load_base_model(cfg.base_model)``. ``on_step(step,
-    metrics)`` runs after every optimizer step (and after its checkpoint, if one was due).
+    metrics)`` runs after every optimizer step (and after its checkpoint, if one was due). ``callbacks``
+    observe the run beside the ones its config asks for (``cfg.track``: MLflow); an exception raised in
+    ``on_step`` (e.g. a pruned sweep trial) ends the run and reaches every callback's ``on_fail``.
     """
+    d = setup_distributed()
+    # built before the model loads, so an unreachable tracking store with on_unreachable=fail costs nothing
+    hooks = Callbacks([*default_callbacks(cfg, d.main), *(callbacks if d.main else ())])
+    try:
+        return _train(cfg, data, out, eval_data=eval_data, resume=resume, model=model, tokenizer=tokenizer,
+                      rows=rows, on_step=on_step, progress=progress, hooks=hooks, d=d)
+    except BaseException as e:
+        hooks.on_fail(e)
+        raise
+
+
+def _train(cfg: TuneConfig, data: Sequence[str | os.PathLike[str]], out: str | os.PathLike[str] | None, *,
+           eval_data: Sequence[str | os.PathLike[str]], resume: bool, model: Any, tokenizer: Any,
+           rows: Sequence[Row] | None, on_step: Callable[[int, dict], None] | None, progress: bool | None,
+           hooks: Callbacks, d: Dist) -> TrainResult:
     import torch
 
     from hybrid.chat import template_hash
     from hybrid.tuning.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
     from hybrid.tuning.methods import prepare_model, trainable_summary, uses_virtual_tokens
+    from hybrid.tuning.mix import evaluate_groups, load_run_data, make_stream, mix_record
 
     t0 = time.perf_counter()
-    d = setup_distributed()
     tc = cfg.train
     show = (tc.progress if progress is None else progress) and d.main
     if tc.threads:
@@ -99,8 +116,8 @@ def train(cfg: TuneConfig, data: Sequence[str | os.PathLike[str]] = (), out: str
     if max_ctx and cfg.data.max_length > max_ctx:
         raise InputError(f"data.max_length={cfg.data.max_length} exceeds the model's context window ({max_ctx})")
 
-    train_ex, eval_ex, report, files = load_examples(cfg, data, tokenizer, eval_data=eval_data, rows=rows,
-                                                     progress=show)
+    run_data = load_run_data(cfg, data, tokenizer, eval_data=eval_data, rows=rows, progress=show)
+    train_ex, eval_ex, report, files = run_data.train, run_data.eval, run_data.report, run_data.files
     if d.main:
         log.info("data: %s; %d train / %d eval examples", report.summary(), len(train_ex), len(eval_ex))
 
@@ -123,12 +140,14 @@ def train(cfg: TuneConfig, data: Sequence[str | os.PathLike[str]] = (), out: str
 
     row_len = cfg.pack_length() if packed else cfg.data.max_length
 
-    def plan(epoch: int) -> list:
-        return plan_epoch(train_ex, max_length=row_len, batch_tokens=tc.batch_tokens,
-                          seed=tc.seed, epoch=epoch, packing=packed)
+    def plan(examples: Sequence, epoch: int, task: str) -> list:
+        # a mix task's own seed, so adding a task does not reshuffle the others
+        return plan_epoch(examples, max_length=row_len, batch_tokens=tc.batch_tokens,
+                          seed=f"{tc.seed}:{task}" if task else tc.seed, epoch=epoch, packing=packed)
 
+    stream = make_stream(run_data, plan, tc.seed)
     per_step = tc.grad_accum * d.world
-    steps_per_epoch = max(1, math.ceil(len(plan(0)) / per_step))
+    steps_per_epoch = max(1, math.ceil(stream.batches_per_epoch() / per_step))
     total = tc.max_steps or max(1, math.ceil(tc.epochs * steps_per_epoch))
 
     run_dir = run_dir_for(out) if out is not None else None
@@ -155,6 +174,17 @@ def train(cfg: TuneConfig, data: Sequence[str | os.PathLike[str]] = (), out: str
         if not resume:
             (run_dir / "metrics.jsonl").unlink(missing_ok=True)
     metrics = Metrics(run_dir / "metrics.jsonl" if (run_dir and d.main) else None, tc.tensorboard)
+    hooks.on_start({"out": str(out) if out is not None else "", "total_steps": total,
+                    "steps_per_epoch": steps_per_epoch, "train_examples": len(train_ex),
+                    "eval_examples": len(eval_ex), "world_size": d.world, "resume": resume})
+
+    def run_eval(row: dict[str, Any]) -> float | None:
+        ev_, per_task = evaluate_groups(
+            lambda exs: evaluate(loss_mod, exs, cfg, pad_id=pad_id, bf16=bf16, dist_=d, packed=packed), run_data)
+        row["eval_loss"] = ev_
+        row.update({f"eval_loss.{k}": v for k, v in per_task.items()})
+        state["eval_by_task"] = per_task
+        return ev_
 
     from tqdm.auto import tqdm
 
@@ -163,11 +193,12 @@ def train(cfg: TuneConfig, data: Sequence[str | os.PathLike[str]] = (), out: str
     best_weights: dict[str, Any] | None = None
     stopped_early = False
     window_loss, window_tok, window_t = 0.0, 0, time.perf_counter()
-    epoch_plan = plan(state["epoch"])
     if eval_ex and tc.eval_at_start and state["step"] == 0 and not state["eval_history"]:
-        ev0 = evaluate(loss_mod, eval_ex, cfg, pad_id=pad_id, bf16=bf16, dist_=d, packed=packed)
+        row0: dict[str, Any] = {"step": 0}
+        ev0 = run_eval(row0)
         state["eval_history"].append([0, ev0])
-        metrics.log({"step": 0, "eval_loss": ev0})
+        metrics.log(row0)
+        hooks.on_log(row0)
     loss_mod.train()
     step_seconds = 0.0
     try:
@@ -178,12 +209,7 @@ def train(cfg: TuneConfig, data: Sequence[str | os.PathLike[str]] = (), out: str
             n_targets_step = 0
             n_tokens_step = 0
             for j in range(per_step):
-                if state["batch"] >= len(epoch_plan):
-                    state["epoch"] += 1
-                    state["batch"] = 0
-                    epoch_plan = plan(state["epoch"])
-                rows_ = epoch_plan[state["batch"]]
-                state["batch"] += 1
+                rows_ = stream.next(state)
                 if j % d.world == d.rank:
                     mine.append(collate(rows_, pad_id=pad_id, packed=packed))
             n_targets_step = sum(b.n_targets for b in mine)
@@ -220,17 +246,17 @@ def train(cfg: TuneConfig, data: Sequence[str | os.PathLike[str]] = (), out: str
             bar.update(1)
             bar.set_postfix(loss=f"{step_loss:.3f}", lr=f"{lr:.1e}", tok_s=f"{tps:.0f}")
             row: dict[str, Any] = {"step": state["step"], "epoch": state["epoch"], "loss": step_loss, "lr": lr,
-                                   "grad_norm": float(gnorm), "tokens": state["tokens"]}
+                                   "grad_norm": float(gnorm), "tokens": state["tokens"], "tokens_per_s": tps}
             if state["step"] % tc.log_every == 0 or state["step"] == total:
-                row["tokens_per_s"] = tps
                 metrics.log(row)
                 window_loss, window_tok, window_t = 0.0, 0, now
             last = state["step"] == total
             if eval_ex and ((tc.eval_every and state["step"] % tc.eval_every == 0) or last):
-                ev = evaluate(loss_mod, eval_ex, cfg, pad_id=pad_id, bf16=bf16, dist_=d, packed=packed)
+                ev_row: dict[str, Any] = {"step": state["step"]}
+                ev = run_eval(ev_row)
                 state["eval_history"].append([state["step"], ev])
-                metrics.log({"step": state["step"], "eval_loss": ev})
-                row["eval_loss"] = ev
+                metrics.log(ev_row)
+                row.update(ev_row)
                 bar.set_postfix(loss=f"{step_loss:.3f}", eval=f"{ev:.3f}", tok_s=f"{tps:.0f}")
                 best = state["best_eval"]
                 if best is None or ev < best - tc.early_stopping_delta:
@@ -245,6 +271,7 @@ def train(cfg: TuneConfig, data: Sequence[str | os.PathLike[str]] = (), out: str
                 if d.main:
                     save_checkpoint(ckpt_root, step=state["step"], model=model, optimizer=opt,
                                     state={**state, "elapsed": state["elapsed"] + time.perf_counter() - t0})
+            hooks.on_log(row)
             if on_step is not None:
                 on_step(state["step"], row)
             if stopped_early:
@@ -287,6 +314,11 @@ def train(cfg: TuneConfig, data: Sequence[str | os.PathLike[str]] = (), out: str
         extra={"base_model_arg": cfg.base_model, "data_report": report.summary(), "train_loss_basis": basis,
                "eval_history": history, "target_tokens": int(state["targets"])},
     )
+    mix = mix_record(run_data, state, cfg.data.mix_temperature)
+    if mix is not None:
+        card.extra["mix"] = mix
+        card.extra["eval_loss_by_task"] = dict(state.get("eval_by_task") or {})
+    hooks.on_card(card)
     saved = None
     if out is not None and d.main:
         from hybrid.tuning.save import save_adapter
@@ -297,6 +329,7 @@ def train(cfg: TuneConfig, data: Sequence[str | os.PathLike[str]] = (), out: str
             extra["metrics.jsonl"] = (run_dir / "metrics.jsonl").read_text(encoding="utf-8")
         extra["tune_config.json"] = json.dumps(asdict(cfg), indent=2, sort_keys=True) + "\n"
         saved = save_adapter(model, out, card=card, tokenizer=tokenizer, extra_files=extra)
+    hooks.on_end(card, saved, "FINISHED")
     if d.world > 1:
         import torch.distributed as dist
 
