@@ -282,3 +282,30 @@ def test_drain_counts_a_queued_job_too(make_client):
     gate.set()
     assert wait_idle(svc, grace=120) == (0, 0)
     assert svc.jobs.get(first.id).status == svc.jobs.get(second.id).status == "done"
+
+
+def test_sigterm_drain_of_the_server_waits_for_the_upload_job(make_client):
+    """DrainingServer's drain thread (what SIGTERM starts): the server stays up while an upload job
+    runs, however many times the drain looks, and stops once the job is done."""
+    import uvicorn
+
+    from apps.api.runner import DrainingServer
+    from tests.api.conftest import wait_until
+
+    c = make_client()
+    svc = c.app.state.service
+    release = threading.Event()
+    job = svc.jobs.submit("legal", ["big.pdf"], lambda progress: release.wait(120) and {"documents": 1})
+    looks = []
+    real_pending = svc.pending
+    svc.pending = lambda: looks.append(1) or real_pending()
+    server = DrainingServer(uvicorn.Config(c.app), svc, grace=120)
+    drain = threading.Thread(target=server._drain)
+    drain.start()
+    try:
+        wait_until(lambda: len(looks) >= 5, "the drain to look at the pending work a few times")
+        assert not server.should_exit and svc.jobs.get(job.id).status == "running"
+    finally:
+        release.set()
+    drain.join(120)
+    assert server.should_exit and svc.jobs.get(job.id).status == "done"
