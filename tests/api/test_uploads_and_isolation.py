@@ -73,7 +73,7 @@ def test_job_store_reports_failures():
         progress("half way", 0.5)
         raise ValueError("disk on fire")
 
-    job = store.wait(store.submit("a", ["f"], boom).id, 5)
+    job = store.wait(store.submit("a", ["f"], boom).id, 60)  # a bound for a hang, not a target
     assert job.status == "failed" and job.error == "ValueError: disk on fire" and job.progress == 0.5
 
 
