@@ -32,6 +32,9 @@ def _default_out(app_dir: str) -> str:
 @click.option("-n", "--limit", type=int, default=None, help="Evaluate a seeded sample of N questions.")
 @click.option("-b", "--batch-size", type=int, default=None, help="Questions generated together [default: 16].")
 @click.option("--max-new-tokens", type=int, default=None, help="Override the app's max_new_tokens.")
+@click.option("--threads", type=int, default=None,
+              help="Torch threads for generation and embedding [default: torch's, one per core]. "
+                   "On a busy 2-core machine 1 thread was far faster than 2.")
 @click.option("-r", "--router", default=None, metavar="KIND", help="Router for auto (default: the app's).")
 @click.option("--baseline", type=click.Choice(["none", "langchain"]), default="none", show_default=True,
               help="Also score a plain LangChain RAG chain (FAISS, same embedder, k=3, same generator).")
@@ -43,8 +46,8 @@ def _default_out(app_dir: str) -> str:
                    "of the selected questions' articles.")
 @set_option
 @click.pass_context
-def cli(ctx, app_dir, questions, config_path, strategies, out_dir, limit, batch_size, max_new_tokens, router,
-        baseline, seed, titles, exclude_titles, overrides):
+def cli(ctx, app_dir, questions, config_path, strategies, out_dir, limit, batch_size, max_new_tokens, threads,
+        router, baseline, seed, titles, exclude_titles, overrides):
     """Compare few-shot, RAG, tuned, tuned+RAG and the router on the same questions.
 
     \b
@@ -67,7 +70,7 @@ def cli(ctx, app_dir, questions, config_path, strategies, out_dir, limit, batch_
 
     cfg = load_config(EvalConfig, config_path) if config_path else EvalConfig()
     flags = {"batch_size": batch_size, "limit": limit, "seed": seed, "max_new_tokens": max_new_tokens,
-             "router": router}
+             "router": router, "threads": threads}
     names = [s.strip() for s in strategies.split(",") if s.strip()] if strategies else list(cfg.strategies)
     if baseline == "langchain" and "langchain" not in names:
         names.append("langchain")

@@ -41,7 +41,7 @@ from hybrid.generation.stream import GenerationStream, start_stream
 
 log = logging.getLogger(__name__)
 
-__all__ = ["BatchingGenerator", "BatchStats"]
+__all__ = ["BatchingGenerator", "BatchStats", "row_criteria", "rows_for"]
 
 _POLL = 0.05  # how often a waiting request looks at its cancel event (seconds); not a deadline
 
@@ -67,7 +67,7 @@ class _Request:
     """One generate/stream call waiting for, or riding in, a batch."""
 
     def __init__(self, ids: list[int], adapter: str | None, params: GenerationParams, cancel: threading.Event,
-                 streamer: Any, counter: list[int]):
+                 streamer: Any, counter: list[int], on_finish: Any = None):
         self.ids = ids
         self.adapter = adapter
         self.params = params
@@ -79,6 +79,7 @@ class _Request:
         self.done = threading.Event()
         self.finished = False  # stopped generating (set only by the batch thread)
         self.error: BaseException | None = None
+        self.on_finish = on_finish  # called once, when the row stops generating
 
     def key(self) -> tuple:
         p = self.params
@@ -89,10 +90,19 @@ class _Request:
             self.finished = True
             if self.streamer is not None:
                 self.streamer.end()
+            if self.on_finish is not None:
+                self.on_finish()
         self.done.set()
 
 
-def _row_criteria(rows: list[_Request], tokenizer: Any, eos: set[int], stats: BatchStats) -> Any:
+def rows_for(prompts: list[list[int]], adapter: str | None, params: GenerationParams,
+             on_finish: list[Any] | None = None) -> list[_Request]:
+    """Rows for ``row_criteria`` that share one adapter and params (``HFGenerator.generate_batch``)."""
+    return [_Request(ids, adapter, params, threading.Event(), None, [0], on_finish[i] if on_finish else None)
+            for i, ids in enumerate(prompts)]
+
+
+def row_criteria(rows: list[_Request], tokenizer: Any, eos: set[int], stats: BatchStats | None = None) -> Any:
     """A StoppingCriteria that feeds each row's new token to its own streamer and stops each row on
     its own: EOS, its max_new_tokens, its stop strings, or its cancel event. transformers calls it
     once per step, after the step's token joined ``input_ids``."""
@@ -108,7 +118,8 @@ def _row_criteria(rows: list[_Request], tokenizer: Any, eos: set[int], stats: Ba
             done = []
             for i, r in enumerate(rows):
                 if not r.finished and r.cancel.is_set():
-                    stats.cancelled_rows += 1
+                    if stats is not None:
+                        stats.cancelled_rows += 1
                     r.finish()
                 if r.finished:
                     done.append(True)
@@ -195,8 +206,8 @@ class BatchingGenerator:
         return start_stream(streamer, cancel, params.stop, len(ids), run, finish_reason)
 
     def generate_batch(self, batch: list[list[Message]], *, adapter: str | None = None,
-                       params: GenerationParams | None = None) -> list[Generation]:
-        return self.inner.generate_batch(batch, adapter=adapter, params=params)
+                       params: GenerationParams | None = None, on_row: Any = None) -> list[Generation]:
+        return self.inner.generate_batch(batch, adapter=adapter, params=params, on_row=on_row)
 
     def close(self) -> None:
         """Stop the batch thread after the batch it runs; waiting requests get an error."""
@@ -300,7 +311,7 @@ class BatchingGenerator:
         params = dataclasses.replace(live[0].params, stop=[],
                                      max_new_tokens=max(r.params.max_new_tokens for r in live))
         try:
-            criteria = _row_criteria(live, self.inner.tokenizer, self.inner._eos_ids(), s)
+            criteria = row_criteria(live, self.inner.tokenizer, self.inner._eos_ids(), s)
             self.inner._run([r.ids for r in live], live[0].adapter, params, threading.Event(), [0],
                             criteria=criteria)
         except BaseException as e:  # noqa: BLE001 - handed to every row's caller, the thread lives on

@@ -18,7 +18,7 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from hybrid.chat import (
     SystemPrompt,
@@ -92,6 +92,27 @@ def _generated_repetition_penalty(penalty: float, prompt_len: int) -> Any:
     return _Penalty()
 
 
+THREADS_ENV = "HYBRID_TORCH_THREADS"
+
+
+def check_threads(n: Any, where: str = "threads") -> int:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
+        raise InputError(f"{where} must be a positive integer, got {n!r}")
+    return n
+
+
+def env_threads() -> int | None:
+    """``HYBRID_TORCH_THREADS``: torch threads for generation in any command (unset = torch's default)."""
+    v = os.environ.get(THREADS_ENV, "").strip()
+    if not v:
+        return None
+    try:
+        n = int(v)
+    except ValueError:
+        n = v  # type: ignore[assignment]
+    return check_threads(n, THREADS_ENV)
+
+
 @GENERATORS.register("hf")
 class HFGenerator:
     """A transformers causal LM with any number of peft adapters, chosen per request by name.
@@ -106,11 +127,15 @@ class HFGenerator:
     Requests are serialized by a lock: adapters switch per request without reloading the base
     model, and one CPU model cannot run two generations faster than one after the other anyway.
     ``bf16=None`` autocasts batches to bfloat16 on CPUs with native bf16 matmuls (see ``use_bf16``).
+    ``threads`` (or ``HYBRID_TORCH_THREADS``) sets torch's thread count in whichever thread generates:
+    torch's OpenMP setting is per thread, and generation runs on stream and batch threads. On a busy
+    2-core machine 1 thread was far faster than 2 (tests/generation/conftest.py: 4 vs 48 ms/token),
+    because a team of 2 spins at barriers when a core is taken by someone else.
     """
 
     def __init__(self, model: str | os.PathLike[str] = "default", *, system_prompt: str | SystemPrompt | None = None,
                  dtype: Any = None, bf16: bool | None = None, batch_size: int = 8,
-                 trust_remote_code: bool = False):
+                 trust_remote_code: bool = False, threads: int | None = None):
         from hybrid.models import _DEFAULT_ALIASES, DEFAULT_MODEL_ID
 
         if batch_size <= 0:
@@ -122,6 +147,7 @@ class HFGenerator:
         self.dtype = dtype
         self._bf16 = bf16
         self.batch_size = batch_size
+        self.threads = check_threads(threads) if threads is not None else env_threads()
         self.trust_remote_code = trust_remote_code
         self.model: Any = None  # a PeftModel once an adapter is loaded, else the base model
         self.tokenizer: Any = None
@@ -326,6 +352,8 @@ class HFGenerator:
                     ctx = self.model.disable_adapter()
                 else:
                     self.model.set_adapter(adapter)
+            if self.threads:
+                torch.set_num_threads(self.threads)
             if params.temperature > 0:
                 torch.manual_seed(params.seed)
             amp = (torch.autocast("cpu", dtype=torch.bfloat16) if self.use_bf16(len(rows))
@@ -360,8 +388,16 @@ class HFGenerator:
         return self._finish(new, len(ids), params, cancel.is_set())
 
     def generate_batch(self, batch: list[list[Message]], *, adapter: str | None = None,
-                       params: GenerationParams | None = None) -> list[Generation]:
-        """Batched generation for evaluation: rows sorted by length, ``batch_size`` at a time."""
+                       params: GenerationParams | None = None,
+                       on_row: Callable[[int], None] | None = None) -> list[Generation]:
+        """Batched generation for evaluation: rows sorted by length, ``batch_size`` at a time.
+
+        ``on_row(i)`` is called as soon as row ``i`` of ``batch`` is finished (its EOS, stop string or
+        max_new_tokens), while the other rows of its batch may still be generating: the eval progress
+        bar advances per question with it.
+        """
+        from hybrid.generation.batching import row_criteria, rows_for
+
         params = check_params(params)
         if not batch:
             return []
@@ -371,9 +407,13 @@ class HFGenerator:
         results: list[Generation | None] = [None] * len(encoded)
         for start in range(0, len(order), self.batch_size):
             idx = order[start:start + self.batch_size]
-            outs = self._run([encoded[i] for i in idx], adapter, params, threading.Event(), [0])
-            for i, new in zip(idx, outs):
-                results[i] = self._finish(new, len(encoded[i]), params, False)
+            rows = rows_for([encoded[i] for i in idx], adapter, params,
+                            [(lambda i=i: on_row(i)) for i in idx] if on_row else None)
+            self._run([r.ids for r in rows], adapter, params, threading.Event(), [0],
+                      criteria=row_criteria(rows, self.tokenizer, self._eos_ids()))
+            for i, r in zip(idx, rows):
+                r.finish()  # a row still running when generate returned: no more steps for it
+                results[i] = self._finish(r.tokens, len(encoded[i]), params, False)
         return [r for r in results if r is not None]
 
     def stream(self, messages: list[Message], *, adapter: str | None = None,
