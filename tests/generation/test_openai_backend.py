@@ -44,7 +44,10 @@ def one_line(e: BaseException) -> str:
 
 
 def test_registered_and_selected_by_generation_backend():
+    from core.protocols import Generator
+
     assert GENERATORS.get("openai") is OpenAIGenerator
+    assert isinstance(OpenAIGenerator("base", tokenizer="estimate"), Generator)
     assert GENERATORS.get("transformers") is GENERATORS.get("hf")  # the default keeps today's generator
 
 
