@@ -127,7 +127,8 @@ def build(kb_dir: str, sources: tuple[str, ...], config_path: str | None, overri
     if not sources:
         raise click.UsageError("give at least one PATH, URL or docs.jsonl")
     exists = (Path(kb_dir) / MANIFEST).exists()
-    with writer_lock(kb_dir):
+    # a new knowledge base has no lock to take yet (create takes it); leave a plain directory untouched
+    with writer_lock(kb_dir) if exists else contextlib.nullcontext():
         # an existing knowledge base is opened (and its settings checked) before the slow ingest;
         # a new one is created only once there are documents, so a failed ingest leaves nothing behind
         kb = KnowledgeBase.open_or_create(kb_dir, cfg) if exists else None
