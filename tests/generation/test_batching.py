@@ -218,3 +218,35 @@ def test_real_model_batched_greedy_answers_match_unbatched(real_gen):
         a, c = tok.encode(s.text, add_special_tokens=False), tok.encode(g.text, add_special_tokens=False)
         n = min(8, len(a))
         assert n > 0 and a[:n] == c[:n], (s.text, g.text)
+
+
+def test_bf16_prefill_batches_run_through_an_adapter(tiny_gen, tiny_model_dir, tmp_path):
+    """Batches on bf16 CPUs prefill under autocast and decode in fp32 (HFGenerator._bf16_prefill);
+    the cache hand-over must also work through peft, with the adapter on or off."""
+    from tests.generation.conftest import make_lora
+
+    tiny_gen.load_adapter("a", make_lora(tiny_model_dir, tmp_path / "a", seed=1, base_sha=tiny_gen.sha,
+                                         base_id=tiny_gen.model_id, tokenizer=tiny_gen.tokenizer))
+    tiny_gen._bf16 = True  # a per-test generator (conftest.tiny_gen)
+    p = make_params(max_new_tokens=8)
+    base = tiny_gen.generate_batch([user(q) for q in PROMPTS[:3]], params=p)
+    tuned = tiny_gen.generate_batch([user(q) for q in PROMPTS[:3]], adapter="a", params=p)
+    assert all(g.completion_tokens > 0 for g in base + tuned)
+    assert [g.text for g in tuned] != [g.text for g in base]
+
+
+@pytest.mark.slow
+def test_real_model_bf16_prefill_batch_matches_fp32_answers(real_gen):
+    """The batch path on bf16 CPUs (bf16 prefill, fp32 decoding) against fp32 one by one: same
+    robust check as above (first 8 tokens), since bf16 rounding is a float difference too."""
+    qs = ["What is the capital of France?", "Name three primary colours."]
+    p = make_params(max_new_tokens=16)
+    real_gen._bf16 = False
+    solo = [real_gen.generate(user(q), params=p) for q in qs]
+    real_gen._bf16 = True
+    batch = real_gen.generate_batch([user(q) for q in qs], params=p)
+    tok = real_gen.tokenizer
+    for s, g in zip(solo, batch):
+        a, c = tok.encode(s.text, add_special_tokens=False), tok.encode(g.text, add_special_tokens=False)
+        n = min(8, len(a))
+        assert n > 0 and a[:n] == c[:n], (s.text, g.text)
