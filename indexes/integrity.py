@@ -4,12 +4,15 @@ Three checks, each turning damage into ``CorruptKnowledgeBaseError`` with the re
 
 - **Checksums.** Every write records, per file of the new generation, the SHA-256 of the whole file
   and a *sampled* SHA-256 (the size plus ``SAMPLE_BLOCKS`` blocks of ``SAMPLE_BLOCK`` bytes spread
-  evenly over the file, first and last included) in the manifest's ``checksums``. Opening verifies
+  evenly over the file, first and last included) in the manifest's ``checksums``, keyed by file
+  name. Opening verifies
   the full digest when the generation's files total at most ``FULL_VERIFY_MAX_BYTES`` (SHA-256 from
   the page cache measured 0.85-1.2 ms per MiB here, so 64 MiB costs about 75 ms), else only the
   sampled one (64 KiB read per file, about 0.06 ms), which still sees a stretch of overwritten or
   zeroed bytes that reaches a sample but not one damaged page between the samples. A manifest written before checksums existed has none: it opens
-  with the other checks (sizes, generation stamp, counts) and gets them on its next sync.
+  with the other checks (sizes, generation stamp, counts) and gets them on its next sync. So does
+  one written by an older hybrid after a newer one: it copies the previous manifest's fields, so its
+  ``checksums`` name the previous generation's files, and are ignored rather than failed.
 - **SQLite damage.** A damaged page is usually met only by the query that reads it. ``translate``
   turns SQLite's corruption codes (``SQLITE_CORRUPT``, ``SQLITE_NOTADB``, ``SQLITE_FORMAT``) raised
   anywhere in a ``KnowledgeBase`` method into ``CorruptKnowledgeBaseError``; other SQLite errors
@@ -72,8 +75,15 @@ def sampled_digest(f: Path) -> str:
 
 
 def file_checksums(files: dict[str, Path]) -> dict[str, dict[str, str]]:
-    """The manifest's ``checksums``: per file kind, its full and its sampled SHA-256."""
-    return {kind: {"sha256": sha256_file(f), "sampled_sha256": sampled_digest(f)} for kind, f in files.items()}
+    """The manifest's ``checksums``: for each file name, the full and the sampled SHA-256 of the file
+    ``files[name]`` (a temp file while it is being published)."""
+    return {name: {"sha256": sha256_file(f), "sampled_sha256": sampled_digest(f)} for name, f in files.items()}
+
+
+def has_checksums(manifest: dict[str, Any]) -> bool:
+    """True when the manifest's ``checksums`` are for (some of) the files it names."""
+    recorded = manifest.get("checksums")
+    return isinstance(recorded, dict) and any(name in recorded for name in manifest["files"].values())
 
 
 def verify_checksums(kb: Path, manifest: dict[str, Any], files: dict[str, Path]) -> None:
@@ -85,10 +95,14 @@ def verify_checksums(kb: Path, manifest: dict[str, Any], files: dict[str, Path])
     if recorded is None:
         return
     hint = REBUILD_HINT.format(path=kb)
+    if not isinstance(recorded, dict):
+        raise CorruptKnowledgeBaseError(f"{kb / 'manifest.json'} has checksums that are not a mapping; {hint}")
+    if not any(f.name in recorded for f in files.values()):
+        return  # carried over from an earlier generation by a writer that predates checksums
     full = sum(f.stat().st_size for f in files.values()) <= FULL_VERIFY_MAX_BYTES
     key, label = ("sha256", "checksum") if full else ("sampled_sha256", "sampled checksum")
     for kind, f in files.items():
-        want = recorded.get(kind) if isinstance(recorded, dict) else None
+        want = recorded.get(f.name)
         if not isinstance(want, dict) or not isinstance(want.get(key), str):
             raise CorruptKnowledgeBaseError(f"{kb / 'manifest.json'} has no valid {label} for {f.name}; {hint}")
         got = sha256_file(f) if full else sampled_digest(f)

@@ -51,7 +51,7 @@ from core.errors import (ConfigError, CorruptKnowledgeBaseError, InputError, Kno
 from core.io import atomic_write_text, fsync_dir
 from core.types import Chunk, Document, Hit  # noqa: F401 - Chunk, Hit: importable from here as before the split
 from indexes.config import SEARCH_MODES, IndexConfig  # noqa: F401
-from indexes.integrity import translate
+from indexes.integrity import has_checksums, translate
 from indexes.search import Searching
 from indexes.store import (MANIFEST, REBUILD_HINT, State, WriteLock, apply_nothing, check_embedder, cleanup, install_generation,
                            load_state, new_manifest, publish, read_manifest, record_checksums, salvage_documents)
@@ -285,8 +285,8 @@ class KnowledgeBase(Searching):
         upserts, to_delete = diff_documents(stored_documents(db), incoming, prune, report)
 
         if not upserts and not to_delete:
-            if "checksums" not in self._state.manifest:
-                # a manifest from before checksums: record them now, without a new generation
+            if not has_checksums(self._state.manifest):
+                # a manifest from before checksums (or an older writer): record them, without a new generation
                 self._state.manifest = record_checksums(self.path, self._state.manifest)
                 self._state.mtime = (self.path / MANIFEST).stat().st_mtime_ns
             report.generation = self.generation

@@ -328,7 +328,7 @@ def publish(path: Path, base_manifest: dict[str, Any], gen: int, prev_db: Path |
         fsync(db_tmp)
         vectors.save(ix_tmp)
         # hashed from the temp files, which are byte for byte what gets renamed into place
-        checksums = file_checksums({"faiss": ix_tmp, "sqlite": db_tmp})
+        checksums = file_checksums({ix_final.name: ix_tmp, db_final.name: db_tmp})
         os.replace(db_tmp, db_final)
         os.replace(ix_tmp, ix_final)
         fsync_dir(path)
@@ -356,10 +356,10 @@ def publish(path: Path, base_manifest: dict[str, Any], gen: int, prev_db: Path |
 
 
 def record_checksums(path: Path, manifest: dict[str, Any]) -> dict[str, Any]:
-    """Add checksums to a manifest written before they existed (the caller holds the lock and has
+    """Add checksums to a manifest without them for its files (the caller holds the lock and has
     opened the generation, so its files passed the other checks); returns the manifest written."""
     manifest = dict(manifest)
-    manifest["checksums"] = file_checksums({k: path / v for k, v in manifest["files"].items()})
+    manifest["checksums"] = file_checksums({v: path / v for v in manifest["files"].values()})
     write_manifest(path, manifest)
     return manifest
 
@@ -403,7 +403,7 @@ def install_generation(path: Path, src: Path) -> int:
     man["generation"] = gen
     man["files"] = {"faiss": f"gen-{gen:06d}.faiss", "sqlite": f"gen-{gen:06d}.sqlite"}
     man["sizes"] = {k: (path / v).stat().st_size for k, v in man["files"].items()}
-    man["checksums"] = file_checksums({k: path / v for k, v in man["files"].items()})  # the SQLite file changed
+    man["checksums"] = file_checksums({v: path / v for v in man["files"].values()})  # the SQLite file changed
     fsync_dir(path)
     write_manifest(path, man)
     return gen

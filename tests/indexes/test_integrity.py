@@ -182,10 +182,10 @@ def sha256(f: Path) -> str:
 
 def assert_checksums_match(path: Path) -> None:
     m = manifest(path)
-    assert set(m["checksums"]) == {"faiss", "sqlite"}
-    for kind, name in m["files"].items():
-        assert m["checksums"][kind]["sha256"] == sha256(path / name)
-        assert m["checksums"][kind]["sampled_sha256"] == _integrity().sampled_digest(path / name)
+    assert set(m["checksums"]) == set(m["files"].values())  # keyed by the file names of this generation
+    for name in m["files"].values():
+        assert m["checksums"][name]["sha256"] == sha256(path / name)
+        assert m["checksums"][name]["sampled_sha256"] == _integrity().sampled_digest(path / name)
 
 
 def test_every_write_records_checksums_of_its_files(built):
@@ -214,12 +214,29 @@ def test_manifest_without_checksums_opens_and_gets_them_on_next_sync(built):
     open_kb(built).close()
 
 
-def test_a_checksum_of_the_wrong_shape_is_a_corrupt_manifest(built):
+@pytest.mark.parametrize("bad", ["not-a-dict", {"sha256": 7}, {}])
+def test_a_checksum_of_the_wrong_shape_is_a_corrupt_manifest(built, bad):
     m = manifest(built)
-    m["checksums"]["faiss"] = "not-a-dict"
+    m["checksums"][m["files"]["faiss"]] = bad
     (built / "manifest.json").write_text(json.dumps(m))
-    with pytest.raises(CorruptKnowledgeBaseError, match=r"checksum.*hybrid index rebuild"):
+    with pytest.raises(CorruptKnowledgeBaseError, match=r"no valid checksum for gen-\d+\.faiss.*hybrid index rebuild"):
         open_kb(built)
+    m["checksums"] = ["not", "a", "mapping"]
+    (built / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(CorruptKnowledgeBaseError, match=r"checksums that are not a mapping.*hybrid index rebuild"):
+        open_kb(built)
+
+
+def test_checksums_of_other_files_from_an_older_writer_are_ignored_then_replaced(built):
+    """An older hybrid syncing a newer knowledge base copies the previous manifest's fields, so the
+    checksums it leaves name the previous generation's files: they must not fail the open."""
+    m = manifest(built)
+    m["checksums"] = {name.replace("gen-000001", "gen-000000"): v for name, v in m["checksums"].items()}
+    (built / "manifest.json").write_text(json.dumps(m))
+    with open_kb(built) as kb:
+        assert kb.search("ethics hotline", k=1)[0].chunk.metadata["source"] == "whistleblowing.md"
+        kb.sync(make_docs() + extra_docs())  # nothing to do, but the checksums are recorded
+    assert_checksums_match(built)
 
 
 def test_above_the_full_check_limit_a_sampled_checksum_still_runs(built, monkeypatch):
