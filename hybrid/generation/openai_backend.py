@@ -232,7 +232,9 @@ class OpenAIGenerator:
         body = self._body(messages, adapter, params, stream=False)
         data = self.client.chat(body)
         choice = data["choices"][0]
-        text = ((choice.get("message") or {}).get("content") or "") if isinstance(choice, dict) else ""
+        if not isinstance(choice, dict) or not isinstance(choice.get("message") or {}, dict):
+            raise BackendError(f"{self.client.where} sent a completion whose choice is not an object: {choice!r:.120}")
+        text = (choice.get("message") or {}).get("content") or ""
         text, cut = cut_at_stop(text, params.stop)  # servers that ignore stop strings still end at one
         usage = data.get("usage") or {}
         prompt_tokens = _int(usage.get("prompt_tokens"), lambda: self.tokens.count(body["messages"]))

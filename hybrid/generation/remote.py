@@ -99,18 +99,21 @@ class OpenAIClient:
         return BackendDeadline(f"{self.where} did not answer within the {self.timeout:g}s deadline "
                                "(generation.openai.timeout)")
 
-    def _wait(self, attempt: int, deadline: float, retry_after: str | None = None) -> None:
-        """Back off before the next attempt, never past the deadline."""
+    def _retry(self, attempt: int, deadline: float, retry_after: str | None = None) -> bool:
+        """Back off before attempt ``attempt + 1`` and say True; False (no wait) when no retry is left
+        or the wait would pass the deadline: the caller then reports the error it has."""
+        if attempt >= self.retries:
+            return False
         pause = self.backoff * (2 ** attempt)
         if retry_after:
             try:
                 pause = max(pause, float(retry_after))
             except ValueError:
                 pass
-        left = deadline - time.monotonic()
-        if pause >= left:
-            raise self._deadline_error()
+        if pause >= deadline - time.monotonic():
+            return False
         self._sleep(pause)
+        return True
 
     def send(self, method: str, path: str, *, body: dict | None = None, deadline: float):
         """The response (headers read, body still streaming; the caller closes it) of a request that
@@ -127,9 +130,8 @@ class OpenAIClient:
                 request = self.http.build_request(method, path.lstrip("/"), json=body, timeout=timeout)
                 response = self.http.send(request, stream=True)
             except (httpx.ConnectError, httpx.ConnectTimeout) as e:
-                if attempt < self.retries:
-                    log.info("%s: %s, retrying", self.where, type(e).__name__)
-                    self._wait(attempt, deadline)
+                if self._retry(attempt, deadline):
+                    log.info("%s: %s, retried", self.where, type(e).__name__)
                     attempt += 1
                     continue
                 why = "connection refused" if isinstance(e, httpx.ConnectError) else "connect timed out"
@@ -144,9 +146,9 @@ class OpenAIClient:
             if status < 400:
                 return response
             raw = self._read_error(response, deadline)
-            if (status >= 500 or status == 429) and attempt < self.retries:
-                log.info("%s answered %d, retrying", self.where, status)
-                self._wait(attempt, deadline, response.headers.get("retry-after") if status == 429 else None)
+            if (status >= 500 or status == 429) and \
+                    self._retry(attempt, deadline, response.headers.get("retry-after") if status == 429 else None):
+                log.info("%s answered %d, retried", self.where, status)
                 attempt += 1
                 continue
             raise self._status_error(status, raw, attempt + 1, body)

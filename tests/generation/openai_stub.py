@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
@@ -29,7 +30,8 @@ class Request:
 class Reply:
     status: int = 200
     body: Any = None  # a dict (sent as JSON) or, with ``events``, ignored
-    events: list[Any] | None = None  # server-sent events: dicts (JSON) or raw strings such as "[DONE]"
+    events: list[Any] | None = None  # server-sent events: dicts (JSON), raw strings ("[DONE]"), a float (a
+    # pause in seconds) or a threading.Event (a pause until it is set)
     headers: dict[str, str] = field(default_factory=dict)
     wait: threading.Event | None = None  # block until set (a slow server), then answer
 
@@ -57,6 +59,7 @@ class StubServer:
         self.requests: list[Request] = []
         self.script: Callable[[Request], Reply] = self.default
         self.release = threading.Event()  # set on exit: frees handlers blocked in a slow reply
+        self.client_left = threading.Event()  # set when a client closed the connection mid-reply
         stub = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -79,7 +82,7 @@ class StubServer:
                 try:
                     self._send(reply)
                 except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client left (a deadline, a closed stream)
+                    stub.client_left.set()  # the client left (a deadline, a closed stream)
 
             def _send(self, reply: Reply) -> None:
                 if reply.events is None:
@@ -99,6 +102,9 @@ class StubServer:
                 for ev in reply.events:
                     if isinstance(ev, threading.Event):  # pause mid-stream until released
                         ev.wait(60)
+                        continue
+                    if isinstance(ev, float):  # pace the stream like a generating model
+                        time.sleep(ev)
                         continue
                     payload = ev if isinstance(ev, str) else json.dumps(ev)
                     self.wfile.write(f"data: {payload}\n\n".encode())

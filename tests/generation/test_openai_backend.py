@@ -161,6 +161,9 @@ def test_server_down_is_one_line_after_the_retries():
                                  "refused) after 3 attempt(s); is it running? (generation.openai.base_url)")
     with pytest.raises(BackendUnreachable):
         gen.warm_up()
+    short = OpenAIGenerator("base", base_url=f"http://127.0.0.1:{port}/v1", tokenizer="estimate", timeout=0.5)
+    with pytest.raises(BackendUnreachable, match=r"not reachable \(connection refused\) after 1 attempt"):
+        short.generate(Q)  # no time to back off within the deadline: still the real reason, not "deadline"
 
 
 def test_a_slow_server_ends_at_the_deadline(stub):
@@ -235,6 +238,9 @@ def test_bad_json_and_shapes_are_one_line_errors(stub):
 
     stub.script = lambda req: Reply(body={"choices": []})
     with pytest.raises(BackendError, match="sent a completion without choices"):
+        make(stub).generate(Q)
+    stub.script = lambda req: Reply(body={"choices": ["Two months."]})
+    with pytest.raises(BackendError, match="sent a completion whose choice is not an object"):
         make(stub).generate(Q)
     stub.script = lambda req: Reply(events=["{not json"])
     with pytest.raises(BackendError, match="stream event that is not JSON"):
