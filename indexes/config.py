@@ -10,7 +10,7 @@ created; search-time knobs (``hnsw_ef_search``, ``ivf_nprobe``, ``rrf_k``) may c
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from indexes.embed import DEFAULT_EMBEDDER
 
@@ -94,3 +94,19 @@ class IndexConfig:
     STORED = ("embedder", "chunk_size", "chunk_overlap", "chunk_mode", "min_chunk_chars", "index",
               "hnsw_m", "hnsw_ef_construction", "ivf_nlist", "ivf_m", "ivf_nbits", "ivf_train_size",
               "bm25_tokenizer")
+
+
+def stored_setting_diff(stored: dict[str, Any], cfg: IndexConfig) -> list[str]:
+    """``"name: stored X, asked Y"`` for each ``IndexConfig.STORED`` setting where ``cfg`` differs from
+    ``stored`` (a manifest's config). Embedder specs are compared by the model they name, so the
+    bundled model's aliases (``default``...) match its full name."""
+    from indexes.embed import same_embedder_spec
+
+    out = []
+    defaults = IndexConfig(embedder=cfg.embedder)
+    for k in IndexConfig.STORED:
+        have, want = stored.get(k, getattr(defaults, k)), getattr(cfg, k)
+        same = same_embedder_spec(str(have), str(want)) if k == "embedder" else have == want
+        if not same:
+            out.append(f"{k}: stored {have!r}, asked {want!r}")
+    return out

@@ -50,7 +50,7 @@ from core.errors import (ConfigError, CorruptKnowledgeBaseError, InputError, Kno
                          LockedError, ModelError)
 from core.io import atomic_write_text, fsync_dir
 from core.types import Chunk, Document, Hit  # noqa: F401 - Chunk, Hit: importable from here as before the split
-from indexes.config import SEARCH_MODES, IndexConfig  # noqa: F401
+from indexes.config import SEARCH_MODES, IndexConfig, stored_setting_diff  # noqa: F401 - SEARCH_MODES: as before
 from indexes.integrity import has_checksums, translate
 from indexes.search import Searching
 from indexes.store import (MANIFEST, REBUILD_HINT, State, WriteLock, apply_nothing, check_embedder, cleanup, install_generation,
@@ -78,22 +78,6 @@ from indexes.sync import (_dumps, _json_default, apply_changes as _apply_changes
                           content_hash, source_key)
 
 log = logging.getLogger(__name__)
-
-
-def stored_setting_diff(stored: dict[str, Any], cfg: IndexConfig) -> list[str]:
-    """``"name: stored X, asked Y"`` for each ``IndexConfig.STORED`` setting where ``cfg`` differs from
-    ``stored`` (a manifest's config). Embedder specs are compared by the model they name, so the
-    bundled model's aliases (``default``...) match its full name."""
-    from indexes.embed import same_embedder_spec
-
-    out = []
-    defaults = IndexConfig(embedder=cfg.embedder)
-    for k in IndexConfig.STORED:
-        have, want = stored.get(k, getattr(defaults, k)), getattr(cfg, k)
-        same = same_embedder_spec(str(have), str(want)) if k == "embedder" else have == want
-        if not same:
-            out.append(f"{k}: stored {have!r}, asked {want!r}")
-    return out
 
 
 class KnowledgeBase(Searching):
