@@ -16,11 +16,11 @@ round so a reader that read the old manifest can still open its files; ``cleanup
 leftovers and dead writers' temp files. Readers never take the lock: ``load_state`` loads the
 generation the manifest names.
 
-``load_generation`` checks the file sizes, the files' checksums (``indexes.integrity``: full
-SHA-256 up to a size, a sampled one above; manifests older than checksums have none), the
-generation recorded inside the SQLite file, the vector dimension, and the vector count versus
-metadata rows against the manifest; any mismatch raises ``CorruptKnowledgeBaseError`` (which suggests ``hybrid index rebuild``) instead of opening
-empty. ``salvage_documents`` reads the documents back from the newest readable generation, and
+``load_generation`` checks the file sizes, the generation recorded inside the SQLite file, the
+vector dimension, the vector count versus metadata rows, and last the files' checksums
+(``indexes.integrity``: full SHA-256 up to a size, a sampled one above; manifests older than
+checksums have none) against the manifest; any mismatch raises ``CorruptKnowledgeBaseError``
+(which suggests ``hybrid index rebuild``) instead of opening empty. ``salvage_documents`` reads the documents back from the newest readable generation, and
 ``install_generation`` moves a freshly built generation in, for ``KnowledgeBase.rebuild``.
 
 What goes into the tables (diffing documents, chunk rows, the FTS5 index) is the caller's business:
