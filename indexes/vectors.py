@@ -26,6 +26,7 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable, Iterable
 
 import numpy as np
@@ -34,6 +35,7 @@ from core.errors import CorruptKnowledgeBaseError, InputError
 from core.io import fsync
 from core.registry import Registry
 from indexes.config import IndexConfig
+from indexes.integrity import REBUILD_HINT
 
 # Below this many allowed ids a filtered search scans the allowed vectors exactly: an HNSW walk with a
 # very selective IDSelector can miss results, and a scan of a few thousand vectors takes microseconds.
@@ -141,7 +143,7 @@ class VectorIndex:
         except Exception as e:  # noqa: BLE001 - faiss raises RuntimeError with a C++ trace
             first = str(e).strip().splitlines()[0][:160] if str(e).strip() else type(e).__name__
             raise CorruptKnowledgeBaseError(
-                f"cannot read vector index {path}: {first}; run `hybrid index rebuild --kb DIR`") from None
+                f"cannot read vector index {path}: {first}; " + REBUILD_HINT.format(path=Path(path).parent)) from None
         return cls(index, kind, cfg, tombstones)
 
     def save(self, path: str | os.PathLike[str]) -> None:

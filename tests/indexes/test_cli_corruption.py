@@ -33,6 +33,11 @@ def damage_count_index(kb):
     smash(db, (root_page(db, "documents_source_key") - 1) * PAGE)
 
 
+def zero_faiss(kb):
+    f = file_of(kb, "faiss")
+    f.write_bytes(b"\0" * f.stat().st_size)  # FAISS itself refuses it, before any checksum
+
+
 def damage_vectors(kb):
     forget_checksums(kb)  # only the score bound is left to catch it
     smash_vectors(file_of(kb, "faiss"))
@@ -44,6 +49,7 @@ def damage_vectors(kb):
     (damage_chunks_page, ["search", "word5 topic"]),
     (damage_count_index, ["index", "stats"]),
     (damage_vectors, ["search", "word5 topic", "--mode", "dense"]),
+    (zero_faiss, ["index", "stats"]),
 ])
 def test_damaged_kb_is_one_line_exit_2(tmp_path, damage, args):
     kb = build(tmp_path / "kb")
