@@ -21,9 +21,9 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from core.errors import InputError, ModelError
 from core.protocols import Generation, GenerationParams, Message
@@ -243,14 +243,28 @@ class OpenAIGenerator:
         return Generation(text, prompt_tokens, completion, finish)
 
     def generate_batch(self, batch: list[list[Message]], *, adapter: str | None = None,
-                       params: GenerationParams | None = None) -> list[Generation]:
-        """Concurrent requests through the pool (the server batches them); results in input order."""
+                       params: GenerationParams | None = None,
+                       on_row: Callable[[int], None] | None = None) -> list[Generation]:
+        """Concurrent requests through the pool (the server batches them); results in input order.
+        ``on_row(i)`` is called, in this thread, as soon as row ``i``'s answer is back (eval's progress bar)."""
         if not batch:
             return []
         params = check_params(params)
+        out: list[Generation | None] = [None] * len(batch)
         with ThreadPoolExecutor(max_workers=min(len(batch), self.max_connections),
                                 thread_name_prefix="openai-batch") as pool:
-            return list(pool.map(lambda m: self.generate(m, adapter=adapter, params=params), batch))
+            futures = {pool.submit(self.generate, m, adapter=adapter, params=params): i for i, m in enumerate(batch)}
+            try:
+                for fut in as_completed(futures):
+                    i = futures[fut]
+                    out[i] = fut.result()
+                    if on_row is not None:
+                        on_row(i)
+            except BaseException:
+                for f in futures:
+                    f.cancel()  # the rows not sent yet; those in flight end at their deadline
+                raise
+        return out  # type: ignore[return-value]
 
     def stream(self, messages: list[Message], *, adapter: str | None = None,
                params: GenerationParams | None = None) -> "RemoteStream":

@@ -229,8 +229,14 @@ def test_api_key_from_the_named_environment_variable(stub, monkeypatch):
 def test_batch_keeps_order_through_concurrent_requests(stub):
     stub.script = lambda req: Reply(body=completion(req.body["messages"][-1]["content"].upper()))
     batch = [[{"role": "user", "content": f"q{i}"}] for i in range(7)]
-    outs = make(stub, max_connections=3).generate_batch(batch)
+    done: list[int] = []
+    outs = make(stub, max_connections=3).generate_batch(batch, on_row=done.append)
     assert [o.text for o in outs] == [f"Q{i}" for i in range(7)] and len(stub.chat_requests()) == 7
+    assert sorted(done) == list(range(7))  # each row reported once, as it came back
+    stub.script = lambda req: Reply(500, {"error": {"message": "down"}}) if "q3" in str(req.body) else \
+        Reply(body=completion("ok"))
+    with pytest.raises(BackendHTTPError, match="down"):
+        make(stub, retries=0).generate_batch(batch)
 
 
 def test_bad_json_and_shapes_are_one_line_errors(stub):
