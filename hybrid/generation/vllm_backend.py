@@ -26,7 +26,7 @@ import logging
 import os
 import threading
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 from core.errors import InputError, ModelError
 from core.protocols import Generation, GenerationParams, Message
@@ -166,8 +166,10 @@ class VLLMGenerator:
         return self._lora[adapter]
 
     def generate_batch(self, batch: list[list[Message]], *, adapter: str | None = None,
-                       params: GenerationParams | None = None) -> list[Generation]:
-        """One ``llm.chat`` call for the whole batch: vLLM schedules it with continuous batching."""
+                       params: GenerationParams | None = None,
+                       on_row: Callable[[int], None] | None = None) -> list[Generation]:
+        """One ``llm.chat`` call for the whole batch: vLLM schedules it with continuous batching.
+        ``on_row(i)`` follows for each row once the call returns (vLLM's offline call reports no earlier)."""
         params = check_params(params)
         if not batch:
             return []
@@ -181,6 +183,9 @@ class VLLMGenerator:
             text, cut = cut_at_stop(best.text, params.stop)
             finish = "length" if best.finish_reason == "length" and not cut else "stop"
             result.append(Generation(text, len(out.prompt_token_ids or []), len(best.token_ids or []), finish))
+        for i in range(len(result)):
+            if on_row is not None:
+                on_row(i)
         return result
 
     def generate(self, messages: list[Message], *, adapter: str | None = None,

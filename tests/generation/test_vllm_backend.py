@@ -87,8 +87,11 @@ def test_requests_map_to_sampling_params_lora_requests_and_one_batched_chat(monk
     gen = VLLMGenerator("org/model", engine_args={"tensor_parallel_size": 2}, system_prompt="You are Legal.")
     gen.load_adapter("legal", adapter_dir(tmp_path, "legal", 32))
     gen.load_adapter("shop", adapter_dir(tmp_path, "shop", 8))
+    rows: list[int] = []
     outs = gen.generate_batch([Q, Q + [{"role": "assistant", "content": "x"}, {"role": "user", "content": "y"}]],
-                              adapter="shop", params=make_params(max_new_tokens=9, stop=["\n\n"], seed=4))
+                              adapter="shop", params=make_params(max_new_tokens=9, stop=["\n\n"], seed=4),
+                              on_row=rows.append)
+    assert rows == [0, 1]
     (model, kw), = calls["LLM"]  # the engine starts once, on first use, with LoRA sized for the adapters
     assert model == "org/model" and kw == {"tensor_parallel_size": 2, "enable_lora": True, "max_lora_rank": 32,
                                            "max_loras": 2}
