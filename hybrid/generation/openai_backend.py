@@ -30,7 +30,7 @@ from core.protocols import Generation, GenerationParams, Message
 from hybrid.chat import SystemPrompt, apply_system_prompt, system_prompt_hash, validate_messages
 from hybrid.generation import GENERATORS
 from hybrid.generation.params import check_params, cut_at_stop
-from hybrid.generation.remote import BackendError, OpenAIClient
+from hybrid.generation.remote import BackendError, BackendHTTPError, OpenAIClient
 from hybrid.generation.stream import _StopScanner
 from hybrid.generation.tokens import TokenCounter
 
@@ -80,6 +80,7 @@ class OpenAIGenerator:
         self._context = int(context_window)
         self._client: OpenAIClient | None = None
         self._served: dict[str, dict] | None = None
+        self._no_list = False  # the server has no GET /models
         self._adapters: dict[str, str] = {}  # adapter name -> server model name
         self._cards: dict[str, Any] = {}
         self._checked: set[tuple[str, str]] = set()
@@ -104,18 +105,27 @@ class OpenAIGenerator:
                 self._client.close()
                 self._client = None
 
-    def served_models(self, refresh: bool = False) -> dict[str, dict]:
-        """``GET /v1/models`` by id (cached; ``refresh`` asks again)."""
+    def served_models(self, refresh: bool = False) -> dict[str, dict] | None:
+        """``GET /v1/models`` by id (cached; ``refresh`` asks again); None for a server without that
+        endpoint (404/405), whose model names then cannot be checked before use."""
         with self._lock:
             if self._served is None or refresh:
-                self._served = {m["id"]: m for m in self.client.models()}
-            return self._served
+                try:
+                    self._served = {m["id"]: m for m in self.client.models()}
+                except BackendHTTPError as e:
+                    if e.status not in (404, 405):
+                        raise
+                    log.warning("%s has no model list (GET /models: %d): model and adapter names are not "
+                                "checked before use", self.client.where, e.status)
+                    self._served = {}
+                    self._no_list = True
+            return None if self._no_list else self._served
 
     def warm_up(self) -> None:
         """Ask the server which models it serves: a server that is down or lacks ``model_id`` is a
         one-line ``ModelError`` now rather than at the first question."""
         served = self.served_models()
-        if self.model_id not in served:
+        if served is not None and self.model_id not in served:
             raise ModelError(f"{self.client.where} has no model {self.model_id!r} (it serves: "
                              f"{', '.join(sorted(served)) or 'nothing'}); set generation.model to one of them")
         self.tokens.load()
@@ -153,7 +163,7 @@ class OpenAIGenerator:
             raise InputError(f"adapter name must be a non-empty string, got {name!r}")
         served_name = self.adapter_models.get(name, name)
         served = self.served_models(refresh=True)
-        if served_name not in served:
+        if served is not None and served_name not in served:
             raise ModelError(f"{self.client.where} does not serve {served_name!r}, the model name of adapter "
                              f"{name!r} (it serves: {', '.join(sorted(served)) or 'nothing'}); load it there "
                              f"(vLLM: --enable-lora --lora-modules {served_name}=DIR, see `hybrid tune export`)")
@@ -165,7 +175,7 @@ class OpenAIGenerator:
         with self._lock:
             self._adapters[name] = served_name
             self._cards[name] = card
-        self._check_card(name, card, served[served_name])
+        self._check_card(name, card, (served or {}).get(served_name, {}))
 
     def _check_card(self, name: str, card: Any, entry: dict) -> None:
         """Compare the card with what the server reports for the adapter's model, or say why not."""

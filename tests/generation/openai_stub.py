@@ -55,7 +55,7 @@ def chunks(pieces: list[str], *, usage: dict | None = None, finish: str = "stop"
 
 class StubServer:
     def __init__(self, models: list[str] | None = None):
-        self.models = list(models or ["base"])
+        self.models: list[str] | None = list(models or ["base"])  # None: no GET /models (404)
         self.requests: list[Request] = []
         self.script: Callable[[Request], Reply] = self.default
         self.release = threading.Event()  # set on exit: frees handlers blocked in a slow reply
@@ -74,7 +74,8 @@ class StubServer:
                 req = Request(method, self.path, dict(self.headers), json.loads(raw) if raw else None)
                 stub.requests.append(req)
                 if method == "GET" and self.path.endswith("/models"):
-                    reply = Reply(200, {"object": "list", "data": [{"id": m, "object": "model"} for m in stub.models]})
+                    reply = Reply(404, {"detail": "Not Found"}) if stub.models is None else \
+                        Reply(200, {"object": "list", "data": [{"id": m, "object": "model"} for m in stub.models]})
                 else:
                     reply = stub.script(req)
                 if reply.wait is not None:
@@ -123,7 +124,7 @@ class StubServer:
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     def default(self, req: Request) -> Reply:
-        if req.body and req.body.get("model") not in self.models:
+        if req.body and self.models is not None and req.body.get("model") not in self.models:
             return Reply(404, {"error": {"message": f"The model `{req.body.get('model')}` does not exist."}})
         if req.body and req.body.get("stream"):
             return Reply(events=chunks(["Two ", "months", "."], usage={"prompt_tokens": 9, "completion_tokens": 3}))

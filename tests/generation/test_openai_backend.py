@@ -214,6 +214,17 @@ def test_adapters_are_server_models_by_name(stub, tmp_path, caplog):
         gen.generate(Q, adapter="shop")
 
 
+def test_a_server_without_a_model_list_is_used_unchecked(stub, tmp_path, caplog):
+    stub.models = None  # GET /v1/models answers 404, as on some servers
+    gen = make(stub, adapter_models={"legal": "legal-lora"})
+    with caplog.at_level(logging.WARNING, logger="hybrid.generation.openai_backend"):
+        gen.warm_up()
+        gen.load_adapter("legal", tmp_path)
+    assert "has no model list (GET /models: 404): model and adapter names are not checked" in caplog.text
+    assert gen.generate(Q, adapter="legal").text == "Two months."
+    assert stub.chat_requests()[-1].body["model"] == "legal-lora"
+
+
 def test_api_key_from_the_named_environment_variable(stub, monkeypatch):
     gen = make(stub, api_key_env="TEST_BACKEND_KEY")
     with pytest.raises(ModelError, match=r"names \$TEST_BACKEND_KEY, which is not set"):
