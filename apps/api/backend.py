@@ -17,6 +17,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -201,21 +202,24 @@ class RealBackend:
         if not self.ready():
             raise NotReadyError("still loading models and knowledge bases")
         a = self._for_request(req)
-        s = a.stream(req.question, req.history, req.strategy, filters=req.filters)
-        tokens = iter(s)
-        pieces: list[str] = []
-        try:
-            for piece in tokens:
-                if cancel.is_set():
-                    return
-                pieces.append(piece)
-                yield piece
-        finally:
-            # Closing the pipeline's token generator drops the model's stream, which cancels
-            # generation within one token (hybrid.generation.GenerationStream).
-            close = getattr(tokens, "close", None)
-            if close is not None:
-                close()
+        batcher = getattr(self, "_batchers", {}).get(req.app)  # (tests build bare backends with __new__)
+        # while retrieval runs, the app's batcher knows this answer is coming and may hold a batch for it
+        with batcher.expect() if batcher is not None else contextlib.nullcontext():
+            s = a.stream(req.question, req.history, req.strategy, filters=req.filters)
+            tokens = iter(s)
+            pieces: list[str] = []
+            try:
+                for piece in tokens:
+                    if cancel.is_set():
+                        return
+                    pieces.append(piece)
+                    yield piece
+            finally:
+                # Closing the pipeline's token generator drops the model's stream, which cancels
+                # generation within one token (hybrid.generation.GenerationStream).
+                close = getattr(tokens, "close", None)
+                if close is not None:
+                    close()
         if cancel.is_set() or s.answer is None:
             return
         yield _count_completion(s.answer, "".join(pieces), a)
@@ -276,7 +280,8 @@ def _batched_generator(cfg: Any, batching: Any) -> Any:
         return gen
     log.info("app %s: batched serving, up to %d answers per batch, %.0f ms gathering window",
              cfg.name, batching.batch_max_size, batching.batch_window_ms)
-    return BatchingGenerator(gen, max_batch=batching.batch_max_size, window=batching.batch_window_ms / 1000)
+    return BatchingGenerator(gen, max_batch=batching.batch_max_size, window=batching.batch_window_ms / 1000,
+                             max_wait=getattr(batching, "batch_max_wait_ms", 0.0) / 1000)
 
 
 def _count_completion(ans: Answer, text: str, assistant) -> Answer:

@@ -33,8 +33,9 @@ class BatchingSettings(BaseSettings):
     """Batched serving for apps on the transformers backend (``hybrid.generation.batching``).
 
     ``HYBRID_API_BATCH_MAX_SIZE=8 hybrid serve --app apps/legal`` gathers up to 8 concurrent answers
-    into one batched generation; the first waits up to ``batch_window_ms`` for the others. Off (1) by
-    default: answers are then generated one at a time, exactly as before.
+    into one batched generation; the first waits up to ``batch_window_ms`` for the others, and up to
+    ``batch_max_wait_ms`` for answers whose retrieval is still running. Off (1) by default: answers
+    are then generated one at a time, exactly as before.
     """
 
     model_config = SettingsConfigDict(env_prefix="HYBRID_API_", extra="ignore", populate_by_name=True)
@@ -43,6 +44,9 @@ class BatchingSettings(BaseSettings):
                                 "(transformers backend); 1 = one at a time, no batching")
     batch_window_ms: float = Field(15.0, ge=0, le=1000, description="how long the first waiting answer "
                                    "waits for others to share its batch, in milliseconds")
+
+    batch_max_wait_ms: float = Field(250.0, ge=0, le=5000, description="past the window, how long a batch "
+                                     "may wait for answers the server is still preparing (retrieval), in ms")
 
     @property
     def batching(self) -> bool:

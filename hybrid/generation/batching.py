@@ -27,12 +27,13 @@ Sampled answers in a batch share one seeded generator, so they are not reproduci
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterator
 
 from core.errors import InputError
 from core.protocols import Generation, GenerationParams, Message
@@ -148,13 +149,22 @@ class BatchingGenerator:
 
     ``max_batch`` caps the rows of one batch; ``window`` is how long (seconds) the first waiting
     request waits for company. ``max_batch=1`` runs requests one at a time through the same path.
+
+    A caller that knows a request is on its way (the server, while it retrieves and builds the
+    prompt) wraps that work in ``with batched.expect():``. When the window closes, the batch keeps
+    waiting for such announced requests, up to ``max_wait`` seconds after the first one arrived:
+    concurrent requests whose retrieval took longer than the window still share one batch. The
+    announcement ends when that thread calls ``generate``/``stream``, or when the block exits (a
+    request answered without generating, or failed).
     """
 
-    def __init__(self, inner: Any, *, max_batch: int = 8, window: float = 0.015):
+    def __init__(self, inner: Any, *, max_batch: int = 8, window: float = 0.015, max_wait: float = 0.25):
         if not isinstance(max_batch, int) or isinstance(max_batch, bool) or max_batch < 1:
             raise InputError(f"max_batch must be an integer >= 1, got {max_batch!r}")
         if not isinstance(window, (int, float)) or not (0 <= window <= 3600):
             raise InputError(f"batch window must be between 0 and 3600 seconds, got {window!r}")
+        if not isinstance(max_wait, (int, float)) or not (0 <= max_wait <= 3600):
+            raise InputError(f"batch max_wait must be between 0 and 3600 seconds, got {max_wait!r}")
         for need in ("_prepare", "_run", "_finish", "_eos_ids"):
             if not hasattr(inner, need):
                 raise InputError(f"{type(inner).__name__} cannot be batched in-process (only the transformers "
@@ -167,6 +177,9 @@ class BatchingGenerator:
         self._cv = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closed = False
+        self.max_wait = float(max(max_wait, window))
+        self._expected = 0  # requests announced by expect() that have not reached generate/stream yet
+        self._local = threading.local()
 
     def __getattr__(self, name: str) -> Any:
         # only reached for names this class lacks: the wrapped generator answers them
@@ -197,13 +210,17 @@ class BatchingGenerator:
         # the row's tokens are put one by one, never the prompt: nothing to skip
         streamer = TextIteratorStreamer(self.inner.tokenizer, skip_prompt=False, skip_special_tokens=True)
 
+        counter = [0]
+        # queued here, in the caller's thread, so an announced request is never "neither expected nor waiting"
+        req = self._submit(ids, adapter, params, cancel, streamer, counter)
+
         def run(counter: list[int]) -> list[int]:
-            return self._wait(self._submit(ids, adapter, params, cancel, streamer, counter))
+            return self._wait(req)
 
         def finish_reason(new: list[int]) -> str:
             return self.inner._finish(new, len(ids), params, cancel.is_set()).finish_reason
 
-        return start_stream(streamer, cancel, params.stop, len(ids), run, finish_reason)
+        return start_stream(streamer, cancel, params.stop, len(ids), run, finish_reason, counter=counter)
 
     def generate_batch(self, batch: list[list[Message]], *, adapter: str | None = None,
                        params: GenerationParams | None = None, on_row: Any = None) -> list[Generation]:
@@ -219,13 +236,42 @@ class BatchingGenerator:
             r.error = InputError("the generator was closed before this request ran")
             r.finish()
 
+    @property
+    def waiting(self) -> int:
+        """Requests queued for the next batch."""
+        with self._cv:
+            return len(self._pending)
+
     # -- queueing
+    @contextlib.contextmanager
+    def expect(self) -> Iterator[None]:
+        """Announce that this thread will call generate/stream soon (see the class docstring)."""
+        ticket = [True]
+        with self._cv:
+            self._expected += 1
+        self._local.ticket = ticket
+        try:
+            yield
+        finally:
+            with self._cv:
+                self._release(ticket)
+            if getattr(self._local, "ticket", None) is ticket:
+                self._local.ticket = None
+
+    def _release(self, ticket: list[bool] | None) -> None:
+        """Under the lock: the announced request arrived (or will not); once per ticket."""
+        if ticket and ticket[0]:
+            ticket[0] = False
+            self._expected -= 1
+            self._cv.notify_all()
+
     def _submit(self, ids: list[int], adapter: str | None, params: GenerationParams, cancel: threading.Event,
                 streamer: Any, counter: list[int]) -> _Request:
         req = _Request(ids, adapter, params, cancel, streamer, counter)
         with self._cv:
             if self._closed:
                 raise InputError("the generator is closed")
+            self._release(getattr(self._local, "ticket", None))
             self._pending.append(req)
             if self._thread is None:
                 self._thread = threading.Thread(target=self._loop, name="hybrid-batcher", daemon=True)
@@ -283,9 +329,11 @@ class BatchingGenerator:
                     self._cv.wait()
                 if self._closed:
                     return
-                # gather: until the oldest request's window closes or a full batch waits
+                # gather: until the oldest request's window closes or a full batch waits; past the
+                # window, only while announced requests are on their way (up to max_wait)
                 while self._pending and self._ready() < self.max_batch:
-                    left = self._pending[0].arrived + self.window - time.monotonic()
+                    first = self._pending[0].arrived
+                    left = first + (self.max_wait if self._expected > 0 else self.window) - time.monotonic()
                     if left <= 0:
                         break
                     self._cv.wait(left)

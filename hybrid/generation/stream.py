@@ -159,14 +159,18 @@ class GenerationStream:
 
 
 def start_stream(streamer: Any, cancel: threading.Event, stop: Sequence[str], prompt_tokens: int,
-                 run: Callable[[list[int]], Any], finish_reason: Callable[[Any], str]) -> GenerationStream:
+                 run: Callable[[list[int]], Any], finish_reason: Callable[[Any], str],
+                 counter: list[int] | None = None) -> GenerationStream:
     """Start ``run(counter)`` on a daemon thread and return the ``GenerationStream`` reading ``streamer``.
 
     Unless the stream already ended on a stop string, the finish reason is ``finish_reason(result)``
     of what ``run`` returned. If ``run`` raises, ``streamer.end()`` unblocks the consumer, who gets
-    the error. The thread holds the shared ``_StreamState``, never the stream.
+    the error. The thread holds the shared ``_StreamState``, never the stream. ``counter`` is the
+    token counter to share when someone else counts (a batch counts each row in its own list).
     """
     state = _StreamState()
+    if counter is not None:
+        state.counter = counter
 
     def work() -> None:
         try:

@@ -41,6 +41,7 @@ def test_batching_opens_one_slot_per_row_unless_concurrency_is_given(monkeypatch
     ("batch_max_size", 65, "less than or equal to 64"),
     ("batch_window_ms", -1, "greater than or equal to 0"),
     ("batch_window_ms", "soon", "valid number"),
+    ("batch_max_wait_ms", 6000, "less than or equal to 5000"),
 ])
 def test_bad_batch_settings_are_refused(field, value, msg):
     from apps.api.settings import ServiceSettings

@@ -250,3 +250,61 @@ def test_real_model_bf16_prefill_batch_matches_fp32_answers(real_gen):
         a, c = tok.encode(s.text, add_special_tokens=False), tok.encode(g.text, add_special_tokens=False)
         n = min(8, len(a))
         assert n > 0 and a[:n] == c[:n], (s.text, g.text)
+
+
+def _wait_for(cond, what: str) -> None:
+    import time
+
+    end = time.monotonic() + 120  # generous bounded polling, never a timing assertion
+    while not cond():
+        assert time.monotonic() < end, f"gave up waiting for {what}"
+        time.sleep(0.01)
+
+
+def test_an_announced_request_joins_the_batch_after_the_window(tiny_gen):
+    """window=0 alone would run the first request at once; a request announced with expect()
+    (the server retrieving for it) holds the batch open until it arrives."""
+    p = make_params(max_new_tokens=5)
+    b = BatchingGenerator(tiny_gen, max_batch=4, window=0.0, max_wait=BIG_WINDOW)
+    announced, go, out = threading.Event(), threading.Event(), {}
+
+    def slow_request() -> None:
+        with b.expect():
+            announced.set()
+            go.wait(120)  # "retrieval" still running
+            out["late"] = b.generate(user(PROMPTS[1]), params=p)
+
+    t = threading.Thread(target=slow_request)
+    t.start()
+    announced.wait(120)
+    first = threading.Thread(target=lambda: out.setdefault("first", b.generate(user(PROMPTS[0]), params=p)))
+    first.start()
+    _wait_for(lambda: b.waiting == 1, "the first request to queue")
+    go.set()
+    t.join(300)
+    first.join(300)
+    assert b.stats.sizes == {2: 1} and out["first"].completion_tokens > 0 and out["late"].completion_tokens > 0
+
+
+def test_an_announcement_that_never_generates_lets_the_batch_go(tiny_gen):
+    b = BatchingGenerator(tiny_gen, max_batch=4, window=0.0, max_wait=BIG_WINDOW)
+    announced, leave = threading.Event(), threading.Event()
+
+    def answered_without_generating() -> None:
+        with b.expect():
+            announced.set()
+            leave.wait(120)
+
+    t = threading.Thread(target=answered_without_generating)
+    t.start()
+    announced.wait(120)
+    out = {}
+    first = threading.Thread(target=lambda: out.setdefault("g", b.generate(user(PROMPTS[0]),
+                                                                           params=make_params(max_new_tokens=4))))
+    first.start()
+    _wait_for(lambda: b.waiting == 1, "the request to queue")
+    assert b.stats.batches == 0  # held for the announced request ...
+    leave.set()  # ... which ends without generating: the batch goes alone
+    t.join(120)
+    first.join(300)
+    assert b.stats.sizes == {1: 1} and out["g"].completion_tokens > 0
