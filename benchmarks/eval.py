@@ -29,8 +29,20 @@ def main(argv=None) -> int:
     ap.add_argument("--strategies", default="few_shot,rag")
     ap.add_argument("--batch-size", type=int, default=8)
     ap.add_argument("--max-new-tokens", type=int, default=48)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads on both sides (1 was far faster on the busy 2-core machine); 0 = torch's default")
     ap.add_argument("--out", default=str(RESULTS / "eval.json"))
     args = ap.parse_args(argv)
+    import os
+
+    previous = None
+    if Path(args.out).is_file():  # kept for comparison: what the last run measured
+        try:
+            old = json.loads(Path(args.out).read_text())
+            previous = {k: old[k] for k in ("strategies", "note", "machine") if k in old}
+        except (OSError, ValueError):
+            previous = None
+    load_start = [round(x, 2) for x in os.getloadavg()]
 
     import dataclasses
 
@@ -43,9 +55,14 @@ def main(argv=None) -> int:
     app = dataclasses.replace(app, generation=dataclasses.replace(app.generation, max_new_tokens=args.max_new_tokens))
     bot = Assistant(app, date="2026-01-01")
     bot.generator.batch_size = args.batch_size
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)  # this thread: one-by-one answers and the eval both run here
+        bot.generator.threads = args.threads
     bot.warm_up()
     qs = load_questions(args.questions)
-    cfg = EvalConfig(strategies=["few_shot"], limit=args.limit, batch_size=args.limit)
+    cfg = EvalConfig(strategies=["few_shot"], limit=args.limit, batch_size=args.limit, threads=args.threads or None)
     sample = sorted(__import__("random").Random(cfg.seed).sample(qs.questions, min(args.limit, len(qs.questions))),
                     key=lambda q: q.id)
     results = {}
@@ -75,9 +92,16 @@ def main(argv=None) -> int:
         "generator_batch_size": args.batch_size, "strategies": results,
         "target": "batched >= 2x one-by-one questions per minute",
         "note": "includes report writing (plots) on the batched side; " + SHARED_MACHINE_NOTE,
+        "threads": args.threads or "torch default",
+        "batches_on_bf16_cpus": "prefill under bf16 autocast, decoding in fp32 (HFGenerator._bf16_prefill)",
+        "machine": {"cpus": os.cpu_count(), "load_avg_at_start": load_start,
+                    "load_avg_at_end": [round(x, 2) for x in os.getloadavg()]},
+        "previous_run": previous,
     }
+    from core.io import atomic_write_text
+
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(out, indent=2) + "\n")
+    atomic_write_text(Path(args.out), json.dumps(out, indent=2) + "\n")
     print(f"wrote {args.out}")
     return 0
 
