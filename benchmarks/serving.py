@@ -1,19 +1,25 @@
-"""Serving benchmark: `hybrid serve` on loopback with the embedded model, against the library call.
+"""Serving benchmark: `hybrid serve` on loopback with the embedded model, one-at-a-time vs batched.
 
     .venv/bin/python benchmarks/serving.py                      # apps/legal, writes benchmarks/results/serving.json
-    .venv/bin/python benchmarks/serving.py --app apps/shopping --max-new-tokens 32 --requests 6,8,32
+    .venv/bin/python benchmarks/serving.py --levels 1,4 --requests 2,4 --modes batched   # a small run
 
-What it measures, in one run on one machine:
+What it measures, in one run on one machine, for each serving mode in turn (never both at once):
 
-1. library: the same questions answered by ``hybrid.pipeline.ask`` in a loop (this process);
-2. N=1 paired: each question through ``POST /v1/ask`` right after the library answer to the same
-   question (greedy decoding: identical work), so machine noise hits both sides alike. Overhead =
-   median(HTTP latency) / median(library latency) - 1; also the client latency minus the answer's own
-   ``timings.total`` (the part only HTTP, queueing and JSON add). Target: < 10 % at N=1.
-3. load: N = 1, 4, 16 concurrent streaming clients, a fixed number of requests per level: requests/s,
-   p50/p95 latency, time to first token, share of 429s (clients honour Retry-After), peak RSS;
-4. overload: 3x the server's capacity (concurrency + queue) sent at once: rejected requests must
-   come back (429) in < 100 ms at p95 and every request must end (nothing hangs).
+- ``one_at_a_time``: today's default, ``--concurrency 1``: answers wait for one another;
+- ``batched``: ``HYBRID_API_BATCH_MAX_SIZE`` (default 8) with a short gathering window: concurrent
+  answers share one batched generation (``hybrid.generation.batching``).
+
+1. load: N = 1, 4, 8, 16 concurrent streaming clients, each asking the next question as soon as its
+   answer ended, a fixed number of requests per level: answers/s, p50/p95 latency, time to first
+   token, share of 429s (clients honour Retry-After);
+2. overload: 3x the server's capacity (concurrency + queue) sent at once: rejected requests must
+   come back (429) fast and every request must end (nothing hangs);
+3. optionally (``--paired N``), the old library-vs-HTTP overhead check at N=1 on the first mode.
+
+Requests force ``strategy: rag`` (``--strategy``): the legal app's router sends most of these
+questions to ``extract``, which generates nothing, and generation is what batching is about.
+Targets for the batched mode: answers/s at N=8 >= 2.5x that at N=1, p95 latency at N=8 <= 3x that
+at N=1. The load average is recorded before and after each mode: the 2 cores are shared.
 
 Only 127.0.0.1 is contacted; every request has a timeout and every phase a fixed request count.
 """
@@ -24,6 +30,7 @@ import argparse
 import json
 import os
 import platform
+import re
 import socket
 import statistics
 import subprocess
@@ -90,7 +97,8 @@ class RssSampler:
         return self.peak
 
 
-def start_server(app: str, port: int, overrides: list[str], concurrency: int, queue: int, log: Path):
+def start_server(app: str, port: int, overrides: list[str], concurrency: int, queue: int, log: Path,
+                 env_extra: dict[str, str] | None = None):
     import httpx
 
     cmd = [sys.executable, "-m", "hybrid", "serve", "--app", app, "--port", str(port), "--api-key", KEY,
@@ -98,7 +106,8 @@ def start_server(app: str, port: int, overrides: list[str], concurrency: int, qu
            "--drain-grace", "5"]
     for o in overrides:
         cmd += ["--set", o]
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HYBRID_API_RATE_LIMIT": "0"}
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "HYBRID_API_RATE_LIMIT": "0",
+           **(env_extra or {})}
     fh = open(log, "w")
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=fh, stderr=subprocess.STDOUT, env=env)
     t0 = time.perf_counter()
@@ -135,9 +144,12 @@ def in_worker_thread(fn, *args):
     return out["value"]
 
 
+STRATEGY = {"strategy": "rag"}  # set from --strategy in main()
+
+
 def ask_json(client, url: str, app: str, q: str) -> tuple[float, dict]:
     t = time.perf_counter()
-    r = client.post(url + "/v1/ask", json={"app": app, "question": q}, timeout=900)
+    r = client.post(url + "/v1/ask", json={"app": app, "question": q, **STRATEGY}, timeout=900)
     dt = time.perf_counter() - t
     r.raise_for_status()
     return dt, r.json()
@@ -147,7 +159,7 @@ def ask_stream(client, url: str, app: str, q: str) -> dict:
     """One streaming request: status, latency, time to first token."""
     t = time.perf_counter()
     out = {"status": None, "latency": None, "ttft": None}
-    with client.stream("POST", url + "/v1/ask", json={"app": app, "question": q, "stream": True},
+    with client.stream("POST", url + "/v1/ask", json={"app": app, "question": q, "stream": True, **STRATEGY},
                        timeout=900) as r:
         out["status"] = r.status_code
         if r.status_code != 200:
@@ -243,117 +255,168 @@ def overload(url: str, app: str, clients: int) -> dict:
     }
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--app", default=str(ROOT / "apps" / "legal"))
-    ap.add_argument("--max-new-tokens", type=int, default=16,
-                    help="per answer; small keeps the run bounded on a 2-core CPU")
-    ap.add_argument("--paired", type=int, default=4, help="questions for the library vs HTTP comparison")
-    ap.add_argument("--requests", default="3,6,16", help="requests per level for N=1,4,16")
-    ap.add_argument("--main-thread-samples", type=int, default=1,
-                    help="library calls in the main thread, reported for reference only")
-    ap.add_argument("--queue-size", type=int, default=4)
-    ap.add_argument("--concurrency", type=int, default=1)
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "serving.json"))
-    args = ap.parse_args()
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    sys.path.insert(0, str(ROOT))
+MODES = {
+    # name -> (concurrency, extra environment for `hybrid serve`)
+    "one_at_a_time": lambda a: (1, {}),
+    "batched": lambda a: (a.batch_size, {"HYBRID_API_BATCH_MAX_SIZE": str(a.batch_size),
+                                          "HYBRID_API_BATCH_WINDOW_MS": str(a.batch_window_ms)}),
+}
 
+
+def load_avg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+def paired_overhead(args, url: str, overrides: list[str]) -> dict:
+    """Library call vs HTTP on the same questions at N=1 (greedy: identical work on both sides)."""
     import httpx
-    import psutil
 
     from hybrid import pipeline
 
-    overrides = [f"generation.max_new_tokens={args.max_new_tokens}"]
-    levels = [1, 4, 16]
-    counts = [int(x) for x in args.requests.split(",")]
+    bot = pipeline.Assistant.from_dir(args.app, overrides)
+    bot.warm_up()
+    lib, http, lib_total, server_total = [], [], [], []
+    with httpx.Client(headers={"Authorization": f"Bearer {KEY}"}) as c:
+        in_worker_thread(lambda q: bot.ask(q, strategy=args.strategy), QUESTIONS[0])
+        for i in range(args.paired):
+            q = QUESTIONS[i % len(QUESTIONS)]
+            t = time.perf_counter()
+            a = in_worker_thread(lambda q: bot.ask(q, strategy=args.strategy), q)
+            lib.append(time.perf_counter() - t)
+            lib_total.append(a.timings.get("total", 0.0))
+            dt, body = ask_json(c, url, bot.app.name, q)
+            http.append(dt)
+            server_total.append(body["timings"].get("total", 0.0))
+            print(f"  paired {i + 1}/{args.paired}: library {lib[-1]:.2f}s, http {dt:.2f}s", flush=True)
+    ratio = statistics.median(http) / statistics.median(lib) - 1
+    added = [h - s for h, s in zip(http, server_total)]
+    return {"questions": args.paired, "library_p50_s": pct(lib, 50), "http_p50_s": pct(http, 50),
+            "overhead_ratio_median": round(ratio, 4),
+            "pipeline_total_p50_s": {"library": pct(lib_total, 50), "server": pct(server_total, 50)},
+            "http_added_ms_p50": round(statistics.median(added) * 1000, 2),
+            "target": "HTTP adds < 10% to the median latency at N=1", "met": ratio < 0.10}
+
+
+def run_mode(name: str, args, overrides: list[str], levels: list[int], counts: list[int], log: Path) -> dict:
+    import httpx
+
+    concurrency, env = MODES[name](args)
     port = free_port()
     url = f"http://127.0.0.1:{port}"
-    from core.io import cache_dir
-
-    log = cache_dir("bench") / "serving.server.log"  # the server's own log, kept out of results/
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-
-    print(f"starting hybrid serve on {url} ({args.app}) ...", flush=True)
-    proc, ready_s = start_server(args.app, port, overrides, args.concurrency, args.queue_size, log)
+    out: dict = {"server": {"concurrency": concurrency, "queue_size": args.queue_size, **env},
+                 "load_avg_before": load_avg()}
+    print(f"[{name}] starting hybrid serve on {url} (concurrency {concurrency}, {env or 'no batching'}) ...",
+          flush=True)
+    proc, ready_s = start_server(args.app, port, overrides, concurrency, args.queue_size, log, env)
+    out["server"]["ready_s"] = round(ready_s, 1)
     sampler = RssSampler(proc.pid)
+    app = Path(args.app).name
     try:
-        print(f"ready in {ready_s:.1f}s; loading the library side ...", flush=True)
-        lib_rss = RssSampler(os.getpid())
-        bot = pipeline.Assistant.from_dir(args.app, overrides)
-        bot.warm_up()
-        pipeline.ask(QUESTIONS[0], bot)  # both sides warm before timing
         with httpx.Client(headers={"Authorization": f"Bearer {KEY}"}) as c:
-            ask_json(c, url, bot.app.name, QUESTIONS[0])
-            lib, http, server_total, lib_total = [], [], [], []
-            main_thread = []
-            for i in range(args.main_thread_samples):
-                t = time.perf_counter()
-                pipeline.ask(QUESTIONS[i % len(QUESTIONS)], bot)
-                main_thread.append(time.perf_counter() - t)
-                print(f"  library in the main thread: {main_thread[-1]:.2f}s", flush=True)
-            for i in range(args.paired):
-                q = QUESTIONS[i % len(QUESTIONS)]
-                t = time.perf_counter()
-                a = in_worker_thread(pipeline.ask, q, bot)
-                lib.append(time.perf_counter() - t)
-                lib_total.append(a.timings.get("total", 0.0))
-                dt, body = ask_json(c, url, bot.app.name, q)
-                http.append(dt)
-                server_total.append(body["timings"].get("total", 0.0))
-                same = body["answer"] == a.text
-                print(f"  paired {i + 1}/{args.paired}: library {lib[-1]:.2f}s, http {dt:.2f}s "
-                      f"(same answer: {same})", flush=True)
-        lib_peak = lib_rss.stop()
-        ratio = statistics.median(http) / statistics.median(lib) - 1
-        added = [h - s for h, s in zip(http, server_total)]
-        results = {
-            "benchmark": "serving", "app": bot.app.name, "max_new_tokens": args.max_new_tokens,
-            "machine": {"cpus": os.cpu_count(), "load_avg_at_start": [round(x, 2) for x in os.getloadavg()],
-                        "python": platform.python_version(), "platform": platform.platform()},
-            "server": {"concurrency": args.concurrency, "queue_size": args.queue_size, "ready_s": round(ready_s, 1)},
-            "library_vs_http_n1": {
-                "questions": args.paired,
-                "library_p50_s": pct(lib, 50), "library_p95_s": pct(lib, 95),
-                "library_runs_in": "a worker thread, like the server (see in_worker_thread)",
-                "library_main_thread_s": [round(x, 2) for x in main_thread],
-                "http_p50_s": pct(http, 50), "http_p95_s": pct(http, 95),
-                "overhead_ratio_median": round(ratio, 4),
-                # the answer's own timings.total on each side: how much the shared machine moved
-                "pipeline_total_p50_s": {"library": pct(lib_total, 50), "server": pct(server_total, 50)},
-                "http_added_ms_p50": round(statistics.median(added) * 1000, 2),
-                "http_added_ms_max": round(max(added) * 1000, 2),
-                "http_added_share_p50": round(statistics.median([a / h for a, h in zip(added, http)]), 4),
-                "target": "HTTP adds < 10% to the median latency at N=1",
-                "met": ratio < 0.10,
-            },
-            "levels": [],
-        }
+            ask_json(c, url, app, QUESTIONS[0])  # warm: first answer pays one-off costs
+        if args.paired and name == args.modes.split(",")[0]:
+            out["library_vs_http_n1"] = paired_overhead(args, url, overrides)
+        out["levels"] = []
         for n, count in zip(levels, counts):
-            print(f"load: {n} client(s), {count} requests ...", flush=True)
-            lvl = load_level(url, bot.app.name, n, count)
+            print(f"[{name}] load: {n} client(s), {count} requests ...", flush=True)
+            lvl = load_level(url, app, n, count)
+            lvl["load_avg_after"] = load_avg()
             print(f"  {lvl}", flush=True)
-            results["levels"].append(lvl)
-        cap = args.concurrency + args.queue_size
-        print(f"overload: {3 * cap} clients at once (capacity {cap}) ...", flush=True)
-        ov = overload(url, bot.app.name, 3 * cap)
+            out["levels"].append(lvl)
+        cap = concurrency + args.queue_size
+        print(f"[{name}] overload: {3 * cap} clients at once (capacity {cap}) ...", flush=True)
+        ov = overload(url, app, 3 * cap)
         ov.update({"capacity": cap, "target_ms": 100,
                    "met": bool(ov["hung"] == 0 and ov["reject_latency_p95_ms"] is not None
                                and ov["reject_latency_p95_ms"] < 100)})
         print(f"  {ov}", flush=True)
-        results["overload_3x"] = ov
+        out["overload_3x"] = ov
         metrics = httpx.get(url + "/metrics", headers={"Authorization": f"Bearer {KEY}"}, timeout=30).text
-        results["server_metrics_sample"] = [ln for ln in metrics.splitlines()
-                                            if ln.startswith(("hybrid_routes_total", "hybrid_rejected_total"))]
+        out["server_metrics_sample"] = [ln for ln in metrics.splitlines()
+                                        if ln.startswith(("hybrid_routes_total", "hybrid_rejected_total"))]
     finally:
         proc.terminate()
-        code = proc.wait(120)
-        server_peak = sampler.stop()
-    results["peak_rss_mb"] = {"server": round(server_peak / 2**20, 1), "library_process": round(lib_peak / 2**20, 1)}
-    results["server_exit_code_after_sigterm"] = code
-    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
-    print(json.dumps({k: results[k] for k in ("library_vs_http_n1", "overload_3x", "peak_rss_mb")}, indent=2))
+        out["server_exit_code_after_sigterm"] = proc.wait(120)
+        out["peak_rss_mb"] = round(sampler.stop() / 2**20, 1)
+    out["load_avg_after"] = load_avg()
+    sizes: dict[str, int] = {}
+    for m in re.finditer(r"batch of (\d+) row", log.read_text(errors="replace")):
+        sizes[m.group(1)] = sizes.get(m.group(1), 0) + 1
+    if sizes:  # from the server's log: one line per batched generation (hybrid.generation.batching)
+        out["batch_sizes"] = dict(sorted(sizes.items(), key=lambda kv: int(kv[0])))
+    return out
+
+
+def level(mode: dict, n: int) -> dict | None:
+    return next((lvl for lvl in mode.get("levels", []) if lvl["clients"] == n), None)
+
+
+def verdict(mode: dict) -> dict:
+    """The batching targets, from one mode's own N=1 and N=8 levels."""
+    one, eight = level(mode, 1), level(mode, 8)
+    if not one or not eight or not one["answers_per_s"] or not one["latency_p95_s"]:
+        return {"met": None, "why": "needs the N=1 and N=8 levels with answers"}
+    tput = eight["answers_per_s"] / one["answers_per_s"]
+    p95 = (eight["latency_p95_s"] or 0) / one["latency_p95_s"]
+    ov = mode.get("overload_3x", {})
+    return {"throughput_n8_over_n1": round(tput, 2), "throughput_target": 2.5,
+            "p95_n8_over_n1": round(p95, 2), "p95_target": 3.0,
+            "overload_met": ov.get("met"),
+            "met": bool(tput >= 2.5 and p95 <= 3.0 and ov.get("met"))}
+
+
+def main() -> None:
+    global STRATEGY
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--app", default=str(ROOT / "apps" / "legal"))
+    ap.add_argument("--strategy", default="rag", help="forced on every request ('auto' lets the router pick)")
+    ap.add_argument("--max-new-tokens", type=int, default=32,
+                    help="per answer; small keeps the run bounded on a 2-core CPU")
+    ap.add_argument("--levels", default="1,4,8,16", help="concurrent clients per level")
+    ap.add_argument("--requests", default="3,8,16,16", help="requests per level")
+    ap.add_argument("--modes", default="one_at_a_time,batched", help=f"from {', '.join(MODES)}, run in this order")
+    ap.add_argument("--batch-size", type=int, default=8, help="batched mode: HYBRID_API_BATCH_MAX_SIZE")
+    ap.add_argument("--batch-window-ms", type=float, default=15.0, help="batched mode: HYBRID_API_BATCH_WINDOW_MS")
+    ap.add_argument("--queue-size", type=int, default=8, help="both modes")
+    ap.add_argument("--paired", type=int, default=0, help="library vs HTTP questions at N=1 (0 = skip)")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "serving.json"))
+    args = ap.parse_args()
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    STRATEGY = {} if args.strategy == "auto" else {"strategy": args.strategy}
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    bad = [m for m in modes if m not in MODES]
+    if bad:
+        raise SystemExit(f"unknown mode(s) {', '.join(bad)}; known: {', '.join(MODES)}")
+    levels = [int(x) for x in args.levels.split(",")]
+    counts = [int(x) for x in args.requests.split(",")]
+    if len(levels) != len(counts):
+        raise SystemExit(f"--levels has {len(levels)} values but --requests has {len(counts)}")
+    overrides = [f"generation.max_new_tokens={args.max_new_tokens}"]
+    from core.io import atomic_write_text, cache_dir
+
+    log = cache_dir("bench") / "serving.server.log"  # the servers' own log, kept out of results/
+    results: dict = {
+        "benchmark": "serving: one-at-a-time vs batched", "app": Path(args.app).name,
+        "strategy": args.strategy, "max_new_tokens": args.max_new_tokens,
+        "machine": {"cpus": os.cpu_count(), "load_avg_at_start": load_avg(),
+                    "python": platform.python_version(), "platform": platform.platform()},
+        "modes": {},
+    }
+    t0 = time.perf_counter()
+    for m in modes:
+        results["modes"][m] = run_mode(m, args, overrides, levels, counts, log.with_name(f"serving.{m}.server.log"))
+        results["modes"][m]["targets"] = verdict(results["modes"][m])
+    one, bat = results["modes"].get("one_at_a_time"), results["modes"].get("batched")
+    if one and bat:
+        results["batched_vs_one_at_a_time_answers_per_s"] = {
+            str(n): round(level(bat, n)["answers_per_s"] / level(one, n)["answers_per_s"], 2)
+            for n in levels if level(bat, n) and level(one, n) and level(one, n)["answers_per_s"]}
+    results["machine"]["load_avg_at_end"] = load_avg()
+    results["wall_s"] = round(time.perf_counter() - t0, 1)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(Path(args.out), json.dumps(results, indent=2) + "\n")
+    print(json.dumps({m: r.get("targets") for m, r in results["modes"].items()}, indent=2))
     print(f"wrote {args.out}")
 
 

@@ -358,10 +358,14 @@ class BatchingGenerator:
         s.sizes[len(live)] = s.sizes.get(len(live), 0) + 1
         params = dataclasses.replace(live[0].params, stop=[],
                                      max_new_tokens=max(r.params.max_new_tokens for r in live))
+        t = time.perf_counter()
         try:
             criteria = row_criteria(live, self.inner.tokenizer, self.inner._eos_ids(), s)
             self.inner._run([r.ids for r in live], live[0].adapter, params, threading.Event(), [0],
                             criteria=criteria)
+            # one line per batch (as the pipeline logs one per answer): what a serving run can be checked by
+            log.info("batch of %d row(s), prompts up to %d tokens, %d new at most: %.2f s", len(live),
+                     max(len(r.ids) for r in live), max(len(r.tokens) for r in live), time.perf_counter() - t)
         except BaseException as e:  # noqa: BLE001 - handed to every row's caller, the thread lives on
             log.error("batched generation of %d row(s) failed: %s: %s", len(live), type(e).__name__, e)
             for r in live:
