@@ -50,6 +50,8 @@ from indexes.embed import HashEmbedder
 from indexes.kb import KnowledgeBase
 from tests.conftest import ROOT
 
+# 200 examples of up to 12 steps each. No example database: a failure prints its steps and a
+# @reproduce_failure blob instead (print_blob), and nothing is written into the work tree.
 SETTINGS = settings(max_examples=200, deadline=None, stateful_step_count=12, database=None, print_blob=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 VOCAB = ("tenant", "notice", "lease", "rent", "court", "appeal", "holiday", "wage", "privacy", "request",
@@ -238,7 +240,7 @@ while True:
 
 
 class ForkServer:
-    WAIT_S = 20  # generous bound on any one reply: a hang fails with what was said so far
+    WAIT_S = 120  # generous bound on any one reply: a hang fails with what was said so far
 
     def __init__(self) -> None:
         env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
