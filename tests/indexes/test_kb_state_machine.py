@@ -50,8 +50,8 @@ from indexes.embed import HashEmbedder
 from indexes.kb import KnowledgeBase
 from tests.conftest import ROOT
 
-# 200 examples of up to 12 steps each. No example database: a failure prints its steps and a
-# @reproduce_failure blob instead (print_blob), and nothing is written into the work tree.
+# 200 examples of up to 12 steps each. No example database is kept (database=None): a failure prints
+# its steps and a @reproduce_failure blob (print_blob) that replays it.
 SETTINGS = settings(max_examples=200, deadline=None, stateful_step_count=12, database=None, print_blob=True,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 VOCAB = ("tenant", "notice", "lease", "rent", "court", "appeal", "holiday", "wage", "privacy", "request",
