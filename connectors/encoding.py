@@ -51,7 +51,8 @@ def _control_limit(n_chars: int) -> int:
 
 def _too_many_controls(count: int, n_chars: int) -> SkipError | None:
     if count > _control_limit(n_chars):
-        return SkipError("binary", f"looks like binary data, not text ({count} control bytes in {n_chars})")
+        return SkipError("binary", f"looks like binary data, not text ({count} of {n_chars} characters are "
+                                   f"control codes; at most {_control_limit(n_chars)} are tolerated)")
     return None
 
 
