@@ -16,7 +16,7 @@ import logging
 
 import click
 
-from hybrid.cli.options import set_option
+from hybrid.cli.options import app_set_option
 
 log = logging.getLogger("hybrid.serve")
 
@@ -35,7 +35,7 @@ log = logging.getLogger("hybrid.serve")
 @click.option("--timeout", "request_timeout", type=float, default=None, help="Per-request deadline, s [default 120].")
 @click.option("--drain-grace", type=float, default=None,
               help="Seconds in-flight requests get after SIGTERM [default 30].")
-@set_option
+@app_set_option
 def serve(apps, host, port, api_keys, concurrency, queue_size, request_timeout, drain_grace, overrides) -> None:
     """Serve the apps over HTTP: /v1/ask, /v1/chat/completions (OpenAI), /v1/search, /v1/documents,
     /v1/apps, /healthz, /readyz, /metrics, and the chat page at /."""

@@ -21,6 +21,7 @@ from apps.api import schemas as S
 from apps.api.backend import NotReadyError, UnknownAppError
 from apps.api.limits import BodyTooLarge
 from core.errors import HybridError, InputError
+from hybrid.generation.remote import BackendDeadline
 
 log = logging.getLogger("hybrid.api")
 
@@ -72,6 +73,8 @@ def to_api_error(e: BaseException) -> ApiError:
         return ApiError(503, str(e), "unavailable", {"Retry-After": "1"})
     if isinstance(e, InputError):
         return ApiError(422, str(e))
+    if isinstance(e, BackendDeadline):  # a remote generation server outlived its own deadline
+        return ApiError(504, str(e), "timeout")
     if isinstance(e, HybridError):
         return ApiError(500, f"{type(e).__name__}: {e}", "server_error")
     log.exception("unexpected error", exc_info=e)

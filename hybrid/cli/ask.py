@@ -6,7 +6,7 @@ import json
 
 import click
 
-from hybrid.cli.options import StrategyChoice, set_option
+from hybrid.cli.options import StrategyChoice, app_set_option
 
 app_option = click.option("-a", "--app", "app_dir", required=True, envvar="HYBRID_APP",
                           type=click.Path(file_okay=False), help="App directory with app.yaml (env: HYBRID_APP).")
@@ -48,7 +48,7 @@ def format_answer(ans, *, show_route: bool = True) -> str:
 @click.option("-f", "--filter", "filters", multiple=True, metavar="FIELD=VALUE",
               help="Scope retrieval (repeatable), as in hybrid search: source=policy.txt, source=a.txt|b.txt.")
 @click.option("--json", "as_json", is_flag=True, help="Print the whole answer as JSON.")
-@set_option
+@app_set_option
 def cli(question: str, app_dir: str, strategy: str, router: str | None, filters: tuple[str, ...], as_json: bool,
         overrides) -> None:
     """Answer QUESTION with an app, and say how the answer was made.

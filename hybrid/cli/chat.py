@@ -7,7 +7,7 @@ import sys
 import click
 
 from hybrid.cli.ask import app_option
-from hybrid.cli.options import StrategyChoice, set_option, strategy_choices
+from hybrid.cli.options import StrategyChoice, app_set_option, strategy_choices
 
 
 def help_line() -> str:
@@ -21,7 +21,7 @@ def help_line() -> str:
               help="Force a strategy for every turn; auto lets the router decide.")
 @click.option("-r", "--router", default=None, metavar="KIND", help="rules, learned or fixed:<strategy>.")
 @click.option("-q", "--quiet", is_flag=True, help="Do not print the route line before each answer.")
-@set_option
+@app_set_option
 def cli(app_dir: str, strategy: str, router: str | None, quiet: bool, overrides) -> None:
     """Chat with an app; answers stream as they are generated. Ctrl-D or /quit ends."""
     from core.errors import HybridError

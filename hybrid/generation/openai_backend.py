@@ -27,7 +27,8 @@ from typing import Any, Callable, Iterator
 
 from core.errors import InputError, ModelError
 from core.protocols import Generation, GenerationParams, Message
-from hybrid.chat import SystemPrompt, apply_system_prompt, system_prompt_hash, validate_messages
+from hybrid.chat import (SystemPrompt, apply_system_prompt, neutralize_messages, system_prompt_hash,
+                         validate_messages)
 from hybrid.generation import GENERATORS
 from hybrid.generation.params import check_params, cut_at_stop
 from hybrid.generation.remote import BackendError, BackendHTTPError, OpenAIClient
@@ -203,6 +204,12 @@ class OpenAIGenerator:
     # -- requests
     def _messages(self, messages: list[Message]) -> tuple[list[Message], Any]:
         msgs = validate_messages(messages)
+        tok = self.tokenizer
+        if tok is not None:
+            # the server renders the chat template, so the control strings are made ordinary text here,
+            # with the local copy of its tokenizer's list; without one we cannot know the server's
+            # special tokens (docs/prompt-integrity.md says so)
+            msgs = neutralize_messages(tok, msgs)[0]
         own = next((m["content"] for m in msgs if m["role"] == "system"), None)
         if own is not None:
             sp: Any = own

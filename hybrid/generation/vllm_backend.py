@@ -30,7 +30,7 @@ from typing import Any, Callable, Iterator
 
 from core.errors import InputError, ModelError
 from core.protocols import Generation, GenerationParams, Message
-from hybrid.chat import SystemPrompt, apply_system_prompt, validate_messages
+from hybrid.chat import SystemPrompt, apply_system_prompt, neutralize_messages, validate_messages
 from hybrid.generation import GENERATORS
 from hybrid.generation.params import check_params, cut_at_stop
 
@@ -140,11 +140,17 @@ class VLLMGenerator:
             self._ranks[name] = rank
 
     # -- requests
+    @property
+    def tokenizer(self) -> Any:
+        """The engine's tokenizer: vLLM renders the chat template with it (and the guard counts with it)."""
+        return self._engine().get_tokenizer()
+
     def _messages(self, messages: list[Message]) -> list[Message]:
         msgs = validate_messages(messages)
-        if any(m["role"] == "system" for m in msgs):
-            return msgs
-        return apply_system_prompt(msgs, self.system_prompt)
+        if not any(m["role"] == "system" for m in msgs):
+            msgs = apply_system_prompt(msgs, self.system_prompt)
+        # llm.chat renders with vLLM's own template code, not render_chat: neutralize here
+        return neutralize_messages(self.tokenizer, msgs)[0]
 
     def count_tokens(self, messages: list[Message]) -> int:
         tok = self._engine().get_tokenizer()

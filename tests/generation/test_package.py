@@ -9,8 +9,8 @@ from core.errors import InputError
 from hybrid.generation import GENERATORS, HFGenerator, ScriptedGenerator
 
 
-def test_both_backends_are_registered_by_name():
-    assert GENERATORS.names() == ["hf", "scripted"]
+def test_the_backends_are_registered_by_name():
+    assert GENERATORS.names() == ["hf", "openai", "scripted", "transformers", "vllm"]
     assert GENERATORS.get("hf") is HFGenerator
     assert GENERATORS.get("scripted") is ScriptedGenerator
     assert "hf" in GENERATORS and "scripted" in GENERATORS and "nope" not in GENERATORS
@@ -32,13 +32,13 @@ def test_a_second_factory_under_a_taken_name_is_refused():
         GENERATORS.register("scripted")(Other)
     assert GENERATORS.get("hf") is HFGenerator and GENERATORS.get("scripted") is ScriptedGenerator
     GENERATORS.add("hf", HFGenerator)  # the same factory again (a re-import) is no duplicate
-    assert GENERATORS.names() == ["hf", "scripted"]
+    assert GENERATORS.names() == ["hf", "openai", "scripted", "transformers", "vllm"]
 
 
 def test_an_unknown_name_is_a_one_line_error_listing_the_known_ones():
     with pytest.raises(InputError) as err:
         GENERATORS.get("llamacpp")
-    assert str(err.value) == "unknown generator backend 'llamacpp'; known: hf, scripted"
+    assert str(err.value) == "unknown generator backend 'llamacpp'; known: hf, openai, scripted, transformers, vllm"
 
 
 @pytest.mark.parametrize("name, module", [
