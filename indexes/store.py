@@ -410,13 +410,21 @@ def install_generation(path: Path, src: Path) -> int:
 
 
 def salvage_documents(path: Path) -> tuple[list[Document], dict[str, Any] | None]:
-    """Documents from the newest generation whose SQLite file is readable (for rebuild without sources)."""
+    """Documents for a rebuild without sources: from the generation the manifest publishes when it is
+    readable, else from the newest readable one. The published one comes first because a sync killed
+    between renaming its files into place and swapping the manifest leaves a newer, unpublished
+    generation on disk that readers never saw (and whose pruning must not be made real by a rebuild)."""
     cfg = None
+    published = None
     try:
-        cfg = read_manifest(path).get("config")
-    except (CorruptKnowledgeBaseError, KnowledgeBaseError):
+        man = read_manifest(path)
+        cfg, published = man.get("config"), path / f"gen-{int(man['generation']):06d}.sqlite"
+    except (CorruptKnowledgeBaseError, KnowledgeBaseError, TypeError, ValueError):
         pass
     dbs = sorted((f for f in path.glob("gen-*.sqlite")), reverse=True)
+    if published is not None and published in dbs:
+        dbs.remove(published)
+        dbs.insert(0, published)
     for f in dbs:
         try:
             con = open_db_ro(f)
