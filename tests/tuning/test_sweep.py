@@ -224,3 +224,19 @@ def test_a_killed_sweep_resumes_and_retries_the_interrupted_trial(tmp_path, toke
     assert [t.state.name for t in st.trials] == ["FAIL", "COMPLETE", "COMPLETE"]
     assert st.trials[1].params == running.params and st.trials[1].user_attrs["retry_of"] == running.number
     assert result.ran == 2 and result.best_adapter is not None
+
+
+def test_downstream_objective_bad_inputs_are_one_line(tmp_path, tokenizer, catalogue_file, monkeypatch):
+    from hybrid.tuning.sweep import downstream_objective
+
+    with pytest.raises(InputError, match=r"--objective eval:nosuch: unknown strategy 'nosuch'"):
+        downstream_objective(ROOT / "apps" / "legal", ROOT / "apps" / "legal" / "questions.jsonl", "nosuch")
+    with pytest.raises(InputError, match=r"dev question set not found: .*missing.jsonl"):
+        downstream_objective(ROOT / "apps" / "legal", tmp_path / "missing.jsonl", "tuned")
+    space = _write(tmp_path / "space.yaml", SPACE)
+    res, _ = _invoke(["--data", str(catalogue_file), "--space", str(space), "--trials", "1", "--out",
+                      str(tmp_path / "sw"), "--objective", "eval:tuned"], tokenizer, tmp_path, monkeypatch)
+    assert res.exit_code == 2 and "needs --app and --questions" in res.output
+    res, _ = _invoke(["--data", str(catalogue_file), "--space", str(space), "--trials", "1", "--out",
+                      str(tmp_path / "sw"), "--objective", "accuracy"], tokenizer, tmp_path, monkeypatch)
+    assert res.exit_code == 2 and "--objective must be eval_loss or eval:<strategy>, got 'accuracy'" in res.output
