@@ -301,6 +301,8 @@ def run_mode(name: str, args, overrides: list[str], levels: list[int], counts: l
     import httpx
 
     concurrency, env = MODES[name](args)
+    if args.threads:
+        env = {**env, "HYBRID_TORCH_THREADS": str(args.threads)}
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     out: dict = {"server": {"concurrency": concurrency, "queue_size": args.queue_size, **env},
@@ -378,6 +380,9 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=8, help="batched mode: HYBRID_API_BATCH_MAX_SIZE")
     ap.add_argument("--batch-window-ms", type=float, default=15.0, help="batched mode: HYBRID_API_BATCH_WINDOW_MS")
     ap.add_argument("--queue-size", type=int, default=8, help="both modes")
+    ap.add_argument("--threads", type=int, default=1,
+                    help="HYBRID_TORCH_THREADS for both servers (1 was far faster on the busy 2-core machine: "
+                         "8 rows decoded at ~0.3 s a step on 1 thread, ~3.3 s on 2); 0 = torch's default")
     ap.add_argument("--paired", type=int, default=0, help="library vs HTTP questions at N=1 (0 = skip)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "serving.json"))
     args = ap.parse_args()
@@ -399,10 +404,18 @@ def main() -> None:
     results: dict = {
         "benchmark": "serving: one-at-a-time vs batched", "app": Path(args.app).name,
         "strategy": args.strategy, "max_new_tokens": args.max_new_tokens,
+        "torch_threads": args.threads or "torch default",
         "machine": {"cpus": os.cpu_count(), "load_avg_at_start": load_avg(),
                     "python": platform.python_version(), "platform": platform.platform()},
         "modes": {},
     }
+    if Path(args.out).is_file():  # what the previous run measured stays next to the new figures
+        try:
+            old = json.loads(Path(args.out).read_text())
+            results["previous_run"] = {k: old[k] for k in ("machine", "library_vs_http_n1", "levels", "overload_3x",
+                                                           "modes", "targets_batched") if k in old}
+        except (OSError, ValueError):
+            pass
     t0 = time.perf_counter()
     for m in modes:
         results["modes"][m] = run_mode(m, args, overrides, levels, counts, log.with_name(f"serving.{m}.server.log"))
