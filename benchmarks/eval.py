@@ -93,7 +93,7 @@ def main(argv=None) -> int:
         "target": "batched >= 2x one-by-one questions per minute",
         "note": "includes report writing (plots) on the batched side; " + SHARED_MACHINE_NOTE,
         "threads": args.threads or "torch default",
-        "batches_on_bf16_cpus": "prefill under bf16 autocast, decoding in fp32 (HFGenerator._bf16_prefill)",
+        "batches_on_bf16_cpus": "prefill under bf16 autocast, decoding in fp32 (hybrid.generation.cpu.bf16_prefill)",
         "machine": {"cpus": os.cpu_count(), "load_avg_at_start": load_start,
                     "load_avg_at_end": [round(x, 2) for x in os.getloadavg()]},
         "previous_run": previous,

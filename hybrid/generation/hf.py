@@ -32,6 +32,7 @@ from hybrid.chat import (
 )
 from core.errors import InputError, ModelError
 from hybrid.generation import GENERATORS
+from hybrid.generation.cpu import bf16_prefill, check_threads, env_threads
 from hybrid.generation.params import check_params, cut_at_stop
 from hybrid.generation.stream import GenerationStream, start_stream
 from core.protocols import Generation, GenerationParams, Message
@@ -90,27 +91,6 @@ def _generated_repetition_penalty(penalty: float, prompt_len: int) -> Any:
             return scores.scatter(1, new, picked)
 
     return _Penalty()
-
-
-THREADS_ENV = "HYBRID_TORCH_THREADS"
-
-
-def check_threads(n: Any, where: str = "threads") -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise InputError(f"{where} must be a positive integer, got {n!r}")
-    return n
-
-
-def env_threads() -> int | None:
-    """``HYBRID_TORCH_THREADS``: torch threads for generation in any command (unset = torch's default)."""
-    v = os.environ.get(THREADS_ENV, "").strip()
-    if not v:
-        return None
-    try:
-        n = int(v)
-    except ValueError:
-        n = v  # type: ignore[assignment]
-    return check_threads(n, THREADS_ENV)
 
 
 @GENERATORS.register("hf")
@@ -360,42 +340,11 @@ class HFGenerator:
             split = bf16 and width > 1 and not getattr(self.model.config, "is_encoder_decoder", False)
             amp = (torch.autocast("cpu", dtype=torch.bfloat16) if bf16 and not split else contextlib.nullcontext())
             with ctx, amp, torch.inference_mode():
-                extra = {"cache": self._bf16_prefill(input_ids, mask, params.max_new_tokens)} if split else {}
+                extra = {"cache": bf16_prefill(self.model, input_ids, mask, params.max_new_tokens)} if split else {}
                 out = self.model.generate(input_ids=input_ids, attention_mask=mask, stopping_criteria=criteria,
                                           logits_processor=processors, streamer=streamer,
                                           **self._generation_kwargs(params), **extra)
         return [list(map(int, row[width:])) for row in out]
-
-    def _bf16_prefill(self, input_ids: Any, mask: Any, max_new_tokens: int) -> Any:
-        """The prompt's KV cache (all but its last token), computed under bf16 autocast, in fp32,
-        preallocated for the whole generation.
-
-        Profiled on this AMX CPU (1 thread, busy machine, each variant twice). 8 rows of 800 prompt
-        tokens, 32 new: whole-batch autocast 46 s, fp32 42 s, this split 32 / 19 s. bf16 pays off in
-        the prefill's large matmuls; in decoding, autocast re-casts every weight at every step for one
-        token per row, so the steps run in fp32 (greedy tokens then follow fp32's closely). 8 rows of
-        1,200 tokens, 32 new: decoding from the default growing cache took 517 / 552 ms a step, from
-        this preallocated one 275 / 367 ms, because the default cache copies every layer's keys and
-        values with ``torch.cat`` at each step. ``generate`` continues from the cache with the
-        prompt's last token; positions follow the left padding, as it computes them.
-        """
-        import torch
-        from transformers import DynamicCache, StaticCache
-
-        config = self.model.config
-        cache = DynamicCache(config=config)
-        pos = (mask.cumsum(-1) - 1).clamp(min=0)
-        with torch.autocast("cpu", dtype=torch.bfloat16):
-            self.model(input_ids=input_ids[:, :-1], attention_mask=mask[:, :-1], position_ids=pos[:, :-1],
-                       cache=cache, use_cache=True, logits_to_keep=1)
-        if getattr(config, "sliding_window", None) or getattr(config, "layer_types", None):
-            for layer in cache.layers:  # mixed or windowed attention: keep transformers' own layout
-                layer.keys, layer.values = layer.keys.float(), layer.values.float()
-            return cache
-        static = StaticCache(config=config, max_cache_len=input_ids.shape[1] + max_new_tokens)
-        for i, layer in enumerate(cache.layers):
-            static.update(layer.keys.float(), layer.values.float(), i)
-        return static
 
     def _finish(self, new_ids: list[int], prompt_tokens: int, params: GenerationParams, cancelled: bool) -> Generation:
         eos = self._eos_ids()

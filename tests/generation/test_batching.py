@@ -221,7 +221,7 @@ def test_real_model_batched_greedy_answers_match_unbatched(real_gen):
 
 
 def test_bf16_prefill_batches_run_through_an_adapter(tiny_gen, tiny_model_dir, tmp_path):
-    """Batches on bf16 CPUs prefill under autocast and decode in fp32 (HFGenerator._bf16_prefill);
+    """Batches on bf16 CPUs prefill under autocast and decode in fp32 (hybrid.generation.cpu.bf16_prefill);
     the cache hand-over must also work through peft, with the adapter on or off."""
     from tests.generation.conftest import make_lora
 
@@ -308,3 +308,36 @@ def test_an_announcement_that_never_generates_lets_the_batch_go(tiny_gen):
     t.join(120)
     first.join(300)
     assert b.stats.sizes == {1: 1} and out["g"].completion_tokens > 0
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two", "1.5"])
+def test_a_bad_thread_setting_is_a_one_line_error(tiny_model_dir, monkeypatch, value):
+    from hybrid.generation import HFGenerator
+
+    monkeypatch.setenv("HYBRID_TORCH_THREADS", value)
+    with pytest.raises(InputError, match="HYBRID_TORCH_THREADS must be a positive integer"):
+        HFGenerator(str(tiny_model_dir))
+    monkeypatch.delenv("HYBRID_TORCH_THREADS")
+    with pytest.raises(InputError, match="threads must be a positive integer"):
+        HFGenerator(str(tiny_model_dir), threads=0)
+
+
+def test_threads_apply_in_the_generating_thread(tiny_model_dir, monkeypatch):
+    import torch
+
+    from hybrid.generation import HFGenerator
+
+    monkeypatch.setenv("HYBRID_TORCH_THREADS", "1")
+    gen = HFGenerator(str(tiny_model_dir), bf16=False)
+    assert gen.threads == 1
+    seen = {}
+
+    def in_thread() -> None:
+        torch.set_num_threads(2)  # whatever this thread had, generating sets the configured count
+        gen.generate(user("hello world"), params=make_params(max_new_tokens=2))
+        seen["threads"] = torch.get_num_threads()  # torch's setting is per thread: read it in this one
+
+    t = threading.Thread(target=in_thread)
+    t.start()
+    t.join(120)
+    assert seen["threads"] == 1
