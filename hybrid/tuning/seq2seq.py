@@ -1,40 +1,37 @@
 """Tuning encoder-decoder models (T5, FLAN-T5, BART): the prompt feeds the encoder, the answer is the
 decoder's target.
 
-    from hybrid.tuning.seq2seq import train_seq2seq
     result = train_seq2seq(cfg, data=["train.jsonl"], out="adapters/legal")   # cfg.base_model: a T5 dir
     Seq2SeqGenerator(cfg.base_model).load_adapter("legal", "adapters/legal")
 
-Data is read, validated, split and tokenized exactly as for causal models (``hybrid.tuning.mix.load_run_data``:
-the same rendering through ``hybrid.chat.render_chat``, the same skips and report). Each tokenized
-example is then split in two (``to_pair``): the tokens before its last answer are the encoder input,
-with the tokenizer's own special tokens around them exactly as ``hybrid.chat.encode_rendered`` adds them
-at inference (T5 appends ``</s>``); the last answer plus EOS are the labels. Earlier turns of a
-conversation stay in the encoder input, as context without a loss, which is also how inference sees them.
-
-Rows are never packed (every pair has its own encoder input), and the loss is the summed token
+Rows are read, checked, split and rendered exactly as for causal models (``hybrid.tuning.mix.load_run_data``).
+``to_pair`` then splits each tokenized example: the tokens before its last answer are the encoder input,
+with the tokenizer's special tokens around them as ``hybrid.chat.encode_rendered`` adds them at inference
+(T5 appends ``</s>``); the last answer plus EOS are the labels. Earlier turns stay in the encoder input as
+context without a loss, as inference sees them. Rows are never packed; the loss is the summed token
 cross-entropy over the labels, as in ``hybrid.tuning.loss``, so step losses compare with causal runs.
-The loop here is deliberately small: one process, no checkpoints or resume, no data mix, no early
-stopping. Each of those settings is refused with one clear line (``check_supported``) rather than
-ignored. Adapters are saved with ``hybrid.tuning.save.save_adapter`` and carry the usual card, with the
-peft task type ``SEQ_2_SEQ_LM`` so ``PeftModel.from_pretrained`` rebuilds the right wrapper.
+The loop is deliberately small (one process, no checkpoints, resume, data mix or early stopping); each of
+those settings is refused in one line (``check_supported``), never ignored. Adapters carry the usual
+card and peft's ``SEQ_2_SEQ_LM`` task type, so ``PeftModel.from_pretrained`` rebuilds the right wrapper.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import os
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
 from core.errors import ConfigError, InputError
-from hybrid.tuning.batches import MicroBatch, plan_epoch
+from hybrid.tuning.batches import plan_epoch
 from hybrid.tuning.config import TuneConfig
-from hybrid.tuning.data import IGNORE_INDEX, Example
+from hybrid.tuning.data import IGNORE_INDEX
+from hybrid.tuning.seq2seq_data import Pair, collate_pairs, special_tokens_around, to_pair, to_pairs  # noqa: F401
 
 log = logging.getLogger("hybrid.tuning.trainer")  # the name run logs carry (docs/tuning.md)
 
@@ -81,98 +78,6 @@ def check_supported(cfg: TuneConfig, *, resume: bool = False) -> None:
 
 
 # ------------------------------------------------------------------------------------------------
-# examples -> (encoder input, labels)
-
-
-@dataclass
-class Pair(Example):
-    """An ``Example`` split for an encoder-decoder: ``input_ids[:enc_len]`` feed the encoder, the rest
-    are the labels (``loss_mask`` marks them), so length planning and target counts work unchanged."""
-
-    enc_len: int = 0
-
-    @property
-    def encoder_ids(self) -> list[int]:
-        return self.input_ids[:self.enc_len]
-
-    @property
-    def label_ids(self) -> list[int]:
-        return self.input_ids[self.enc_len:]
-
-
-def special_tokens_around(tokenizer: Any) -> tuple[list[int], list[int]]:
-    """(prefix, suffix) ids that ``hybrid.chat.encode_rendered`` adds around a rendered prompt.
-
-    Tokenizers with a chat template get none (the template writes its own markers); otherwise the
-    tokenizer's usual special tokens, found by encoding one word with and without them (T5: suffix
-    ``</s>``; BART: ``<s>`` ... ``</s>``).
-    """
-    if getattr(tokenizer, "chat_template", None):
-        return [], []
-    bare = list(tokenizer("a", add_special_tokens=False)["input_ids"])
-    full = list(tokenizer("a", add_special_tokens=True)["input_ids"])
-    for i in range(len(full) - len(bare) + 1):
-        if full[i:i + len(bare)] == bare:
-            return full[:i], full[i + len(bare):]
-    return [], []
-
-
-def to_pair(ex: Example, prefix: Sequence[int], suffix: Sequence[int], eos: int | None) -> Pair | None:
-    """Split ``ex`` at its last answer span; None when no token before it is a prompt token."""
-    mask = ex.loss_mask
-    last = next((i for i in range(len(mask) - 1, -1, -1) if mask[i]), None)
-    if last is None:
-        return None
-    first = last
-    while first > 0 and mask[first - 1]:
-        first -= 1
-    if first == 0:
-        return None
-    enc = [*prefix, *ex.input_ids[:first], *suffix]
-    labels = list(ex.input_ids[first:last + 1])
-    if eos is not None and eos not in labels[-2:]:  # the answer must teach the decoder where to stop
-        labels.append(eos)
-    return Pair(enc + labels, [False] * len(enc) + [True] * len(labels), ex.source, ex.line, enc_len=len(enc))
-
-
-def to_pairs(examples: Sequence[Example], tokenizer: Any, what: str = "training") -> list[Pair]:
-    """Every example as a ``Pair``; examples without a prompt (plain-text rows) are one clear error."""
-    prefix, suffix = special_tokens_around(tokenizer)
-    pairs = [to_pair(ex, prefix, suffix, tokenizer.eos_token_id) for ex in examples]
-    bad = [ex for ex, p in zip(examples, pairs) if p is None]
-    if bad:
-        lines = ", ".join(str(ex.line) for ex in bad[:5])
-        raise InputError(f"{len(bad)} of {len(examples)} {what} rows have no prompt (plain-text rows, e.g. line(s) "
-                         f"{lines}): an encoder-decoder model needs a prompt for its encoder and an answer for "
-                         "its decoder; drop them or write them as question/answer rows")
-    return [p for p in pairs if p is not None]
-
-
-def collate_pairs(rows: Sequence[Sequence[Pair]], *, pad_id: int, pad_to_multiple: int = 8) -> MicroBatch:
-    """One micro-batch: encoder ids and mask (right-padded), labels (padded with -100).
-
-    ``targets`` hold the labels unshifted (the model derives the decoder input from them);
-    ``position_ids`` are plain positions, kept for the ``MicroBatch`` shape (relative-position T5 and
-    learned-position BART both compute their own).
-    """
-    import torch
-
-    pairs = [row[0] for row in rows]  # never packed: one pair per row
-    width = -(-max(p.enc_len for p in pairs) // pad_to_multiple) * pad_to_multiple
-    tlen = max(len(p.label_ids) for p in pairs)
-    ids = torch.full((len(pairs), width), pad_id, dtype=torch.long)
-    att = torch.zeros((len(pairs), width), dtype=torch.long)
-    tgt = torch.full((len(pairs), tlen), IGNORE_INDEX, dtype=torch.long)
-    for r, p in enumerate(pairs):
-        ids[r, :p.enc_len] = torch.tensor(p.encoder_ids, dtype=torch.long)
-        att[r, :p.enc_len] = 1
-        tgt[r, :len(p.label_ids)] = torch.tensor(p.label_ids, dtype=torch.long)
-    pos = torch.arange(width).expand(len(pairs), width)
-    n_targets = int((tgt != IGNORE_INDEX).sum())
-    return MicroBatch(ids, pos, tgt, att, sum(len(p) for p in pairs), n_targets, len(pairs) * (width + tlen))
-
-
-# ------------------------------------------------------------------------------------------------
 # model and loss
 
 
@@ -188,53 +93,72 @@ def _resolve_targets(model: Any, configured: list[str], default: list[str], cand
     return picked or list(configured)
 
 
-def _peft_config(model: Any, cfg: TuneConfig) -> Any:
-    """The method's peft config with task type SEQ_2_SEQ_LM (``hybrid.tuning.methods`` builds CAUSAL_LM)."""
-    from peft import IA3Config, LoraConfig, PrefixTuningConfig, PromptTuningConfig, TaskType
+def _lora(model: Any, cfg: TuneConfig, task: Any) -> Any:
+    from peft import LoraConfig
 
-    from hybrid.tuning.config import IA3Section, LoraSection
+    from hybrid.tuning.config import LoraSection
     from hybrid.tuning.methods import _check_targets
 
-    task = TaskType.SEQ_2_SEQ_LM
-    if cfg.method == "lora":
-        s = cfg.lora
-        targets = _resolve_targets(model, s.target_modules, LoraSection().target_modules, SEQ2SEQ_LORA_TARGETS)
-        _check_targets(model, targets, "lora")
-        return LoraConfig(task_type=task, r=s.r, lora_alpha=s.alpha, lora_dropout=s.dropout,
-                          target_modules="all-linear" if targets == ["all-linear"] else targets,
-                          use_rslora=s.use_rslora, use_dora=s.use_dora, bias=s.bias)
-    if cfg.method == "ia3":
-        s, d = cfg.ia3, IA3Section()
-        targets, ff = list(s.target_modules), list(s.feedforward_modules)
-        if targets == d.target_modules and ff == d.feedforward_modules:
-            present = {full.rsplit(".", 1)[-1] for full, _ in model.named_modules() if full}
-            targets, ff = next(((list(t), list(f)) for t, f in SEQ2SEQ_IA3_TARGETS if set(t) <= present), (targets, ff))
-        _check_targets(model, targets, "ia3")
-        return IA3Config(task_type=task, target_modules=targets, feedforward_modules=ff)
-    if cfg.method == "prompt_tuning":
-        if cfg.prompt_tuning.init_text:
-            raise ConfigError("prompt_tuning.init_text is not supported for encoder-decoder models; leave it empty")
-        return PromptTuningConfig(task_type=task, num_virtual_tokens=cfg.prompt_tuning.num_virtual_tokens)
-    if cfg.method == "prefix_tuning":
-        s = cfg.prefix_tuning
-        return PrefixTuningConfig(task_type=task, num_virtual_tokens=s.num_virtual_tokens,
-                                  prefix_projection=s.prefix_projection)
-    raise ConfigError(f"unknown tuning method {cfg.method!r}")
+    s = cfg.lora
+    targets = _resolve_targets(model, s.target_modules, LoraSection().target_modules, SEQ2SEQ_LORA_TARGETS)
+    _check_targets(model, targets, "lora")
+    return LoraConfig(task_type=task, r=s.r, lora_alpha=s.alpha, lora_dropout=s.dropout,
+                      target_modules="all-linear" if targets == ["all-linear"] else targets,
+                      use_rslora=s.use_rslora, use_dora=s.use_dora, bias=s.bias)
+
+
+def _ia3(model: Any, cfg: TuneConfig, task: Any) -> Any:
+    from peft import IA3Config
+
+    from hybrid.tuning.config import IA3Section
+    from hybrid.tuning.methods import _check_targets
+
+    s, d = cfg.ia3, IA3Section()
+    targets, ff = list(s.target_modules), list(s.feedforward_modules)
+    if targets == d.target_modules and ff == d.feedforward_modules:  # the Llama default: this model's analogue
+        present = {full.rsplit(".", 1)[-1] for full, _ in model.named_modules() if full}
+        targets, ff = next(((list(t), list(f)) for t, f in SEQ2SEQ_IA3_TARGETS if set(t) <= present), (targets, ff))
+    _check_targets(model, targets, "ia3")
+    return IA3Config(task_type=task, target_modules=targets, feedforward_modules=ff)
+
+
+def _prompt(model: Any, cfg: TuneConfig, task: Any) -> Any:
+    from peft import PromptTuningConfig
+
+    if cfg.prompt_tuning.init_text:  # peft would fetch a tokenizer by name for it
+        raise ConfigError("prompt_tuning.init_text is not supported for encoder-decoder models; leave it empty")
+    return PromptTuningConfig(task_type=task, num_virtual_tokens=cfg.prompt_tuning.num_virtual_tokens)
+
+
+def _prefix(model: Any, cfg: TuneConfig, task: Any) -> Any:
+    from peft import PrefixTuningConfig
+
+    s = cfg.prefix_tuning
+    return PrefixTuningConfig(task_type=task, num_virtual_tokens=s.num_virtual_tokens, prefix_projection=s.prefix_projection)
+
+
+# the peft config per method, with task type SEQ_2_SEQ_LM (hybrid.tuning.methods builds CAUSAL_LM ones);
+# "full" needs none and uses hybrid.tuning.methods' own
+PEFT_CONFIGS: dict[str, Callable[[Any, TuneConfig, Any], Any]] = {
+    "lora": _lora, "ia3": _ia3, "prompt_tuning": _prompt, "prefix_tuning": _prefix}
 
 
 def prepare_seq2seq_model(model: Any, cfg: TuneConfig) -> Any:
     """Wrap ``model`` for ``cfg.method`` (peft task type SEQ_2_SEQ_LM) and put it in training mode."""
-    if cfg.method == "full":
-        for p in model.parameters():
-            p.requires_grad_(True)
-        model.train()
-        return model
-    from peft import get_peft_model
+    from peft import TaskType, get_peft_model
 
-    try:
-        out = get_peft_model(model, _peft_config(model, cfg))
-    except ValueError as e:  # peft's own checks (e.g. an incompatible module type)
-        raise ConfigError(f"{cfg.method}: {str(e).splitlines()[0]}") from None
+    from hybrid.tuning.methods import methods
+
+    if cfg.method == "full":
+        out = methods.get("full")(model, cfg)
+    elif cfg.method not in PEFT_CONFIGS:
+        raise ConfigError(f"tuning method {cfg.method!r} has no encoder-decoder variant; known: "
+                          f"{', '.join(['full', *PEFT_CONFIGS])}")
+    else:
+        try:
+            out = get_peft_model(model, PEFT_CONFIGS[cfg.method](model, cfg, TaskType.SEQ_2_SEQ_LM))
+        except ValueError as e:  # peft's own checks (e.g. an incompatible module type)
+            raise ConfigError(f"{cfg.method}: {str(e).splitlines()[0]}") from None
     out.train()
     return out
 
@@ -292,6 +216,13 @@ def evaluate_pairs(loss_mod: Any, pairs: Sequence[Pair], cfg: TuneConfig, *, pad
 # the loop
 
 
+class _NoHooks:
+    """Stands in for the trainer's ``Callbacks`` when ``train_seq2seq`` is called directly."""
+
+    def __getattr__(self, name: str) -> Any:
+        return lambda *args, **kwargs: None
+
+
 def _batches(pairs: Sequence[Pair], cfg: TuneConfig) -> Iterator[list]:
     """Micro-batches epoch after epoch (each epoch reshuffled by its seed)."""
     epoch = 0
@@ -331,7 +262,6 @@ def train_seq2seq(cfg: TuneConfig, data: Sequence[str | os.PathLike[str]] = (), 
     torch.manual_seed(tc.seed)
     if model is None:
         from hybrid.generation.seq2seq import load_seq2seq_model
-
         model, tokenizer = load_seq2seq_model(cfg.base_model)
     if tokenizer is None:
         raise InputError("a tokenizer is required with a custom model")
@@ -343,8 +273,6 @@ def train_seq2seq(cfg: TuneConfig, data: Sequence[str | os.PathLike[str]] = (), 
     train_p, eval_p = to_pairs(run_data.train, tokenizer), to_pairs(run_data.eval, tokenizer, "eval")
     report, files = run_data.report, run_data.files
     log.info("data: %s; %d train / %d eval pairs", report.summary(), len(train_p), len(eval_p))
-    if not train_p:
-        raise InputError("no training pairs left after tokenization")
 
     model.config.use_cache = False
     model = prepare_seq2seq_model(model, cfg)
@@ -363,10 +291,9 @@ def train_seq2seq(cfg: TuneConfig, data: Sequence[str | os.PathLike[str]] = (), 
         run_dir.mkdir(parents=True, exist_ok=True)
         (run_dir / "metrics.jsonl").unlink(missing_ok=True)
     metrics = Metrics(run_dir / "metrics.jsonl" if run_dir else None, tc.tensorboard)
-    if hooks is not None:
-        hooks.on_start({"out": str(out) if out is not None else "", "total_steps": total, "steps_per_epoch":
-                        steps_per_epoch, "train_examples": len(train_p), "eval_examples": len(eval_p),
-                        "world_size": 1, "resume": False})
+    hooks = hooks if hooks is not None else _NoHooks()
+    hooks.on_start({"out": str(out) if out is not None else "", "total_steps": total, "steps_per_epoch": steps_per_epoch,
+                    "train_examples": len(train_p), "eval_examples": len(eval_p), "world_size": 1, "resume": False})
 
     history: list[tuple[int, float]] = []
     losses: list[float] = []
@@ -419,8 +346,7 @@ def train_seq2seq(cfg: TuneConfig, data: Sequence[str | os.PathLike[str]] = (), 
             if eval_p and ((tc.eval_every and step % tc.eval_every == 0) or step == total):
                 run_eval(step)
                 row["eval_loss"] = history[-1][1]
-            if hooks is not None:
-                hooks.on_log(row)
+            hooks.on_log(row)
             if on_step is not None:
                 on_step(step, row)
     finally:
@@ -441,12 +367,9 @@ def train_seq2seq(cfg: TuneConfig, data: Sequence[str | os.PathLike[str]] = (), 
         tokens_seen=tokens, steps=total,
         extra={"base_model_arg": cfg.base_model, "architecture": "encoder-decoder", "data_report": report.summary(),
                "train_loss_basis": basis, "eval_history": history, "target_tokens": targets_seen})
-    if hooks is not None:
-        hooks.on_card(card)
+    hooks.on_card(card)
     saved = None
     if out is not None:
-        import json
-
         from hybrid.tuning.save import save_adapter
 
         model.eval()
@@ -454,8 +377,7 @@ def train_seq2seq(cfg: TuneConfig, data: Sequence[str | os.PathLike[str]] = (), 
         if run_dir is not None and (run_dir / "metrics.jsonl").is_file():
             extra["metrics.jsonl"] = (run_dir / "metrics.jsonl").read_text(encoding="utf-8")
         saved = save_adapter(model, Path(out), card=card, tokenizer=tokenizer, extra_files=extra)
-    if hooks is not None:
-        hooks.on_end(card, saved, "FINISHED")
+    hooks.on_end(card, saved, "FINISHED")
     return TrainResult(out=saved, card=card, steps=total, train_loss=train_loss,
                        eval_loss=history[-1][1] if history else None, eval_history=history, step_losses=losses,
                        tokens_seen=tokens, target_tokens=targets_seen, padded_tokens=padded, wall_time_s=wall,

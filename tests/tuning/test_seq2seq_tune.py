@@ -194,6 +194,9 @@ def test_a_causal_model_or_foreign_targets_are_refused(t5, cat_file):
         train_seq2seq(cfg(), [cat_file], None, model=make_tiny_model(tok), tokenizer=tok)
     with pytest.raises(ConfigError, match=r"lora.target_modules \['q_proj'\] not found.*\bq\b"):
         train_seq2seq(cfg("lora.target_modules=[q_proj]"), [cat_file], None, model=model, tokenizer=tok)
+    with pytest.raises(ConfigError, match="prompt_tuning.init_text is not supported"):
+        train_seq2seq(cfg("method=prompt_tuning", "prompt_tuning.init_text=Answer briefly."), [cat_file], None,
+                      model=model, tokenizer=tok)
 
 
 def test_every_strategy_answers_on_a_t5_app_with_its_tuned_adapter(tmp_path, t5, t5_dir):
