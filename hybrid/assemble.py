@@ -71,7 +71,12 @@ def make_generator(app: AppConfig):
     backend = app.generation.backend  # "transformers" (the default): by generation.model, as before
     backend = generator_backend(app.generation.model) if backend in ("transformers", "hf") else backend
     args, kwargs = _BACKEND_ARGS.get(backend, lambda app: ((), {}))(app)
-    return GENERATORS.get(backend)(*args, **kwargs)
+    factory = GENERATORS.get(backend)
+    if backend == "hf":  # an encoder-decoder model directory (T5, BART): the seq2seq generator
+        from hybrid.generation.seq2seq import Seq2SeqGenerator, is_encoder_decoder_model
+
+        factory = Seq2SeqGenerator if is_encoder_decoder_model(args[0]) else factory
+    return factory(*args, **kwargs)
 
 
 def make_embedder(app: AppConfig):

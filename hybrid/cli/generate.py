@@ -58,7 +58,8 @@ def cli(prompt: str, model: str, adapter: str | None, system: str | None, max_ne
       hybrid generate "Hi" --system "You are a pirate." --temperature 0.8 --seed 3
     """
     from core.errors import InputError
-    from hybrid.generation import HFGenerator, make_params
+    from hybrid.generation import make_params
+    from hybrid.generation.seq2seq import pick_transformers_class
 
     if not prompt.strip():
         raise InputError("prompt is empty")
@@ -69,7 +70,8 @@ def cli(prompt: str, model: str, adapter: str | None, system: str | None, max_ne
     hf_logging.disable_progress_bar()
     params = make_params(max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed,
                          stop=list(stop))
-    gen = HFGenerator(model, system_prompt=system, trust_remote_code=trust_remote_code)
+    # a causal LM or an encoder-decoder (T5, BART) directory, by its config
+    gen = pick_transformers_class(model)(model, system_prompt=system, trust_remote_code=trust_remote_code)
     name = None
     if adapter:
         name, path = _resolve_adapter(adapter)

@@ -1,6 +1,6 @@
 """``Seq2SeqGenerator`` on a tiny random T5 saved from a config (``tests.generation.tiny_t5``; no download):
 loading, plain-format rendering, generation equal to transformers' own, batching, streaming, stop
-strings, adapters by name, clear refusals, and the app-level backend pick (xfail until the hook lands)."""
+strings, adapters by name, clear refusals, and the app-level backend pick."""
 
 from __future__ import annotations
 
@@ -175,7 +175,6 @@ def _t5_app(root, t5_dir):
     return write_app(root, "t5app", LEGAL_DOCS, LEGAL_EX, model=str(t5_dir), max_new_tokens=8)
 
 
-@pytest.mark.xfail(strict=True, reason="needs the make_generator hook")
 def test_an_app_whose_model_is_a_t5_dir_gets_the_seq2seq_generator(t5_dir, tmp_path, one_thread):
     from hybrid.app import load_app
     from hybrid.assemble import make_generator
