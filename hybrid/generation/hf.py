@@ -135,6 +135,8 @@ class HFGenerator:
         self._paths: dict[str, str] = {}
         self._warned: set[tuple[str, str, str]] = set()
         self._lock = threading.RLock()
+        self._bf16_copy: Any = None  # see _bf16_model
+        self.bf16_weights = True  # batches without adapters: a bf16 weight copy (False: bf16 prefill only)
 
     @classmethod
     def from_loaded(cls, model: Any, tokenizer: Any, *, model_id: str, sha: str = "", **kwargs: Any) -> "HFGenerator":
@@ -337,14 +339,31 @@ class HFGenerator:
             if params.temperature > 0:
                 torch.manual_seed(params.seed)
             bf16 = self.use_bf16(len(rows))
-            split = bf16 and width > 1 and not getattr(self.model.config, "is_encoder_decoder", False)
-            amp = (torch.autocast("cpu", dtype=torch.bfloat16) if bf16 and not split else contextlib.nullcontext())
+            decoder = not getattr(self.model.config, "is_encoder_decoder", False)
+            model, extra = self.model, {}
+            if bf16 and decoder and not self._paths and self.bf16_weights:
+                model, extra = self._bf16_model(), {"cache_implementation": "static"}
+            elif bf16 and decoder and width > 1:
+                extra = {"cache": "split"}
+            amp = (torch.autocast("cpu", dtype=torch.bfloat16) if bf16 and not extra else contextlib.nullcontext())
             with ctx, amp, torch.inference_mode():
-                extra = {"cache": bf16_prefill(self.model, input_ids, mask, params.max_new_tokens)} if split else {}
-                out = self.model.generate(input_ids=input_ids, attention_mask=mask, stopping_criteria=criteria,
-                                          logits_processor=processors, streamer=streamer,
-                                          **self._generation_kwargs(params), **extra)
+                if extra.get("cache") == "split":
+                    extra["cache"] = bf16_prefill(self.model, input_ids, mask, params.max_new_tokens)
+                out = model.generate(input_ids=input_ids, attention_mask=mask, stopping_criteria=criteria,
+                                     logits_processor=processors, streamer=streamer,
+                                     **self._generation_kwargs(params), **extra)
         return [list(map(int, row[width:])) for row in out]
+
+    def _bf16_model(self) -> Any:
+        """A bf16 copy of the base model for batches (no adapter loaded), made once: the same bf16
+        matmuls whole-batch autocast ran, without re-casting every weight at every step."""
+        if self._bf16_copy is None:
+            import copy
+
+            import torch
+
+            self._bf16_copy = copy.deepcopy(self.model).to(torch.bfloat16).eval()
+        return self._bf16_copy
 
     def _finish(self, new_ids: list[int], prompt_tokens: int, params: GenerationParams, cancelled: bool) -> Generation:
         eos = self._eos_ids()

@@ -227,7 +227,7 @@ def test_bf16_prefill_batches_run_through_an_adapter(tiny_gen, tiny_model_dir, t
 
     tiny_gen.load_adapter("a", make_lora(tiny_model_dir, tmp_path / "a", seed=1, base_sha=tiny_gen.sha,
                                          base_id=tiny_gen.model_id, tokenizer=tiny_gen.tokenizer))
-    tiny_gen._bf16 = True  # a per-test generator (conftest.tiny_gen)
+    tiny_gen._bf16 = True  # a per-test generator (conftest.tiny_gen); with an adapter: the split path
     p = make_params(max_new_tokens=8)
     base = tiny_gen.generate_batch([user(q) for q in PROMPTS[:3]], params=p)
     tuned = tiny_gen.generate_batch([user(q) for q in PROMPTS[:3]], adapter="a", params=p)
@@ -236,15 +236,18 @@ def test_bf16_prefill_batches_run_through_an_adapter(tiny_gen, tiny_model_dir, t
 
 
 @pytest.mark.slow
-def test_real_model_bf16_prefill_batch_matches_fp32_answers(real_gen):
-    """The batch path on bf16 CPUs (bf16 prefill, fp32 decoding) against fp32 one by one: same
-    robust check as above (first 8 tokens), since bf16 rounding is a float difference too."""
+@pytest.mark.parametrize("weights", [True, False], ids=["bf16-weights", "bf16-prefill-fp32-decode"])
+def test_real_model_bf16_batch_paths_match_fp32_answers(real_gen, weights):
+    """The batch paths on bf16 CPUs against fp32 one by one: a bf16 weight copy (no adapter loaded),
+    or a bf16 prefill with fp32 decoding (the path with adapters). Same robust check as above
+    (first 8 tokens), since bf16 rounding is a float difference too."""
     qs = ["What is the capital of France?", "Name three primary colours."]
     p = make_params(max_new_tokens=16)
     real_gen._bf16 = False
     solo = [real_gen.generate(user(q), params=p) for q in qs]
-    real_gen._bf16 = True
+    real_gen._bf16, real_gen.bf16_weights, real_gen._bf16_copy = True, weights, None  # per-test copy
     batch = real_gen.generate_batch([user(q) for q in qs], params=p)
+    assert (real_gen._bf16_copy is not None) == weights
     tok = real_gen.tokenizer
     for s, g in zip(solo, batch):
         a, c = tok.encode(s.text, add_special_tokens=False), tok.encode(g.text, add_special_tokens=False)
