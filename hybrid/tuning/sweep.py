@@ -301,12 +301,15 @@ def run_sweep(cfg: Any, space: Space, trials: int, *, data: Sequence[str | os.Pa
         if prune else optuna.pruners.NopPruner()
     try:
         study = optuna.create_study(study_name=name, storage=url, load_if_exists=True, direction=direction,
-                                    sampler=optuna.samplers.TPESampler(seed=seed), pruner=pruner)
+                                    pruner=pruner)
     except Exception as e:  # noqa: BLE001 - a bad URL, a missing driver, a locked file
         raise InputError(f"cannot open the study storage {url}: {str(e).splitlines()[0]}") from None
     if study.direction.name.lower() != direction:
         raise InputError(f"study {name!r} in {url} was created to {study.direction.name.lower()}; this objective "
                          f"needs {direction}: use another --study-db or study name")
+    # A seeded sampler restarts its sequence in every process; advancing the seed by the trials already in
+    # the study keeps a resumed (or a second machine's) run from repeating the parameters tried before.
+    study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.get_trials(deepcopy=False)))
     retried = recover_interrupted(study)
     if retried:
         echo(f"resuming: trials {retried} were interrupted; their parameters run again")

@@ -143,6 +143,8 @@ def test_sweep_tracks_trials_reports_the_best_and_resumes(tmp_path, tokenizer, c
     study = optuna.load_study(study_name="sw", storage=f"sqlite:///{out / 'study.sqlite'}")
     states = [t.state.name for t in study.trials]
     assert len(states) == 4 and all(s in ("COMPLETE", "PRUNED") for s in states)
+    # the resumed run's sampler does not replay the first run's sequence
+    assert len({tuple(sorted(t.params.items())) for t in study.trials}) == 4
     best = study.best_trial
     assert f"best trial {best.number}: eval_loss {best.value:.4f}" in res.output
     from hybrid.tuning.card import read_card
