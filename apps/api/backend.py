@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol, Sequence, runtime_checkable
 
+from apps.api.batched import batched_generator, torch_threads
 from core.errors import ConfigError, InputError
 from core.types import Answer, Chunk, Citation, Decision, Document, Hit
 
@@ -121,7 +122,7 @@ class RealBackend:
             cfg = load_app(d, overrides)
             if cfg.name in self._assistants:
                 raise ConfigError(f"two apps are named {cfg.name!r} (second: {d}); app names must differ")
-            gen = _batched_generator(cfg, batching)
+            gen = batched_generator(cfg, batching)
             if hasattr(gen, "stats"):
                 self._batchers[cfg.name] = gen
             self._assistants[cfg.name] = Assistant(cfg, generator=gen)
@@ -202,6 +203,7 @@ class RealBackend:
         if not self.ready():
             raise NotReadyError("still loading models and knowledge bases")
         a = self._for_request(req)
+        torch_threads()
         batcher = getattr(self, "_batchers", {}).get(req.app)  # (tests build bare backends with __new__)
         # while retrieval runs, the app's batcher knows this answer is coming and may hold a batch for it
         with batcher.expect() if batcher is not None else contextlib.nullcontext():
@@ -262,26 +264,6 @@ class RealBackend:
             sync = _jsonable(kb.sync(docs, prune=False))
         progress("done", 1.0)
         return {"documents": len(docs), "load": report, "sync": sync}
-
-
-def _batched_generator(cfg: Any, batching: Any) -> Any:
-    """The app's generator wrapped in a ``BatchingGenerator`` when batching is on and the app runs
-    the in-process transformers backend; None (the assistant makes its own, as before) otherwise."""
-    if batching.batch_max_size <= 1:
-        return None
-    from hybrid.assemble import make_generator
-    from hybrid.generation import HFGenerator
-    from hybrid.generation.batching import BatchingGenerator
-
-    gen = make_generator(cfg)
-    if not isinstance(gen, HFGenerator):
-        log.warning("app %s: batched serving needs the transformers backend; %s answers one at a time",
-                    cfg.name, type(gen).__name__)
-        return gen
-    log.info("app %s: batched serving, up to %d answers per batch, %.0f ms gathering window",
-             cfg.name, batching.batch_max_size, batching.batch_window_ms)
-    return BatchingGenerator(gen, max_batch=batching.batch_max_size, window=batching.batch_window_ms / 1000,
-                             max_wait=getattr(batching, "batch_max_wait_ms", 0.0) / 1000)
 
 
 def _count_completion(ans: Answer, text: str, assistant) -> Answer:
