@@ -252,8 +252,9 @@ def _finished(study: Any) -> int:
 class _Pruning:
     """The trial's ``on_step``: report each eval loss, stop the run when the median pruner says so."""
 
-    def __init__(self, trial: Any) -> None:
+    def __init__(self, trial: Any, final_step: int = 0) -> None:
         self.trial = trial
+        self.final = final_step  # 0: unknown (steps derived from epochs)
         self.last_step = 0
 
     def __call__(self, step: int, row: dict[str, Any]) -> None:
@@ -264,7 +265,8 @@ class _Pruning:
         if ev is None or not math.isfinite(ev):
             return
         self.trial.report(float(ev), step)
-        if self.trial.should_prune():
+        # at the final step the trial has already paid for its training: keep its result
+        if not (self.final and step >= self.final) and self.trial.should_prune():
             raise optuna.TrialPruned(f"eval loss {ev:.4f} at step {step} is worse than the median")
 
 
@@ -335,13 +337,14 @@ def run_sweep(cfg: Any, space: Space, trials: int, *, data: Sequence[str | os.Pa
         trial.set_user_attr("owner", _owner())
         values = {d.name: d.suggest(trial) for d in space.dims}
         tdir = out_dir / "trials" / f"trial-{trial.number:03d}"
-        pruning = _Pruning(trial) if prune else None
+        pruning = None
         try:
             tcfg = trial_config(cfg, {**values, **fixed})
             tcfg = dataclasses.replace(tcfg, track=dataclasses.replace(
                 tcfg.track, experiment=f"hybrid-sweep-{name}", run_name=f"trial-{trial.number:03d}",
                 tags={**tcfg.track.tags, "optuna.study": name, "optuna.trial": str(trial.number),
                       "optuna.storage": url if url.startswith("sqlite") else url.split("@")[-1]}))
+            pruning = _Pruning(trial, tcfg.train.max_steps) if prune else None
             model, tokenizer = model_factory(tcfg)
             res = train(tcfg, data, tdir, eval_data=eval_data, model=model, tokenizer=tokenizer,
                         on_step=pruning, progress=False)

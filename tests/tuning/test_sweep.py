@@ -120,6 +120,10 @@ def test_median_pruner_stops_a_trial_worse_than_the_median():
     with pytest.raises(optuna.TrialPruned, match="worse than the median"):
         p(2, {"eval_loss": 5.0})
     assert p.last_step == 2
+    # the same losses at the trial's final step are kept: its training is already paid for
+    last = study.ask()
+    _Pruning(last, final_step=2)(2, {"eval_loss": 5.0})
+    assert last.should_prune()  # the pruner would have stopped it; _Pruning kept it (did not raise)
 
 
 def test_sweep_tracks_trials_reports_the_best_and_resumes(tmp_path, tokenizer, catalogue_file, monkeypatch):
