@@ -32,6 +32,7 @@ from hybrid.eval.cache import AnswerCache
 from hybrid.eval.data import Question, QuestionSet, load_questions
 from hybrid.eval.metrics import answer_scores, groundedness, is_refusal
 from hybrid.eval.report import fixed_rows_by_question, summarize, write_report
+from hybrid.generation.cpu import use_threads
 from core.io import write_jsonl
 from hybrid.routing.learned import features
 
@@ -275,11 +276,7 @@ def run_eval(app: Any, questions: str | Path | QuestionSet, out_dir: str | Path,
     bot = assistant
     gen = bot.generator
     if cfg.threads:
-        import torch
-
-        torch.set_num_threads(cfg.threads)  # this thread: embedding, and generation when it runs here
-        if hasattr(gen, "threads"):
-            gen.threads = cfg.threads  # the generator sets it again in whichever thread generates
+        use_threads(gen, cfg.threads)
     row_progress = "on_row" in inspect.signature(gen.generate_batch).parameters
     kb = bot.knowledge_base
     kb_version = None

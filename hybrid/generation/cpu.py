@@ -11,7 +11,7 @@ from typing import Any
 
 from core.errors import InputError
 
-__all__ = ["THREADS_ENV", "check_threads", "env_threads", "bf16_prefill"]
+__all__ = ["THREADS_ENV", "check_threads", "env_threads", "use_threads", "bf16_prefill"]
 
 THREADS_ENV = "HYBRID_TORCH_THREADS"
 
@@ -33,6 +33,16 @@ def env_threads() -> int | None:
     except ValueError:
         n = v  # type: ignore[assignment]
     return check_threads(n, THREADS_ENV)
+
+
+def use_threads(gen: Any, n: int) -> None:
+    """``n`` torch threads in this thread (embedding, and generation when it runs here), and on the
+    generator, which sets them again in whichever thread generates."""
+    import torch
+
+    torch.set_num_threads(check_threads(n))
+    if hasattr(gen, "threads"):
+        gen.threads = n
 
 
 def bf16_prefill(model: Any, input_ids: Any, mask: Any, max_new_tokens: int) -> Any:
