@@ -39,7 +39,7 @@ def main(argv=None) -> int:
     if Path(args.out).is_file():  # kept for comparison: what the last run measured
         try:
             old = json.loads(Path(args.out).read_text())
-            previous = {k: old[k] for k in ("strategies", "note", "machine") if k in old}
+            previous = {k: old[k] for k in ("strategies", "note", "machine", "rag_breakdown", "threads") if k in old}
         except (OSError, ValueError):
             previous = None
     load_start = [round(x, 2) for x in os.getloadavg()]
