@@ -25,29 +25,43 @@ def plot(result: Any, path: Path, objective_name: str) -> Path | None:
     from core.io import atomic_write_bytes
 
     done = [t for t in result.trials if t["state"] == "COMPLETE" and t["value"] is not None]
+    # a pruned trial's value is its last reported eval loss: drawn as a grey cross at that value
+    pruned = [t for t in result.trials if t["state"] == "PRUNED" and t["value"] is not None]
     names = sorted({k for t in result.trials for k in t["params"]})
     if not done or not names:
         return None
     fig, axes = plt.subplots(1, len(names), figsize=(3.4 * len(names), 3.0), squeeze=False)
     for ax, name in zip(axes[0], names):
         pts = [(t["params"][name], t["value"], t) for t in done if name in t["params"]]
-        numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x, _, _ in pts)
-        cats = sorted({str(x) for x, _, _ in pts})
+        cut = [(t["params"][name], t["value"]) for t in pruned if name in t["params"]]
+        allx = [x for x, _, _ in pts] + [x for x, _ in cut]
+        numeric = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in allx)
+        cats = sorted({str(x) for x in allx})
         xs = [x if numeric else cats.index(str(x)) for x, _, _ in pts]
+        if cut:
+            ax.scatter([x if numeric else cats.index(str(x)) for x, _ in cut], [v for _, v in cut], marker="x",
+                       s=28, color="#999999")
         ax.scatter(xs, [v for _, v, _ in pts], s=24, color="#4472c4")
         for x, (_, v, t) in zip(xs, pts):
             if t["number"] == result.best_number:
                 ax.scatter([x], [v], marker="*", s=160, color="#c00000", zorder=3)
             if t["baseline"]:
                 ax.scatter([x], [v], s=120, facecolors="none", edgecolors="black", zorder=3)
-        if numeric and name in ("lr", "weight_decay") and min(xs) > 0:
+        if numeric and name in ("lr", "weight_decay") and min(allx) > 0:
+            from matplotlib.ticker import NullFormatter
+
             ax.set_xscale("log")
+            # a sweep's range is often within one decade, where log axes label nothing or overlap: 3 own ticks
+            lo, hi = min(allx), max(allx)
+            ticks = [lo * (hi / lo) ** (i / 2) for i in range(3)] if hi > lo else [lo]
+            ax.set_xticks(ticks, [f"{t:.2g}" for t in ticks])
+            ax.xaxis.set_minor_formatter(NullFormatter())
         if not numeric:
             ax.set_xticks(range(len(cats)), cats)
         ax.set_xlabel(name)
         ax.set_ylabel(objective_name)
         ax.grid(alpha=0.3)
-    fig.suptitle(f"sweep {result.study_name}: {objective_name} by parameter (star: best, ring: preset)",
+    fig.suptitle(f"sweep {result.study_name}: {objective_name} by parameter (star: best, ring: preset, x: pruned)",
                  fontsize=9)
     fig.tight_layout()
     buf = io.BytesIO()
