@@ -155,6 +155,7 @@ class HFGenerator:
             tokenizer.pad_token = tokenizer.eos_token
         model.eval()
         self.model, self.tokenizer = model, tokenizer
+        self._bf16_copy = None  # a copy of another model's weights is never used for this one
 
     def warm_up(self) -> None:
         with self._lock:
