@@ -8,17 +8,19 @@
 
 How a batch forms: the first waiting request opens a gathering window (``window`` seconds). The
 batch starts when the window closes or when ``max_batch`` compatible requests wait, whichever comes
-first. Requests that arrive while a batch runs wait for the next one; when it starts, their window
-has long closed, so everything waiting (up to ``max_batch``) goes at once. Compatible means the
+first. A request announced with ``with batched.expect():`` (the server, while it retrieves) holds
+the batch past the window, up to ``max_wait``, until it arrives. Requests that arrive while a batch
+runs wait for the next one; when it starts, their window has long closed, so everything waiting (up
+to ``max_batch``) goes at once. Compatible means the
 same adapter and the same sampling settings (temperature, top_p, repetition penalty, and the seed
 when sampling), since one ``generate`` call takes one of each; ``max_new_tokens`` and stop strings
 may differ per request.
 
-Each row is stopped by its own criteria (``_RowCriteria``): its stop strings, its
-``max_new_tokens``, EOS, or its cancel event. A stopped row no longer streams; the other rows go
+Each row is stopped by its own criteria (``row_criteria``, also behind ``HFGenerator.generate_batch``):
+its stop strings, its ``max_new_tokens``, EOS, or its cancel event. A stopped row no longer streams; the other rows go
 on. The prompt rows are left-padded to one width by ``HFGenerator._run``, as for the eval runner's
 ``generate_batch``. Greedy answers in a batch equal the unbatched ones up to the float differences
-that padding (and bf16 autocast for batches on CPUs with native bf16) brings.
+that padding (and bf16 matmuls for batches on CPUs with native bf16) brings.
 
 Not done: continuous batching (a request joining a batch that is already decoding); transformers'
 ``generate`` takes its rows once, and a request arriving mid-batch waits for the next one.

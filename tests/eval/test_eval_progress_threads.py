@@ -58,7 +58,8 @@ def test_the_bar_moves_per_question_while_the_batch_runs(tmp_path, monkeypatch):
     monkeypatch.setattr(tqdm, "tqdm", lambda *a, **kw: Bar(events=events, **kw))
     emb = HashEmbedder(256)
     gen = RowReporting(ScriptedGenerator(reply, context_window=4096), events)
-    bot = Assistant(load_app(write_app(tmp_path / "app")), generator=gen, embedder=emb, knowledge_base=MemoryRetriever(list(DOCS), emb), date="2026-01-02")
+    bot = Assistant(load_app(write_app(tmp_path / "app")), generator=gen, embedder=emb,
+                    knowledge_base=MemoryRetriever(list(DOCS), emb), date="2026-01-02")
     rows = [q for q in QUESTIONS if q.get("answer")]
     run_eval(None, qfile(tmp_path, rows), tmp_path / "out",
              EvalConfig(strategies=["few_shot"], batch_size=len(rows), learned_cv=False), assistant=bot)
@@ -79,8 +80,8 @@ def test_without_on_row_the_bar_still_counts_every_question_once(tmp_path, monke
     Bar.made.clear()
     monkeypatch.setattr(tqdm, "tqdm", lambda *a, **kw: Bar(events=events, **kw))
     bot = make_assistant(write_app(tmp_path / "app"), HashEmbedder(256), replies=reply)
-    run_eval(None, qfile(tmp_path), tmp_path / "out", EvalConfig(strategies=["rag"], batch_size=2,
-                                                                learned_cv=False), assistant=bot)
+    cfg = EvalConfig(strategies=["rag"], batch_size=2, learned_cv=False)
+    run_eval(None, qfile(tmp_path), tmp_path / "out", cfg, assistant=bot)
     assert Bar.made[0].n == len(QUESTIONS) == events.count("update")
 
 
