@@ -326,8 +326,9 @@ def run_mode(name: str, args, overrides: list[str], levels: list[int], counts: l
             print(f"  {lvl}", flush=True)
             out["levels"].append(lvl)
         cap = concurrency + args.queue_size
-        print(f"[{name}] overload: {3 * cap} clients at once (capacity {cap}) ...", flush=True)
-        ov = overload(url, app, 3 * cap)
+        burst = args.overload_clients or 3 * cap
+        print(f"[{name}] overload: {burst} clients at once (capacity {cap}) ...", flush=True)
+        ov = overload(url, app, burst)
         ov.update({"capacity": cap, "target_ms": 100,
                    "met": bool(ov["hung"] == 0 and ov["reject_latency_p95_ms"] is not None
                                and ov["reject_latency_p95_ms"] < 100)})
@@ -374,7 +375,7 @@ def main() -> None:
     ap.add_argument("--strategy", default="rag", help="forced on every request ('auto' lets the router pick)")
     ap.add_argument("--max-new-tokens", type=int, default=32,
                     help="per answer; small keeps the run bounded on a 2-core CPU")
-    ap.add_argument("--levels", default="1,4,8,16", help="concurrent clients per level")
+    ap.add_argument("--levels", default="1,4,8,16", help="concurrent clients per level ('none': overload only)")
     ap.add_argument("--requests", default="3,8,16,16", help="requests per level")
     ap.add_argument("--modes", default="one_at_a_time,batched", help=f"from {', '.join(MODES)}, run in this order")
     ap.add_argument("--batch-size", type=int, default=8, help="batched mode: HYBRID_API_BATCH_MAX_SIZE")
@@ -383,6 +384,8 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1,
                     help="HYBRID_TORCH_THREADS for both servers (1 was far faster on the busy 2-core machine: "
                          "8 rows decoded at ~0.3 s a step on 1 thread, ~3.3 s on 2); 0 = torch's default")
+    ap.add_argument("--overload-clients", type=int, default=0,
+                    help="clients in the overload burst (0 = 3x the server's capacity)")
     ap.add_argument("--paired", type=int, default=0, help="library vs HTTP questions at N=1 (0 = skip)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "serving.json"))
     args = ap.parse_args()
@@ -393,8 +396,8 @@ def main() -> None:
     bad = [m for m in modes if m not in MODES]
     if bad:
         raise SystemExit(f"unknown mode(s) {', '.join(bad)}; known: {', '.join(MODES)}")
-    levels = [int(x) for x in args.levels.split(",")]
-    counts = [int(x) for x in args.requests.split(",")]
+    levels = [int(x) for x in args.levels.split(",") if x.strip()] if args.levels != "none" else []
+    counts = [int(x) for x in args.requests.split(",") if x.strip()] if levels else []
     if len(levels) != len(counts):
         raise SystemExit(f"--levels has {len(levels)} values but --requests has {len(counts)}")
     overrides = [f"generation.max_new_tokens={args.max_new_tokens}"]

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Iterator, Protocol, Sequence, runtime_checkable
 
-from apps.api.batched import batched_generator, torch_threads
+from apps.api.batched import batched_generator, shorter_gil_turns, torch_threads
 from core.errors import ConfigError, InputError
 from core.types import Answer, Chunk, Citation, Decision, Document, Hit
 
@@ -141,6 +141,8 @@ class RealBackend:
             raise UnknownAppError(f"unknown app {app!r}; this server has: {', '.join(self._assistants)}") from None
 
     def load(self) -> None:
+        if self._batchers:
+            shorter_gil_turns()
         for name, a in self._assistants.items():
             t = time.perf_counter()
             a.warm_up()
