@@ -35,8 +35,14 @@ log = logging.getLogger("hybrid.serve")
 @click.option("--timeout", "request_timeout", type=float, default=None, help="Per-request deadline, s [default 120].")
 @click.option("--drain-grace", type=float, default=None,
               help="Seconds in-flight requests get after SIGTERM [default 30].")
+@click.option("--batch-size", "batch_max_size", type=int, default=None,
+              help="Answers generated together in one batch on the transformers backend (env "
+                   "HYBRID_API_BATCH_MAX_SIZE) [default 1: one at a time]. See docs/serving.md.")
+@click.option("--batch-window-ms", "batch_window_ms", type=float, default=None,
+              help="How long the first waiting answer waits for others to join its batch, ms [default 15].")
 @app_set_option
-def serve(apps, host, port, api_keys, concurrency, queue_size, request_timeout, drain_grace, overrides) -> None:
+def serve(apps, host, port, api_keys, concurrency, queue_size, request_timeout, drain_grace, batch_max_size,
+          batch_window_ms, overrides) -> None:
     """Serve the apps over HTTP: /v1/ask, /v1/chat/completions (OpenAI), /v1/search, /v1/documents,
     /v1/apps, /healthz, /readyz, /metrics, and the chat page at /."""
     from pydantic import ValidationError
@@ -46,7 +52,7 @@ def serve(apps, host, port, api_keys, concurrency, queue_size, request_timeout, 
 
     given = {"apps": list(apps), "host": host, "port": port, "api_keys": list(api_keys) or None,
              "concurrency": concurrency, "queue_size": queue_size, "request_timeout": request_timeout,
-             "drain_grace": drain_grace}
+             "drain_grace": drain_grace, "batch_max_size": batch_max_size, "batch_window_ms": batch_window_ms}
     try:
         settings = ServiceSettings(**{k: v for k, v in given.items() if v is not None})
     except ValidationError as e:
@@ -63,7 +69,8 @@ def run(settings, overrides=()) -> None:
     from apps.api.runner import DrainingServer
     from apps.api.server import create_app
 
-    backend = RealBackend(settings.apps, overrides=overrides)  # bad app dirs fail here, before any log line
+    # bad app dirs fail here, before any log line; the batching settings come from the same flags/env
+    backend = RealBackend(settings.apps, overrides=overrides, batching=settings)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # The CLI may have configured logging already (quieter); the service's own lines stay visible.
     logging.getLogger("hybrid").setLevel(min(logging.getLogger("hybrid").getEffectiveLevel(), logging.INFO))

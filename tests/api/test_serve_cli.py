@@ -76,3 +76,23 @@ def test_the_scan_catches_each_kind_of_import():
           "from apps import api\nimport appsfoo\nfrom . import apps\n"
     assert sorted(_imports_apps(ast.parse(src))) == [(1, "apps.api"), (2, "apps.api.server"),
                                                       (3, "apps.api.cli"), (4, "apps")]
+
+
+def test_batch_flags_reach_the_settings_and_a_bad_one_is_one_line(monkeypatch, tmp_path):
+    """--batch-size / --batch-window-ms become ServiceSettings (and so RealBackend's batching);
+    an out-of-range size is one error line, before anything loads."""
+    from click.testing import CliRunner
+
+    import apps.api.cli as serve_cli
+
+    seen = {}
+    monkeypatch.setattr(serve_cli, "run", lambda settings, overrides=(): seen.setdefault("s", settings))
+    app = tmp_path / "app"
+    app.mkdir()
+    r = CliRunner().invoke(serve_cli.serve, ["--app", str(app), "--batch-size", "4", "--batch-window-ms", "20"])
+    assert r.exit_code == 0, r.output
+    s = seen["s"]
+    assert (s.batch_max_size, s.batch_window_ms, s.concurrency, s.batching) == (4, 20.0, 4, True)
+    r = CliRunner().invoke(serve_cli.serve, ["--app", str(app), "--batch-size", "0"])
+    assert r.exit_code != 0 and "batch_max_size" in str(r.exception or r.output)
+    assert "\n" not in str(r.exception).strip()
