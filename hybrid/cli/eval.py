@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from hybrid.cli.options import set_option
+from hybrid.cli.options import app_set_option
 
 
 def _default_out(app_dir: str) -> str:
@@ -44,7 +44,7 @@ def _default_out(app_dir: str) -> str:
 @click.option("--exclude-titles", default=None, metavar="A,B|@FILE",
               help="Leave out questions of these titles. For SQuAD input the knowledge base is the contexts "
                    "of the selected questions' articles.")
-@set_option
+@app_set_option
 @click.pass_context
 def cli(ctx, app_dir, questions, config_path, strategies, out_dir, limit, batch_size, max_new_tokens, threads,
         router, baseline, seed, titles, exclude_titles, overrides):

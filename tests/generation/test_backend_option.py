@@ -37,3 +37,13 @@ def test_without_backend_nothing_changes_and_a_bad_name_is_refused():
     assert r.exit_code == 0 and "()" in r.output and "backend=transformers model=embedded" in r.output
     r = run("--backend", "tgi")
     assert r.exit_code == 2 and "'tgi' is not one of 'hf', 'openai', 'scripted', 'transformers', 'vllm'" in r.output
+
+
+def test_every_command_that_generates_takes_backend():
+    """ask, chat, eval and serve all offer --backend, beside --set."""
+    from apps.api.cli import serve
+    from hybrid.cli import ask, chat, eval as eval_
+
+    for cmd in (ask.cli, chat.cli, eval_.cli, serve):
+        opts = {o for p in cmd.params for o in p.opts}
+        assert {"--backend", "--set"} <= opts, (cmd.name, sorted(opts))
