@@ -157,13 +157,17 @@ class HFGenerator:
         self.model, self.tokenizer = model, tokenizer
         self._bf16_copy = None  # a copy of another model's weights is never used for this one
 
+    def _load(self) -> tuple[Any, Any]:
+        """The model and tokenizer for ``self.name`` (a causal LM here; ``Seq2SeqGenerator`` overrides it)."""
+        from hybrid.models import load_base_model
+
+        return load_base_model(self.name, dtype=self.dtype, trust_remote_code=self.trust_remote_code)
+
     def warm_up(self) -> None:
         with self._lock:
             if self.model is not None:
                 return
-            from hybrid.models import load_base_model
-
-            model, tokenizer = load_base_model(self.name, dtype=self.dtype, trust_remote_code=self.trust_remote_code)
+            model, tokenizer = self._load()
             r = model.hybrid_resolved
             self.model_id, self.sha = r.model_id, r.sha
             self._install(model, tokenizer)

@@ -204,8 +204,11 @@ class OpenAIClient:
 
     # -- endpoints --------------------------------------------------------------------------------
     def get_json(self, path: str, *, deadline: float | None = None) -> Any:
-        deadline = deadline or self.deadline()
-        response = self.send("GET", path, deadline=deadline)
+        return self._json("GET", path, None, deadline or self.deadline(), f" for GET {path}")
+
+    def _json(self, method: str, path: str, body: dict | None, deadline: float, what: str = "") -> Any:
+        """One request whose reply must be JSON; ``what`` names the request in the error."""
+        response = self.send(method, path, body=body, deadline=deadline)
         try:
             raw = self._read(response, deadline)
         finally:
@@ -213,8 +216,7 @@ class OpenAIClient:
         try:
             return json.loads(raw)
         except ValueError:
-            raise BackendError(f"{self.where} sent a reply that is not JSON for GET {path}: "
-                               f"{error_message(raw)}") from None
+            raise BackendError(f"{self.where} sent a reply that is not JSON{what}: {error_message(raw)}") from None
 
     def models(self, *, deadline: float | None = None) -> list[dict]:
         """The served models (``GET /models``): each a dict with at least ``id``."""
@@ -227,21 +229,11 @@ class OpenAIClient:
     def chat(self, body: dict, *, deadline: float | None = None) -> dict:
         """``POST /chat/completions`` without streaming: the reply's JSON."""
         deadline = deadline or self.deadline()
-        data = self.get_json_post("chat/completions", body, deadline)
+        data = self._json("POST", "chat/completions", body, deadline)
         if not isinstance(data, dict) or not data.get("choices"):
             raise BackendError(f"{self.where} sent a completion without choices: {error_message(data)}")
         return data
 
-    def get_json_post(self, path: str, body: dict, deadline: float) -> Any:
-        response = self.send("POST", path, body=body, deadline=deadline)
-        try:
-            raw = self._read(response, deadline)
-        finally:
-            response.close()
-        try:
-            return json.loads(raw)
-        except ValueError:
-            raise BackendError(f"{self.where} sent a reply that is not JSON: {error_message(raw)}") from None
 
     def chat_stream(self, body: dict, *, deadline: float | None = None) -> Iterator[dict]:
         """``POST /chat/completions`` with ``stream: true``: each event's JSON until ``[DONE]``. Closing

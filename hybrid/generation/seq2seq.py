@@ -142,14 +142,8 @@ class Seq2SeqGenerator(HFGenerator):
     ``AutoModelForSeq2SeqLM`` built in memory.
     """
 
-    def warm_up(self) -> None:
-        with self._lock:
-            if self.model is not None:
-                return
-            model, tokenizer = load_seq2seq_model(self.name, dtype=self.dtype, trust_remote_code=self.trust_remote_code)
-            r = model.hybrid_resolved
-            self.model_id, self.sha = r.model_id, r.sha
-            self._install(model, tokenizer)
+    def _load(self) -> tuple[Any, Any]:
+        return load_seq2seq_model(self.name, dtype=self.dtype, trust_remote_code=self.trust_remote_code)
 
     def _install(self, model: Any, tokenizer: Any) -> None:
         if not getattr(model.config, "is_encoder_decoder", False):
