@@ -35,6 +35,7 @@ def _default_out(app_dir: str) -> str:
 @click.option("--threads", type=int, default=None,
               help="Torch threads for generation and embedding [default: torch's, one per core]. "
                    "On a busy 2-core machine 1 thread was far faster than 2.")
+@click.option("--no-track", is_flag=True, help="Do not record this run in MLflow (the report is written as always).")
 @click.option("-r", "--router", default=None, metavar="KIND", help="Router for auto (default: the app's).")
 @click.option("--baseline", type=click.Choice(["none", "langchain"]), default="none", show_default=True,
               help="Also score a plain LangChain RAG chain (FAISS, same embedder, k=3, same generator).")
@@ -47,7 +48,7 @@ def _default_out(app_dir: str) -> str:
 @app_set_option
 @click.pass_context
 def cli(ctx, app_dir, questions, config_path, strategies, out_dir, limit, batch_size, max_new_tokens, threads,
-        router, baseline, seed, titles, exclude_titles, overrides):
+        no_track, router, baseline, seed, titles, exclude_titles, overrides):
     """Compare few-shot, RAG, tuned, tuned+RAG and the router on the same questions.
 
     \b
@@ -70,7 +71,7 @@ def cli(ctx, app_dir, questions, config_path, strategies, out_dir, limit, batch_
 
     cfg = load_config(EvalConfig, config_path) if config_path else EvalConfig()
     flags = {"batch_size": batch_size, "limit": limit, "seed": seed, "max_new_tokens": max_new_tokens,
-             "router": router, "threads": threads}
+             "router": router, "threads": threads, "track": False if no_track else None}
     names = [s.strip() for s in strategies.split(",") if s.strip()] if strategies else list(cfg.strategies)
     if baseline == "langchain" and "langchain" not in names:
         names.append("langchain")

@@ -35,21 +35,25 @@ from hybrid.cli.options import config_option, set_option
 @set_option
 @click.option("--resume", is_flag=True, help="Continue from the newest checkpoint in OUT.run/checkpoints.")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
+@click.option("--no-track", is_flag=True, help="Do not record this run in MLflow (metrics.jsonl is still written).")
 @click.pass_context
 def cli(ctx: click.Context, app_dir: str | None, data: tuple[str, ...], eval_data: tuple[str, ...],
-        out: str | None, config_path: str | None, overrides: tuple[str, ...], resume: bool, quiet: bool) -> None:
+        out: str | None, config_path: str | None, overrides: tuple[str, ...], resume: bool, quiet: bool,
+        no_track: bool) -> None:
     """Tune the base model on your data (LoRA, prompt/prefix tuning, IA3 or full fine-tuning)."""
     if ctx.invoked_subcommand is not None:
         ctx.obj = {"app_dir": app_dir, "config_path": config_path, "overrides": overrides}
         return
     if not app_dir and (not data or not out):
         raise click.UsageError("hybrid tune needs --app DIR, or --data FILE and --out DIR "
-                               "(or a subcommand: merge, build, export)")
+                               "(or a subcommand: merge, build, export, sweep, reader)")
     import logging
 
     from hybrid.tuning.trainer import train
 
     logging.getLogger("hybrid.tuning").setLevel(logging.INFO)
+    if no_track:
+        overrides = tuple(overrides) + ("track.enabled=false",)
     cfg, data_files, out_dir = resolve_run(app_dir, data, out, config_path, overrides)
     result = train(cfg, data=data_files, out=out_dir, eval_data=list(eval_data), resume=resume,
                    progress=False if quiet else None)
@@ -263,3 +267,6 @@ def export(adapter: str, target: str, name: str | None, out: str | None, force: 
 
 from hybrid.cli.tune_reader import reader as _reader  # noqa: E402
 cli.add_command(_reader)
+
+from hybrid.cli.tune_sweep import sweep as _sweep  # noqa: E402
+cli.add_command(_sweep)

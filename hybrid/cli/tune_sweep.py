@@ -22,7 +22,7 @@ from hybrid.cli.options import config_option, set_option
 @click.option("-d", "--data", "data", multiple=True, type=click.Path(dir_okay=False), help="Training JSONL; repeatable.")
 @click.option("-e", "--eval-data", "eval_data", multiple=True, type=click.Path(dir_okay=False),
               help="Eval JSONL; without it, data.eval_fraction is held out.")
-@click.option("-s", "--space", "space_path", required=True, type=click.Path(dir_okay=False),
+@click.option("--space", "space_path", required=True, type=click.Path(dir_okay=False),
               help="Search space YAML: lr, rank, alpha, dropout, steps, epochs, method, weight_decay, warmup_steps, "
                    "virtual_tokens; each a list of choices, a {low, high[, log][, step]} range or one value.")
 @click.option("-n", "--trials", type=int, required=True, help="Finished trials the study should hold.")

@@ -31,6 +31,7 @@ from core.errors import HybridError, InputError
 from hybrid.eval.cache import AnswerCache
 from hybrid.eval.data import Question, QuestionSet, load_questions
 from hybrid.eval.metrics import answer_scores, groundedness, is_refusal
+from hybrid.eval.track import track_eval
 from hybrid.eval.report import fixed_rows_by_question, summarize, write_report
 from hybrid.generation.cpu import use_threads
 from core.io import write_jsonl
@@ -66,6 +67,8 @@ class EvalConfig:
     threads: int | None = field(default=None, metadata={
         "help": "torch threads for generation and embedding (None = torch's default); on a busy 2-core "
                 "machine 1 thread was far faster than 2"})
+    track: bool | str = field(default="auto", metadata={
+        "help": "record the run in MLflow (auto: when mlflow is installed; see hybrid.eval.track)"})
     date: str = field(default="2026-01-01", metadata={
         "help": "fixed {date} for the system prompt, so cached answers stay valid across days"})
 
@@ -460,4 +463,5 @@ def run_eval(app: Any, questions: str | Path | QuestionSet, out_dir: str | Path,
                                                     set(Path(d).name for d in q.relevant_docs) & trained_on)}
     files = write_report(summary, out, title=f"Evaluation: {bot.app.title or bot.app.name} on {Path(str(qs.source)).name}")
     cache.close()
+    summary["run"]["mlflow_run_id"] = track_eval(summary, out, cfg, adapter=bot.app.adapter_path, enabled=cfg.track)
     return EvalResult(rows=rows, summary=summary, files=files, computed=computed, cached=cached)

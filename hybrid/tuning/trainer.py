@@ -105,6 +105,11 @@ def _train(cfg: TuneConfig, data: Sequence[str | os.PathLike[str]], out: str | o
         torch.set_num_threads(tc.threads)
     random.seed(tc.seed)
     torch.manual_seed(tc.seed)
+    from hybrid.tuning.seq2seq import train_seq2seq, wants_seq2seq
+
+    if wants_seq2seq(cfg, model):  # T5, BART: the prompt feeds the encoder, the answer is the decoder's target
+        return train_seq2seq(cfg, data, out, eval_data=eval_data, resume=resume, model=model, tokenizer=tokenizer,
+                             rows=rows, on_step=on_step, progress=show, hooks=hooks)
     if model is None:
         from hybrid.models import load_base_model
 

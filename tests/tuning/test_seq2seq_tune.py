@@ -1,7 +1,7 @@
 """Tuning an encoder-decoder (a tiny random T5 from ``tests.generation.tiny_t5``; no download): the
 prompt/answer split matches inference token for token, every method trains and its adapter serves
 through ``Seq2SeqGenerator``, unsupported settings fail in one line, and every strategy answers in an
-app on the T5 with its tuned adapter. The trainer dispatch is xfail until its hook lands."""
+app on the T5 with its tuned adapter. The trainer hands T5 runs to the seq2seq loop."""
 
 from __future__ import annotations
 
@@ -227,7 +227,6 @@ def test_every_strategy_answers_on_a_t5_app_with_its_tuned_adapter(tmp_path, t5,
     assert s.answer is not None and s.answer.strategy == "tuned_rag" and "".join(pieces).strip()
 
 
-@pytest.mark.xfail(strict=True, reason="needs the trainer hook (hybrid.tuning.trainer._train -> train_seq2seq)")
 def test_the_trainer_hands_encoder_decoder_models_to_the_seq2seq_loop(tmp_path, t5, cat_file):
     from hybrid.tuning.trainer import train
 
