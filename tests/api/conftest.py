@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.waiting import wait_until  # noqa: F401 - the API tests import it from here
+
 ROOT_DIR = Path(__file__).resolve().parents[2]
 KEY = "test-key-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -19,15 +21,6 @@ LEGAL = ["Deposits are capped at two months of rent under the Tenancy Act.",
          "A landlord must give two months notice before ending a periodic tenancy."]
 SHOP = ["Shipping to Norway takes five working days.",
         "Returns are accepted within 30 days with the receipt."]
-
-
-def wait_until(condition, what: str, timeout: float = 60.0) -> None:
-    """Bounded polling: generous, because a slow machine is not a failure; a hang still fails."""
-    end = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > end:
-            raise AssertionError(f"gave up after {timeout:g}s waiting for {what}")
-        time.sleep(0.01)
 
 
 def free_port() -> int:

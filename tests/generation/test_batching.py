@@ -11,6 +11,8 @@ import threading
 
 import pytest
 
+from tests.waiting import wait_until
+
 from core.errors import InputError
 from hybrid.generation import make_params
 from hybrid.generation.batching import BatchingGenerator
@@ -256,12 +258,7 @@ def test_real_model_bf16_batch_paths_match_fp32_answers(real_gen, weights):
 
 
 def _wait_for(cond, what: str) -> None:
-    import time
-
-    end = time.monotonic() + 120  # generous bounded polling, never a timing assertion
-    while not cond():
-        assert time.monotonic() < end, f"gave up waiting for {what}"
-        time.sleep(0.01)
+    wait_until(cond, what, timeout=120)
 
 
 def test_an_announced_request_joins_the_batch_after_the_window(tiny_gen):

@@ -7,10 +7,11 @@ import os
 import subprocess
 import sys
 import textwrap
-import time
 from pathlib import Path
 
 import pytest
+
+from tests.waiting import wait_until
 import yaml
 
 from core.errors import ConfigError, InputError
@@ -195,21 +196,19 @@ def test_a_killed_sweep_resumes_and_retries_the_interrupted_trial(tmp_path, toke
                             stderr=subprocess.PIPE)
     storage = f"sqlite:///{out / 'study.sqlite'}"
     try:
-        deadline = time.monotonic() + 300
-        running = None
-        while running is None:  # bounded polling until a trial is in the middle of training
+        def trial_running():  # a trial in the middle of training, with metrics on disk
             assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-            assert time.monotonic() < deadline, "the sweep never started a trial"
-            time.sleep(1)
-            if (out / "study.sqlite").is_file():
-                try:
-                    st = optuna.load_study(study_name="sw", storage=storage)
-                except (KeyError, Exception):  # noqa: BLE001 - the study is still being created
-                    continue
-                runs = [t for t in st.trials if t.state.name == "RUNNING" and "owner" in t.user_attrs]
-                ckpt = out / "trials" / "trial-000.run" / "metrics.jsonl"
-                if runs and ckpt.is_file() and ckpt.stat().st_size > 0:
-                    running = runs[0]
+            if not (out / "study.sqlite").is_file():
+                return None
+            try:
+                st = optuna.load_study(study_name="sw", storage=storage)
+            except (KeyError, Exception):  # noqa: BLE001 - the study is still being created
+                return None
+            runs = [t for t in st.trials if t.state.name == "RUNNING" and "owner" in t.user_attrs]
+            ckpt = out / "trials" / "trial-000.run" / "metrics.jsonl"
+            return runs[0] if runs and ckpt.is_file() and ckpt.stat().st_size > 0 else None
+
+        running = wait_until(trial_running, "the sweep to start a trial", timeout=300, interval=1)
     finally:
         proc.kill()
         proc.wait()

@@ -9,11 +9,12 @@ import os
 import socket
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
 
 import pytest
+
+from tests.waiting import wait_until
 
 from core.errors import InputError
 from hybrid.tuning.card import read_card
@@ -201,17 +202,16 @@ def test_real_mlflow_server_on_loopback(tmp_path, tokenizer, tiny_model, catalog
                              "--artifacts-destination", str(tmp_path / "server-artifacts")],
                             stdout=log_file, stderr=subprocess.STDOUT, cwd=tmp_path)
     try:
-        deadline = time.monotonic() + 240  # generous: a new SQLite store runs its migrations first
-        while True:
+        def healthy():
+            assert proc.poll() is None, (tmp_path / "server.log").read_text()[-2000:]
             try:
                 with urllib.request.urlopen(uri + "/health", timeout=5) as r:
-                    if r.status == 200:
-                        break
+                    return r.status == 200
             except OSError:
-                pass
-            assert proc.poll() is None, (tmp_path / "server.log").read_text()[-2000:]
-            assert time.monotonic() < deadline, "mlflow server did not become ready"
-            time.sleep(1)
+                return False
+
+        # generous: a new SQLite store runs its migrations first
+        wait_until(healthy, "the mlflow server to become ready", timeout=240, interval=1)
         out = tmp_path / "shop"
         train(tiny_cfg("train.log_every=1", f"track.uri={uri}", "track.on_unreachable=fail"), [catalogue_file],
               out, model=tiny_model, tokenizer=tokenizer)
