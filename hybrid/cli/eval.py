@@ -147,3 +147,31 @@ def retrieval(kb_dir, dataset, modes, k, limit_queries, as_json):
     click.echo(f"{'mode':<8}" + "".join(f"{key:>12}" for key in keys))
     for mode, m in out.items():
         click.echo(f"{mode:<8}" + "".join(f"{m[key]:>12.4f}" for key in keys))
+
+
+@cli.command("forgetting")
+@click.option("--adapter", required=True, type=click.Path(file_okay=False, exists=True), help="Adapter directory.")
+@click.option("--tasks", "tasks_path", required=True, type=click.Path(dir_okay=False),
+              help="General tasks, self-instruct JSONL (instruction, instances[0].input/output), none used in tuning.")
+@click.option("-n", "--limit", type=int, default=30, show_default=True, help="A seeded sample of N tasks.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Sampling and bootstrap seed.")
+@click.option("--max-new-tokens", type=int, default=48, show_default=True)
+@click.option("--model", default="default", show_default=True,
+              help="Base model the adapter was tuned on (its card is checked against it).")
+@click.option("--json", "json_out", type=click.Path(dir_okay=False), default=None,
+              help="Also write the full report (per-task answers) as JSON here.")
+def forgetting(adapter, tasks_path, limit, seed, max_new_tokens, model, json_out):
+    """Did tuning break what the base model could do? Base vs base+adapter on general tasks: token F1 and
+    ROUGE-L of greedy answers, perplexity on the references, each drop with a paired bootstrap CI."""
+    from core.io import atomic_write_text
+    from hybrid.models import load_base_model
+    from hybrid.tuning.forgetting import forgetting_markdown, general_tasks, measure_forgetting
+
+    if limit is not None and limit < 2:
+        raise click.BadParameter(f"must be at least 2 (a CI needs pairs), got {limit}", param_hint="--limit")
+    tasks = general_tasks(tasks_path, limit=limit, seed=seed)
+    base_model, tokenizer = load_base_model(model)
+    rep = measure_forgetting(base_model, tokenizer, adapter, tasks, max_new_tokens=max_new_tokens, seed=seed)
+    if json_out:
+        atomic_write_text(json_out, json.dumps(rep, indent=1))
+    click.echo(forgetting_markdown(rep))

@@ -54,3 +54,35 @@ def test_an_adapter_that_changed_the_model_shows_a_measured_difference(tmp_path,
     assert rep["drop"]["f1"]["mean"] == pytest.approx(rep["base"]["f1"] - rep["adapter_scores"]["f1"])
     md = forgetting_markdown(rep)
     assert "| token F1 |" in md and "perplexity on the references" in md
+
+
+def test_cli_reports_the_drop_and_writes_the_json(tmp_path, tokenizer, catalogue_file, tasks_file):
+    """`hybrid eval forgetting` on a saved tiny base model and an adapter tuned on it."""
+    from click.testing import CliRunner
+
+    from hybrid.cli.eval import cli
+
+    base = tmp_path / "base"
+    model = make_tiny_model(tokenizer)
+    model.save_pretrained(base)
+    tokenizer.save_pretrained(base)
+    out = tmp_path / "a"
+    train(tiny_cfg("train.max_steps=2", "train.lr=0.05", "track.enabled=false", f"base_model={base}"),
+          [catalogue_file], out)
+    r = CliRunner().invoke(cli, ["forgetting", "--adapter", str(out), "--tasks", str(tasks_file), "-n", "4",
+                                 "--max-new-tokens", "4", "--model", str(base), "--json", str(tmp_path / "f.json")])
+    assert r.exit_code == 0, r.output
+    rep = json.loads((tmp_path / "f.json").read_text())
+    assert rep["n_tasks"] == 4 and "| token F1 |" in r.output and f"{rep['drop']['f1']['mean']:+.4f}" in r.output
+
+
+def test_cli_bad_inputs_are_one_line(tmp_path, tasks_file):
+    from click.testing import CliRunner
+
+    from hybrid.cli.eval import cli
+
+    (tmp_path / "a").mkdir()
+    r = CliRunner().invoke(cli, ["forgetting", "--adapter", str(tmp_path / "a"), "--tasks", str(tasks_file), "-n", "1"])
+    assert r.exit_code == 2 and "must be at least 2" in r.output
+    r = CliRunner().invoke(cli, ["forgetting", "--adapter", str(tmp_path / "a"), "--tasks", str(tmp_path / "no.jsonl")])
+    assert r.exit_code != 0 and "general task set not found" in str(r.exception)
