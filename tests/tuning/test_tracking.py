@@ -218,6 +218,12 @@ def test_real_mlflow_server_on_loopback(tmp_path, tokenizer, tiny_model, catalog
         c, run = _only_run(uri)
         _check_tracked_run(c, run, out, 4)
         assert read_card(out).extra["mlflow"]["tracking_uri"] == uri
+        # an eval of that adapter, on the same server, linked to the tune run it measured
+        from hybrid.tuning.tracking import ADAPTER_RUN_TAG, log_eval_run
+
+        rid = log_eval_run({"rag.primary": 0.4}, adapter=out, uri=uri, on_unreachable="fail")
+        ev = c.get_run(rid)
+        assert ev.data.metrics["rag.primary"] == 0.4 and ev.data.tags[ADAPTER_RUN_TAG] == run.info.run_id
     finally:
         proc.terminate()
         try:
