@@ -311,6 +311,25 @@ class HFGenerator:
         ids.add(self.tokenizer.pad_token_id)
         return {i for i in ids if i is not None}
 
+    def _enter_run(self, adapter: str | None, params: GenerationParams) -> Any:
+        """Under ``self._lock``: select ``adapter`` (or switch adapters off), apply the thread setting and
+        the sampling seed; returns the context to generate in (``disable_adapter`` for the bare base)."""
+        import contextlib
+
+        import torch
+
+        ctx: Any = contextlib.nullcontext()
+        if self._paths:  # the model is a PeftModel once any adapter is loaded (peft imports slowly)
+            if adapter is None:
+                ctx = self.model.disable_adapter()
+            else:
+                self.model.set_adapter(adapter)
+        if self.threads:
+            torch.set_num_threads(self.threads)
+        if params.temperature > 0:
+            torch.manual_seed(params.seed)
+        return ctx
+
     def _run(self, rows: list[list[int]], adapter: str | None, params: GenerationParams,
              cancel: threading.Event, counter: list[int], streamer: Any = None,
              criteria: Any = None) -> list[list[int]]:
@@ -333,16 +352,7 @@ class HFGenerator:
         processors = LogitsProcessorList(
             [_generated_repetition_penalty(params.repetition_penalty, width)] if params.repetition_penalty != 1.0 else [])
         with self._lock:
-            ctx: Any = contextlib.nullcontext()
-            if self._paths:  # the model is a PeftModel once any adapter is loaded (peft imports slowly)
-                if adapter is None:
-                    ctx = self.model.disable_adapter()
-                else:
-                    self.model.set_adapter(adapter)
-            if self.threads:
-                torch.set_num_threads(self.threads)
-            if params.temperature > 0:
-                torch.manual_seed(params.seed)
+            ctx = self._enter_run(adapter, params)
             bf16 = self.use_bf16(len(rows))
             decoder = not getattr(self.model.config, "is_encoder_decoder", False)
             model, extra = self.model, {}

@@ -197,16 +197,7 @@ class Seq2SeqGenerator(HFGenerator):
         processors = LogitsProcessorList(
             [_generated_repetition_penalty(params.repetition_penalty, start)] if params.repetition_penalty != 1.0 else [])
         with self._lock:
-            ctx: Any = contextlib.nullcontext()
-            if self._paths:  # a PeftModel once any adapter is loaded
-                if adapter is None:
-                    ctx = self.model.disable_adapter()
-                else:
-                    self.model.set_adapter(adapter)
-            if self.threads:
-                torch.set_num_threads(self.threads)
-            if params.temperature > 0:
-                torch.manual_seed(params.seed)
+            ctx = self._enter_run(adapter, params)
             amp = torch.autocast("cpu", dtype=torch.bfloat16) if self.use_bf16(len(rows)) else contextlib.nullcontext()
             with ctx, amp, torch.inference_mode():
                 try:
