@@ -49,6 +49,10 @@ class RulesConfig:
     extract_min_reader: float | None = field(default=None, metadata={
         "help": "the same gate when a tuned reader scores the span (a calibrated probability, another scale "
                 "than the zero-shot score); null = off. Fit it with `hybrid router fit-rules`"})
+    own_input_words: int | None = field(default=8, metadata={
+        "help": "a style question (rewrite/convert/summarize ...) quoting at least this many words carries its "
+                "own source: retrieval and extract would only find that text again, so they are set aside; "
+                "null = off"})
     extra_scores: dict[str, float] = field(default_factory=dict, metadata={
         "help": "fixed rules score of a registered strategy beyond the built-ins (which have no signal "
                 "ramp here); a strategy not named scores 0"})
@@ -65,6 +69,10 @@ class RulesConfig:
             raise ValueError(f"margin_high must be > 0, got {self.margin_high}")
         if self.neighbours < 1:
             raise ValueError(f"neighbours must be >= 1, got {self.neighbours}")
+        if self.own_input_words is not None and (isinstance(self.own_input_words, bool)
+                                                 or not isinstance(self.own_input_words, int)
+                                                 or self.own_input_words < 1):
+            raise ValueError(f"own_input_words must be a whole number >= 1 or null, got {self.own_input_words!r}")
         known = strategy_names()
         if self.fallback not in known:
             raise ValueError(f"fallback must be one of {list(known)}, got {self.fallback!r}")

@@ -37,8 +37,16 @@ def ramp(x: float, low: float, high: float) -> float:
     return min(1.0, max(0.0, (x - low) / (high - low)))
 
 
+def carries_input(s: Signals, cfg: RulesConfig) -> bool:
+    """A style question that quotes the text it is about ("Convert this clause to plain English:
+    "..."") carries its own source. Retrieval finds that very text again, so its similarity says
+    nothing about whether the sources help, and quoting it back (extract) is no rewrite."""
+    return cfg.own_input_words is not None and s.qtype == "style" and s.quoted_words >= cfg.own_input_words
+
+
 def score(s: Signals, cfg: RulesConfig) -> dict[str, float]:
-    r = ramp(s.top, cfg.rag_low, cfg.rag_high)
+    # the retrieval signal is void when the question carries its own source (see carries_input)
+    r = 0.0 if carries_input(s, cfg) else ramp(s.top, cfg.rag_low, cfg.rag_high)
     m = ramp(s.margin, 0.0, cfg.margin_high)
     e = ramp(s.example_sim, cfg.fewshot_low, cfg.fewshot_high)
     a = ramp(s.adapter_sim, cfg.tuned_low, cfg.tuned_high)
@@ -102,7 +110,9 @@ def explain(pick: str, s: Signals, cfg: RulesConfig) -> str:
                 f"and retrieval is weak (top {s.top:.2f})")
     if pick == "few_shot":
         return f"close worked examples (similarity {s.example_sim:.2f})" + (
-            ", style/format question" if s.qtype == "style" else "")
+            ", style/format question" if s.qtype == "style" else "") + (
+            f" that quotes its own input ({s.quoted_words} words): retrieval set aside"
+            if carries_input(s, cfg) else "")
     return f"no signal ramp of its own (its score is rules.extra_scores.{pick}, 0 if unset)"
 
 
@@ -147,12 +157,13 @@ class RulesRouter:
         rc = self.cfg.rules
         costs = ctx.costs or self.cfg.costs
         excluded = dict(ctx.excluded)
-        extract_ok = "extract" not in excluded
+        others = [k for k in order() if k != "extract" and k not in excluded]
+        # a question quoting the text to rewrite: extract would only quote that text back
+        extract_ok = "extract" not in excluded and (not carries_input(s, rc) or not others)
         scorer = ctx.extract_scorer() if extract_ok and ctx.extract_scorer is not None else "zero_shot"
         gate_name, gate = extract_threshold(rc, scorer)
         if extract_ok and gate is not None and ctx.extract_confidence is not None and s.extract is None:
             s.extract = ctx.extract_confidence()  # runs extract once; the pipeline reuses its answer
-        others = [k for k in order() if k != "extract" and k not in excluded]
         if extract_ok and (extract_gate(s.extract, gate) or not others):
             scores = score(s, rc)
             if others:

@@ -4,6 +4,7 @@
 - ``example_sim``: mean cosine of the query to its nearest few-shot examples;
 - ``adapter_sim``: mean cosine to the nearest prompts the adapter was trained on (kNN);
 - ``n_words`` and ``qtype`` (lookup / style / howto / other) from the query's wording;
+- ``quoted_words``: the words of the longest passage the query quotes ("Convert this clause: "..."");
 - ``extract``: the extract strategy's calibrated confidence that its quoted span answers, filled in by
   the rules router only when it asks (``RouteContext.extract_confidence``), else None. It is not a
   learned-router feature: ``vector()`` and ``NAMES`` are unchanged, so saved ``router.json`` files load.
@@ -30,6 +31,19 @@ _LOOKUP = re.compile(r"^\s*(?:what|which|when|where|who|whom|whose|how (?:many|m
                      r"is|are|does|do|did|can|could|will|was|were|has|have|under)\b", re.IGNORECASE)
 
 
+_QUOTED = re.compile(r'"([^"]+)"|\u201c([^\u201d]+)\u201d|\u2018([^\u2019]+)\u2019|(?<![A-Za-z])\'([^\']+)\'(?![A-Za-z])')
+
+
+def quoted_words(query: str) -> int:
+    """Words in the longest quoted passage of ``query`` (straight or curly quotes); 0 when none.
+
+    >>> quoted_words('Convert to plain English: "The Tenant shall not keep any animal."')
+    7
+    """
+    return max((len(next(g for g in m.groups() if g is not None).split()) for m in _QUOTED.finditer(query)),
+               default=0)
+
+
 def question_type(query: str) -> str:
     if _STYLE.search(query):
         return "style"
@@ -50,6 +64,7 @@ class Signals:
     qtype: str = "other"
     n_hits: int = 0
     extract: float | None = None  # extract's confidence in [0, 1]; None = not asked or not available
+    quoted_words: int = 0  # words of the longest quoted passage in the query
 
     NAMES = ("top", "margin", "example_sim", "adapter_sim", "length", *(f"q_{t}" for t in QTYPES))
 
@@ -62,6 +77,7 @@ class Signals:
     def describe(self) -> str:
         return (f"retrieval {self.top:.2f} (margin {self.margin:.2f}), examples {self.example_sim:.2f}, "
                 f"adapter {self.adapter_sim:.2f}, {self.n_words} words, {self.qtype}"
+                + (f", {self.quoted_words} words quoted" if self.quoted_words else "")
                 + (f", extract {self.extract:.2f}" if self.extract is not None else ""))
 
     def to_dict(self) -> dict:
@@ -116,4 +132,5 @@ def compute_signals(rc: RouteContext) -> Signals:
     ex = rc.examples.top_similarity(rc.query_vec, rc.neighbours) if rc.examples is not None else 0.0
     return Signals(top=float(top), margin=float(margin), example_sim=float(ex),
                    adapter_sim=knn_similarity(rc.adapter_vecs, rc.query_vec, rc.neighbours),
-                   n_words=len(rc.query.split()), qtype=question_type(rc.query), n_hits=len(hits))
+                   n_words=len(rc.query.split()), qtype=question_type(rc.query), n_hits=len(hits),
+                   quoted_words=quoted_words(rc.query))

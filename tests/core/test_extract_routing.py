@@ -117,3 +117,40 @@ def test_a_tuned_reader_is_gated_on_its_own_threshold():
     assert d.strategy == "rag" and calls == []
     with pytest.raises(ValueError, match="extract_min_reader must be in"):
         RulesConfig(extract_min_reader=1.5)
+
+
+# a style question that quotes its own input: retrieval finds the quoted clause itself
+REWRITE = Signals(top=0.7, margin=0.2, example_sim=0.5, adapter_sim=0.2, qtype="style", quoted_words=25)
+
+
+def test_quoted_words_counts_the_longest_quoted_passage():
+    from hybrid.routing.signals import quoted_words
+
+    assert quoted_words('Convert to plain English: "The Tenant shall not keep any animal."') == 7
+    assert quoted_words("Rewrite \u201cno failure or delay shall operate as a waiver\u201d simply") == 9
+    assert quoted_words("Summarize 'a b c' and 'd e f g h'") == 5
+    assert quoted_words("What is the tenant's deposit and the landlord's duty?") == 0  # apostrophes
+    assert quoted_words("When is rent due?") == 0
+
+
+def test_a_question_carrying_its_own_input_sets_retrieval_and_extract_aside():
+    rc, calls = ctx(0.9, REWRITE)
+    d = router(0.6).route("q", rc)
+    assert d.strategy == "few_shot" and calls == []  # extract is not even scored
+    assert "quotes its own input (25 words)" in d.reason and d.scores["rag"] == 0.0
+    # the same signals with a short quote, or not a style question, or the rule off: as before
+    short = Signals(**{**REWRITE.to_dict(), "quoted_words": 3})
+    assert router(0.6).route("q", ctx(0.9, short)[0]).strategy == "extract"
+    lookup = Signals(**{**REWRITE.to_dict(), "qtype": "lookup"})
+    assert router(0.6).route("q", ctx(0.9, lookup)[0]).strategy == "extract"
+    off = RulesRouter(RouterConfig(rules=RulesConfig(extract_min=0.6, own_input_words=None)))
+    assert off.route("q", ctx(0.4, REWRITE)[0]).strategy == "rag"
+    # extract still answers when it is the only strategy the app can run
+    only = {n: "absent" for n in ("few_shot", "rag", "tuned", "tuned_rag")}
+    assert router(0.6).route("q", ctx(0.9, REWRITE, excluded=only)[0]).strategy == "extract"
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, "8", True])
+def test_own_input_words_rejects_bad_values(bad):
+    with pytest.raises(ValueError, match="own_input_words"):
+        RulesConfig(own_input_words=bad)
