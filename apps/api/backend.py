@@ -207,8 +207,11 @@ class RealBackend:
         a = self._for_request(req)
         torch_threads()
         batcher = getattr(self, "_batchers", {}).get(req.app)  # (tests build bare backends with __new__)
-        # while retrieval runs, the app's batcher knows this answer is coming and may hold a batch for it
-        with batcher.expect() if batcher is not None else contextlib.nullcontext():
+        # while retrieval runs, the app's batcher knows this answer is coming and may hold a batch for
+        # it; with a prep limit, this thread first waits for its turn to prepare
+        with batcher.expect(cancel) if batcher is not None else contextlib.nullcontext():
+            if cancel.is_set():
+                return
             s = a.stream(req.question, req.history, req.strategy, filters=req.filters)
             tokens = iter(s)
             pieces: list[str] = []

@@ -54,7 +54,9 @@ def batched_generator(cfg: Any, batching: Any) -> Any:
         log.warning("app %s: batched serving needs the transformers backend; %s answers one at a time",
                     cfg.name, type(gen).__name__)
         return gen
-    log.info("app %s: batched serving, up to %d answers per batch, %.0f ms gathering window",
-             cfg.name, batching.batch_max_size, batching.batch_window_ms)
+    log.info("app %s: batched serving, up to %d answers per batch, %.0f ms gathering window, "
+             "%s preparing at once", cfg.name, batching.batch_max_size, batching.batch_window_ms,
+             getattr(batching, "batch_prep_concurrency", 0) or "any number")
     return BatchingGenerator(gen, max_batch=batching.batch_max_size, window=batching.batch_window_ms / 1000,
-                             max_wait=getattr(batching, "batch_max_wait_ms", 0.0) / 1000)
+                             max_wait=getattr(batching, "batch_max_wait_ms", 0.0) / 1000,
+                             max_prep=getattr(batching, "batch_prep_concurrency", 0))

@@ -24,7 +24,7 @@ class Gate:
     >>> gate = Gate(concurrency=1, queue_size=2)
     >>> async def handler():
     ...     gate.reserve()               # raises QueueFull when 1 is running and 2 are waiting
-    ...     await gate.acquire()
+    ...     await gate.acquire()         # or: await gate.acquire_within(seconds)
     ...     try:
     ...         ...
     ...     finally:
@@ -38,9 +38,13 @@ class Gate:
         self.waiting = 0
         self.running = 0
 
+    def full(self) -> bool:
+        """Every slot taken and the waiting room full: ``reserve()`` would raise ``QueueFull``."""
+        return self.waiting >= self.queue_size and self._sem.locked()
+
     def reserve(self) -> None:
         """Take a place in the waiting room, or raise ``QueueFull`` at once."""
-        if self.waiting >= self.queue_size and self._sem.locked():
+        if self.full():
             raise QueueFull(f"the generator queue is full ({self.running} running, {self.waiting} waiting)")
         self.waiting += 1
 
@@ -48,6 +52,18 @@ class Gate:
         """After ``reserve()``: wait for a generator slot (the reservation is given back either way)."""
         try:
             await self._sem.acquire()
+        finally:
+            self.waiting -= 1
+        self.running += 1
+
+    async def acquire_within(self, timeout: float) -> None:
+        """After ``reserve()``: a slot within ``timeout`` seconds, else ``asyncio.TimeoutError``; the
+        reservation is given back either way. A free slot is taken without yielding to the event loop."""
+        try:
+            if self._sem.locked():
+                await asyncio.wait_for(self._sem.acquire(), timeout)
+            else:
+                await self._sem.acquire()  # returns at once: nothing to wait for
         finally:
             self.waiting -= 1
         self.running += 1
@@ -169,11 +185,43 @@ class BodyLimitMiddleware:
         await self.app(scope, replay, send)
 
 
-async def _send_error(send, status: int, message: str) -> None:
+class ShedMiddleware:
+    """Pure ASGI middleware: while the generator queue is full, refuse answer requests with 429 from
+    their headers alone, before the body is read or any route, dependency or validation runs.
+
+    Under overload the event loop answers every refusal itself, while the admitted answers' threads
+    hold the GIL; the fewer steps a refusal takes in the loop, the sooner it goes out. The service
+    decides (``Service.shed``): only a caller with a valid key, within its rate limit, is refused
+    here; anyone else takes the full path and gets its own status (401, 429 for the rate limit, 503).
+    A refused request's body is never looked at, so a malformed one gets the 429 rather than a 422.
+    The route is recorded in ``scope["hybrid.route"]`` for the metrics middleware.
+    """
+
+    def __init__(self, app, *, service, paths: tuple[str, ...] = ("/v1/ask", "/v1/chat/completions")):
+        self.app = app
+        self.service = service
+        self.paths = paths
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope.get("method") == "POST" and scope.get("path") in self.paths \
+                and self.service.gate.full():
+            auth = next((v.decode("latin-1") for k, v in scope.get("headers", []) if k == b"authorization"), None)
+            client = scope.get("client")
+            refusal = self.service.shed(auth, client[0] if client else None)
+            if refusal is not None:
+                scope["hybrid.route"] = scope["path"]
+                return await _send_error(send, refusal.status, refusal.message, refusal.kind, refusal.headers)
+        return await self.app(scope, receive, send)
+
+
+async def _send_error(send, status: int, message: str, kind: str | None = None,
+                      headers: dict[str, str] | None = None) -> None:
     import json
 
-    kind = {400: "invalid_request", 413: "request_too_large"}.get(status, "error")
+    kind = kind or {400: "invalid_request", 413: "request_too_large"}.get(status, "error")
     body = json.dumps({"error": {"message": message, "type": kind, "code": status}}).encode()
+    extra = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+                            *extra]})
     await send({"type": "http.response.body", "body": body})

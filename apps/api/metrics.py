@@ -70,7 +70,7 @@ class MetricsMiddleware:
             await self.app(scope, receive, send_wrapper)
         finally:
             route = scope.get("route")
-            path = getattr(route, "path", None) or (
+            path = getattr(route, "path", None) or scope.get("hybrid.route") or (
                 "static" if scope.get("path", "").startswith("/static") else "other")
             m = self.service.metrics
             m.requests.labels(path, scope.get("method", ""), str(status[0])).inc()

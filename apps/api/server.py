@@ -24,7 +24,7 @@ from fastapi.staticfiles import StaticFiles
 
 from apps.api.backend import Backend
 from apps.api.errors import install_error_handlers
-from apps.api.limits import BodyLimitMiddleware
+from apps.api.limits import BodyLimitMiddleware, ShedMiddleware
 from apps.api.metrics import MetricsMiddleware
 from apps.api.routes import admin, answers, docs, kb, openai, page
 from apps.api.routes.page import STATIC
@@ -57,7 +57,9 @@ def create_app(settings: ServiceSettings, backend: Backend) -> FastAPI:
     app = FastAPI(title="hybrid Q&A API", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
                   openapi_url=None, docs_url=None, redoc_url=None)
     app.state.service = svc
+    # the last added runs first: metrics, then the queue-full 429 from the headers alone, then body caps
     app.add_middleware(BodyLimitMiddleware, json_limit=settings.max_body_bytes, upload_limit=settings.max_upload_bytes)
+    app.add_middleware(ShedMiddleware, service=svc)
     app.add_middleware(MetricsMiddleware, service=svc)
     install_error_handlers(app)
     for module in (admin, answers, openai, kb, page, docs):  # this order is the order of the OpenAPI paths

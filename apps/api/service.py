@@ -133,24 +133,48 @@ class Service:
                           filters=filters or None)
 
     # -- running answers -----------------------------------------------------------------------
-    async def enter_gate(self) -> None:
+    def reserve(self) -> None:
+        """A place in the generator queue, or the queue-full 429 at once (counted)."""
         try:
             self.gate.reserve()
         except QueueFull as e:
-            self.metrics.rejected.labels("queue_full").inc()
-            raise ApiError(429, f"{e}; retry shortly", "rate_limit",
-                           {"Retry-After": retry_after_header(self.settings.retry_after)}) from None
-        self.metrics.queue_depth.set(self.gate.waiting)
-        await self.gate.acquire()
+            raise self.queue_full(str(e)) from None
         self.metrics.queue_depth.set(self.gate.waiting)
 
+    def queue_full(self, why: str | None = None) -> ApiError:
+        """Count a queue-full refusal; the 429 (with Retry-After) to answer."""
+        self.metrics.rejected.labels("queue_full").inc()
+        why = why or f"the generator queue is full ({self.gate.running} running, {self.gate.waiting} waiting)"
+        return ApiError(429, f"{why}; retry shortly", "rate_limit",
+                        {"Retry-After": retry_after_header(self.settings.retry_after)})
+
+    def shed(self, authorization: str | None, client_host: str | None) -> ApiError | None:
+        """The queue-full 429 for an answer request, decided from its headers alone (``ShedMiddleware``):
+        only while the queue is full, the server ready and not draining, and the caller's key valid and
+        within its rate limit. Otherwise None, and the request takes the full path, which answers
+        with its own status (401, rate-limit 429, 503, or the queue-full 429 after all)."""
+        if not self.gate.full() or self.draining or not self.backend.ready():
+            return None
+        try:
+            who = self.check_key(authorization)
+        except ApiError:
+            return None
+        if who == "anonymous" and client_host is not None:
+            who = f"ip:{client_host}"
+        if self.rate.check(who):  # over its rate limit: the full path says so
+            return None
+        return self.queue_full()
+
     async def take_slot(self, *, count_deadline: bool) -> None:
-        """Count the request in flight and wait for a generator slot within the request deadline
-        (504 when none frees up; ``count_deadline`` also records that as a deadline cancellation).
-        The caller releases the gate and both in-flight counts when done."""
+        """Take a place in the queue (429 at once when full, before anything is awaited), count the
+        request in flight and wait for a generator slot within the request deadline (504 when none
+        frees up; ``count_deadline`` also records that as a deadline cancellation). The caller
+        releases the gate and both in-flight counts when done."""
+        self.reserve()
         self.in_flight += 1
         try:
-            await asyncio.wait_for(self.enter_gate(), timeout=self.settings.request_timeout)
+            await self.gate.acquire_within(self.settings.request_timeout)
+            self.metrics.queue_depth.set(self.gate.waiting)
         except asyncio.TimeoutError:
             self.in_flight -= 1
             if count_deadline:

@@ -46,7 +46,11 @@ class BatchingSettings(BaseSettings):
                                    "waits for others to share its batch, in milliseconds")
 
     batch_max_wait_ms: float = Field(250.0, ge=0, le=5000, description="past the window, how long a batch "
-                                     "may wait for answers the server is still preparing (retrieval), in ms")
+                                     "may wait for the next answer the server is still preparing (retrieval), in ms")
+    batch_prep_concurrency: int = Field(1, ge=0, le=64, description="answers preparing their prompts "
+                                        "(retrieval, chat template, tokenizer) at once when batching; 0 = no "
+                                        "limit. Preparation is mostly Python under the GIL: more at once gains "
+                                        "little and slows the event loop that answers 429s")
 
     @property
     def batching(self) -> bool:

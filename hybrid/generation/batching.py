@@ -9,7 +9,10 @@
 How a batch forms: the first waiting request opens a gathering window (``window`` seconds). The
 batch starts when the window closes or when ``max_batch`` compatible requests wait, whichever comes
 first. A request announced with ``with batched.expect():`` (the server, while it retrieves) holds
-the batch past the window, up to ``max_wait``, until it arrives. Requests that arrive while a batch
+the batch past the window, up to ``max_wait`` after the latest arrival, until it arrives. With
+``max_prep=N``, at most N announced requests prepare at once: ``expect()`` waits for one of N prep
+slots, and the slot is handed on when the request reaches ``generate``/``stream`` (its prompt is
+built) or the block exits. Requests that arrive while a batch
 runs wait for the next one; when it starts, their window has long closed, so everything waiting (up
 to ``max_batch``) goes at once. Compatible means the
 same adapter and the same sampling settings (temperature, top_p, repetition penalty, and the seed
@@ -154,19 +157,27 @@ class BatchingGenerator:
 
     A caller that knows a request is on its way (the server, while it retrieves and builds the
     prompt) wraps that work in ``with batched.expect():``. When the window closes, the batch keeps
-    waiting for such announced requests, up to ``max_wait`` seconds after the first one arrived:
-    concurrent requests whose retrieval took longer than the window still share one batch. The
-    announcement ends when that thread calls ``generate``/``stream``, or when the block exits (a
-    request answered without generating, or failed).
+    waiting for such announced requests, as long as each comes within ``max_wait`` seconds of the
+    one before: concurrent requests whose retrieval took longer than the window, or that prepared
+    one after another, still share one batch. The announcement ends when that thread calls
+    ``generate``/``stream``, or when the block exits (a request answered without generating, or failed).
+
+    ``max_prep`` (0 = no limit) bounds how many announced requests prepare at once. Preparing a
+    prompt (retrieval, chat template, tokenizer) is mostly Python holding the GIL, so parallel
+    preparations gain little; each extra one is a thread that the server's event loop (which answers
+    429s and health checks) waits behind for the GIL.
     """
 
-    def __init__(self, inner: Any, *, max_batch: int = 8, window: float = 0.015, max_wait: float = 0.25):
+    def __init__(self, inner: Any, *, max_batch: int = 8, window: float = 0.015, max_wait: float = 0.25,
+                 max_prep: int = 0):
         if not isinstance(max_batch, int) or isinstance(max_batch, bool) or max_batch < 1:
             raise InputError(f"max_batch must be an integer >= 1, got {max_batch!r}")
         if not isinstance(window, (int, float)) or not (0 <= window <= 3600):
             raise InputError(f"batch window must be between 0 and 3600 seconds, got {window!r}")
         if not isinstance(max_wait, (int, float)) or not (0 <= max_wait <= 3600):
             raise InputError(f"batch max_wait must be between 0 and 3600 seconds, got {max_wait!r}")
+        if not isinstance(max_prep, int) or isinstance(max_prep, bool) or max_prep < 0:
+            raise InputError(f"max_prep must be an integer >= 0 (0 = no limit), got {max_prep!r}")
         for need in ("_prepare", "_run", "_finish", "_eos_ids"):
             if not hasattr(inner, need):
                 raise InputError(f"{type(inner).__name__} cannot be batched in-process (only the transformers "
@@ -182,6 +193,10 @@ class BatchingGenerator:
         self.max_wait = float(max(max_wait, window))
         self._expected = 0  # requests announced by expect() that have not reached generate/stream yet
         self._local = threading.local()
+        self.max_prep = max_prep
+        self._prep = threading.BoundedSemaphore(max_prep) if max_prep else None
+        self.preparing = 0  # announced requests holding a prep slot now (at most max_prep)
+        self.most_preparing = 0  # the most that ever held one at once
 
     def __getattr__(self, name: str) -> Any:
         # only reached for names this class lacks: the wrapped generator answers them
@@ -246,13 +261,16 @@ class BatchingGenerator:
 
     # -- queueing
     @contextlib.contextmanager
-    def expect(self) -> Iterator[None]:
-        """Announce that this thread will call generate/stream soon (see the class docstring)."""
-        ticket = [True]
+    def expect(self, cancel: threading.Event | None = None) -> Iterator[None]:
+        """Announce that this thread will call generate/stream soon (see the class docstring). With
+        ``max_prep``, first wait for a prep slot; a ``cancel`` set meanwhile ends the wait without one
+        (the caller checks ``cancel`` and stops)."""
+        ticket = [True, False]  # [announced, holds a prep slot]
         with self._cv:
             self._expected += 1
         self._local.ticket = ticket
         try:
+            ticket[1] = self._take_prep(cancel)
             yield
         finally:
             with self._cv:
@@ -260,12 +278,29 @@ class BatchingGenerator:
             if getattr(self._local, "ticket", None) is ticket:
                 self._local.ticket = None
 
+    def _take_prep(self, cancel: threading.Event | None) -> bool:
+        """Wait for a prep slot (True), or return False at once without a limit or once cancelled."""
+        if self._prep is None:
+            return False
+        while not self._prep.acquire(timeout=_POLL):
+            if cancel is not None and cancel.is_set():
+                return False
+        with self._cv:
+            self.preparing += 1
+            self.most_preparing = max(self.most_preparing, self.preparing)
+        return True
+
     def _release(self, ticket: list[bool] | None) -> None:
-        """Under the lock: the announced request arrived (or will not); once per ticket."""
+        """Under the lock: the announced request arrived (or will not); once per ticket. Its prep
+        slot, if it held one, goes to the next request waiting to prepare."""
         if ticket and ticket[0]:
             ticket[0] = False
             self._expected -= 1
             self._cv.notify_all()
+        if ticket and ticket[1]:
+            ticket[1] = False
+            self.preparing -= 1
+            self._prep.release()
 
     def _submit(self, ids: list[int], adapter: str | None, params: GenerationParams, cancel: threading.Event,
                 streamer: Any, counter: list[int]) -> _Request:
@@ -332,10 +367,13 @@ class BatchingGenerator:
                 if self._closed:
                     return
                 # gather: until the oldest request's window closes or a full batch waits; past the
-                # window, only while announced requests are on their way (up to max_wait)
+                # window, only while announced requests are on their way, each within max_wait of the
+                # latest arrival (with a prep limit they arrive one after another)
                 while self._pending and self._ready() < self.max_batch:
-                    first = self._pending[0].arrived
-                    left = first + (self.max_wait if self._expected > 0 else self.window) - time.monotonic()
+                    end = self._pending[0].arrived + self.window
+                    if self._expected > 0:
+                        end = max(end, self._pending[-1].arrived + self.max_wait)
+                    left = end - time.monotonic()
                     if left <= 0:
                         break
                     self._cv.wait(left)

@@ -36,12 +36,22 @@ def test_batching_opens_one_slot_per_row_unless_concurrency_is_given(monkeypatch
     assert (s.batch_max_size, s.batch_window_ms, s.concurrency) == (4, 20.0, 4)
 
 
+def test_one_answer_prepares_its_prompt_at_a_time_unless_told(monkeypatch):
+    from apps.api.settings import ServiceSettings
+
+    monkeypatch.delenv("HYBRID_API_BATCH_PREP_CONCURRENCY", raising=False)
+    assert ServiceSettings(batch_max_size=8).batch_prep_concurrency == 1
+    monkeypatch.setenv("HYBRID_API_BATCH_PREP_CONCURRENCY", "0")  # 0: no limit, as before
+    assert ServiceSettings(batch_max_size=8).batch_prep_concurrency == 0
+
+
 @pytest.mark.parametrize("field,value,msg", [
     ("batch_max_size", 0, "greater than or equal to 1"),
     ("batch_max_size", 65, "less than or equal to 64"),
     ("batch_window_ms", -1, "greater than or equal to 0"),
     ("batch_window_ms", "soon", "valid number"),
     ("batch_max_wait_ms", 6000, "less than or equal to 5000"),
+    ("batch_prep_concurrency", -1, "greater than or equal to 0"),
 ])
 def test_bad_batch_settings_are_refused(field, value, msg):
     from apps.api.settings import ServiceSettings

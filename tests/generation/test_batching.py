@@ -186,6 +186,8 @@ def test_bad_settings_and_backends_are_one_line_errors(tiny_gen):
         BatchingGenerator(tiny_gen, window=-1)
     with pytest.raises(InputError, match="cannot be batched in-process"):
         BatchingGenerator(ScriptedGenerator())
+    with pytest.raises(InputError, match=r"max_prep must be an integer >= 0 \(0 = no limit\)"):
+        BatchingGenerator(tiny_gen, max_prep=-1)
 
 
 def test_everything_else_is_the_wrapped_generator(tiny_gen):
@@ -308,6 +310,51 @@ def test_an_announcement_that_never_generates_lets_the_batch_go(tiny_gen):
     t.join(120)
     first.join(300)
     assert b.stats.sizes == {1: 1} and out["g"].completion_tokens > 0
+
+
+def test_the_prep_limit_lets_one_announced_request_prepare_at_a_time(tiny_gen):
+    """max_prep=1: three announced requests prepare one after another, though each would wait inside
+    its preparation until all three are announced (without the limit they would overlap), and the
+    three still share one batch."""
+    p = make_params(max_new_tokens=4)
+    b = BatchingGenerator(tiny_gen, max_batch=3, window=BIG_WINDOW, max_wait=BIG_WINDOW, max_prep=1)
+    lock, inside, most = threading.Lock(), [0], [0]
+
+    def request(q: str):
+        with b.expect():
+            with lock:
+                inside[0] += 1
+                most[0] = max(most[0], inside[0])
+            _wait_for(lambda: b._expected + b.waiting + b.stats.rows >= 3, "all three to be announced")
+            with lock:
+                inside[0] -= 1
+            return b.generate(user(q), params=p)
+
+    out = in_threads(request, PROMPTS[:3])
+    assert most[0] == 1 and b.most_preparing == 1 and b.preparing == 0
+    assert b.stats.sizes == {3: 1} and all(g.completion_tokens > 0 for g in out)
+
+
+def test_a_request_cancelled_while_waiting_to_prepare_gives_up_without_a_slot(tiny_gen):
+    b = BatchingGenerator(tiny_gen, max_batch=2, window=0.0, max_wait=BIG_WINDOW, max_prep=1)
+    holding, leave = threading.Event(), threading.Event()
+
+    def first() -> None:
+        with b.expect():
+            holding.set()
+            leave.wait(120)
+
+    t = threading.Thread(target=first)
+    t.start()
+    holding.wait(120)
+    cancel = threading.Event()
+    cancel.set()
+    with b.expect(cancel):  # returns although the one slot is taken: the caller sees cancel and stops
+        assert b.preparing == 1 and b._expected == 2
+    assert b._expected == 1  # its announcement ended with the block
+    leave.set()
+    t.join(120)
+    assert b.preparing == 0 and b._expected == 0 and b.stats.batches == 0
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "two", "1.5"])
