@@ -21,6 +21,7 @@ instead of opening empty. The layout and the write protocol are described in ``i
     indexes.sync       which documents a sync adds, updates, keeps or deletes, and the rows it writes
     indexes.chunking   documents to chunks
     indexes.vectors    the FAISS index (flat, HNSW, IVF-PQ), with tombstones for HNSW
+    indexes.backends   where the vectors live: FAISS files (default) or a Milvus collection (indexes.milvus)
     indexes.bm25       FTS5 BM25 query building and scoring
     indexes.filters    metadata filters compiled to SQL
     indexes.fusion     reciprocal rank fusion and MMR
@@ -51,13 +52,14 @@ from core.errors import (ConfigError, CorruptKnowledgeBaseError, InputError, Kno
 from core.io import atomic_write_text, fsync_dir
 from core.types import Chunk, Document, Hit  # noqa: F401 - Chunk, Hit: importable from here as before the split
 from indexes.config import SEARCH_MODES, IndexConfig, stored_setting_diff  # noqa: F401 - SEARCH_MODES: as before
-from indexes.integrity import has_checksums, translate
+from indexes.backends import BACKENDS, BackendConfig, VectorBackend, backend_settings, manifest_backend
+from indexes.integrity import has_checksums, translate, verify_checksums
 from indexes.search import Searching
 from indexes.store import (MANIFEST, REBUILD_HINT, State, WriteLock, apply_nothing, check_embedder, cleanup, install_generation,
                            load_state, new_manifest, publish, read_manifest, record_checksums, salvage_documents)
 from indexes.sync import (SyncReport, apply_changes, dedupe_documents, diff_chunks, diff_documents, stored_chunks,
                           stored_documents, vector_id)
-from indexes.vectors import VectorIndex
+from indexes.vectors import VectorIndex  # noqa: F401 - importable from here as before backends
 
 # Names defined here before the module was split by job, still importable from indexes.kb
 # (hybrid.cli.index imports _read_manifest, tests/indexes/test_bad_inputs.py imports _WriteLock);
@@ -89,25 +91,30 @@ class KnowledgeBase(Searching):
     1
     """
 
-    def __init__(self, path: Path, cfg: IndexConfig, embedder: Any, readonly: bool, state: State):
+    def __init__(self, path: Path, cfg: IndexConfig, embedder: Any, readonly: bool, state: State,
+                 backend: VectorBackend | None = None, handle: Any = None):
         self.path = path
         self.cfg = cfg
         self._embedder = embedder
         self.readonly = readonly
         self._state = state
         self._refresh_lock = threading.Lock()
+        self._backend = backend if backend is not None else BACKENDS.get("faiss")
+        self._handle = handle  # the backend's open connection (None for FAISS)
 
     # -- opening --------------------------------------------------------------------------------
     @classmethod
     def create(cls, path: str | os.PathLike[str], cfg: IndexConfig | None = None, embedder: Any = None,
-               *, exist_ok: bool = False) -> "KnowledgeBase":
+               *, exist_ok: bool = False, backend: BackendConfig | None = None) -> "KnowledgeBase":
         """Make an empty knowledge base (generation 0) in ``path``.
 
         ``exist_ok=True`` is ``open_or_create``: an existing knowledge base is opened, and a ``cfg``
-        whose stored settings differ from it is a ``ConfigError`` naming them."""
+        whose stored settings differ from it is a ``ConfigError`` naming them. ``backend`` chooses
+        where the vectors live (``indexes.backends``; default FAISS, or what ``cfg`` says once it can)."""
         if exist_ok:
-            return cls.open_or_create(path, cfg, embedder)
+            return cls.open_or_create(path, cfg, embedder, backend=backend)
         cfg = cfg or IndexConfig()
+        settings = backend_settings(cfg, backend)
         p = Path(path)
         if (p / MANIFEST).exists():
             raise KnowledgeBaseError(f"a knowledge base already exists in {p}; open or sync it instead")
@@ -118,8 +125,13 @@ class KnowledgeBase(Searching):
         with WriteLock(p):
             if (p / MANIFEST).exists():
                 raise KnowledgeBaseError(f"a knowledge base already exists in {p}; open or sync it instead")
-            vectors = VectorIndex.new(cfg.index, int(emb.dim), cfg)
-            publish(p, new_manifest(cfg, emb), 0, None, vectors, apply_nothing, cfg)
+            manifest = new_manifest(cfg, emb)
+            vectors, manifest["backend"] = BACKENDS.get(settings.backend).create(
+                p, cfg, settings, int(emb.dim), manifest["embedder"])
+            try:
+                publish(p, manifest, 0, None, vectors, apply_nothing, cfg)
+            finally:
+                BACKENDS.get(settings.backend).close(getattr(vectors, "handle", None))
             from core.config import save_config_json
 
             save_config_json(cfg, p / "config.json")
@@ -127,7 +139,7 @@ class KnowledgeBase(Searching):
 
     @classmethod
     def open_or_create(cls, path: str | os.PathLike[str], cfg: IndexConfig | None = None, embedder: Any = None,
-                       *, rebuild: bool = False) -> "KnowledgeBase":
+                       *, rebuild: bool = False, backend: BackendConfig | None = None) -> "KnowledgeBase":
         """The one way to open a knowledge base that may not exist yet: create it with ``cfg`` when
         ``path`` has none, else open it with ``cfg``'s search-time settings (``cfg=None`` opens it as stored).
 
@@ -135,14 +147,20 @@ class KnowledgeBase(Searching):
         kind...) must match the stored ones: a difference is a one-line ``ConfigError`` naming each
         differing setting, since silently keeping the old ones would answer with an index the caller
         did not ask for. ``rebuild=True`` instead rebuilds the knowledge base from its stored
-        documents with ``cfg`` (what ``hybrid index rebuild`` does).
+        documents with ``cfg`` (what ``hybrid index rebuild`` does). A ``backend`` other than the
+        stored one is a ``ConfigError`` too.
         """
         p = Path(path)
         if not (p / MANIFEST).exists():
-            return cls.create(p, cfg, embedder)
+            return cls.create(p, cfg, embedder, backend=backend)
+        manifest = read_manifest(p)
+        asked = backend.backend if backend is not None else getattr(cfg, "backend", None)
+        if asked is not None and asked != manifest_backend(manifest):
+            raise ConfigError(f"{p} keeps its vectors in backend {manifest_backend(manifest)}, not {asked}; "
+                              "build a new knowledge base for another backend")
         if cfg is None:
             return cls.open(p, embedder=embedder)
-        stored = dict(read_manifest(p).get("config") or {})
+        stored = dict(manifest.get("config") or {})
         diff = stored_setting_diff(stored, cfg)
         if diff and rebuild:
             kb, report = cls.rebuild(p, None, cfg, embedder=embedder)
@@ -183,8 +201,14 @@ class KnowledgeBase(Searching):
             raise CorruptKnowledgeBaseError(f"{p / MANIFEST}: bad config ({e}); " + REBUILD_HINT.format(path=p)) from None
         if embedder is not None:
             check_embedder(p, manifest, embedder)
-        state = load_state(p, cfg)
-        return cls(p, cfg, embedder, readonly, state)
+        backend = BACKENDS.get(manifest_backend(manifest))
+        handle = backend.connect(p, manifest, cfg)
+        try:
+            state = _load(p, cfg, backend, handle)
+        except BaseException:
+            backend.close(handle)
+            raise
+        return cls(p, cfg, embedder, readonly, state, backend, handle)
 
     @staticmethod
     def _make_embedder(cfg: IndexConfig) -> Any:
@@ -223,11 +247,14 @@ class KnowledgeBase(Searching):
         with self._refresh_lock:
             if self._state.generation != int(manifest["generation"]):
                 # not closed here: another thread may be mid-search on it; GC closes it
-                self._state = load_state(self.path, self.cfg)
+                self._state = _load(self.path, self.cfg, self._backend, self._handle)
         return True
 
     def close(self) -> None:
         self._state.close()
+        handle, self._handle = self._handle, None
+        if handle is not None:
+            self._backend.close(handle)
 
     def __enter__(self) -> "KnowledgeBase":
         return self
@@ -261,6 +288,7 @@ class KnowledgeBase(Searching):
         incoming = dedupe_documents(documents, report)
         with WriteLock(self.path):
             self.refresh()
+            self._backend.before_write(self.path, self._state, self._handle)
             return self._sync_locked(incoming, prune, progress, report, t0)
 
     def _sync_locked(self, incoming: dict[str, Document], prune: bool, progress: bool,
@@ -303,6 +331,7 @@ class KnowledgeBase(Searching):
             apply_changes(con, upserts, to_delete, new_chunks, keep_cids, remove_vids, vectors)
 
         gen = publish(self.path, self._state.manifest, self.generation + 1, self._db_file(), vectors, apply, self.cfg)
+        self._backend.after_publish(self.path, vectors)
         # the old state is not closed: a search in another thread may still be reading it (GC closes it)
         self._state = load_state(self.path, self.cfg, vectors=vectors)
         report.generation = gen
@@ -316,6 +345,7 @@ class KnowledgeBase(Searching):
         ids = list(dict.fromkeys(str(d) for d in doc_ids))
         with WriteLock(self.path):
             self.refresh()
+            self._backend.before_write(self.path, self._state, self._handle)
             db = self._state.db
             present = [d for d in ids if db.execute("SELECT 1 FROM documents WHERE doc_id=?", (d,)).fetchone()]
             if not present:
@@ -330,6 +360,7 @@ class KnowledgeBase(Searching):
                 apply_changes(con, [], set(present), [], set(), vids, vectors)
 
             publish(self.path, self._state.manifest, self.generation + 1, self._db_file(), vectors, apply, self.cfg)
+            self._backend.after_publish(self.path, vectors)
             self._state = load_state(self.path, self.cfg, vectors=vectors)
             return len(present)
 
@@ -347,6 +378,7 @@ class KnowledgeBase(Searching):
 
         An existing directory's lock is taken first, so a second writer fails before any work."""
         p = Path(path)
+        _refuse_rebuild_off_faiss(p)
         with WriteLock(p) if p.is_dir() else contextlib.nullcontext():
             return cls._rebuild_locked(p, documents, cfg, embedder, progress)
 
@@ -414,6 +446,7 @@ class KnowledgeBase(Searching):
         size = sum((self.path / f).stat().st_size for f in m["files"].values() if (self.path / f).exists())
         return {
             "path": str(self.path),
+            "backend": manifest_backend(m),
             "generation": st.generation,
             "documents": int(st.db.execute("SELECT COUNT(*) FROM documents").fetchone()[0]),
             "chunks": st.n_chunks,
@@ -430,4 +463,43 @@ class KnowledgeBase(Searching):
             "bytes": size,
             "created": m.get("created"),
             "updated": m.get("updated"),
+            **self._backend.stats(st, self._handle),
         }
+
+
+def _load(path: Path, cfg: IndexConfig, backend: VectorBackend, handle: Any, attempts: int = 3) -> State:
+    """``load_state`` through ``backend``: FAISS reads the generation's file; a backend whose
+    ``open`` gives the vectors gets them built from the very manifest the generation is loaded with
+    (re-read when a writer swaps it meanwhile), then the files' checksums and ``backend.verify``."""
+    for attempt in range(attempts):
+        manifest = read_manifest(path)
+        vectors = backend.open(path, manifest, cfg, handle)
+        if vectors is None:
+            return load_state(path, cfg)
+        try:
+            state = load_state(path, cfg, vectors=vectors)
+            try:
+                if state.generation != int(manifest["generation"]):
+                    raise CorruptKnowledgeBaseError(f"{path}: the manifest changed while loading")
+                verify_checksums(path, state.manifest, {k: path / v for k, v in state.manifest["files"].items()})
+                backend.verify(path, state, handle)
+            except BaseException:
+                state.close()
+                raise
+            return state
+        except CorruptKnowledgeBaseError:
+            if attempt == attempts - 1 or int(read_manifest(path)["generation"]) == int(manifest["generation"]):
+                raise
+    raise AssertionError("unreachable")
+
+
+def _refuse_rebuild_off_faiss(path: Path) -> None:
+    """Rebuilding builds a fresh knowledge base beside ``path`` and moves its files in: only FAISS
+    keeps its vectors in those files, so other backends are refused with what to do instead."""
+    try:
+        name = manifest_backend(read_manifest(path)) if (path / MANIFEST).exists() else "faiss"
+    except CorruptKnowledgeBaseError:
+        return
+    if name != "faiss":
+        raise KnowledgeBaseError(f"rebuild is not available for knowledge bases on backend {name} yet; "
+                                 f"create a new one (another milvus_collection) and sync the sources into it")

@@ -2,8 +2,9 @@
 
 ``KnowledgeBase`` (``indexes.kb``) inherits these methods from ``Searching``; they read only
 ``self._state`` (one loaded generation), ``self.cfg``, ``self.path``, ``self.refresh()`` and
-``self._embed()``, which ``KnowledgeBase`` provides. Kept apart from ``indexes.kb`` so each file
-stays readable: ``kb`` opens and writes, this module reads.
+``self._embed()``, which ``KnowledgeBase`` provides. ``self._state.vectors`` is whichever vector
+backend the knowledge base uses (``indexes.backends``): a FAISS ``VectorIndex`` or ``MilvusVectors``.
+Kept apart from ``indexes.kb`` so each file stays readable: ``kb`` opens and writes, this module reads.
 """
 
 from __future__ import annotations
@@ -83,10 +84,7 @@ class Searching:
         dense: list[list[tuple[int, float]]] = [[] for _ in queries]
         if mode in ("dense", "hybrid") or mmr:
             qvecs = self._embed(queries)
-            scores, ids = st.vectors.search(qvecs, depth, allowed=allowed)
-            check_scores(scores, ids, st.vectors.kind, self.path / st.manifest["files"]["faiss"], self.path)
-            for i in range(len(queries)):
-                dense[i] = [(int(v), float(s)) for v, s in zip(ids[i], scores[i]) if v >= 0]
+            dense = self._dense(qvecs, depth, allowed, st)
         sparse: list[list[tuple[int, float]]] = [[] for _ in queries]
         if mode in ("bm25", "hybrid"):
             for i, q in enumerate(queries):
@@ -94,6 +92,38 @@ class Searching:
         out = []
         for i in range(len(queries)):
             out.append(self._assemble(dense[i], sparse[i], mode, k, mmr, qvecs[i] if qvecs is not None else None, st))
+        return out
+
+    def _dense(self, qvecs: np.ndarray, depth: int, allowed: np.ndarray | None,
+               st: State) -> list[list[tuple[int, float]]]:
+        """The top ``depth`` (vector id, score) of each query among the vectors of generation ``st``.
+
+        A store shared by every generation (``vectors.shared``: Milvus) may also hold vectors that a
+        concurrent or interrupted write added; they are dropped, and the search asks deeper while a
+        full answer left fewer than ``depth``, up to the store's ``max_k``."""
+        shared = bool(getattr(st.vectors, "shared", False))
+        want = depth
+        while True:
+            scores, ids = st.vectors.search(qvecs, want, allowed=allowed)
+            check_scores(scores, ids, st.vectors.kind, self.path / st.manifest["files"]["faiss"], self.path)
+            lists = [[(int(v), float(s)) for v, s in zip(ids[i], scores[i]) if v >= 0] for i in range(len(qvecs))]
+            if not shared:
+                return lists
+            known = self._known({v for got in lists for v, _ in got}, st)
+            out = [[p for p in got if p[0] in known][:depth] for got in lists]
+            short = any(len(o) < depth and len(got) == want for o, got in zip(out, lists))
+            limit = int(getattr(st.vectors, "max_k", want))
+            if not short or want >= limit:
+                return out
+            want = min(limit, want * 2)
+
+    def _known(self, vids: set[int], st: State) -> set[int]:
+        """The ``vids`` that generation ``st`` has a chunk row for."""
+        ordered, out = sorted(vids), set()
+        for i in range(0, len(ordered), 500):
+            part = ordered[i:i + 500]
+            out.update(r[0] for r in st.db.execute(
+                f"SELECT vid FROM chunks WHERE vid IN ({','.join('?' * len(part))})", part))
         return out
 
     def _assemble(self, dense: list[tuple[int, float]], sparse: list[tuple[int, float]], mode: str, k: int,
@@ -108,16 +138,14 @@ class Searching:
             ranked = [(int(v), s) for v, s in rrf([[v for v, _ in dense], [v for v, _ in sparse]], k=self.cfg.rrf_k,
                                                    weights=[self.cfg.dense_weight, self.cfg.bm25_weight])]
         if use_mmr and qvec is not None and ranked:
+            ranked, _ = self._with_rows(ranked, len(ranked), st)
             pool = [v for v, _ in ranked]
             picked = _mmr(qvec, st.vectors.reconstruct(pool), k, self.cfg.mmr_lambda)
             ranked = [ranked[j] for j in picked]
-        ranked = ranked[:k]
-        rows = self._rows([v for v, _ in ranked], st)
+        ranked, rows = self._with_rows(ranked, k, st)
         hits = []
-        for r, (vid, score) in enumerate(ranked, 1):
-            row = rows.get(vid)
-            if row is None:  # a tombstoned vector (HNSW) or a race with a writer: skip it
-                continue
+        for vid, score in ranked:
+            row = rows[vid]
             parts = {}
             if vid in d_score:
                 parts["dense"] = d_score[vid]
@@ -127,6 +155,18 @@ class Searching:
                 parts["rrf"] = score
             hits.append(Hit(chunk=row, score=float(score), rank=len(hits) + 1, scores=parts))
         return hits
+
+    def _with_rows(self, ranked: list[tuple[int, float]], k: int,
+                   st: State) -> tuple[list[tuple[int, float]], dict[int, Chunk]]:
+        """The first ``k`` of ``ranked`` that have a chunk row in generation ``st``, and those rows.
+
+        A vector without a row is a tombstoned one (HNSW) or one a concurrent writer has just added
+        to a store shared by all generations (Milvus); it is skipped and the next one takes its place."""
+        rows = self._rows([v for v, _ in ranked[:k]], st)
+        if len(rows) < min(k, len(ranked)):
+            rows = self._rows([v for v, _ in ranked], st)
+        kept = [(v, s) for v, s in ranked if v in rows][:k]
+        return kept, rows
 
     def _rows(self, vids: list[int], st: State) -> dict[int, Chunk]:
         out: dict[int, Chunk] = {}

@@ -1,0 +1,383 @@
+"""The ``milvus`` vector backend: a knowledge base's vectors in one Milvus collection (``pymilvus``).
+
+    KnowledgeBase.create("kb", cfg, backend=BackendConfig("milvus"))                       # Milvus Lite: kb/milvus.db
+    KnowledgeBase.create("kb", cfg, backend=BackendConfig("milvus", milvus_uri="http://host:19530"))
+
+The collection has two fields: ``id`` (INT64 primary key, the chunk's ``vector_id`` exactly as FAISS
+uses it) and ``vector`` (FLOAT_VECTOR, the L2-normalized embedding), indexed with the IP metric, so
+dense scores are the same cosines the FAISS backend gives. Text, metadata, BM25, filters and the
+generations stay in SQLite (``indexes.store``); a filter becomes an ``id in [...]`` expression.
+
+What differs from FAISS (the collection is changed in place, it has no generations):
+
+- A write upserts the new vectors *before* the manifest swap and deletes the removed ones *after*
+  it. A search that started on the previous generation may meet vectors it has no row for (they are
+  skipped, as HNSW tombstones are) or miss removed ones; it never returns a chunk its generation
+  does not hold.
+- The ids a write touches are journaled in ``DIR/milvus-pending.json`` first; a write killed midway
+  leaves vectors no generation names, and the next write deletes them (``before_write``).
+- Opening checks that the collection holds at least the generation's chunks and was built with the
+  manifest's embedder; the FAISS backend's file checksums cover only the small pointer file here.
+- Milvus Lite (a ``.db`` path) serves one process at a time.
+
+``MilvusVectors`` has the interface of ``indexes.vectors.VectorIndex`` that ``indexes.kb``,
+``indexes.search`` and ``indexes.store`` use (add, remove, copy, save, search, reconstruct, dim,
+ntotal, tombstones, kind).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import re
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+
+from core.errors import ConfigError, CorruptKnowledgeBaseError, InputError, KnowledgeBaseError
+from core.io import atomic_write_text, fsync
+from indexes.backends import BACKENDS, BackendConfig, VectorBackend
+from indexes.config import IndexConfig
+from indexes.integrity import REBUILD_HINT
+
+log = logging.getLogger(__name__)
+
+JOURNAL = "milvus-pending.json"
+DEFAULT_LITE_FILE = "milvus.db"
+# Milvus answers at most this many hits per query (its topk limit).
+MAX_TOPK = 16384
+# Filters allowing more ids than this are not sent as an ``id in [...]`` expression: the top
+# MAX_TOPK dense hits are searched instead and filtered here (documented in docs/milvus.md).
+MAX_FILTER_IDS = 16384
+BATCH = 1000
+# How each FAISS index kind maps to a Milvus index (Milvus Lite builds FLAT whatever is asked).
+INDEX_TYPES = {
+    "flat": lambda cfg: ("FLAT", {}, {}),
+    "hnsw": lambda cfg: ("HNSW", {"M": cfg.hnsw_m, "efConstruction": cfg.hnsw_ef_construction},
+                         {"ef": cfg.hnsw_ef_search}),
+}
+_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,254}$")
+
+
+def _first_line(e: BaseException) -> str:
+    msg = str(getattr(e, "message", "") or e).strip()
+    return (msg.splitlines()[0] if msg else type(e).__name__)[:200]
+
+
+# -- connecting ------------------------------------------------------------------------------------
+def resolve_uri(path: Path, uri: str) -> str:
+    """``uri`` as pymilvus takes it: a server URL as is, a Milvus Lite file relative to the KB directory."""
+    uri = uri or DEFAULT_LITE_FILE
+    if re.match(r"^(https?|tcp|grpc|unix)://", uri):
+        return uri
+    if not uri.endswith(".db"):
+        raise ConfigError(f"milvus_uri must be http://host:port or a Milvus Lite file ending in .db, got {uri!r}")
+    p = Path(uri)
+    return str(p if p.is_absolute() else (path / p).resolve())
+
+
+def default_collection(path: Path) -> str:
+    """A collection name from the KB directory's name plus a hash of its absolute path."""
+    stem = re.sub(r"[^A-Za-z0-9_]", "_", path.resolve().name)[:40] or "kb"
+    return f"kb_{stem}_{hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]}"
+
+
+class MilvusHandle:
+    """One open client and the collection a knowledge base uses."""
+
+    def __init__(self, uri: str, collection: str, timeout: float, consistency: str):
+        self.uri = uri
+        self.collection = collection
+        self.timeout = float(timeout)
+        self.consistency = consistency
+        self.client = self._connect()
+
+    def _connect(self) -> Any:
+        try:
+            from pymilvus import MilvusClient
+        except ImportError:
+            raise ConfigError("backend milvus needs pymilvus (and milvus-lite for .db files): "
+                              "pip install 'hybrid[milvus]'") from None
+        try:
+            return MilvusClient(uri=self.uri, timeout=self.timeout)
+        except Exception as e:  # noqa: BLE001 - pymilvus raises MilvusException subclasses and grpc errors
+            if self.uri.startswith("/"):
+                raise KnowledgeBaseError(f"cannot open the Milvus Lite file {self.uri} ({_first_line(e)}); "
+                                         "Milvus Lite serves one process at a time: is another process using "
+                                         "this knowledge base?") from None
+            raise KnowledgeBaseError(f"cannot reach Milvus at {self.uri} within {self.timeout:g}s "
+                                     f"({_first_line(e)}); check milvus_uri and that the server is up") from None
+
+    def call(self, what: str, fn: str, *args: Any, **kwargs: Any) -> Any:
+        """``client.fn(*args, **kwargs)`` with the timeout; any Milvus failure is a one-line error."""
+        try:
+            return getattr(self.client, fn)(*args, timeout=self.timeout, **kwargs)
+        except Exception as e:  # noqa: BLE001 - see _connect
+            raise KnowledgeBaseError(f"Milvus at {self.uri} failed to {what} (collection {self.collection}): "
+                                     f"{_first_line(e)}") from None
+
+    def exists(self) -> bool:
+        return bool(self.call("list collections", "has_collection", self.collection))
+
+    def rows(self) -> int:
+        res = self.call("count vectors", "query", self.collection, filter="", output_fields=["count(*)"],
+                        consistency_level="Strong")
+        return int(res[0]["count(*)"]) if res else 0
+
+    def properties(self) -> tuple[dict[str, str], int]:
+        """The collection's properties and its vector dimension."""
+        d = self.call("describe the collection", "describe_collection", self.collection)
+        dim = next((int(f["params"]["dim"]) for f in d.get("fields", []) if f.get("name") == "vector"), -1)
+        return {str(k): str(v) for k, v in (d.get("properties") or {}).items()}, dim
+
+    def close(self) -> None:
+        try:
+            self.client.close()
+        except Exception:  # noqa: BLE001 - closing is best effort
+            pass
+
+
+def _embedder_props(info: dict[str, Any]) -> dict[str, str]:
+    return {"hybrid.embedder": str(info["name"]), "hybrid.embedder_revision": str(info["revision"]),
+            "hybrid.dim": str(int(info["dim"]))}
+
+
+def check_collection(handle: MilvusHandle, embedder: dict[str, Any], kb: Path) -> None:
+    """Refuse a collection whose recorded embedder or vector dimension differ from ``embedder`` (a manifest's)."""
+    props, dim = handle.properties()
+    have = (props.get("hybrid.embedder", "?"), props.get("hybrid.embedder_revision", "?"), dim)
+    want = (str(embedder["name"]), str(embedder["revision"]), int(embedder["dim"]))
+    if have != want:
+        raise KnowledgeBaseError(
+            f"Milvus collection {handle.collection} at {handle.uri} was built with embedder {have[0]} "
+            f"(revision {have[1]}, dim {have[2]}), but knowledge base {kb} uses {want[0]} (revision {want[1]}, "
+            f"dim {want[2]}); point milvus_collection at this knowledge base's own collection")
+
+
+# -- the vectors -------------------------------------------------------------------------------------
+class MilvusVectors:
+    """The ``VectorIndex`` interface over a Milvus collection (see the module docstring).
+
+    ``ntotal`` is the number of vectors the loaded generation holds (from its manifest, plus the
+    changes staged on this copy); the collection's live count is ``handle.rows()``. ``add`` and
+    ``remove`` only stage: ``save`` (inside ``publish``) upserts the additions, ``apply_removals``
+    (after the manifest swap) deletes the removals."""
+
+    tombstones: frozenset[int] = frozenset()
+    shared = True  # one collection for every generation: searches drop ids their generation lacks
+    max_k = MAX_TOPK
+
+    def __init__(self, handle: MilvusHandle, dim: int, kind: str, cfg: IndexConfig, count: int):
+        self.handle = handle
+        self._dim = int(dim)
+        self.kind = kind
+        self.cfg = cfg
+        self._count = int(count)
+        self._add: dict[int, np.ndarray] = {}
+        self._remove: set[int] = set()
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def ntotal(self) -> int:
+        return self._count
+
+    @property
+    def live(self) -> int:
+        return self._count
+
+    def copy(self) -> "MilvusVectors":
+        """A writer's copy: stages changes; searches on this object still see the live collection."""
+        return MilvusVectors(self.handle, self._dim, self.kind, self.cfg, self._count)
+
+    # -- staged writes --------------------------------------------------------------------------
+    def add(self, ids: np.ndarray, vecs: np.ndarray) -> None:
+        vecs = np.ascontiguousarray(vecs, dtype=np.float32)
+        if len(ids) and vecs.shape != (len(ids), self._dim):
+            raise InputError(f"expected {len(ids)} vectors of dimension {self._dim}, got shape {vecs.shape}")
+        for i, v in zip((int(x) for x in ids), vecs):
+            self._remove.discard(i)  # removed and added again: the upsert replaces it
+            self._add[i] = v
+        self._count += len(ids)
+
+    def remove(self, ids: Iterable[int]) -> None:
+        ids = [int(i) for i in ids]
+        self._remove.update(ids)
+        self._count -= len(ids)
+
+    def save(self, path: str | Path) -> None:
+        """Journal the touched ids, upsert the staged additions, then write the generation's pointer file."""
+        path = Path(path)
+        touched = sorted(set(self._add) | self._remove)
+        if touched:
+            atomic_write_text(path.parent / JOURNAL, json.dumps(
+                {"collection": self.handle.collection, "ids": touched}) + "\n")
+        items = list(self._add.items())
+        for i in range(0, len(items), BATCH):
+            rows = [{"id": vid, "vector": vec.tolist()} for vid, vec in items[i:i + BATCH]]
+            self.handle.call("upsert vectors", "upsert", self.handle.collection, rows)
+        self._add = {}
+        pointer = {"backend": "milvus", "collection": self.handle.collection, "dim": self._dim,
+                   "vectors": self._count}
+        path.write_text(json.dumps(pointer, sort_keys=True) + "\n", encoding="utf-8")
+        fsync(path)
+
+    def apply_removals(self, kb: Path) -> None:
+        """Delete the staged removals (after the manifest swap), then drop the journal."""
+        delete(self.handle, sorted(self._remove))
+        self._remove = set()
+        (kb / JOURNAL).unlink(missing_ok=True)
+
+    # -- reads ----------------------------------------------------------------------------------
+    def reconstruct(self, ids: Iterable[int]) -> np.ndarray:
+        """The stored vectors of ``ids`` in order (zeros for an id the collection no longer has)."""
+        ids = [int(i) for i in ids]
+        out = np.zeros((len(ids), self._dim), dtype=np.float32)
+        found: dict[int, Any] = {}
+        for i in range(0, len(ids), BATCH):
+            for r in self.handle.call("read vectors", "get", self.handle.collection, ids=ids[i:i + BATCH],
+                                      output_fields=["vector"]):
+                found[int(r["id"])] = r["vector"]
+        for j, vid in enumerate(ids):
+            if vid in found:
+                out[j] = np.asarray(found[vid], dtype=np.float32)
+        return out
+
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` (scores, ids) per query row; missing slots have id -1 (as ``VectorIndex.search``)."""
+        queries = np.ascontiguousarray(queries, dtype=np.float32)
+        nq, kk = len(queries), max(k, 0)
+        scores = np.full((nq, kk), -np.inf, np.float32)
+        ids = np.full((nq, kk), -1, np.int64)
+        if nq == 0 or kk == 0 or self._count == 0 or (allowed is not None and len(allowed) == 0):
+            return scores, ids
+        expr, post = "", None
+        if allowed is not None:
+            allowed = np.asarray(allowed, dtype=np.int64)
+            if len(allowed) <= MAX_FILTER_IDS:
+                expr = f"id in [{','.join(str(int(a)) for a in allowed)}]"
+            else:
+                post = allowed
+        limit = min(MAX_TOPK, kk if post is None else MAX_TOPK)
+        _, _, sparams = INDEX_TYPES[self.kind](self.cfg)
+        res = self.handle.call("search", "search", self.handle.collection, data=queries.tolist(), limit=limit,
+                               filter=expr, output_fields=[], consistency_level=self.handle.consistency,
+                               search_params={"metric_type": "IP", "params": sparams})
+        for q, hits in enumerate(res):
+            pairs = [(int(h["id"]), float(h["distance"])) for h in hits]
+            if post is not None:
+                keep = set(np.intersect1d(post, np.array([p[0] for p in pairs], dtype=np.int64)).tolist())
+                pairs = [p for p in pairs if p[0] in keep]
+            pairs = pairs[:kk]
+            ids[q, :len(pairs)] = [p[0] for p in pairs]
+            scores[q, :len(pairs)] = [p[1] for p in pairs]
+        return scores, ids
+
+
+def delete(handle: MilvusHandle, ids: list[int]) -> None:
+    for i in range(0, len(ids), BATCH):
+        handle.call("delete vectors", "delete", handle.collection, ids=ids[i:i + BATCH])
+
+
+# -- the backend entry -------------------------------------------------------------------------------
+def _handle_for(path: Path, entry: dict[str, Any], cfg: IndexConfig | None = None) -> MilvusHandle:
+    return MilvusHandle(resolve_uri(path, entry.get("uri", "")), entry["collection"],
+                        float(entry.get("timeout", 10.0)), str(entry.get("consistency", "Strong")))
+
+
+def _create(path: Path, cfg: IndexConfig, settings: BackendConfig, dim: int,
+            embedder_info: dict[str, Any]) -> tuple[MilvusVectors, dict[str, Any]]:
+    """Create the collection for a new knowledge base in ``path`` (refusing one that exists)."""
+    if cfg.index not in INDEX_TYPES:
+        raise ConfigError(f"index={cfg.index} is not available with backend milvus; use one of {sorted(INDEX_TYPES)}")
+    name = settings.milvus_collection or default_collection(path)
+    if not _NAME_RE.match(name):
+        raise ConfigError(f"milvus_collection must be letters, digits and underscores, not starting with a digit; "
+                          f"got {name!r}")
+    entry = {"name": "milvus", "uri": settings.milvus_uri or DEFAULT_LITE_FILE, "collection": name,
+             "timeout": settings.milvus_timeout, "consistency": settings.milvus_consistency}
+    handle = _handle_for(path, entry)
+    try:
+        if handle.exists():
+            check_collection(handle, embedder_info, path)
+            raise KnowledgeBaseError(f"Milvus collection {name} at {handle.uri} already holds {handle.rows()} vectors "
+                                     "of another knowledge base; choose another milvus_collection or drop that one")
+        from pymilvus import DataType
+
+        schema = handle.client.create_schema(auto_id=False, enable_dynamic_field=False)
+        schema.add_field("id", DataType.INT64, is_primary=True)
+        schema.add_field("vector", DataType.FLOAT_VECTOR, dim=int(dim))
+        index_type, build_params, _ = INDEX_TYPES[cfg.index](cfg)
+        index = handle.client.prepare_index_params()
+        index.add_index("vector", index_type=index_type, metric_type="IP", params=build_params)
+        handle.call("create the collection", "create_collection", name, schema=schema, index_params=index,
+                    consistency_level=settings.milvus_consistency, properties=_embedder_props(embedder_info))
+    except BaseException:
+        handle.close()
+        raise
+    return MilvusVectors(handle, dim, cfg.index, cfg, 0), entry
+
+
+def _connect(path: Path, manifest: dict[str, Any], cfg: IndexConfig) -> MilvusHandle:
+    handle = _handle_for(path, manifest["backend"])
+    try:
+        if not handle.exists():
+            raise CorruptKnowledgeBaseError(f"Milvus collection {handle.collection} is missing at {handle.uri}; "
+                                            + REBUILD_HINT.format(path=path))
+        check_collection(handle, manifest["embedder"], path)
+    except BaseException:
+        handle.close()
+        raise
+    return handle
+
+
+def _open(path: Path, manifest: dict[str, Any], cfg: IndexConfig, handle: MilvusHandle) -> MilvusVectors:
+    count = int((manifest.get("counts") or {}).get("vectors", 0))
+    return MilvusVectors(handle, int(manifest["dim"]), str(manifest["index"]), cfg, count)
+
+
+def verify(path: Path, state: Any, handle: MilvusHandle) -> None:
+    """Refuse a collection holding fewer vectors than the generation has chunks (vectors lost)."""
+    rows = handle.rows()
+    if rows < state.n_chunks:
+        raise CorruptKnowledgeBaseError(
+            f"Milvus collection {handle.collection} at {handle.uri} holds {rows} vectors but generation "
+            f"{state.generation} of {path} has {state.n_chunks} chunks; " + REBUILD_HINT.format(path=path))
+
+
+def _before_write(path: Path, state: Any, handle: MilvusHandle) -> None:
+    """Finish a write that died midway: delete journaled ids the current generation does not hold."""
+    journal = path / JOURNAL
+    if not journal.exists():
+        return
+    try:
+        ids = [int(i) for i in json.loads(journal.read_text(encoding="utf-8"))["ids"]]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CorruptKnowledgeBaseError(f"{journal} is unreadable ({e}); " + REBUILD_HINT.format(path=path)) from None
+    held: set[int] = set()
+    for i in range(0, len(ids), 500):
+        part = ids[i:i + 500]
+        held.update(r[0] for r in state.db.execute(
+            f"SELECT vid FROM chunks WHERE vid IN ({','.join('?' * len(part))})", part))
+    orphans = [i for i in ids if i not in held]
+    delete(handle, orphans)
+    log.info("%s: an interrupted write left %d vectors in Milvus; deleted", path, len(orphans))
+    journal.unlink()
+
+
+def _after_publish(path: Path, vectors: MilvusVectors) -> None:
+    vectors.apply_removals(path)
+
+
+def _stats(state: Any, handle: MilvusHandle) -> dict[str, Any]:
+    return {"milvus_uri": handle.uri, "milvus_collection": handle.collection, "milvus_rows": handle.rows(),
+            "milvus_consistency": handle.consistency}
+
+
+BACKENDS.add("milvus", VectorBackend(create=_create, open=_open, connect=_connect, close=MilvusHandle.close,
+                                     before_write=_before_write, after_publish=_after_publish, stats=_stats,
+                                     verify=verify))

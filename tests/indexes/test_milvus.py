@@ -1,0 +1,293 @@
+"""The ``milvus`` vector backend against a real Milvus Lite (embedded; a ``.db`` path in ``tmp_path``).
+
+The knowledge-base behaviour tests of ``test_kb.py`` and ``test_open_or_create.py`` that do not
+depend on FAISS are imported below and run again here with every ``KnowledgeBase.create`` of this
+module putting its vectors in Milvus (``_milvus_by_default``): sync, prune, delete, filters, every
+search mode, MMR, search batches, readers seeing new generations, searches during syncs, the
+LangChain retriever, wrong embedders, open_or_create. Not imported, because they are FAISS's own:
+HNSW tombstones and IVF-PQ (Milvus has its own index types), rebuild (refused on Milvus for now,
+tested below), and the corruption tests of FAISS files. The rest are Milvus's own: same scores as
+FAISS, the collection kept in step through syncs and interrupted writes, and bad input.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("milvus_lite")
+pytest.importorskip("pymilvus")
+
+import indexes.kb as kb_module  # noqa: E402
+from core.errors import ConfigError, CorruptKnowledgeBaseError, InputError, KnowledgeBaseError  # noqa: E402
+from indexes import milvus  # noqa: E402
+from indexes.backends import BACKENDS, BackendConfig, backend_settings  # noqa: E402
+from indexes.config import IndexConfig  # noqa: E402
+from indexes.embed import HashEmbedder  # noqa: E402
+from indexes.kb import KnowledgeBase  # noqa: E402
+from tests.indexes.conftest import make_docs  # noqa: E402
+
+# The shared behaviour tests, run here on Milvus (see the module docstring).
+from tests.indexes.test_kb import (  # noqa: E402,F401
+    test_changed_document_from_same_source_replaces_the_old_one,
+    test_create_refuses_an_existing_kb,
+    test_each_mode_finds_the_relevant_document_with_descending_scores,
+    test_filters_equality_in_and_date_ranges,
+    test_hybrid_recovers_what_one_retriever_misses,
+    test_langchain_retriever_and_document_conversion,
+    test_mmr_diversifies,
+    test_open_overrides_change_search_settings_only,
+    test_opening_with_a_different_embedder_is_a_clear_error,
+    test_prune_and_delete_remove_vectors_for_real,
+    test_reopen_persists_and_readers_see_new_generations,
+    test_search_batch_matches_single_searches,
+    test_searches_in_threads_while_the_same_object_syncs,
+    test_sync_counts_and_unchanged_resync_embeds_nothing,
+    test_update_with_stable_id_reembeds_only_changed_chunks,
+)
+from tests.indexes.test_open_or_create import (  # noqa: E402,F401
+    test_changed_stored_settings_are_one_line_naming_each,
+    test_create_exist_ok_is_the_same_path,
+    test_creates_when_missing_then_reuses_unchanged,
+    test_search_time_settings_apply_and_none_opens_as_stored,
+)
+
+FAISS = BackendConfig("faiss")
+
+
+@pytest.fixture(autouse=True)
+def _milvus_by_default(monkeypatch):
+    """``KnowledgeBase.create`` without an explicit backend uses Milvus Lite (a file in the KB directory)."""
+    monkeypatch.setattr(kb_module, "backend_settings",
+                        lambda cfg, explicit=None: explicit if explicit is not None else BackendConfig("milvus"))
+
+
+@pytest.fixture
+def mkb(kb):
+    """The conftest ``kb`` (six documents, synced), on Milvus."""
+    assert kb.stats()["backend"] == "milvus"
+    return kb
+
+
+def sources(hits):
+    return [h.chunk.metadata["source"] for h in hits]
+
+
+def in_step(kb: KnowledgeBase) -> bool:
+    """The collection holds exactly the current generation's vectors."""
+    s = kb.stats()
+    return s["milvus_rows"] == s["chunks"] == s["vectors"]
+
+
+def free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+# -- the registry -----------------------------------------------------------------------------------
+def test_backends_are_a_registry_and_unknown_names_list_the_known():
+    assert BACKENDS.names() == ["faiss", "milvus"]
+    with pytest.raises(InputError, match="unknown vector backend 'qdrant'; known: faiss, milvus"):
+        BackendConfig("qdrant")
+
+
+def test_settings_come_from_an_index_config_that_carries_them(tmp_path, cfg, docs):
+    @dataclasses.dataclass
+    class WithBackend(IndexConfig):
+        backend: str = "milvus"
+        milvus_collection: str = "from_config"
+
+    got = backend_settings(WithBackend(embedder="hash"))
+    assert (got.backend, got.milvus_collection, got.milvus_uri) == ("milvus", "from_config", "")
+    assert backend_settings(IndexConfig(embedder="hash")) == BackendConfig()  # no fields yet: FAISS
+    assert backend_settings(None, FAISS) is FAISS
+
+
+# -- the same answers as FAISS, and the collection in step --------------------------------------------
+def test_dense_scores_and_ranks_match_the_faiss_backend(tmp_path, cfg, docs):
+    queries = ["notice before ending the lease", "court fees appeal", "bake bread", "personal data requests"]
+    out = {}
+    for name in ("faiss", "milvus"):
+        with KnowledgeBase.create(tmp_path / name, cfg, embedder=HashEmbedder(), backend=BackendConfig(name)) as kb:
+            kb.sync(docs)
+            assert kb.stats()["backend"] == name
+            out[name] = [kb.search(q, k=5, mode=m) for q in queries for m in ("dense", "hybrid")]
+    for (f_dense, f_hybrid), (m_dense, m_hybrid) in zip(zip(*[iter(out["faiss"])] * 2), zip(*[iter(out["milvus"])] * 2)):
+        assert np.allclose([h.score for h in f_dense], [h.score for h in m_dense], atol=1e-5)
+        # the same ranking; chunks with exactly equal scores may come in either order
+        assert tied(f_dense) == tied(m_dense)
+        assert {h.chunk.id for h in f_hybrid} == {h.chunk.id for h in m_hybrid}
+
+
+def tied(hits) -> list[tuple[float, frozenset[str]]]:
+    """The ranking as groups of chunk ids per (rounded) score, best first."""
+    groups: dict[float, set[str]] = {}
+    for h in hits:
+        groups.setdefault(round(h.score, 5), set()).add(h.chunk.id)
+    return [(score, frozenset(ids)) for score, ids in groups.items()]
+
+
+def test_collection_stays_in_step_through_updates_prune_and_delete(mkb, docs):
+    assert in_step(mkb)
+    mkb.sync(make_docs("2"))  # every document edited: old vectors deleted, new ones added
+    assert in_step(mkb)
+    mkb.sync(make_docs("2")[:3], prune=True)
+    assert in_step(mkb) and mkb.stats()["documents"] == 3
+    assert mkb.delete([make_docs("2")[0].id]) == 1
+    assert in_step(mkb) and mkb.stats()["documents"] == 2
+    assert not (mkb.path / milvus.JOURNAL).exists()
+
+
+def test_manifest_records_the_collection_and_a_lite_path_relative_to_the_kb(mkb):
+    entry = mkb.manifest["backend"]
+    assert entry["name"] == "milvus" and entry["uri"] == "milvus.db" and entry["consistency"] == "Strong"
+    assert entry["collection"] == milvus.default_collection(mkb.path)
+    assert mkb.stats()["milvus_uri"] == str((mkb.path / "milvus.db").resolve())
+
+
+def test_filters_wider_than_an_id_expression_filter_the_dense_hits_instead(mkb, monkeypatch):
+    want = [sources(mkb.search("data requests", k=4, mode="dense", filters=f))
+            for f in ({"source": ["privacy.html", "lease.md"]}, {"page": 2})]
+    monkeypatch.setattr(milvus, "MAX_FILTER_IDS", 1)
+    got = [sources(mkb.search("data requests", k=4, mode="dense", filters=f))
+           for f in ({"source": ["privacy.html", "lease.md"]}, {"page": 2})]
+    assert got == want and set(got[0]) == {"privacy.html", "lease.md"}
+
+
+def test_a_write_interrupted_before_the_manifest_swap_is_cleaned_up_by_the_next(mkb, docs, monkeypatch):
+    import indexes.store as store
+
+    def crash(*a, **kw):
+        raise OSError("disk full (simulated)")
+
+    with monkeypatch.context() as m:
+        m.setattr(store, "write_manifest", crash)
+        with pytest.raises(OSError, match="simulated"):
+            mkb.sync(make_docs("2"))
+    s = mkb.stats()
+    assert s["milvus_rows"] > s["chunks"]  # the new vectors went in, no generation names them
+    assert (mkb.path / milvus.JOURNAL).exists()
+    # readers still answer from their generation only
+    with KnowledgeBase.open(mkb.path, embedder=HashEmbedder()) as reader:
+        hits = reader.search("version of the lease notice", k=6)
+        assert len(hits) == 6 and not any("Version 2" in h.chunk.text for h in hits)
+    assert mkb.sync(docs).changed == 0  # nothing to write, but the writer's turn cleans up
+    assert in_step(mkb) and not (mkb.path / milvus.JOURNAL).exists()
+
+
+# -- bad input ---------------------------------------------------------------------------------------
+def test_an_unreachable_milvus_is_a_one_line_error(tmp_path, cfg):
+    bc = BackendConfig("milvus", milvus_uri=f"http://127.0.0.1:{free_port()}", milvus_timeout=2)
+    with pytest.raises(KnowledgeBaseError) as e:
+        KnowledgeBase.create(tmp_path / "kb", cfg, embedder=HashEmbedder(), backend=bc)
+    assert "cannot reach Milvus at http://127.0.0.1:" in str(e.value) and "\n" not in str(e.value)
+
+
+@pytest.mark.timeout(120)
+def test_a_server_that_never_answers_times_out_with_an_error(tmp_path, cfg):
+    silent = socket.socket()  # accepts TCP connections (kernel backlog) and never speaks gRPC
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(4)
+    try:
+        bc = BackendConfig("milvus", milvus_uri=f"http://127.0.0.1:{silent.getsockname()[1]}", milvus_timeout=1)
+        with pytest.raises(KnowledgeBaseError, match=r"cannot reach Milvus at .* within 1s"):
+            KnowledgeBase.create(tmp_path / "kb", cfg, embedder=HashEmbedder(), backend=bc)
+    finally:
+        silent.close()
+
+
+def test_a_collection_built_with_another_embedder_is_refused(tmp_path, cfg, docs):
+    lite = str(tmp_path / "shared.db")
+    shared = BackendConfig("milvus", milvus_uri=lite, milvus_collection="shared")
+    with KnowledgeBase.create(tmp_path / "a", cfg, embedder=HashEmbedder(), backend=shared) as a:
+        a.sync(docs)
+    small = dataclasses.replace(cfg, embedder="hash:32")
+    with pytest.raises(KnowledgeBaseError) as e:
+        KnowledgeBase.create(tmp_path / "b", small, embedder=HashEmbedder(32), backend=shared)
+    msg = str(e.value)
+    assert "\n" not in msg
+    assert "collection shared" in msg and "dim 64" in msg and "dim 32" in msg
+    # the same embedder is refused too: those vectors belong to another knowledge base
+    with pytest.raises(KnowledgeBaseError, match="already holds .* vectors of another knowledge base"):
+        KnowledgeBase.create(tmp_path / "c", cfg, embedder=HashEmbedder(), backend=shared)
+    # a manifest pointed at a collection of another embedder is refused when opened
+    other = BackendConfig("milvus", milvus_uri=lite, milvus_collection="small")
+    KnowledgeBase.create(tmp_path / "d", small, embedder=HashEmbedder(32), backend=other).close()
+    man = json.loads((tmp_path / "a" / "manifest.json").read_text())
+    man["backend"]["collection"] = "small"
+    (tmp_path / "a" / "manifest.json").write_text(json.dumps(man))
+    with pytest.raises(KnowledgeBaseError, match="collection small .* built with embedder hash-embedder .*dim 32"):
+        KnowledgeBase.open(tmp_path / "a", embedder=HashEmbedder())
+
+
+def test_lost_vectors_and_a_missing_collection_are_corruption(mkb):
+    path, name = mkb.path, mkb.stats()["milvus_collection"]
+    some = [int(r[0]) for r in mkb._state.db.execute("SELECT vid FROM chunks LIMIT 2")]
+    milvus.delete(mkb._handle, some)
+    mkb.close()
+    with pytest.raises(CorruptKnowledgeBaseError, match="holds .* vectors but generation .* chunks.*rebuild"):
+        KnowledgeBase.open(path)
+    handle = milvus.MilvusHandle(str((path / "milvus.db").resolve()), name, 10, "Strong")
+    handle.client.drop_collection(name)
+    handle.close()
+    with pytest.raises(CorruptKnowledgeBaseError, match=f"collection {name} is missing"):
+        KnowledgeBase.open(path)
+
+
+@pytest.mark.parametrize("settings,msg", [
+    (dict(milvus_uri="kb.sqlite"), "a Milvus Lite file ending in .db"),
+    (dict(milvus_collection="1-bad name"), "milvus_collection must be letters"),
+])
+def test_bad_milvus_settings_are_one_line_config_errors(tmp_path, cfg, settings, msg):
+    with pytest.raises(ConfigError, match=msg):
+        KnowledgeBase.create(tmp_path / "kb", cfg, embedder=HashEmbedder(), backend=BackendConfig("milvus", **settings))
+
+
+def test_bad_backend_settings_are_refused_when_made():
+    with pytest.raises(ConfigError, match="milvus_consistency must be one of"):
+        BackendConfig("milvus", milvus_consistency="strong-ish")
+    with pytest.raises(ConfigError, match="milvus_timeout must be > 0"):
+        BackendConfig("milvus", milvus_timeout=0)
+
+
+def test_ivfpq_is_refused_on_milvus(tmp_path, cfg):
+    with pytest.raises(ConfigError, match="index=ivfpq is not available with backend milvus"):
+        KnowledgeBase.create(tmp_path / "kb", dataclasses.replace(cfg, index="ivfpq"), embedder=HashEmbedder())
+
+
+def test_another_backend_for_an_existing_kb_is_a_config_error(mkb, cfg):
+    with pytest.raises(ConfigError, match="keeps its vectors in backend milvus, not faiss"):
+        KnowledgeBase.open_or_create(mkb.path, cfg, embedder=HashEmbedder(), backend=FAISS)
+
+
+def test_rebuild_is_refused_with_what_to_do_instead(mkb):
+    with pytest.raises(KnowledgeBaseError, match="rebuild is not available .* backend milvus"):
+        KnowledgeBase.rebuild(mkb.path, embedder=HashEmbedder())
+    assert in_step(mkb)
+
+
+@pytest.mark.slow
+def test_a_second_process_on_a_lite_file_gets_a_one_line_error(mkb):
+    code = textwrap.dedent(f"""
+        import sys
+        sys.path.insert(0, {str(Path(__file__).resolve().parents[2])!r})
+        from indexes.kb import KnowledgeBase
+        try:
+            KnowledgeBase.open({str(mkb.path)!r})
+        except Exception as e:
+            print(type(e).__name__, e)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    last = out.stdout.strip().splitlines()[-1]
+    assert last.startswith("KnowledgeBaseError cannot open the Milvus Lite file") and "one process at a time" in last
