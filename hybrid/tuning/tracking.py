@@ -92,6 +92,11 @@ def _client(uri: str) -> Any:
     require("mlflow", "experiment tracking")
     from mlflow.tracking import MlflowClient
 
+    # mlflow logs its SQLite schema migrations at INFO ("Creating initial MLflow database tables...")
+    # on the first run: store housekeeping, not the user's training output
+    for name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
     return MlflowClient(tracking_uri=uri)
 
 

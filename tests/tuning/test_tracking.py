@@ -232,3 +232,16 @@ def test_real_mlflow_server_on_loopback(tmp_path, tokenizer, tiny_model, catalog
             proc.kill()
             proc.wait()
         log_file.close()
+
+
+def test_a_new_sqlite_store_keeps_its_schema_migrations_out_of_the_output(tmp_path):
+    # the first run in a fresh SQLite store: mlflow creates its tables and logs each step at INFO through
+    # its own stderr handler, which `make demo` printed between its training lines. In a subprocess, so
+    # the logger levels this sets do not leak into other tests.
+    code = ("import sys; from hybrid.tuning.tracking import _client; "
+            "c = _client('sqlite:///' + sys.argv[1]); c.search_experiments()")
+    db = tmp_path / "mlflow.db"
+    r = subprocess.run([sys.executable, "-c", code, str(db)], capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert db.is_file()
+    assert "database tables" not in r.stderr and " INFO " not in r.stderr, r.stderr[-2000:]
