@@ -7,7 +7,8 @@ What it measures, in one run on one machine, for each serving mode in turn (neve
 
 - ``one_at_a_time``: today's default, ``--concurrency 1``: answers wait for one another;
 - ``batched``: ``HYBRID_API_BATCH_MAX_SIZE`` (default 8) with a short gathering window: concurrent
-  answers share one batched generation (``hybrid.generation.batching``).
+  answers share one batched generation (``hybrid.generation.batching``); one answer prepares its
+  prompt at a time (``HYBRID_API_BATCH_PREP_CONCURRENCY``, ``--prep-concurrency``).
 
 1. load: N = 1, 4, 8, 16 concurrent streaming clients, each asking the next question as soon as its
    answer ended, a fixed number of requests per level: answers/s, p50/p95 latency, time to first
@@ -259,7 +260,8 @@ MODES = {
     # name -> (concurrency, extra environment for `hybrid serve`)
     "one_at_a_time": lambda a: (1, {}),
     "batched": lambda a: (a.batch_size, {"HYBRID_API_BATCH_MAX_SIZE": str(a.batch_size),
-                                          "HYBRID_API_BATCH_WINDOW_MS": str(a.batch_window_ms)}),
+                                          "HYBRID_API_BATCH_WINDOW_MS": str(a.batch_window_ms),
+                                          "HYBRID_API_BATCH_PREP_CONCURRENCY": str(a.prep_concurrency)}),
 }
 
 
@@ -380,6 +382,9 @@ def main() -> None:
     ap.add_argument("--modes", default="one_at_a_time,batched", help=f"from {', '.join(MODES)}, run in this order")
     ap.add_argument("--batch-size", type=int, default=8, help="batched mode: HYBRID_API_BATCH_MAX_SIZE")
     ap.add_argument("--batch-window-ms", type=float, default=15.0, help="batched mode: HYBRID_API_BATCH_WINDOW_MS")
+    ap.add_argument("--prep-concurrency", type=int, default=1,
+                    help="batched mode: HYBRID_API_BATCH_PREP_CONCURRENCY, answers preparing prompts at once "
+                         "(0 = no limit, as before)")
     ap.add_argument("--queue-size", type=int, default=8, help="both modes")
     ap.add_argument("--threads", type=int, default=1,
                     help="HYBRID_TORCH_THREADS for both servers (1 was far faster on the busy 2-core machine: "
