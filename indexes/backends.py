@@ -83,6 +83,7 @@ class VectorBackend:
     - ``before_write(path, state, handle)``: under the writer's lock, before a write (crash recovery).
     - ``after_publish(path, vectors)``: after the manifest swap (deferred deletes).
     - ``verify(path, state, handle)``: after a generation is loaded, check the store against it.
+    - ``discard(vectors)``: undo ``create`` when the new knowledge base's first generation failed.
     - ``stats(state, handle)`` -> extra ``stats()`` entries.
     """
 
@@ -94,6 +95,7 @@ class VectorBackend:
     after_publish: Callable[..., None] = lambda path, vectors: None
     stats: Callable[..., dict[str, Any]] = lambda state, handle: {}
     verify: Callable[..., None] = lambda path, state, handle: None
+    discard: Callable[[Any], None] = lambda vectors: None
 
 
 BACKENDS: Registry[VectorBackend] = Registry("vector backend")

@@ -126,12 +126,15 @@ class KnowledgeBase(Searching):
             if (p / MANIFEST).exists():
                 raise KnowledgeBaseError(f"a knowledge base already exists in {p}; open or sync it instead")
             manifest = new_manifest(cfg, emb)
-            vectors, manifest["backend"] = BACKENDS.get(settings.backend).create(
-                p, cfg, settings, int(emb.dim), manifest["embedder"])
+            backend = BACKENDS.get(settings.backend)
+            vectors, manifest["backend"] = backend.create(p, cfg, settings, int(emb.dim), manifest["embedder"])
             try:
                 publish(p, manifest, 0, None, vectors, apply_nothing, cfg)
+            except BaseException:
+                backend.discard(vectors)  # e.g. drop the new Milvus collection, so a retry can create it
+                raise
             finally:
-                BACKENDS.get(settings.backend).close(getattr(vectors, "handle", None))
+                backend.close(getattr(vectors, "handle", None))
             from core.config import save_config_json
 
             save_config_json(cfg, p / "config.json")

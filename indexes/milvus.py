@@ -52,7 +52,7 @@ MAX_TOPK = 16384
 # MAX_TOPK dense hits are searched instead and filtered here (documented in docs/milvus.md).
 MAX_FILTER_IDS = 16384
 BATCH = 1000
-# How each FAISS index kind maps to a Milvus index (Milvus Lite builds FLAT whatever is asked).
+# How each FAISS index kind maps to a Milvus index: (index type, build params, search params).
 INDEX_TYPES = {
     "flat": lambda cfg: ("FLAT", {}, {}),
     "hnsw": lambda cfg: ("HNSW", {"M": cfg.hnsw_m, "efConstruction": cfg.hnsw_ef_construction},
@@ -100,8 +100,11 @@ class MilvusHandle:
         except ImportError:
             raise ConfigError("backend milvus needs pymilvus (and milvus-lite for .db files): "
                               "pip install 'hybrid[milvus]'") from None
+        # Milvus Lite runs in this process: keepalive pings on an idle channel (a long embedding
+        # between two writes) only make its gRPC server answer GOAWAY "too_many_pings".
+        options = {"grpc.keepalive_permit_without_calls": 0} if self.uri.startswith("/") else {}
         try:
-            return MilvusClient(uri=self.uri, timeout=self.timeout)
+            return MilvusClient(uri=self.uri, timeout=self.timeout, grpc_options=options)
         except Exception as e:  # noqa: BLE001 - pymilvus raises MilvusException subclasses and grpc errors
             if self.uri.startswith("/"):
                 raise KnowledgeBaseError(f"cannot open the Milvus Lite file {self.uri} ({_first_line(e)}); "
@@ -120,6 +123,13 @@ class MilvusHandle:
 
     def exists(self) -> bool:
         return bool(self.call("list collections", "has_collection", self.collection))
+
+    def load(self) -> None:
+        """Load the collection into memory (Milvus searches only loaded collections; a collection
+        another process created, or a server restarted, starts released)."""
+        state = self.call("read the load state", "get_load_state", self.collection)
+        if "Loaded" not in str(state.get("state", "")):
+            self.call("load the collection", "load_collection", self.collection)
 
     def rows(self) -> int:
         res = self.call("count vectors", "query", self.collection, filter="", output_fields=["count(*)"],
@@ -329,6 +339,7 @@ def _connect(path: Path, manifest: dict[str, Any], cfg: IndexConfig) -> MilvusHa
             raise CorruptKnowledgeBaseError(f"Milvus collection {handle.collection} is missing at {handle.uri}; "
                                             + REBUILD_HINT.format(path=path))
         check_collection(handle, manifest["embedder"], path)
+        handle.load()
     except BaseException:
         handle.close()
         raise
@@ -369,6 +380,14 @@ def _before_write(path: Path, state: Any, handle: MilvusHandle) -> None:
     journal.unlink()
 
 
+def _discard(vectors: MilvusVectors) -> None:
+    """Drop the collection ``_create`` made for a knowledge base whose first generation failed."""
+    try:
+        vectors.handle.call("drop the collection", "drop_collection", vectors.handle.collection)
+    except KnowledgeBaseError as e:
+        log.warning("%s", e)
+
+
 def _after_publish(path: Path, vectors: MilvusVectors) -> None:
     vectors.apply_removals(path)
 
@@ -380,4 +399,4 @@ def _stats(state: Any, handle: MilvusHandle) -> dict[str, Any]:
 
 BACKENDS.add("milvus", VectorBackend(create=_create, open=_open, connect=_connect, close=MilvusHandle.close,
                                      before_write=_before_write, after_publish=_after_publish, stats=_stats,
-                                     verify=verify))
+                                     verify=verify, discard=_discard))

@@ -138,6 +138,16 @@ def tied(hits) -> list[tuple[float, frozenset[str]]]:
     return [(score, frozenset(ids)) for score, ids in groups.items()]
 
 
+def test_hnsw_knowledge_base_on_milvus(tmp_path, cfg, docs):
+    with KnowledgeBase.create(tmp_path / "kb", dataclasses.replace(cfg, index="hnsw"), embedder=HashEmbedder()) as kb:
+        kb.sync(docs)
+        kb.sync(make_docs("2"))
+        assert in_step(kb) and kb.stats()["index"] == "hnsw"
+        assert kb.search("court fees civil claim appeal", k=3, mode="dense")[0].chunk.metadata["source"] == "court-fees.csv"
+        index = kb._handle.call("describe the index", "describe_index", kb.stats()["milvus_collection"], "vector")
+        assert index["index_type"] == "HNSW" and index["metric_type"] == "IP"
+
+
 def test_collection_stays_in_step_through_updates_prune_and_delete(mkb, docs):
     assert in_step(mkb)
     mkb.sync(make_docs("2"))  # every document edited: old vectors deleted, new ones added
@@ -184,6 +194,30 @@ def test_a_write_interrupted_before_the_manifest_swap_is_cleaned_up_by_the_next(
         assert len(hits) == 6 and not any("Version 2" in h.chunk.text for h in hits)
     assert mkb.sync(docs).changed == 0  # nothing to write, but the writer's turn cleans up
     assert in_step(mkb) and not (mkb.path / milvus.JOURNAL).exists()
+
+
+def test_a_released_collection_is_loaded_when_opened(mkb):
+    """A collection another process created, or a restarted server, starts released (unsearchable)."""
+    path, name = mkb.path, mkb.stats()["milvus_collection"]
+    want = sources(mkb.search("notice before ending the lease", k=3, mode="dense"))
+    mkb._handle.call("release", "release_collection", name)
+    mkb.close()
+    with KnowledgeBase.open(path, embedder=HashEmbedder()) as again:
+        assert sources(again.search("notice before ending the lease", k=3, mode="dense")) == want
+
+
+def test_a_create_that_fails_leaves_no_collection_behind(tmp_path, cfg, monkeypatch):
+    import indexes.store as store
+
+    def crash(*a, **kw):
+        raise OSError("disk full (simulated)")
+
+    with monkeypatch.context() as m:
+        m.setattr(store, "write_manifest", crash)
+        with pytest.raises(OSError, match="simulated"):
+            KnowledgeBase.create(tmp_path / "kb", cfg, embedder=HashEmbedder())
+    with KnowledgeBase.create(tmp_path / "kb", cfg, embedder=HashEmbedder()) as kb:  # the same collection name
+        assert kb.generation == 0 and kb.stats()["milvus_rows"] == 0
 
 
 # -- bad input ---------------------------------------------------------------------------------------
