@@ -154,8 +154,9 @@ class HFGenerator:
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
         model.eval()
-        self.model, self.tokenizer = model, tokenizer
+        self.tokenizer = tokenizer
         self._bf16_copy = None  # a copy of another model's weights is never used for this one
+        self.model = model  # last: warm_up's lock-free check reads a set model as "fully installed"
 
     def _load(self) -> tuple[Any, Any]:
         """The model and tokenizer for ``self.name`` (a causal LM here; ``Seq2SeqGenerator`` overrides it)."""
@@ -164,6 +165,8 @@ class HFGenerator:
         return load_base_model(self.name, dtype=self.dtype, trust_remote_code=self.trust_remote_code)
 
     def warm_up(self) -> None:
+        if self.model is not None:  # loaded: never wait on the lock a running generation holds
+            return
         with self._lock:
             if self.model is not None:
                 return

@@ -388,3 +388,22 @@ def test_threads_apply_in_the_generating_thread(tiny_model_dir, monkeypatch):
     t.start()
     t.join(120)
     assert seen["threads"] == 1
+
+
+def test_a_loaded_generator_counts_tokens_while_a_generation_holds_its_lock(tiny_model_dir):
+    # render and count_tokens call warm_up; a running batch holds the generator's lock for its whole
+    # generation, so an answer still preparing its prompt used to wait for the batch to end
+    import threading
+
+    from hybrid.generation import HFGenerator
+
+    gen = HFGenerator(str(tiny_model_dir), bf16=False)
+    gen.warm_up()
+    counted: list[int] = []
+    with gen._lock:  # what generate() holds while it decodes
+        t = threading.Thread(target=lambda: counted.append(gen.count_tokens([{"role": "user", "content": "hi"}])),
+                             daemon=True)
+        t.start()
+        t.join(timeout=60)
+        assert not t.is_alive(), "count_tokens waited on the lock a running generation holds"
+    assert counted and counted[0] > 0

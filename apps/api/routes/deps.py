@@ -12,8 +12,10 @@ from apps.api.limits import retry_after_header
 from apps.api.service import Service
 
 
-def service(request: Request) -> Service:
-    """The one ``Service`` of the app serving this request (set by ``create_app``)."""
+async def service(request: Request) -> Service:
+    """The one ``Service`` of the app serving this request (set by ``create_app``). Async on purpose: a
+    plain function would run in FastAPI's thread pool, a thread hop per request that under overload
+    delays even the requests it refuses."""
     return request.app.state.service
 
 
