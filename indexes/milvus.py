@@ -237,10 +237,17 @@ class MilvusVectors:
         fsync(path)
 
     def apply_removals(self, kb: Path) -> None:
-        """Delete the staged removals (after the manifest swap), then drop the journal."""
+        """Delete the staged removals (after the manifest swap), flush, then drop the journal.
+
+        The flush seals what the write added: Milvus Lite scans unsealed ("growing") segments
+        slowly (measured: 1.36 s per query over 40,000 64-d vectors just upserted, 0.28 s after a
+        3.1 s flush; see docs/milvus.md)."""
         delete(self.handle, sorted(self._remove))
         self._remove = set()
-        (kb / JOURNAL).unlink(missing_ok=True)
+        journal = kb / JOURNAL
+        if journal.exists():  # this write touched the collection
+            self.handle.call("flush the collection", "flush", self.handle.collection)
+            journal.unlink()
 
     # -- reads ----------------------------------------------------------------------------------
     def reconstruct(self, ids: Iterable[int]) -> np.ndarray:
