@@ -16,6 +16,8 @@ from indexes.embed import DEFAULT_EMBEDDER
 
 ChunkMode = Literal["recursive", "headings"]
 IndexKind = Literal["flat", "hnsw", "ivfpq"]
+RefineKind = Literal["none", "flat", "sq8"]
+REFINE_KINDS = ("none", "flat", "sq8")
 SearchMode = Literal["hybrid", "dense", "bm25"]
 SEARCH_MODES = ("hybrid", "dense", "bm25")
 
@@ -49,6 +51,19 @@ class IndexConfig:
     ivf_nbits: int = field(default=8, metadata={"help": "bits per PQ code"})
     ivf_nprobe: int = field(default=16, metadata={"help": "IVF cells visited per query (raise for recall)"})
     ivf_train_size: int = field(default=100_000, metadata={"help": "vectors sampled to train IVF-PQ"})
+    ivf_fastscan: bool = field(default=False, metadata={
+        "help": "IVF-PQ scans its lists with FAISS's SIMD fast-scan kernels (IndexIVFPQFastScan, 4-bit codes; "
+                "needs ivf_nbits=4 and a refine store): many more lists per millisecond, coarser PQ scores for the refine stage to fix"})
+    ivf_refine: RefineKind = field(default="sq8", metadata={
+        "help": "IVF-PQ re-ranks its top k*ivf_k_factor candidates with stored vectors: none (PQ scores only), "
+                "flat (exact float32 vectors, +1.5 KiB per 384-d vector) or sq8 (8-bit scalar-quantized "
+                "vectors, +384 B). sq8 by default: at 1M structured 384-d vectors (benchmarks/results/scale-lowrank.json) "
+                "it re-ranks to the same recall@10 as flat (0.942 vs 0.947 at nprobe=128, k_factor=32; 0.569 vs "
+                "0.569 at nprobe=16) for a quarter of flat's memory (444 vs 1,543 MiB), where PQ alone finds 0.354"})
+    ivf_k_factor: int = field(default=16, metadata={
+        "help": "IVF-PQ candidates re-ranked per result (k * ivf_k_factor), when ivf_refine is not none; "
+                "search-time. 16 by default: at 1M vectors and nprobe=16, 64 found no more (recall@10 0.570 vs 0.569); "
+                "raise ivf_nprobe for recall, since the IVF cells visited are then the limit"})
     bm25_tokenizer: str = field(default="porter unicode61 remove_diacritics 2", metadata={
         "help": "SQLite FTS5 tokenizer used for BM25 (porter = English stemming)"})
     bm25_max_terms: int = field(default=64, metadata={
@@ -78,6 +93,15 @@ class IndexConfig:
                      "max_query_chars"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.ivf_refine not in REFINE_KINDS:
+            raise ValueError(f"ivf_refine must be one of {', '.join(REFINE_KINDS)}, got {self.ivf_refine!r}")
+        if isinstance(self.ivf_k_factor, bool) or not isinstance(self.ivf_k_factor, int) or self.ivf_k_factor < 1:
+            raise ValueError(f"ivf_k_factor must be an integer >= 1, got {self.ivf_k_factor!r}")
+        if self.ivf_fastscan and self.ivf_nbits != 4:
+            raise ValueError(f"ivf_fastscan needs ivf_nbits=4 (fast-scan codes are 4-bit), got ivf_nbits={self.ivf_nbits}")
+        if self.ivf_fastscan and self.ivf_refine == "none":
+            raise ValueError("ivf_fastscan needs ivf_refine flat or sq8 (fast-scan lists cannot reconstruct "
+                             "vectors by id; the refine store does)")
         if not (1 <= self.ivf_nbits <= 16):
             raise ValueError(f"ivf_nbits must be in [1, 16], got {self.ivf_nbits}")
         if self.ivf_nprobe > self.ivf_nlist:
@@ -93,7 +117,11 @@ class IndexConfig:
     # The settings that change what is stored; a knowledge base keeps these from its manifest.
     STORED = ("embedder", "chunk_size", "chunk_overlap", "chunk_mode", "min_chunk_chars", "index",
               "hnsw_m", "hnsw_ef_construction", "ivf_nlist", "ivf_m", "ivf_nbits", "ivf_train_size",
-              "bm25_tokenizer")
+              "ivf_fastscan", "ivf_refine", "bm25_tokenizer")
+    # Stored settings added after the first knowledge bases were written: the value a manifest without
+    # them was built with (an IVF-PQ index from before refinement has none), and the index kind they shape.
+    LEGACY = {"ivf_refine": "none", "ivf_fastscan": False}
+    ONLY_FOR_KIND = {"ivf_refine": "ivfpq", "ivf_fastscan": "ivfpq"}
 
 
 def stored_setting_diff(stored: dict[str, Any], cfg: IndexConfig) -> list[str]:
@@ -104,8 +132,11 @@ def stored_setting_diff(stored: dict[str, Any], cfg: IndexConfig) -> list[str]:
 
     out = []
     defaults = IndexConfig(embedder=cfg.embedder)
+    kinds = {stored.get("index", defaults.index), cfg.index}
     for k in IndexConfig.STORED:
-        have, want = stored.get(k, getattr(defaults, k)), getattr(cfg, k)
+        if k in IndexConfig.ONLY_FOR_KIND and IndexConfig.ONLY_FOR_KIND[k] not in kinds:
+            continue  # e.g. ivf_refine means nothing to a flat or HNSW index
+        have, want = stored.get(k, IndexConfig.LEGACY.get(k, getattr(defaults, k))), getattr(cfg, k)
         same = same_embedder_spec(str(have), str(want)) if k == "embedder" else have == want
         if not same:
             out.append(f"{k}: stored {have!r}, asked {want!r}")

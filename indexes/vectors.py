@@ -14,6 +14,17 @@ Kinds:
   (no re-embedding needed, the flat storage keeps exact vectors).
 - ``ivfpq``: ``IndexIVFPQ`` keyed by chunk id natively (IVF lists store ids; no IDMap2 needed), trained on a random sample (``ivf_train_size``) of the first vectors
   added; ``nlist`` shrinks to ``n/39`` when there is too little training data. Deletes are real.
+  With ``ivf_refine`` = ``flat`` or ``sq8`` a second store keeps every vector again, keyed by the
+  same chunk ids (``IndexIDMap2`` over ``IndexFlatIP`` or an 8-bit ``IndexScalarQuantizer``): a
+  search takes the PQ top ``k * ivf_k_factor`` and re-ranks them by their inner product with the
+  stored vectors, and ``reconstruct`` reads the stored vectors instead of PQ codes. The two are
+  written as one ``faiss.IndexRefine`` (base = the IVF-PQ, refine = the store), a container only:
+  FAISS's own ``IndexRefine.search`` expects sequential ids and cannot remove, so ``VectorIndex``
+  runs both stages itself. A file without the container (written before refinement) loads as a
+  plain IVF-PQ and searches as before, whatever ``ivf_refine`` says.
+  ``ivf_fastscan`` builds ``IndexIVFPQFastScan`` (4-bit codes scanned with SIMD kernels) as the
+  IVF-PQ: ids, deletes and ID selectors work as for ``IndexIVFPQ``; it has no direct map (its
+  lists cannot remove through one), so it needs a refine store, which ``reconstruct`` reads.
 
 Each kind is a ``VectorKind`` in ``VECTOR_KINDS``, a registry by name (the ``index`` setting):
 how to build its empty FAISS index and its per-search parameters. A new kind is one entry there.
@@ -44,6 +55,8 @@ EXACT_FILTER_MAX = 4096
 # machine: 9.1 ms with 2 threads against 0.046 ms with 1, for one query over 2,000 vectors), so
 # searches below this many (query x stored vector) pairs run on one thread.
 SMALL_SEARCH_PAIRS = 2_000_000
+# Refined IVF-PQ searches copy k * ivf_k_factor stored vectors per query; queries go in blocks of about this size.
+REFINE_BLOCK_BYTES = 32 << 20
 _OMP_LOCK = threading.Lock()
 
 
@@ -55,6 +68,20 @@ def _faiss():
 
 def _ids(ids: Iterable[int]) -> np.ndarray:
     return np.ascontiguousarray(np.fromiter((int(i) for i in ids), dtype=np.int64))
+
+
+def _rerank(store: Any, queries: np.ndarray, cand: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Top ``k`` of the candidate ids ``cand`` (-1 = none) per query, by inner product with ``store``'s vectors."""
+    valid = cand >= 0
+    sims = np.full(cand.shape, -np.inf, np.float32)
+    if valid.any():
+        vecs = store.reconstruct_batch(np.ascontiguousarray(cand[valid]))
+        rows = np.nonzero(valid)[0]
+        sims[valid] = np.einsum("ij,ij->i", queries[rows], vecs)
+    order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
+    scores = np.take_along_axis(sims, order, axis=1)
+    ids = np.where(np.isfinite(scores), np.take_along_axis(cand, order, axis=1), -1)
+    return scores, ids
 
 
 @dataclass(frozen=True)
@@ -90,13 +117,40 @@ def _build_ivfpq(dim: int, cfg: IndexConfig, nlist: int | None) -> Any:
     if dim % cfg.ivf_m:
         raise InputError(f"ivf_m ({cfg.ivf_m}) must divide the embedding dimension ({dim})")
     quantizer = faiss.IndexFlatIP(dim)
-    inner = faiss.IndexIVFPQ(quantizer, dim, nlist or cfg.ivf_nlist, cfg.ivf_m, cfg.ivf_nbits,
-                             faiss.METRIC_INNER_PRODUCT)
+    make = faiss.IndexIVFPQFastScan if cfg.ivf_fastscan else faiss.IndexIVFPQ
+    inner = make(quantizer, dim, nlist or cfg.ivf_nlist, cfg.ivf_m, cfg.ivf_nbits, faiss.METRIC_INNER_PRODUCT)
     inner.own_fields = True
     quantizer.this.disown()  # the IVF index now frees its quantizer
     # IVF lists store 64-bit ids themselves, so the chunk ids go in directly: an IndexIDMap2 on
     # top would only duplicate them, and (faiss 1.15) breaks reconstruct through a hashtable map.
-    return inner
+    if cfg.ivf_refine == "none":
+        return inner
+    return _refine_container(inner, _build_refine_store(dim, cfg.ivf_refine))
+
+
+def _build_refine_store(dim: int, refine: str) -> Any:
+    """The vectors IVF-PQ candidates are re-ranked with, keyed by chunk id: exact float32 or 8-bit SQ."""
+    faiss = _faiss()
+    if refine == "flat":
+        store = faiss.IndexFlatIP(dim)
+    elif refine == "sq8":
+        store = faiss.IndexScalarQuantizer(dim, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
+    else:
+        raise InputError(f"unknown ivf_refine {refine!r}; known: none, flat, sq8")
+    wrapped = faiss.IndexIDMap2(store)
+    wrapped.own_fields = True
+    store.this.disown()
+    return wrapped
+
+
+def _refine_container(base: Any, store: Any) -> Any:
+    """One ``IndexRefine`` owning ``base`` and ``store``, so that one file and one clone hold both."""
+    faiss = _faiss()
+    box = faiss.IndexRefine(base, store)
+    box.own_fields = True  # clone_index then copies both parts, and freeing the box frees them
+    base.this.disown()
+    store.this.disown()
+    return box
 
 
 def _params_flat(cfg: IndexConfig, sel: Any) -> Any:
@@ -127,6 +181,22 @@ class VectorIndex:
         self.kind = kind
         self.cfg = cfg
         self.tombstones: set[int] = set(int(t) for t in tombstones)
+
+    # -- IVF-PQ refinement ----------------------------------------------------------------------
+    def _refined(self) -> tuple[Any, Any] | None:
+        """(the IVF-PQ, its refine store) when this index re-ranks with stored vectors, else None."""
+        faiss = _faiss()
+        if self.kind != "ivfpq" or not isinstance(self.index, faiss.IndexRefine):
+            return None
+        return faiss.downcast_index(self.index.base_index), faiss.downcast_index(self.index.refine_index)
+
+    @property
+    def refine(self) -> str:
+        """What this index re-ranks with: ``none``, ``flat`` or ``sq8`` (read from the index itself)."""
+        parts = self._refined()
+        if parts is None:
+            return "none"
+        return "flat" if isinstance(_faiss().downcast_index(parts[1].index), _faiss().IndexFlat) else "sq8"
 
     # -- construction ---------------------------------------------------------------------------
     @classmethod
@@ -171,7 +241,8 @@ class VectorIndex:
 
     def _inner(self):
         if self.kind == "ivfpq":
-            return _faiss().downcast_index(self.index)
+            parts = self._refined()
+            return parts[0] if parts else _faiss().downcast_index(self.index)
         return _faiss().downcast_index(self.index.index)
 
     @property
@@ -189,7 +260,13 @@ class VectorIndex:
             self.compact()
         if self.kind == "ivfpq" and not self.is_trained:
             self._train(vecs)
-        self.index.add_with_ids(vecs, ids)
+        parts = self._refined()
+        if parts is None:
+            self.index.add_with_ids(vecs, ids)
+            return
+        for part in parts:
+            part.add_with_ids(vecs, ids)
+        self.index.ntotal = parts[0].ntotal
 
     def _train(self, vecs: np.ndarray) -> None:
         n = len(vecs)
@@ -203,9 +280,11 @@ class VectorIndex:
             self.index = fresh.index
         rng = np.random.default_rng(0)
         sample = vecs if n <= self.cfg.ivf_train_size else vecs[rng.choice(n, self.cfg.ivf_train_size, replace=False)]
-        self.index.train(np.ascontiguousarray(sample))
-        # a hashtable direct map lets us reconstruct vectors by chunk id (MMR, filtered scans) and remove ids
-        self.index.set_direct_map_type(_faiss().DirectMap.Hashtable)
+        self.index.train(np.ascontiguousarray(sample))  # an IndexRefine trains its IVF-PQ and its SQ8 store
+        # a hashtable direct map lets us reconstruct vectors by chunk id (MMR, filtered scans) and remove ids;
+        # fast-scan lists cannot remove through one (faiss 1.15), and always have a refine store to reconstruct from
+        if not self.cfg.ivf_fastscan:
+            self._inner().set_direct_map_type(_faiss().DirectMap.Hashtable)
 
     def remove(self, ids: Iterable[int]) -> None:
         ids = _ids(ids)
@@ -216,7 +295,13 @@ class VectorIndex:
             if len(self.tombstones) > self.cfg.hnsw_max_tombstones * max(1, self.ntotal):
                 self.compact()
             return
-        self.index.remove_ids(ids)
+        parts = self._refined()
+        if parts is None:
+            self.index.remove_ids(ids)
+            return
+        for part in parts:
+            part.remove_ids(ids)
+        self.index.ntotal = parts[0].ntotal
 
     def compact(self) -> None:
         """Rebuild an HNSW graph without its tombstones, from the exact vectors it stores."""
@@ -237,7 +322,8 @@ class VectorIndex:
         ids = _ids(ids)
         if len(ids) == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
-        return self.index.reconstruct_batch(ids)
+        parts = self._refined()
+        return (parts[1] if parts else self.index).reconstruct_batch(ids)
 
     def _params(self, sel=None):
         return VECTOR_KINDS.get(self.kind).params(self.cfg, sel)
@@ -279,9 +365,25 @@ class VectorIndex:
         return scores, ids
 
     def _raw_search(self, queries: np.ndarray, k: int, params) -> tuple[np.ndarray, np.ndarray]:
+        parts = self._refined()
+        if parts is not None:
+            return self._refined_search(parts, queries, k, params)
         if params is None:
             return self.index.search(queries, k)
         return self.index.search(queries, k, params=params)
+
+    def _refined_search(self, parts, queries: np.ndarray, k: int, params) -> tuple[np.ndarray, np.ndarray]:
+        """The IVF-PQ's top ``k * ivf_k_factor``, re-ranked by inner product with the stored vectors."""
+        base, store = parts
+        k_base = max(k, min(k * self.cfg.ivf_k_factor, int(base.ntotal)))
+        _, cand = base.search(queries, k_base, params=params)
+        # reconstructing k_base vectors per query: keep each block's copy near REFINE_BLOCK_BYTES
+        step = max(1, REFINE_BLOCK_BYTES // (k_base * self.dim * 4))
+        scores = np.empty((len(queries), k), np.float32)
+        ids = np.empty((len(queries), k), np.int64)
+        for s in range(0, len(queries), step):
+            scores[s:s + step], ids[s:s + step] = _rerank(store, queries[s:s + step], cand[s:s + step], k)
+        return scores, ids
 
     def _exact(self, queries: np.ndarray, k: int, allowed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         nq = len(queries)
