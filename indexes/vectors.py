@@ -73,11 +73,13 @@ def _ids(ids: Iterable[int]) -> np.ndarray:
 def _rerank(store: Any, queries: np.ndarray, cand: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """Top ``k`` of the candidate ids ``cand`` (-1 = none) per query, by inner product with ``store``'s vectors."""
     valid = cand >= 0
-    sims = np.full(cand.shape, -np.inf, np.float32)
-    if valid.any():
-        vecs = store.reconstruct_batch(np.ascontiguousarray(cand[valid]))
-        rows = np.nonzero(valid)[0]
-        sims[valid] = np.einsum("ij,ij->i", queries[rows], vecs)
+    if not valid.any():
+        return np.full((len(cand), k), -np.inf, np.float32), np.full((len(cand), k), -1, np.int64)
+    # missing slots read some valid vector and are scored -inf: one (queries, candidates, dim) block, no gathers
+    safe = np.where(valid, cand, cand[valid][0])
+    vecs = store.reconstruct_batch(np.ascontiguousarray(safe.ravel())).reshape(*cand.shape, -1)
+    sims = np.matmul(vecs, queries[:, :, None])[:, :, 0]
+    sims[~valid] = -np.inf
     order = np.argsort(-sims, axis=1, kind="stable")[:, :k]
     scores = np.take_along_axis(sims, order, axis=1)
     ids = np.where(np.isfinite(scores), np.take_along_axis(cand, order, axis=1), -1)
