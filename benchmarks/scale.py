@@ -18,6 +18,12 @@ Vectors (dim 384, unit length, inner product = cosine):
 The indexes come from the knowledge base's own ``indexes.vectors.VectorIndex`` with the default
 ``IndexConfig``, so the numbers describe what ``hybrid index`` builds (an ``IndexIDMap2`` around
 the FAISS index). Without the ``indexes`` package it builds the same settings with FAISS directly.
+
+IVF-PQ rows: ``ivfpq`` is PQ scores alone (``ivf_refine=none``, as before refinement existed);
+``ivfpq-sq8`` and ``ivfpq-flat`` re-rank the PQ top ``k * ivf_k_factor`` with 8-bit or float32
+stored vectors, swept over (nprobe, k_factor). They need the ``indexes`` package; pick them with
+``--indexes``, e.g. ``--indexes flat,ivfpq,ivfpq-sq8,ivfpq-flat --sizes 1000000 --append``, which
+keeps the other rows already in the file (each index entry records when it was measured).
 """
 
 from __future__ import annotations
@@ -77,15 +83,37 @@ def kb_settings():
                                ivf_nbits=8, ivf_nprobe=16, ivf_train_size=100_000)
 
 
-def index_specs(cfg) -> dict[str, dict[str, Any]]:
-    """Per kind: the stored settings, and the search settings to try (the default first)."""
-    return {
+KINDS = ("flat", "hnsw", "ivfpq", "ivfpq-sq8", "ivfpq-flat")
+# refined IVF-PQ rows: (nprobe, k_factor) tried, the knowledge base's defaults first
+REFINE_SWEEP = ((1, 1), (1, 2), (2, 2))
+
+
+def refine_of(kind: str) -> str:
+    """The ``ivf_refine`` a benchmark kind builds: ``ivfpq`` none, ``ivfpq-sq8`` sq8, ``ivfpq-flat`` flat."""
+    return kind.split("-", 1)[1] if kind.startswith("ivfpq-") else "none"
+
+
+def row_name(kind: str, cfg) -> str:
+    """The key of a kind's rows in the results: IVF-PQ kinds built with ``ivf_fastscan`` say so."""
+    if kind.startswith("ivfpq") and getattr(cfg, "ivf_fastscan", False):
+        return kind.replace("ivfpq", "ivfpq-fastscan", 1)
+    return kind
+
+
+def index_specs(cfg, refine_sweep: list[tuple[int, int]] | None = None) -> dict[str, dict[str, Any]]:
+    """Per kind: the stored settings, and the search settings to try (the default first);
+    ``refine_sweep`` replaces the (nprobe, k_factor) pairs of the refined IVF-PQ rows."""
+    ivf = {"nlist": cfg.ivf_nlist, "pq_m": cfg.ivf_m, "pq_bits": cfg.ivf_nbits, "train_size": cfg.ivf_train_size,
+           **({"fastscan": True} if getattr(cfg, "ivf_fastscan", False) else {})}
+    refined = {f"ivfpq-{r}": {"settings": {**ivf, "refine": r},
+                              "sweep": refine_sweep or [(a * cfg.ivf_nprobe, b * getattr(cfg, "ivf_k_factor", 16))
+                                                        for a, b in REFINE_SWEEP]}
+               for r in ("sq8", "flat")}
+    return {**refined,
         "flat": {"settings": {}, "sweep": [None]},
         "hnsw": {"settings": {"M": cfg.hnsw_m, "efConstruction": cfg.hnsw_ef_construction},
                  "sweep": [cfg.hnsw_ef_search, 2 * cfg.hnsw_ef_search]},
-        "ivfpq": {"settings": {"nlist": cfg.ivf_nlist, "pq_m": cfg.ivf_m, "pq_bits": cfg.ivf_nbits,
-                               "train_size": cfg.ivf_train_size},
-                  "sweep": [cfg.ivf_nprobe, 4 * cfg.ivf_nprobe]},
+        "ivfpq": {"settings": {**ivf, "refine": "none"}, "sweep": [cfg.ivf_nprobe, 4 * cfg.ivf_nprobe]},
     }
 
 
@@ -95,17 +123,24 @@ class KBIndex:
     factory = "indexes.vectors.VectorIndex"
 
     def __init__(self, kind: str, dim: int, cfg):
+        import dataclasses
+
         from indexes.vectors import VectorIndex
 
-        self.kind, self.cfg = kind, cfg
-        self.vi = VectorIndex.new(kind, dim, cfg)
+        if kind.startswith("ivfpq"):
+            cfg = dataclasses.replace(cfg, ivf_refine=refine_of(kind))
+        self.kind, self.cfg = kind.split("-")[0], cfg
+        self.vi = VectorIndex.new(self.kind, dim, cfg)
 
     def add(self, vecs: np.ndarray) -> None:
         self.vi.add(np.arange(len(vecs), dtype=np.int64), vecs)  # IVF-PQ trains on a sample first
 
-    def set_search(self, value: int | None) -> str:
+    def set_search(self, value: int | tuple[int, int] | None) -> str:
         import dataclasses
 
+        if isinstance(value, tuple):
+            self.vi.cfg = dataclasses.replace(self.cfg, ivf_nprobe=value[0], ivf_k_factor=value[1])
+            return f"nprobe={value[0]},k_factor={value[1]}"
         if self.kind == "hnsw":
             self.vi.cfg = dataclasses.replace(self.cfg, hnsw_ef_search=value)
             return f"efSearch={value}"
@@ -170,6 +205,8 @@ def make_index(kind: str, dim: int, cfg):
     try:
         return KBIndex(kind, dim, cfg)
     except ImportError:
+        if kind not in ("flat", "hnsw", "ivfpq"):
+            raise SystemExit(f"error: index {kind} needs the indexes package (indexes.vectors)") from None
         return RawIndex(kind, dim, cfg)
 
 
@@ -221,18 +258,21 @@ def recall_at_k(approx: np.ndarray, exact: np.ndarray, k: int) -> float:
     return hits / (k * len(exact))
 
 
-def run_size(n: int, args, cfg, log: Callable[[str], None]) -> dict[str, Any]:
+def run_size(n: int, args, cfg, log: Callable[[str], None], previous: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Measure every kind in ``args.indexes`` at ``n`` vectors; ``previous`` (this size's entry from an
+    earlier run) fills in the kinds not measured now, marked ``kept_from_earlier_run``."""
     rng = np.random.default_rng(args.seed)
     basis = make_vectors(LATENT, DIM, rng, "gaussian") if args.data == "lowrank" else None
     t0 = time.perf_counter()
     data = make_vectors(n, DIM, rng, args.data, basis)
     queries = make_vectors(args.queries, DIM, rng, args.data, basis)
     log(f"n={n}: generated {data.nbytes / 2**20:.0f} MiB of {args.data} vectors in {time.perf_counter() - t0:.1f}s")
-    specs = index_specs(cfg)
+    specs = index_specs(cfg, args.refine_sweep)
     result: dict[str, Any] = {"n": n, "dim": DIM, "data_mib": round(data.nbytes / 2**20, 1),
                               "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
                               "loadavg_at_start": [round(x, 2) for x in os.getloadavg()], "indexes": {}}
     exact_ids = None
+    kept = (previous or {}).get("indexes", {})
     for kind in args.indexes:
         spec = specs[kind]
         release_memory()
@@ -244,11 +284,13 @@ def run_size(n: int, args, cfg, log: Callable[[str], None]) -> dict[str, Any]:
             build_s = time.perf_counter() - t0
         held_mb = current_rss_mb() - rss_before
         entry: dict[str, Any] = {
-            "factory": idx.factory, "settings": spec["settings"], "build_s": round(build_s, 2),
+            "factory": idx.factory, "settings": spec["settings"],
+            "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "loadavg_at_start": [round(x, 2) for x in os.getloadavg()], "build_s": round(build_s, 2),
             "index_mib": round(index_file_mib(idx.faiss_index), 1), "rss_growth_mib": round(held_mb, 1),
             "rss_peak_growth_during_build_mib": round(sampler.peak_delta_mb, 1), "search": [],
         }
-        log(f"n={n} {kind}: built in {build_s:.1f}s, index {entry['index_mib']:.0f} MiB, RSS +{held_mb:.0f} MiB")
+        log(f"n={n} {row_name(kind, cfg)}: built in {build_s:.1f}s, index {entry['index_mib']:.0f} MiB, RSS +{held_mb:.0f} MiB")
         for value in spec["sweep"]:
             label = idx.set_search(value)
             single, batched, ids = time_queries(idx, queries, args.k, args.single, args.threads)
@@ -258,11 +300,16 @@ def run_size(n: int, args, cfg, log: Callable[[str], None]) -> dict[str, Any]:
             elif exact_ids is not None:
                 row["recall_at_10"] = round(recall_at_k(ids, exact_ids, 10), 4)
             entry["search"].append(row)
-            log(f"n={n} {kind} {label}: single p95 {single['p95_ms']:.2f} ms, batched {batched['per_query_ms']:.3f} ms/q"
+            log(f"n={n} {row_name(kind, cfg)} {label}: single p95 {single['p95_ms']:.2f} ms, batched {batched['per_query_ms']:.3f} ms/q"
                 + (f", recall@10 {row['recall_at_10']:.3f}" if "recall_at_10" in row else ""))
-        result["indexes"][kind] = entry
+        result["indexes"][row_name(kind, cfg)] = entry
         del idx
         release_memory()
+    for kind, entry in kept.items():  # rows of this size measured by an earlier run and not re-measured now
+        if kind not in result["indexes"]:
+            result["indexes"][kind] = {"measured_at": previous.get("measured_at"),
+                                       "loadavg_at_start": previous.get("loadavg_at_start"),
+                                       **entry, "kept_from_earlier_run": True}
     del data
     release_memory()
     return result
@@ -289,7 +336,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sizes", default="100000,1000000", help="comma-separated corpus sizes")
-    ap.add_argument("--indexes", default="flat,hnsw,ivfpq", help="comma-separated subset of flat,hnsw,ivfpq")
+    ap.add_argument("--indexes", default="flat,hnsw,ivfpq",
+                    help=f"comma-separated subset of {','.join(KINDS)} (refined IVF-PQ: ivfpq-sq8, ivfpq-flat)")
     ap.add_argument("--queries", type=int, default=1000, help="query vectors (batched search and recall)")
     ap.add_argument("--single", type=int, default=200, help="queries timed one by one for p50/p95")
     ap.add_argument("--k", type=int, default=10)
@@ -297,15 +345,28 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2, help="FAISS OpenMP threads for builds and batched search")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=None, help="results JSON (default results/scale[-lowrank].json)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="IndexConfig override for every index built (repeatable), e.g. --set ivf_fastscan=true")
+    ap.add_argument("--refine-sweep", default=None,
+                    help="nprobe:k_factor pairs for the refined IVF-PQ rows, e.g. 16:16,32:16 "
+                         "(default: the IndexConfig defaults, then k_factor x2, then both x2)")
     ap.add_argument("--append", action="store_true",
-                    help="keep the sizes already in --out (same data kind) and add or replace these")
+                    help="keep the sizes already in --out (same data kind); at a size measured again, keep the "
+                         "index rows not in --indexes (marked kept_from_earlier_run)")
     args = ap.parse_args(argv)
     args.indexes = [s.strip() for s in args.indexes.split(",") if s.strip()]
-    unknown = [i for i in args.indexes if i not in ("flat", "hnsw", "ivfpq")]
+    unknown = [i for i in args.indexes if i not in KINDS]
     if unknown:
-        ap.error(f"unknown index kind(s) {unknown}; choose from flat,hnsw,ivfpq")
+        ap.error(f"unknown index kind(s) {unknown}; choose from {','.join(KINDS)}")
     if "flat" in args.indexes:  # recall needs the exact answers first
         args.indexes = ["flat"] + [i for i in args.indexes if i != "flat"]
+    try:
+        args.refine_sweep = [(int(a), int(b)) for a, b in (p.split(":") for p in args.refine_sweep.split(","))] \
+            if args.refine_sweep else None
+    except ValueError:
+        ap.error(f"--refine-sweep must look like 16:16,32:16 (nprobe:k_factor), got {args.refine_sweep!r}")
+    if args.refine_sweep and any(a < 1 or b < 1 for a, b in args.refine_sweep):
+        ap.error(f"--refine-sweep values must be >= 1, got {args.refine_sweep}")
     sizes = [int(s) for s in args.sizes.split(",") if s.strip()]
     if any(s < 1000 for s in sizes):
         ap.error(f"sizes must be >= 1000, got {sizes}")
@@ -317,6 +378,16 @@ def main(argv: list[str] | None = None) -> int:
 
     faiss.omp_set_num_threads(args.threads)
     cfg = kb_settings()
+    if args.set:
+        try:
+            from core.config import load_config
+            from indexes.config import IndexConfig
+        except ImportError:
+            ap.error("--set needs the indexes package")
+        try:
+            cfg = load_config(IndexConfig, None, args.set)
+        except Exception as e:  # noqa: BLE001 - ConfigError: one line naming the key
+            ap.error(str(e))
 
     def log(msg: str) -> None:
         print(msg, file=sys.stderr, flush=True)
@@ -329,16 +400,21 @@ def main(argv: list[str] | None = None) -> int:
                    "index is held; single = one search call per query on one FAISS thread, p50/p95 over the timed queries; "
                    "batched = all queries in one call, divided by their count; recall_at_10 = overlap of the "
                    "top 10 with the exact Flat top 10 for the same queries"),
+        "command": "benchmarks/scale.py " + " ".join(sys.argv[1:] if argv is None else argv),
         "sizes": [],
     }
+    previous: dict[int, dict[str, Any]] = {}
     if args.append and out_path.is_file():
         old = json.loads(out_path.read_text())
         if old.get("data") != args.data:
             ap.error(f"--append: {out_path} holds {old.get('data')!r} vectors, not {args.data!r}")
         out["sizes"] = [sz for sz in old.get("sizes", []) if sz["n"] not in sizes]
+        previous = {sz["n"]: sz for sz in old.get("sizes", []) if sz["n"] in sizes}
+        if old.get("command"):
+            out["earlier_commands"] = old.get("earlier_commands", []) + [old["command"]]
     t0 = time.perf_counter()
     for n in sizes:
-        out["sizes"].append(run_size(n, args, cfg, log))
+        out["sizes"].append(run_size(n, args, cfg, log, previous.get(n)))
         out["sizes"].sort(key=lambda sz: sz["n"])
         out["total_s"] = round(time.perf_counter() - t0, 1)
         write_json(out_path, out)  # after each size, so a long 1M run keeps the 100k figures
