@@ -64,6 +64,17 @@ class IndexConfig:
         "help": "IVF-PQ candidates re-ranked per result (k * ivf_k_factor), when ivf_refine is not none; "
                 "search-time. 16 by default: at 1M vectors and nprobe=16, 64 found no more (recall@10 0.570 vs 0.569); "
                 "raise ivf_nprobe for recall, since the IVF cells visited are then the limit"})
+    backend: Literal["faiss", "milvus"] = field(default="faiss", metadata={
+        "help": "where vectors live: faiss (files beside the SQLite store) or milvus (a Milvus collection; docs/milvus.md)"})
+    milvus_uri: str = field(default="", metadata={
+        "help": "backend milvus: a Milvus Lite file ending in .db (relative = inside the KB directory) or "
+                "http://host:19530; empty = milvus.db in the KB directory"})
+    milvus_collection: str = field(default="", metadata={
+        "help": "backend milvus: the collection; empty = derived from the KB directory's name and path"})
+    milvus_timeout: float = field(default=10.0, metadata={
+        "help": "backend milvus: seconds to wait for the server before a one-line error"})
+    milvus_consistency: str = field(default="Strong", metadata={
+        "help": "backend milvus: the collection's consistency level (Strong, Bounded, Session, Eventually)"})
     bm25_tokenizer: str = field(default="porter unicode61 remove_diacritics 2", metadata={
         "help": "SQLite FTS5 tokenizer used for BM25 (porter = English stemming)"})
     bm25_max_terms: int = field(default=64, metadata={
@@ -117,10 +128,10 @@ class IndexConfig:
     # The settings that change what is stored; a knowledge base keeps these from its manifest.
     STORED = ("embedder", "chunk_size", "chunk_overlap", "chunk_mode", "min_chunk_chars", "index",
               "hnsw_m", "hnsw_ef_construction", "ivf_nlist", "ivf_m", "ivf_nbits", "ivf_train_size",
-              "ivf_fastscan", "ivf_refine", "bm25_tokenizer")
+              "ivf_fastscan", "ivf_refine", "bm25_tokenizer", "backend")
     # Stored settings added after the first knowledge bases were written: the value a manifest without
     # them was built with (an IVF-PQ index from before refinement has none), and the index kind they shape.
-    LEGACY = {"ivf_refine": "none", "ivf_fastscan": False}
+    LEGACY = {"ivf_refine": "none", "ivf_fastscan": False, "backend": "faiss"}
     ONLY_FOR_KIND = {"ivf_refine": "ivfpq", "ivf_fastscan": "ivfpq"}
 
 

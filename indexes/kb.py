@@ -157,7 +157,8 @@ class KnowledgeBase(Searching):
         if not (p / MANIFEST).exists():
             return cls.create(p, cfg, embedder, backend=backend)
         manifest = read_manifest(p)
-        asked = backend.backend if backend is not None else getattr(cfg, "backend", None)
+        # the backend a create with these arguments would use (the same resolution as ``create``)
+        asked = backend_settings(cfg, backend).backend if (backend is not None or cfg is not None) else None
         if asked is not None and asked != manifest_backend(manifest):
             raise ConfigError(f"{p} keeps its vectors in backend {manifest_backend(manifest)}, not {asked}; "
                               "build a new knowledge base for another backend")
