@@ -64,8 +64,9 @@ class IndexConfig:
         "help": "IVF-PQ candidates re-ranked per result (k * ivf_k_factor), when ivf_refine is not none; "
                 "search-time. 16 by default: at 1M vectors and nprobe=16, 64 found no more (recall@10 0.570 vs 0.569); "
                 "raise ivf_nprobe for recall, since the IVF cells visited are then the limit"})
-    backend: Literal["faiss", "milvus"] = field(default="faiss", metadata={
-        "help": "where vectors live: faiss (files beside the SQLite store) or milvus (a Milvus collection; docs/milvus.md)"})
+    backend: str = field(default="faiss", metadata={
+        "help": "where vectors live, a name in the vector-backend registry: faiss (files beside the SQLite "
+                "store) or milvus (a Milvus collection; docs/milvus.md)"})
     milvus_uri: str = field(default="", metadata={
         "help": "backend milvus: a Milvus Lite file ending in .db (relative = inside the KB directory) or "
                 "http://host:19530; empty = milvus.db in the KB directory"})
@@ -104,6 +105,10 @@ class IndexConfig:
                      "max_query_chars"):
             if getattr(self, name) <= 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
+        from indexes.backends import BACKENDS  # lazily: that module imports this one
+
+        if self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {', '.join(BACKENDS.names())}, got {self.backend!r}")
         if self.ivf_refine not in REFINE_KINDS:
             raise ValueError(f"ivf_refine must be one of {', '.join(REFINE_KINDS)}, got {self.ivf_refine!r}")
         if isinstance(self.ivf_k_factor, bool) or not isinstance(self.ivf_k_factor, int) or self.ivf_k_factor < 1:

@@ -31,3 +31,13 @@ def test_every_field_has_help():
 
     for f in dataclasses.fields(IndexConfig):
         assert f.metadata.get("help"), f.name
+
+
+def test_index_backend_is_checked_against_the_backend_registry():
+    from indexes.backends import BACKENDS
+    from indexes.config import IndexConfig
+
+    with pytest.raises(ValueError, match="backend must be one of faiss, milvus, got 'qdrant'"):
+        IndexConfig(backend="qdrant")
+    with BACKENDS.registered("qdrant", object()):  # a backend registered later is a valid setting
+        assert IndexConfig(backend="qdrant").backend == "qdrant"
