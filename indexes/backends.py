@@ -16,10 +16,11 @@ what the manifest records about it, how to open it for a loaded manifest (``None
 generation's FAISS file as before), what to do under the writer's lock before and after a write,
 and what ``stats`` adds. ``indexes.kb`` calls these and nothing backend-specific.
 
-The settings are ``BackendConfig`` here until ``IndexConfig`` carries them (``backend``,
-``milvus_uri``, ``milvus_collection``, ``milvus_timeout``, ``milvus_consistency``):
-``backend_settings`` reads them from an ``IndexConfig`` that has them, else from the explicit
-``BackendConfig``, else the defaults.
+The settings are declared once, as ``IndexConfig`` fields (``indexes.config.BACKEND_FIELDS``:
+``backend``, ``milvus_uri``, ``milvus_collection``, ``milvus_timeout``, ``milvus_consistency``, so the
+config keys are ``index.backend``, ``index.milvus_uri``...). ``BackendConfig`` is a frozen dataclass
+made from those fields (same names, defaults and help texts), for passing the settings alone;
+``backend_settings`` picks the explicit one or reads them from an ``IndexConfig``.
 """
 
 from __future__ import annotations
@@ -31,44 +32,45 @@ from typing import Any, Callable
 
 from core.errors import ConfigError
 from core.registry import Registry
-from indexes.config import IndexConfig
-
-CONSISTENCY_LEVELS = ("Strong", "Bounded", "Session", "Eventually")
+from indexes.config import BACKEND_FIELDS, CONSISTENCY_LEVELS, IndexConfig, check_milvus_settings  # noqa: F401
 
 
-@dataclass(frozen=True)
-class BackendConfig:
-    """The vector-store settings of a knowledge base (fixed when it is created, kept in its manifest)."""
-
-    backend: str = field(default="faiss", metadata={
-        "help": "where vectors live: faiss (files beside the SQLite store) or milvus (a Milvus collection)"})
-    milvus_uri: str = field(default="", metadata={
-        "help": "milvus: a Milvus Lite file (relative paths are inside the KB directory) or http://host:19530; "
-                "empty = milvus.db inside the KB directory"})
-    milvus_collection: str = field(default="", metadata={
-        "help": "milvus: the collection's name; empty = derived from the KB directory's name"})
-    milvus_timeout: float = field(default=10.0, metadata={
-        "help": "milvus: seconds to wait for the server to answer before giving up with an error"})
-    milvus_consistency: str = field(default="Strong", metadata={
-        "help": "milvus: consistency level of the collection (Strong: a search sees every finished write)"})
-
-    def __post_init__(self) -> None:
-        if self.milvus_timeout <= 0:
-            raise ConfigError(f"milvus_timeout must be > 0 seconds, got {self.milvus_timeout}")
-        if self.milvus_consistency not in CONSISTENCY_LEVELS:
-            raise ConfigError(f"milvus_consistency must be one of {list(CONSISTENCY_LEVELS)}, "
-                              f"got {self.milvus_consistency!r}")
-        BACKENDS.get(self.backend)  # InputError naming the known backends
+def _check_backend_config(self: Any) -> None:
+    BACKENDS.get(self.backend)  # InputError naming the known backends
+    try:
+        check_milvus_settings(self.milvus_timeout, self.milvus_consistency)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
 
 
-def backend_settings(cfg: IndexConfig | None, explicit: BackendConfig | None = None) -> BackendConfig:
-    """The backend settings for ``cfg``: ``explicit`` when given, else the ``BackendConfig`` fields an
-    ``IndexConfig`` carries (once it has them), else the defaults (FAISS)."""
+def _backend_config_class() -> type:
+    """``BackendConfig``: the ``BACKEND_FIELDS`` of ``IndexConfig`` as a frozen dataclass of their own."""
+    declared = {f.name: f for f in dataclasses.fields(IndexConfig)}
+    spec = [(n, declared[n].type, field(default=declared[n].default, metadata=dict(declared[n].metadata)))
+            for n in BACKEND_FIELDS]
+    cls = dataclasses.make_dataclass("BackendConfig", spec, frozen=True,
+                                     namespace={"__post_init__": _check_backend_config})
+    cls.__module__ = __name__
+    cls.__doc__ = """The vector-store settings of a knowledge base, fixed when it is created and kept in its manifest.
+
+    Made from ``IndexConfig``'s fields of the same names (declared there once, with their help texts)::
+
+        BackendConfig("milvus", milvus_uri="http://milvus:19530", milvus_collection="legal_kb")
+    """
+    return cls
+
+
+BackendConfig = _backend_config_class()
+
+
+def backend_settings(cfg: IndexConfig | None, explicit: Any = None) -> Any:
+    """The ``BackendConfig`` for a knowledge base: ``explicit`` when given, else ``cfg``'s backend
+    fields, else the defaults (FAISS)."""
     if explicit is not None:
         return explicit
-    names = {f.name for f in dataclasses.fields(BackendConfig)}
-    found = {n: getattr(cfg, n) for n in names if cfg is not None and hasattr(cfg, n)}
-    return BackendConfig(**found)
+    if cfg is None:
+        return BackendConfig()
+    return BackendConfig(**{n: getattr(cfg, n) for n in BACKEND_FIELDS})
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,7 @@ def manifest_backend(manifest: dict[str, Any]) -> str:
     return str((manifest.get("backend") or {}).get("name", "faiss"))
 
 
-def _create_faiss(path: Path, cfg: IndexConfig, settings: BackendConfig, dim: int,
+def _create_faiss(path: Path, cfg: IndexConfig, settings: Any, dim: int,
                   embedder_info: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
     from indexes.vectors import VectorIndex
 

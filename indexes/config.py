@@ -20,6 +20,11 @@ RefineKind = Literal["none", "flat", "sq8"]
 REFINE_KINDS = ("none", "flat", "sq8")
 SearchMode = Literal["hybrid", "dense", "bm25"]
 SEARCH_MODES = ("hybrid", "dense", "bm25")
+CONSISTENCY_LEVELS = ("Strong", "Bounded", "Session", "Eventually")
+# The vector-store settings: declared once, below in ``IndexConfig`` (the user-facing keys
+# ``index.backend``, ``index.milvus_uri``...); ``indexes.backends.BackendConfig`` is made from these
+# fields, so the two can never drift apart.
+BACKEND_FIELDS = ("backend", "milvus_uri", "milvus_collection", "milvus_timeout", "milvus_consistency")
 
 
 @dataclass
@@ -75,7 +80,8 @@ class IndexConfig:
     milvus_timeout: float = field(default=10.0, metadata={
         "help": "backend milvus: seconds to wait for the server before a one-line error"})
     milvus_consistency: str = field(default="Strong", metadata={
-        "help": "backend milvus: the collection's consistency level (Strong, Bounded, Session, Eventually)"})
+        "help": "backend milvus: the collection's consistency level (Strong: a search sees every finished "
+                "write; Bounded, Session, Eventually)"})
     bm25_tokenizer: str = field(default="porter unicode61 remove_diacritics 2", metadata={
         "help": "SQLite FTS5 tokenizer used for BM25 (porter = English stemming)"})
     bm25_max_terms: int = field(default=64, metadata={
@@ -109,6 +115,7 @@ class IndexConfig:
 
         if self.backend not in BACKENDS:
             raise ValueError(f"backend must be one of {', '.join(BACKENDS.names())}, got {self.backend!r}")
+        check_milvus_settings(self.milvus_timeout, self.milvus_consistency)
         if self.ivf_refine not in REFINE_KINDS:
             raise ValueError(f"ivf_refine must be one of {', '.join(REFINE_KINDS)}, got {self.ivf_refine!r}")
         if isinstance(self.ivf_k_factor, bool) or not isinstance(self.ivf_k_factor, int) or self.ivf_k_factor < 1:
@@ -138,6 +145,15 @@ class IndexConfig:
     # them was built with (an IVF-PQ index from before refinement has none), and the index kind they shape.
     LEGACY = {"ivf_refine": "none", "ivf_fastscan": False, "backend": "faiss"}
     ONLY_FOR_KIND = {"ivf_refine": "ivfpq", "ivf_fastscan": "ivfpq"}
+
+
+def check_milvus_settings(timeout: float, consistency: str) -> None:
+    """``ValueError`` for a Milvus timeout or consistency level Milvus would not take (shared by
+    ``IndexConfig`` and ``indexes.backends.BackendConfig``)."""
+    if timeout <= 0:
+        raise ValueError(f"milvus_timeout must be > 0 seconds, got {timeout}")
+    if consistency not in CONSISTENCY_LEVELS:
+        raise ValueError(f"milvus_consistency must be one of {list(CONSISTENCY_LEVELS)}, got {consistency!r}")
 
 
 def stored_setting_diff(stored: dict[str, Any], cfg: IndexConfig) -> list[str]:

@@ -41,3 +41,23 @@ def test_index_backend_is_checked_against_the_backend_registry():
         IndexConfig(backend="qdrant")
     with BACKENDS.registered("qdrant", object()):  # a backend registered later is a valid setting
         assert IndexConfig(backend="qdrant").backend == "qdrant"
+
+
+def test_backend_settings_load_from_yaml_keys_and_overrides():
+    from indexes.backends import BackendConfig, backend_settings
+
+    cfg = load_config(IndexConfig, ROOT / "configs" / "index.yaml",
+                      ["backend=milvus", "milvus_uri=http://milvus:19530", "milvus_collection=legal",
+                       "milvus_timeout=3", "milvus_consistency=Bounded"])
+    assert backend_settings(cfg) == BackendConfig("milvus", milvus_uri="http://milvus:19530",
+                                                  milvus_collection="legal", milvus_timeout=3.0,
+                                                  milvus_consistency="Bounded")
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("milvus_timeout=0", "milvus_timeout must be > 0"),
+    ("milvus_consistency=strong", "milvus_consistency must be one of"),
+])
+def test_bad_backend_settings_name_the_key(override, needle):
+    with pytest.raises(ConfigError, match=needle):
+        load_config(IndexConfig, ROOT / "configs" / "index.yaml", [override])

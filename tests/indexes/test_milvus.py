@@ -102,16 +102,20 @@ def test_backends_are_a_registry_and_unknown_names_list_the_known():
         BackendConfig("qdrant")
 
 
-def test_settings_come_from_an_index_config_that_carries_them(tmp_path, cfg, docs):
-    @dataclasses.dataclass
-    class WithBackend(IndexConfig):
-        backend: str = "milvus"
-        milvus_collection: str = "from_config"
-
-    got = backend_settings(WithBackend(embedder="hash"))
-    assert (got.backend, got.milvus_collection, got.milvus_uri) == ("milvus", "from_config", "")
-    assert backend_settings(IndexConfig(embedder="hash")) == BackendConfig()  # no fields yet: FAISS
+def test_settings_come_from_the_index_config_or_an_explicit_backend_config():
+    got = backend_settings(IndexConfig(embedder="hash", backend="milvus", milvus_collection="from_config"))
+    assert got == BackendConfig("milvus", milvus_collection="from_config")
+    assert backend_settings(IndexConfig(embedder="hash")) == BackendConfig()  # the default: FAISS
     assert backend_settings(None, FAISS) is FAISS
+
+
+def test_backend_config_is_made_from_the_index_config_fields_not_declared_twice():
+    declared = {f.name: f for f in dataclasses.fields(IndexConfig)}
+    made = dataclasses.fields(BackendConfig)
+    assert [f.name for f in made] == ["backend", "milvus_uri", "milvus_collection", "milvus_timeout",
+                                      "milvus_consistency"]
+    for f in made:
+        assert (f.default, f.metadata["help"]) == (declared[f.name].default, declared[f.name].metadata["help"])
 
 
 # -- the same answers as FAISS, and the collection in step --------------------------------------------
