@@ -81,8 +81,13 @@ class ReaderSection:
         "help": "extract abstains below this span score in [0, 1]; empty = the reader card's threshold "
                 "(zero-shot: 0.2)"})
     max_answer_tokens: int = field(default=30, metadata={"help": "longest span the reader may quote, in tokens"})
+    quote: str = field(default="auto", metadata={
+        "help": "what a tuned reader's answer quotes: auto (the card's choice, made on its eval split) | "
+                "span | sentence (the whole sentence the span sits in)"})
 
     def __post_init__(self) -> None:
+        if self.quote not in ("auto", "span", "sentence"):
+            raise ValueError(f"quote must be auto, span or sentence, got {self.quote!r}")
         if self.threshold is not None and not 0.0 <= self.threshold <= 1.0:
             raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
         if self.max_answer_tokens < 1:

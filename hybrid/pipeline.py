@@ -180,6 +180,7 @@ class Assistant(Components):
             # the reader loads only when a strategy that uses it is asked for (by the router or to answer)
             sctx.embedder, sctx.reader = self.embedder, self.reader
             sctx.reader_threshold, sctx.max_answer_tokens = app.reader.threshold, app.reader.max_answer_tokens
+            sctx.reader_quote = app.reader.quote
 
         def extract_prompt():
             if "prompt" not in built:

@@ -80,6 +80,8 @@ def summary(card: dict, out) -> str:
     lines.append(f"calibration      P = sigmoid({c['a']:.3f} * margin + {c['b']:.3f})"
                  + ("" if c.get("fitted") else " (default, not fitted)"))
     lines.append(f"threshold        {card['threshold']:.3f} ({card['threshold_from']})")
+    if card.get("quote"):
+        lines.append(f"quote            {card['quote']} ({card.get('quote_from', '')})")
     speed = f", {card['features_per_s']:.1f} windows/s" if card.get("features_per_s") else ""
     lines.append(f"time             {card['seconds']:.0f} s ({card['steps']} steps{speed})")
     lines.append(f"reader           {out} (card: {out}/reader_card.json)")

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 CARD = "reader_card.json"
 DEFAULT_THRESHOLD = 0.05  # probability; a reader trained without unanswerable rows rarely abstains
 HEAD_SEED = 0  # the randomly initialised head of an untuned encoder is the same on every load
+QUOTES = ("span", "sentence")  # what extract quotes: the reader's span, or the whole sentence around it
 
 
 def sigmoid(x: float) -> float:
@@ -118,6 +119,12 @@ class Reader:
     def threshold(self) -> float:
         t = self.card.get("threshold")
         return float(t) if t is not None else DEFAULT_THRESHOLD
+
+    @property
+    def quote(self) -> str:
+        """"span" or "sentence": what the card says scored higher on its eval split (default span)."""
+        q = self.card.get("quote")
+        return q if q in QUOTES else QUOTES[0]
 
     def warm_up(self) -> "Reader":
         with self._lock:

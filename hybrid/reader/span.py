@@ -1,8 +1,13 @@
-"""The one result type every reader returns."""
+"""The one result type every reader returns, and the sentence bounds a span can be widened to."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
+
+# a sentence ends at . ! ? (followed by space/end) or at a line break; decimals like 3.5 stay whole
+_SENTENCE = re.compile(r"[^\n]+?(?:[.!?]+(?=\s|$)|(?=\n)|$)", re.MULTILINE)
+MIN_SENTENCE_CHARS = 3
 
 
 @dataclass
@@ -28,3 +33,40 @@ class Span:
     def margin(self) -> float:
         """Best-span score minus the no-answer score: what the calibration maps to a probability."""
         return self.raw - (self.null if self.null is not None else 0.0)
+
+
+def split_sentences(text: str) -> list[tuple[int, int]]:
+    """(start, end) character offsets of each sentence in ``text``, whitespace trimmed."""
+    out = []
+    for m in _SENTENCE.finditer(text):
+        s, e = m.start(), m.end()
+        while s < e and text[s].isspace():
+            s += 1
+        while e > s and text[e - 1].isspace():
+            e -= 1
+        if e - s >= MIN_SENTENCE_CHARS:
+            out.append((s, e))
+    return out
+
+
+def sentence_bounds(text: str, start: int, end: int) -> tuple[int, int]:
+    """The smallest run of whole sentences of ``text`` that holds ``text[start:end]``.
+
+    >>> t = "Rent is due on the 1st. Late fees apply."
+    >>> s, e = sentence_bounds(t, 15, 22); t[s:e]
+    'Rent is due on the 1st.'
+    """
+    if end <= start:
+        return start, end
+    inside = [(s, e) for s, e in split_sentences(text) if s < end and e > start]
+    if not inside:
+        return start, end
+    return min(start, inside[0][0]), max(end, inside[-1][1])
+
+
+def widen_to_sentence(span: Span, contexts) -> Span:
+    """``span`` widened to the whole sentence(s) it sits in, score unchanged."""
+    text = contexts[span.context_index]
+    s, e = sentence_bounds(text, span.start, span.end)
+    return Span(text=text[s:e], context_index=span.context_index, start=s, end=e, score=span.score,
+                raw=span.raw, null=span.null)

@@ -203,6 +203,7 @@ def train_reader(data_paths: str | Path | Sequence[str | Path], out_dir: str | P
         "rows": report.to_dict(), "train_questions": len(train_rows), "eval_questions": len(eval_rows),
         "train_features": len(feats), "eval_before": before, "eval_after": after,
         "calibration": calib, "threshold": round(float(threshold), 6), "threshold_from": threshold_from,
+        "quote": cal.quote, "quote_from": cal.quote_from,
         "epochs": epochs, "lr": lr, "batch_size": batch_size, "max_length": max_length, "stride": stride,
         "seed": seed, "eval_fraction": eval_fraction, "max_answer_tokens": max_answer_tokens, "steps": step,
         "final_loss": last_loss, "train_seconds": round(train_seconds, 2),

@@ -25,27 +25,10 @@ from typing import Sequence
 import numpy as np
 
 from hybrid.eval.metrics import content_tokens
-from hybrid.reader.span import Span
+from hybrid.reader.span import Span, split_sentences
 
-# a sentence ends at . ! ? (followed by space/end) or at a line break; decimals like 3.5 stay whole
-_SENTENCE = re.compile(r"[^\n]+?(?:[.!?]+(?=\s|$)|(?=\n)|$)", re.MULTILINE)
 _CLAUSE = re.compile(r"[^,;:()]+[,;:()]?")
 EMBED_WEIGHT = 0.5  # share of the score from embedder cosine; the rest is word overlap
-MIN_SENTENCE_CHARS = 3
-
-
-def split_sentences(text: str) -> list[tuple[int, int]]:
-    """(start, end) character offsets of each sentence in ``text``, whitespace trimmed."""
-    out = []
-    for m in _SENTENCE.finditer(text):
-        s, e = m.start(), m.end()
-        while s < e and text[s].isspace():
-            s += 1
-        while e > s and text[e - 1].isspace():
-            e -= 1
-        if e - s >= MIN_SENTENCE_CHARS:
-            out.append((s, e))
-    return out
 
 
 def _idf(docs: list[set[str]]) -> dict[str, float]:

@@ -90,6 +90,7 @@ class StrategyContext:
     reader: Any = None  # the app's extractive Reader (hybrid.reader), None = zero-shot extraction
     reader_threshold: float | None = None  # abstain below this span score; None = the reader card's
     max_answer_tokens: int = 30  # longest span a reader may return
+    reader_quote: str = "auto"  # a tuned reader quotes its span or its sentence; auto = the card's choice
     timings: dict[str, float] = field(default_factory=dict)
     filters: dict[str, Any] | None = None  # metadata filter scoping retrieval, e.g. {"source": "policy.txt"}
 

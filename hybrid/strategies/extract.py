@@ -9,6 +9,7 @@ against gold spans is not lost to paraphrase. Below the threshold (the reader ca
 
 from __future__ import annotations
 
+from hybrid.reader.span import widen_to_sentence
 from hybrid.reader.zero_shot import select_span
 from hybrid.strategies import STRATEGIES, guard
 from hybrid.strategies.base import Prompt, StrategyContext, relevance, run_prompt
@@ -54,6 +55,10 @@ class Extract:
             span = reader.best(query, contexts, max_answer_tokens=ctx.max_answer_tokens)
             threshold = ctx.reader_threshold if ctx.reader_threshold is not None else reader.threshold
             how = "tuned reader" if reader.tuned else "untuned reader"
+            quote = reader.quote if ctx.reader_quote == "auto" else ctx.reader_quote
+            if span is not None and quote == "sentence":
+                span = widen_to_sentence(span, contexts)
+                how += " (quoting the span's sentence)"
         else:
             span = select_span(query, contexts, ctx.embedder, query_vec=ctx.query_vec)
             threshold = ctx.reader_threshold if ctx.reader_threshold is not None else ZERO_SHOT_THRESHOLD

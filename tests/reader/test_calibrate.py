@@ -60,7 +60,8 @@ def test_threshold_is_chosen_on_the_eval_split_when_it_has_unanswerables():
     probs = {r.id: sigmoid(cal.calibration["a"] * reader.answers[r.id][1] + cal.calibration["b"]) for r in rows}
     assert all(probs[f"age{i}"] < cal.threshold for i in range(4))
     assert all(probs[f"where{i}"] >= cal.threshold for i in range(6))
-    assert cal.after == {"em": round(6 / 7, 4), "f1": round(6 / 7, 4)}
+    # the sentence "Ana lives in Oslo." against gold "Oslo": F1 0.4 on each of the six right rows
+    assert cal.after == {"em": round(6 / 7, 4), "f1": round(6 / 7, 4), "f1_sentence": round(0.4 * 6 / 7, 4)}
 
 
 def test_no_eval_split_keeps_the_default_and_says_why():
@@ -88,3 +89,27 @@ def test_a_slope_that_would_invert_the_scores_is_not_used():
     assert cal.calibration["fitted"] is False
     assert cal.calibration["a"] == 1.0 and cal.calibration["b"] == 0.0
     assert cal.calibration["why"].startswith("fitted slope -")
+
+
+def test_quote_is_the_span_when_gold_answers_are_short():
+    rows, reader = _mixed()
+    cal = calibrate(reader, rows, unanswerable_rows=4)
+    # gold "Oslo", quoted sentence "Ana lives in Oslo." scores F1 0.5: the span (F1 1.0) is kept
+    assert cal.quote == "span"
+    assert cal.after["f1"] > cal.after["f1_sentence"]
+    assert "span F1" in cal.quote_from and "sentence F1" in cal.quote_from
+
+
+def test_quote_is_the_sentence_when_gold_answers_are_whole_clauses():
+    gold = "Ana works as a pilot."
+    rows = [QARow(f"q{i}", f"q{i}", CTX, gold, CTX.index(gold), "ana", f"t#{i}") for i in range(4)]
+    # the reader finds only part of each answer: the sentence around it is closer to the gold clause
+    reader = MarginReader({f"q{i}": ("a pilot", 2.0) for i in range(4)})
+    cal = calibrate(reader, rows, unanswerable_rows=0)
+    assert cal.quote == "sentence"
+    assert cal.after["f1_sentence"] == 1.0 and cal.after["f1"] < 1.0
+
+
+def test_no_eval_split_quotes_the_span():
+    cal = calibrate(MarginReader({}), [], unanswerable_rows=0)
+    assert cal.quote == "span" and "default" in cal.quote_from

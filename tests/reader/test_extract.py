@@ -133,3 +133,68 @@ def test_reader_cache_shares_one_instance(tmp_path):
         r1, r2 = m.load_reader(tmp_path), m.load_reader(str(tmp_path) + "/")
         assert r1 is r2 and r1 is not a
     m.clear_cache()
+
+
+def test_sentence_bounds_widen_a_span_to_whole_sentences():
+    from hybrid.reader.span import sentence_bounds
+
+    text = "Rent is due on the 1st. Late fees apply. Pets are banned."
+    s, e = sentence_bounds(text, text.index("the 1st"), text.index("the 1st") + 7)
+    assert text[s:e] == "Rent is due on the 1st."
+    # a span over a sentence break takes both sentences, and nothing else
+    s, e = sentence_bounds(text, text.index("1st"), text.index("fees") + 4)
+    assert text[s:e] == "Rent is due on the 1st. Late fees apply."
+    assert sentence_bounds(text, 5, 5) == (5, 5)  # an empty span is left alone
+
+
+@pytest.mark.parametrize("quote, whole", [("sentence", True), ("span", False)])
+def test_extract_quotes_the_readers_sentence_when_asked(tmp_path, monkeypatch, quote, whole):
+    from hybrid.reader.model import Reader
+    from hybrid.reader.span import Span
+
+    class PartReader(Reader):
+        """Always points at "60 days" in the lease chunk."""
+
+        def predict(self, question, contexts, max_answer_tokens=30):
+            out = []
+            for i, c in enumerate(contexts):
+                if "60 days" in c:
+                    s = c.index("60 days")
+                    out.append(Span("60 days", i, s, s + 7, 0.9, raw=2.0, null=0.0))
+            return out
+
+    reader = PartReader()
+    reader.card = {"trained": True, "quote": "span"}  # the card's choice; the app setting overrides it
+    bot = make_bot(tmp_path, f"reader:\n  threshold: 0.0\n  quote: {quote}\n")
+    monkeypatch.setattr(Assistant, "reader", property(lambda self: reader))
+    ans = bot.ask("How long is the lease notice period?", strategy="extract")
+    span, _ = _span_in_cited_chunk(bot, ans)
+    expected = "The lease notice period is 60 days for residential tenants." if whole else "60 days"
+    assert span == expected
+    assert any("quoting the span's sentence" in n for n in ans.notices) == whole
+
+
+def test_extract_follows_the_cards_quote_by_default(tmp_path, monkeypatch):
+    from hybrid.reader.model import Reader
+
+    reader = Reader(max_length=64, stride=16)
+    reader.warm_up()
+    reader.card = {"trained": True, "quote": "sentence"}
+    bot = make_bot(tmp_path, "reader:\n  threshold: 0.0\n  max_answer_tokens: 4\n")
+    monkeypatch.setattr(Assistant, "reader", property(lambda self: reader))
+    ans = bot.ask("How long is the lease notice period?", strategy="extract")
+    span, chunk = _span_in_cited_chunk(bot, ans)
+    # whatever the untuned head points at, the quote starts and ends on sentence bounds of the chunk
+    from hybrid.reader.span import split_sentences
+
+    bounds = split_sentences(chunk.text)
+    pos = chunk.text.index(span)
+    assert pos in {s for s, _ in bounds} and pos + len(span) in {e for _, e in bounds}
+    assert any("quoting the span's sentence" in n for n in ans.notices)
+
+
+def test_a_bad_quote_setting_is_one_clear_error(tmp_path):
+    from core.errors import ConfigError
+
+    with pytest.raises((ConfigError, ValueError), match="quote must be auto, span or sentence"):
+        make_bot(tmp_path, "reader:\n  quote: clause\n")
