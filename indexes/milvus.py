@@ -3,10 +3,14 @@
     KnowledgeBase.create("kb", cfg, backend=BackendConfig("milvus"))                       # Milvus Lite: kb/milvus.db
     KnowledgeBase.create("kb", cfg, backend=BackendConfig("milvus", milvus_uri="http://host:19530"))
 
-The collection has two fields: ``id`` (INT64 primary key, the chunk's ``vector_id`` exactly as FAISS
-uses it) and ``vector`` (FLOAT_VECTOR, the L2-normalized embedding), indexed with the IP metric, so
-dense scores are the same cosines the FAISS backend gives. Text, metadata, BM25, filters and the
-generations stay in SQLite (``indexes.store``); a filter becomes an ``id in [...]`` expression.
+The collection has three fields: ``id`` (INT64 primary key, the chunk's ``vector_id`` exactly as
+FAISS uses it), ``vector`` (FLOAT_VECTOR, the L2-normalized embedding), indexed with the IP metric,
+so dense scores are the same cosines the FAISS backend gives, and ``metadata`` (JSON, a copy of the
+chunk's metadata). Text, metadata, BM25 and the generations stay in SQLite (``indexes.store``). A
+filter runs in Milvus as an expression over ``metadata`` (``indexes.filters.filter_milvus``), its
+hits checked against the SQL filter; a filter that does not translate, or a collection made before
+the ``metadata`` field (only ``id`` and ``vector``), runs as an ``id in [...]`` expression of the
+ids SQLite allows.
 
 What differs from FAISS (the collection is changed in place, it has no generations):
 
@@ -31,6 +35,7 @@ import hashlib
 import json
 import logging
 import re
+import sqlite3
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -40,6 +45,7 @@ from core.errors import ConfigError, CorruptKnowledgeBaseError, InputError, Know
 from core.io import atomic_write_text, fsync
 from indexes.backends import BACKENDS, BackendConfig, VectorBackend
 from indexes.config import IndexConfig
+from indexes.filters import filter_milvus
 from indexes.integrity import REBUILD_HINT
 
 log = logging.getLogger(__name__)
@@ -52,6 +58,11 @@ MAX_TOPK = 16384
 # MAX_TOPK dense hits are searched instead and filtered here (documented in docs/milvus.md).
 MAX_FILTER_IDS = 16384
 BATCH = 1000
+MANIFEST = "manifest.json"  # indexes.store.MANIFEST (not imported: indexes.store must not depend on a backend)
+META_FIELD = "metadata"
+# New collections carry the chunk metadata (a JSON field) for filters. False makes the layout of
+# collections created before that (id and vector only), which still open and filter by id lists.
+WITH_METADATA = True
 # How each FAISS index kind maps to a Milvus index: (index type, build params, search params).
 INDEX_TYPES = {
     "flat": lambda cfg: ("FLAT", {}, {}),
@@ -92,6 +103,7 @@ class MilvusHandle:
         self.collection = collection
         self.timeout = float(timeout)
         self.consistency = consistency
+        self.has_metadata = False  # set from the collection's schema by ``properties``
         self.client = self._connect()
 
     def _connect(self) -> Any:
@@ -137,9 +149,11 @@ class MilvusHandle:
         return int(res[0]["count(*)"]) if res else 0
 
     def properties(self) -> tuple[dict[str, str], int]:
-        """The collection's properties and its vector dimension."""
+        """The collection's properties and its vector dimension; notes whether it has a ``metadata`` field."""
         d = self.call("describe the collection", "describe_collection", self.collection)
-        dim = next((int(f["params"]["dim"]) for f in d.get("fields", []) if f.get("name") == "vector"), -1)
+        fields = d.get("fields", [])
+        dim = next((int(f["params"]["dim"]) for f in fields if f.get("name") == "vector"), -1)
+        self.has_metadata = any(f.get("name") == META_FIELD for f in fields)
         return {str(k): str(v) for k, v in (d.get("properties") or {}).items()}, dim
 
     def close(self) -> None:
@@ -220,16 +234,28 @@ class MilvusVectors:
         self._count -= len(ids)
 
     def save(self, path: str | Path) -> None:
-        """Journal the touched ids, upsert the staged additions, then write the generation's pointer file."""
+        """Journal the touched ids, upsert the staged additions (with their metadata) and the kept
+        chunks whose metadata changed, then write the generation's pointer file.
+
+        ``path`` is ``indexes.store.publish``'s temporary vector file; the generation's SQLite file,
+        written just before, is beside it (the same name with ``.sqlite.``), and the metadata
+        Milvus gets is read from there, exactly as the generation stores it."""
         path = Path(path)
-        touched = sorted(set(self._add) | self._remove)
+        db = path.with_name(path.name.replace(".faiss.", ".sqlite.", 1)) if self.handle.has_metadata else None
+        if db is not None and not db.exists():
+            raise KnowledgeBaseError(f"cannot find the generation's SQLite file {db.name} beside {path}")
+        retagged = _metadata_changes(db, path.parent, set(self._add)) if db is not None else []
+        touched = sorted(set(self._add) | self._remove | set(retagged))
         if touched:
             atomic_write_text(path.parent / JOURNAL, json.dumps(
                 {"collection": self.handle.collection, "ids": touched}) + "\n")
-        items = list(self._add.items())
-        for i in range(0, len(items), BATCH):
-            rows = [{"id": vid, "vector": vec.tolist()} for vid, vec in items[i:i + BATCH]]
-            self.handle.call("upsert vectors", "upsert", self.handle.collection, rows)
+        ids = list(self._add)
+        for i in range(0, len(ids), BATCH):
+            part = ids[i:i + BATCH]
+            upsert(self.handle, part, [self._add[v] for v in part], _metadata_of(db, part) if db else None)
+        for i in range(0, len(retagged), BATCH):  # the stored vector, the new metadata
+            part = retagged[i:i + BATCH]
+            upsert(self.handle, part, self.reconstruct(part), _metadata_of(db, part))
         self._add = {}
         pointer = {"backend": "milvus", "collection": self.handle.collection, "dim": self._dim,
                    "vectors": self._count}
@@ -254,26 +280,30 @@ class MilvusVectors:
         """The stored vectors of ``ids`` in order (zeros for an id the collection no longer has)."""
         ids = [int(i) for i in ids]
         out = np.zeros((len(ids), self._dim), dtype=np.float32)
-        found: dict[int, Any] = {}
-        for i in range(0, len(ids), BATCH):
-            for r in self.handle.call("read vectors", "get", self.handle.collection, ids=ids[i:i + BATCH],
-                                      output_fields=["vector"]):
-                found[int(r["id"])] = r["vector"]
+        found = _stored_vectors(self.handle, ids)
         for j, vid in enumerate(ids):
             if vid in found:
                 out[j] = np.asarray(found[vid], dtype=np.float32)
         return out
 
-    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` (scores, ids) per query row; missing slots have id -1 (as ``VectorIndex.search``)."""
+    def filter_expr(self, filters: dict[str, Any], fields: Iterable[str]) -> str | None:
+        """``filters`` as a Milvus expression over the metadata field, or ``None`` (the caller then
+        passes ``allowed`` ids): a filter ``filter_milvus`` cannot translate, or a collection made
+        before the metadata field."""
+        return filter_milvus(filters, set(fields), META_FIELD) if self.handle.has_metadata else None
+
+    def search(self, queries: np.ndarray, k: int, allowed: np.ndarray | None = None,
+               expr: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` (scores, ids) per query row; missing slots have id -1 (as ``VectorIndex.search``).
+        ``expr`` (from ``filter_expr``) filters in Milvus; else ``allowed`` limits the ids."""
         queries = np.ascontiguousarray(queries, dtype=np.float32)
         nq, kk = len(queries), max(k, 0)
         scores = np.full((nq, kk), -np.inf, np.float32)
         ids = np.full((nq, kk), -1, np.int64)
         if nq == 0 or kk == 0 or self._count == 0 or (allowed is not None and len(allowed) == 0):
             return scores, ids
-        expr, post = "", None
-        if allowed is not None:
+        expr, post = expr or "", None
+        if allowed is not None and not expr:
             allowed = np.asarray(allowed, dtype=np.int64)
             if len(allowed) <= MAX_FILTER_IDS:
                 expr = f"id in [{','.join(str(int(a)) for a in allowed)}]"
@@ -298,6 +328,65 @@ class MilvusVectors:
 def delete(handle: MilvusHandle, ids: list[int]) -> None:
     for i in range(0, len(ids), BATCH):
         handle.call("delete vectors", "delete", handle.collection, ids=ids[i:i + BATCH])
+
+
+def _stored_vectors(handle: MilvusHandle, ids: list[int]) -> dict[int, Any]:
+    """The vectors the collection holds for ``ids`` (absent ids are left out)."""
+    found: dict[int, Any] = {}
+    for i in range(0, len(ids), BATCH):
+        for r in handle.call("read vectors", "get", handle.collection, ids=ids[i:i + BATCH], output_fields=["vector"]):
+            found[int(r["id"])] = r["vector"]
+    return found
+
+
+def upsert(handle: MilvusHandle, ids: list[int], vecs: Any, metadata: dict[int, Any] | None) -> None:
+    """Write rows ``ids`` (one call): their vectors, and their metadata when the collection has the field."""
+    rows = []
+    for vid, vec in zip(ids, vecs):
+        row = {"id": int(vid), "vector": np.asarray(vec, dtype=np.float32).tolist()}
+        if handle.has_metadata:
+            row[META_FIELD] = (metadata or {}).get(int(vid), {})
+        rows.append(row)
+    if rows:
+        handle.call("upsert vectors", "upsert", handle.collection, rows)
+
+
+def _read_only(db: Path) -> sqlite3.Connection:
+    return sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+
+
+def _metadata_of(db: Path | sqlite3.Connection, ids: list[int]) -> dict[int, Any]:
+    """The stored metadata (parsed JSON) of chunk rows ``ids`` in the SQLite file (or connection) ``db``."""
+    con = db if isinstance(db, sqlite3.Connection) else _read_only(db)
+    try:
+        out: dict[int, Any] = {}
+        for i in range(0, len(ids), 500):
+            part = [int(v) for v in ids[i:i + 500]]
+            out.update((int(v), json.loads(m)) for v, m in con.execute(
+                f"SELECT vid, metadata FROM chunks WHERE vid IN ({','.join('?' * len(part))})", part))
+        return out
+    finally:
+        if con is not db:
+            con.close()
+
+
+def _metadata_changes(db: Path, kb: Path, added: set[int]) -> list[int]:
+    """Chunks kept by a write (same vector) whose metadata it changed: the chunks of documents whose
+    content hash differs from the current generation's (whose file the manifest still names)."""
+    try:
+        prev = kb / json.loads((kb / MANIFEST).read_text(encoding="utf-8"))["files"]["sqlite"]
+    except FileNotFoundError:
+        return []  # the first generation
+    con = _read_only(db)
+    try:
+        con.execute("ATTACH DATABASE ? AS prev", (f"file:{prev}?mode=ro",))
+        rows = con.execute(
+            "SELECT c.vid FROM chunks c JOIN prev.chunks p ON p.vid = c.vid WHERE c.metadata != p.metadata "
+            "AND c.doc_id IN (SELECT d.doc_id FROM documents d JOIN prev.documents q ON q.doc_id = d.doc_id "
+            "WHERE d.content_hash != q.content_hash)").fetchall()
+    finally:
+        con.close()
+    return sorted(int(r[0]) for r in rows if int(r[0]) not in added)
 
 
 # -- the backend entry -------------------------------------------------------------------------------
@@ -328,11 +417,14 @@ def _create(path: Path, cfg: IndexConfig, settings: BackendConfig, dim: int,
         schema = handle.client.create_schema(auto_id=False, enable_dynamic_field=False)
         schema.add_field("id", DataType.INT64, is_primary=True)
         schema.add_field("vector", DataType.FLOAT_VECTOR, dim=int(dim))
+        if WITH_METADATA:
+            schema.add_field(META_FIELD, DataType.JSON)
         index_type, build_params, _ = INDEX_TYPES[cfg.index](cfg)
         index = handle.client.prepare_index_params()
         index.add_index("vector", index_type=index_type, metric_type="IP", params=build_params)
         handle.call("create the collection", "create_collection", name, schema=schema, index_params=index,
                     consistency_level=settings.milvus_consistency, properties=_embedder_props(embedder_info))
+        handle.has_metadata = WITH_METADATA
     except BaseException:
         handle.close()
         raise
@@ -384,6 +476,14 @@ def _before_write(path: Path, state: Any, handle: MilvusHandle) -> None:
     orphans = [i for i in ids if i not in held]
     delete(handle, orphans)
     log.info("%s: an interrupted write left %d vectors in Milvus; deleted", path, len(orphans))
+    if handle.has_metadata:  # the write may have re-tagged kept chunks: put this generation's metadata back
+        kept = sorted(held)
+        for i in range(0, len(kept), BATCH):
+            part = kept[i:i + BATCH]
+            found = _stored_vectors(handle, part)
+            part = [v for v in part if v in found]
+            upsert(handle, part, [found[v] for v in part], _metadata_of(state.db, part))
+    handle.call("flush the collection", "flush", handle.collection)
     journal.unlink()
 
 
@@ -401,7 +501,9 @@ def _after_publish(path: Path, vectors: MilvusVectors) -> None:
 
 def _stats(state: Any, handle: MilvusHandle) -> dict[str, Any]:
     return {"milvus_uri": handle.uri, "milvus_collection": handle.collection, "milvus_rows": handle.rows(),
-            "milvus_consistency": handle.consistency}
+            "milvus_consistency": handle.consistency,
+            "milvus_filters": "in Milvus (metadata field)" if handle.has_metadata
+            else "id lists from SQLite (collection without a metadata field)"}
 
 
 BACKENDS.add("milvus", VectorBackend(create=_create, open=_open, connect=_connect, close=MilvusHandle.close,

@@ -75,7 +75,9 @@ class Searching:
             return []
         st = self._state  # one generation for the whole call, even if a writer publishes meanwhile
         where = filter_sql(filters, st.fields) if filters else None  # checked once, used by FAISS and BM25
-        allowed = self._allowed(where, st) if where is not None else None
+        # a store that filters by metadata itself (Milvus) gets an expression; otherwise the allowed ids
+        expr = self._store_filter(filters, st) if where is not None else None
+        allowed = self._allowed(where, st) if where is not None and expr is None else None
         if allowed is not None and len(allowed) == 0:
             return [[] for _ in queries]
         depth = k if mode != "hybrid" and not mmr else max(k, self.cfg.fusion_depth)
@@ -84,7 +86,7 @@ class Searching:
         dense: list[list[tuple[int, float]]] = [[] for _ in queries]
         if mode in ("dense", "hybrid") or mmr:
             qvecs = self._embed(queries)
-            dense = self._dense(qvecs, depth, allowed, st)
+            dense = self._dense(qvecs, depth, allowed, st, expr, where)
         sparse: list[list[tuple[int, float]]] = [[] for _ in queries]
         if mode in ("bm25", "hybrid"):
             for i, q in enumerate(queries):
@@ -94,22 +96,33 @@ class Searching:
             out.append(self._assemble(dense[i], sparse[i], mode, k, mmr, qvecs[i] if qvecs is not None else None, st))
         return out
 
-    def _dense(self, qvecs: np.ndarray, depth: int, allowed: np.ndarray | None,
-               st: State) -> list[list[tuple[int, float]]]:
+    def _store_filter(self, filters: dict[str, Any], st: State) -> str | None:
+        """The vector store's own expression for ``filters`` (``vectors.filter_expr``: Milvus's metadata
+        field), or ``None``: the store has none, or cannot express these filters exactly enough."""
+        make = getattr(st.vectors, "filter_expr", None)
+        return make(filters, st.fields) if make is not None else None
+
+    def _dense(self, qvecs: np.ndarray, depth: int, allowed: np.ndarray | None, st: State,
+               expr: str | None = None, where: tuple[str, list[Any]] | None = None) -> list[list[tuple[int, float]]]:
         """The top ``depth`` (vector id, score) of each query among the vectors of generation ``st``.
 
         A store shared by every generation (``vectors.shared``: Milvus) may also hold vectors that a
         concurrent or interrupted write added; they are dropped, and the search asks deeper while a
-        full answer left fewer than ``depth``, up to the store's ``max_k``."""
-        shared = bool(getattr(st.vectors, "shared", False))
+        full answer left fewer than ``depth``, up to the store's ``max_k``. A store filtering by its
+        own ``expr`` has its hits checked against the SQL filter ``where`` the same way, so the SQL
+        filter decides, whichever store runs."""
+        shared = bool(getattr(st.vectors, "shared", False)) or expr is not None
         want = depth
         while True:
-            scores, ids = st.vectors.search(qvecs, want, allowed=allowed)
+            if expr is None:
+                scores, ids = st.vectors.search(qvecs, want, allowed=allowed)
+            else:
+                scores, ids = st.vectors.search(qvecs, want, expr=expr)
             check_scores(scores, ids, st.vectors.kind, self.path / st.manifest["files"]["faiss"], self.path)
             lists = [[(int(v), float(s)) for v, s in zip(ids[i], scores[i]) if v >= 0] for i in range(len(qvecs))]
             if not shared:
                 return lists
-            known = self._known({v for got in lists for v, _ in got}, st)
+            known = self._known({v for got in lists for v, _ in got}, st, where if expr is not None else None)
             out = [[p for p in got if p[0] in known][:depth] for got in lists]
             short = any(len(o) < depth and len(got) == want for o, got in zip(out, lists))
             limit = int(getattr(st.vectors, "max_k", want))
@@ -117,13 +130,15 @@ class Searching:
                 return out
             want = min(limit, want * 2)
 
-    def _known(self, vids: set[int], st: State) -> set[int]:
-        """The ``vids`` that generation ``st`` has a chunk row for."""
+    def _known(self, vids: set[int], st: State, where: tuple[str, list[Any]] | None = None) -> set[int]:
+        """The ``vids`` that generation ``st`` has a chunk row for (that also passes ``where``, if given)."""
         ordered, out = sorted(vids), set()
+        fsql, fargs = where if where is not None else ("1", [])
         for i in range(0, len(ordered), 500):
             part = ordered[i:i + 500]
             out.update(r[0] for r in st.db.execute(
-                f"SELECT vid FROM chunks WHERE vid IN ({','.join('?' * len(part))})", part))
+                f"SELECT c.vid FROM chunks c WHERE c.vid IN ({','.join('?' * len(part))}) AND ({fsql})",
+                [*part, *fargs]))
         return out
 
     def _assemble(self, dense: list[tuple[int, float]], sparse: list[tuple[int, float]], mode: str, k: int,

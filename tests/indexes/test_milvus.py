@@ -224,6 +224,96 @@ def test_a_create_that_fails_leaves_no_collection_behind(tmp_path, cfg, monkeypa
         assert kb.generation == 0 and kb.stats()["milvus_rows"] == 0
 
 
+# -- filters in Milvus --------------------------------------------------------------------------------
+FILTERS = [
+    {"source": "privacy.html"},
+    {"source": ["privacy.html", "lease.md", "missing.pdf"]},
+    {"page": 2},
+    {"page": {"$ne": 2}},
+    {"modified": {"gte": "2022-01-01", "lt": "2024-06-30"}},
+    {"modified": {"gt": __import__("datetime").date(2023, 1, 1)}, "page": {"in": [1, 2]}},
+    {"source": {"ne": "lease.md"}, "mime": "text/plain"},
+    {"source": "missing.pdf"},
+]
+
+
+def test_filters_translate_to_milvus_expressions_or_to_none():
+    from indexes.filters import filter_milvus
+
+    fields = {"source", "page", "modified", "flag"}
+    assert filter_milvus({"source": ["a.md", "b.md"], "page": {"$gte": 2}}, fields) == \
+        '(metadata["source"] == "a.md" or metadata["source"] == "b.md") and metadata["page"] >= 2'
+    assert filter_milvus({"flag": True, "source": 'say "hi" \\ é'}, fields) == \
+        'metadata["flag"] == 1 and metadata["source"] == "say \\"hi\\" \\\\ é"'
+    for untranslatable in ({"source": None}, {"source": "tab\there"}, {"page": 2 ** 64},
+                           {"page": list(range(1000))}):
+        assert filter_milvus(untranslatable, fields) is None
+    with pytest.raises(InputError, match="unknown filter field 'nope'"):  # the same checks as filter_sql
+        filter_milvus({"nope": 1}, fields)
+
+
+def _dense_hits(kb, filters):
+    return [(h.chunk.id, round(h.score, 5)) for h in kb.search("notice data fees policy", k=6, mode="dense",
+                                                               filters=filters)]
+
+
+def test_filters_run_in_milvus_and_agree_with_sqlite_and_faiss(mkb, tmp_path, cfg, docs, monkeypatch):
+    assert mkb.stats()["milvus_filters"].startswith("in Milvus")
+    with KnowledgeBase.create(tmp_path / "faiss", cfg, embedder=HashEmbedder(), backend=FAISS) as fkb:
+        fkb.sync(docs)
+        want = [_dense_hits(fkb, f) for f in FILTERS]
+    sent = []
+    real_search = milvus.MilvusVectors.search
+    monkeypatch.setattr(milvus.MilvusVectors, "search",
+                        lambda self, *a, **kw: sent.append(kw.get("expr")) or real_search(self, *a, **kw))
+    native = [_dense_hits(mkb, f) for f in FILTERS]
+    assert all(e and "metadata[" in e for e in sent)  # every one ran as a metadata expression
+    monkeypatch.setattr(milvus.MilvusVectors, "filter_expr", lambda self, filters, fields: None)
+    sent.clear()
+    id_lists = [_dense_hits(mkb, f) for f in FILTERS]
+    assert not any(sent)  # the id-list fallback
+    assert [[c for c, _ in h] for h in native] == [[c for c, _ in h] for h in id_lists] == \
+        [[c for c, _ in h] for h in want]
+    assert all(np.allclose([s for _, s in a], [s for _, s in b], atol=1e-5) for a, b in zip(native, want))
+
+
+def test_metadata_only_changes_reach_milvus_and_an_interrupted_one_is_undone(mkb, docs, monkeypatch):
+    import indexes.store as store
+    from core.types import Document
+
+    moved = [Document(id=d.id, text=d.text, metadata={**d.metadata, "page": 7}) for d in docs[:2]]
+    with monkeypatch.context() as m:  # a write that re-tags kept chunks, killed before the manifest swap
+        m.setattr(store, "write_manifest", lambda *a, **kw: (_ for _ in ()).throw(OSError("simulated")))
+        with pytest.raises(OSError, match="simulated"):
+            mkb.sync(moved)
+    assert mkb.sync([]).changed == 0  # the next writer's turn puts this generation's metadata back
+    assert {h.chunk.doc_id for h in mkb.search("lease fees", k=6, mode="dense", filters={"page": 7})} == set()
+    assert len(mkb.search("lease", k=6, mode="dense", filters={"page": {"in": [1, 2]}})) == 6
+    report = mkb.sync(moved)
+    assert report.chunks_embedded == 0  # same texts: the vectors are kept, only the metadata changed
+    got = mkb.search("lease fees", k=6, mode="dense", filters={"page": 7})
+    assert {h.chunk.doc_id for h in got} == {d.id for d in docs[:2]}
+    assert mkb.stats()["milvus_filters"].startswith("in Milvus") and in_step(mkb)
+
+
+def test_a_collection_made_before_the_metadata_field_still_opens_syncs_and_filters(tmp_path, cfg, docs, monkeypatch):
+    with monkeypatch.context() as m:
+        m.setattr(milvus, "WITH_METADATA", False)  # the collection layout of the earlier code: id, vector
+        KnowledgeBase.create(tmp_path / "old", cfg, embedder=HashEmbedder()).close()
+    with KnowledgeBase.create(tmp_path / "faiss", cfg, embedder=HashEmbedder(), backend=FAISS) as fkb:
+        fkb.sync(docs)
+        fkb.sync(make_docs("2")[:3])
+        want = [_dense_hits(fkb, f) for f in FILTERS]
+    with KnowledgeBase.open(tmp_path / "old", embedder=HashEmbedder()) as old:
+        old.sync(docs)
+        old.sync(make_docs("2")[:3])
+        assert old.stats()["milvus_filters"].startswith("id lists")
+        fields = {f["name"] for f in old._handle.call("describe", "describe_collection", old._handle.collection)["fields"]}
+        assert fields == {"id", "vector"}
+        assert [[c for c, _ in _dense_hits(old, f)] for f in FILTERS] == [[c for c, _ in h] for h in want]
+        assert in_step(old)
+
+
 # -- bad input ---------------------------------------------------------------------------------------
 def test_an_unreachable_milvus_is_a_one_line_error(tmp_path, cfg):
     bc = BackendConfig("milvus", milvus_uri=f"http://127.0.0.1:{free_port()}", milvus_timeout=2)
