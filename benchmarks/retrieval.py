@@ -2,12 +2,18 @@
 
     nice -n 5 .venv/bin/python benchmarks/retrieval.py --dataset ../shared/data/cranfield
     .venv/bin/python benchmarks/retrieval.py --dataset DIR --embedder hash --out /tmp/r.json   # smoke run
+    flock /tmp/heavy.lock .venv/bin/python benchmarks/retrieval.py --dataset ../shared/data/cranfield \
+        --backend milvus --out benchmarks/results/retrieval-cranfield-milvus.json   # + the Milvus backend
 
 Systems, all with the same embedder (the bundled all-MiniLM-L6-v2) and the same document texts
 (title + newline + text):
 
 - ``hybrid-dense`` / ``hybrid-bm25`` / ``hybrid-hybrid``: this project's ``KnowledgeBase`` (FAISS
   flat + SQLite FTS5 BM25 + reciprocal rank fusion), one build serving all three modes;
+- ``milvus-dense`` / ``milvus-hybrid`` (with ``--backend milvus``): the same ``KnowledgeBase`` with
+  its vectors in Milvus Lite (``index.backend: milvus``, a ``.db`` file in the KB directory), built
+  and timed in the same run, interleaved with the others. Its BM25 is the same SQLite FTS5 as
+  ``hybrid-bm25``, so no ``milvus-bm25`` row;
 - ``langchain-faiss``: LangChain's FAISS vector store over ``HuggingFaceEmbeddings``;
 - ``langchain-bm25``: LangChain's ``BM25Retriever`` (rank_bm25);
 - ``langchain-ensemble``: LangChain's ``EnsembleRetriever`` over those two (weighted RRF), with its
@@ -69,6 +75,7 @@ from benchmarks._util import (  # noqa: E402
 from hybrid.eval.retrieval import BeirDataset, doc_ranking, evaluate_run, load_beir  # noqa: E402
 
 OURS = ("hybrid-dense", "hybrid-bm25", "hybrid-hybrid")
+MILVUS_MODES = ("dense", "hybrid")  # BM25 on the Milvus backend is the same SQLite FTS5 as hybrid-bm25
 LANGCHAIN = ("langchain-faiss", "langchain-bm25", "langchain-ensemble")
 # ours vs the LangChain system it replaces
 PAIRS = {"hybrid-dense": "langchain-faiss", "hybrid-bm25": "langchain-bm25", "hybrid-hybrid": "langchain-ensemble"}
@@ -86,14 +93,14 @@ class OurKB:
     """This project's knowledge base over the dataset; ``search(mode, queries, k)`` -> doc id lists."""
 
     def __init__(self, ds: BeirDataset, embedder: Any, *, bf16: bool | None, workdir: Path, chunk_k_factor: int,
-                 chunk_size: int = 256, chunk_overlap: int = 0, batch_size: int = 64):
+                 chunk_size: int = 256, chunk_overlap: int = 0, batch_size: int = 64, backend: str = "faiss"):
         from indexes.config import IndexConfig
         from indexes.embed import DEFAULT_EMBEDDER, HashEmbedder
 
         self.ds, self.embedder = ds, embedder
         spec = f"hash:{embedder.dim}" if isinstance(embedder, HashEmbedder) else DEFAULT_EMBEDDER
         self.cfg = IndexConfig(embedder=spec, bf16=bf16, chunk_size=chunk_size, chunk_overlap=chunk_overlap,
-                               batch_size=batch_size)
+                               batch_size=batch_size, backend=backend)
         self.workdir = workdir
         self.kb = None
         self.chunk_k_factor = chunk_k_factor
@@ -102,7 +109,7 @@ class OurKB:
     def build(self) -> float:
         from indexes.kb import KnowledgeBase
 
-        path = self.workdir / f"kb-{os.getpid()}-{time.time_ns()}"
+        path = self.workdir / f"kb-{self.cfg.backend}-{os.getpid()}-{time.time_ns()}"
         t0 = time.perf_counter()
         self.kb = KnowledgeBase.create(path, self.cfg, embedder=self.embedder)
         self.kb.sync(self.ds.documents())
@@ -471,6 +478,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rss-children", action="store_true",
                     help="also rebuild each system in a fresh child process for its absolute peak RSS (slow)")
     ap.add_argument("--no-bf16-check", action="store_true", help="skip the bf16 vs fp32 quality check")
+    ap.add_argument("--backend", choices=("faiss", "milvus"), default="faiss",
+                    help="milvus: also build this project's knowledge base on the Milvus backend (Milvus Lite) and "
+                         "report it beside the FAISS backend and LangChain (milvus-dense, milvus-hybrid)")
     ap.add_argument("--skip-langchain", action="store_true",
                     help="this project only (when the bench extra is not installed); no comparison is written")
     ap.add_argument("--rss-child", default=None, help=argparse.SUPPRESS)
@@ -552,6 +562,12 @@ def main(argv: list[str] | None = None) -> int:
                                   "index": kb.cfg.index, "rrf_k": kb.cfg.rrf_k, "fusion_depth": kb.cfg.fusion_depth,
                                   "bm25": "SQLite FTS5, " + kb.cfg.bm25_tokenizer}
 
+        # ---- the same knowledge base on the Milvus backend
+        mkb = None
+        if args.backend == "milvus":
+            release_memory()
+            mkb = run_milvus(ds, emb, args, result, qids, texts, test, k, work)
+
         # ---- LangChain
         lc = None
         if not args.skip_langchain:
@@ -563,6 +579,9 @@ def main(argv: list[str] | None = None) -> int:
         lk = min(args.latency_k, len(ds.corpus))
         singles = {f"hybrid-{m}": (lambda q, m=m: kb.search_one(m, q, lk)) for m in ("dense", "bm25", "hybrid")}
         batches = {f"hybrid-{m}": (lambda b, m=m: kb.search(m, b, lk)) for m in ("dense", "bm25", "hybrid")}
+        for m in MILVUS_MODES if mkb is not None else ():
+            singles[f"milvus-{m}"] = lambda q, m=m: mkb.search_one(m, q, lk)
+            batches[f"milvus-{m}"] = lambda b, m=m: mkb.search(m, b, lk)
         for name in LANGCHAIN if lc is not None else ():
             singles[name] = lambda q, n=name: lc.search_one(n, q, lk)
             batches[name] = lambda b, n=name: lc.search(n, b, lk)
@@ -581,8 +600,10 @@ def main(argv: list[str] | None = None) -> int:
             result["bf16_check"] = bf16_check(ds, emb, lc, args, k, qids, texts, test)
         # ---- build time again, alternating systems, so a slow moment on a shared machine hits both
         if lc is not None and args.build_repeats > 1:
-            build_repeats(kb, lc, result, args.build_repeats)
+            build_repeats(kb, lc, result, args.build_repeats, mkb)
         kb.close()
+        if mkb is not None:
+            mkb.close()
         del lc
         gc.collect()
     finally:
@@ -596,6 +617,7 @@ def main(argv: list[str] | None = None) -> int:
             src = rss.get("hybrid" if name in OURS else name, {})
             result["systems"][name]["peak_rss_fresh_process_mib"] = src.get("peak_rss_mib", src.get("error"))
     result["process_peak_rss_mib"] = round(self_peak_rss_mb(), 1)
+    result["machine"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     result["total_s"] = round(time.perf_counter() - t_start, 1)
     result["comparison"] = None if args.skip_langchain else compare(result)
     write_json(out_path, result)
@@ -604,32 +626,68 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def build_repeats(kb: "OurKB", lc: "LangChainStack", result: dict[str, Any], n: int) -> None:
-    """Rebuild both indexes n-1 more times, alternating (ours, theirs, ours, theirs ...), and report the
-    median build time of the n samples of each system; every sample is kept in the JSON."""
+def build_repeats(kb: "OurKB", lc: "LangChainStack", result: dict[str, Any], n: int,
+                  mkb: "OurKB | None" = None) -> None:
+    """Rebuild every index n-1 more times, alternating (ours, ours on Milvus, theirs, ours ...), and report
+    the median build time of the n samples of each system; every sample is kept in the JSON."""
     samples = {"hybrid": [result["systems"]["hybrid-hybrid"]["build_s"]],
                "langchain-faiss": [lc.build_s["langchain-faiss"]], "langchain-bm25": [lc.build_s["langchain-bm25"]]}
+    if mkb is not None:
+        samples["milvus"] = [result["systems"]["milvus-hybrid"]["build_s"]]
     for i in range(n - 1):
-        log(f"build repeat {i + 2}/{n}: this project, then LangChain")
+        log(f"build repeat {i + 2}/{n}: this project{' (FAISS, then Milvus)' if mkb else ''}, then LangChain")
         old = kb.kb
         samples["hybrid"].append(kb.build())
         old.close()
+        if mkb is not None:
+            old = mkb.kb
+            old.close()  # before the rebuild: one Milvus Lite server at a time, as in the first build
+            samples["milvus"].append(mkb.build())
         samples["langchain-faiss"].append(lc.build_faiss())
         samples["langchain-bm25"].append(lc.build_bm25())
     med = {k: float(np.median(v)) for k, v in samples.items()}
     med["langchain-ensemble"] = med["langchain-faiss"] + med["langchain-bm25"]
     S = result["systems"]
     for name in S:
-        key = "hybrid" if name.startswith("hybrid-") else ("langchain-ensemble" if name.startswith("langchain-ensemble")
-                                                          else name)
+        key = "hybrid" if name.startswith("hybrid-") else "milvus" if name.startswith("milvus-") else (
+            "langchain-ensemble" if name.startswith("langchain-ensemble") else name)
         if key in med:
             S[name]["build_s"] = round(med[key], 3)
             S[name]["build_samples_s"] = [round(x, 3) for x in samples.get(key, [])] or {
                 "faiss": [round(x, 3) for x in samples["langchain-faiss"]],
                 "bm25": [round(x, 3) for x in samples["langchain-bm25"]]}
-    result["build_repeats"] = {"n": n, "order": "alternating: this project, then LangChain FAISS and BM25",
+    result["build_repeats"] = {"n": n, "order": "alternating: this project (FAISS backend"
+                                                + (", then Milvus backend" if mkb is not None else "")
+                                                + "), then LangChain FAISS and BM25",
                                "statistic": "median of the n builds"}
     log("  median builds: " + ", ".join(f"{k} {v:.1f}s" for k, v in med.items()))
+
+
+def run_milvus(ds: BeirDataset, emb: Any, args: argparse.Namespace, result: dict[str, Any], qids: list[str],
+               texts: list[str], test: list[str], k: int, work: Path) -> "OurKB":
+    """This project's knowledge base with ``index.backend: milvus`` (Milvus Lite), the same settings and
+    embedder object as the FAISS one: build, quality of dense and hybrid, the backend's facts."""
+    from importlib.metadata import version
+
+    with RssSampler() as rss:
+        mkb = OurKB(ds, emb, bf16=None, workdir=work, chunk_k_factor=args.chunk_k_factor, chunk_size=args.chunk_size,
+                    chunk_overlap=args.chunk_overlap, batch_size=args.embed_batch_size, backend="milvus")
+        log("this project on Milvus Lite: building")
+        build = mkb.build()
+        log(f"  built in {build:.1f}s, {mkb.n_chunks} chunks")
+        runs = {mode: dict(zip(qids, mkb.search(mode, texts, k))) for mode in MILVUS_MODES}
+    for mode, run in runs.items():
+        result["systems"][f"milvus-{mode}"] = {
+            "build_s": round(build, 3), "build_note": "one build serves both modes (model load excluded)",
+            **quality(run, ds, test), "peak_rss_growth_mib": round(rss.peak_delta_mb, 1),
+            "peak_rss_note": "one knowledge base on Milvus Lite (its embedded server runs in this process); the "
+                             "embedding model is the one already loaded for hybrid-*"}
+    stats = mkb.kb.stats()
+    result["milvus"] = {"server": "Milvus Lite (embedded, a .db file in the KB directory), not a Milvus server",
+                        "versions": {m: version(m) for m in ("pymilvus", "milvus-lite")},
+                        "index": stats["index"], "consistency": stats["milvus_consistency"],
+                        "bm25": "the knowledge base's SQLite FTS5, as hybrid-bm25 (docs/milvus.md)"}
+    return mkb
 
 
 def run_langchain(ds: BeirDataset, embedder_spec: str, result: dict[str, Any], qids: list[str], texts: list[str],
@@ -772,6 +830,15 @@ def compare(result: dict[str, Any]) -> dict[str, Any]:
         else:
             t["met"] = v <= float(name.rsplit("<=", 1)[1])
     out["targets"] = targets
+    for mode in MILVUS_MODES if f"milvus-{MILVUS_MODES[0]}" in S else ():
+        a, b = S[f"milvus-{mode}"], S[f"hybrid-{mode}"]
+        r = {"vs": f"hybrid-{mode}", "ndcg@10_diff": round(a["all"]["ndcg@10"] - b["all"]["ndcg@10"], 4),
+             "build_s_ratio": round(a["build_s"] / b["build_s"], 3) if b["build_s"] else None}
+        if isinstance(a.get("latency"), dict) and isinstance(b.get("latency"), dict):
+            for kind in ("single", "batched"):
+                for p in ("p50_ms", "p95_ms"):
+                    r[f"{kind}_{p}_ratio"] = round(a["latency"][kind][p] / b["latency"][kind][p], 3)
+        out.setdefault("milvus_vs_faiss_backend", {})[f"milvus-{mode}"] = r
     return out
 
 
