@@ -228,6 +228,11 @@ class MilvusVectors:
             self._add[i] = v
         self._count += len(ids)
 
+    def written(self, n: int) -> None:
+        """Count ``n`` vectors written to the collection directly (``upsert``: a bulk copy such as
+        ``indexes.migrate``), so the next generation's manifest records them."""
+        self._count += int(n)
+
     def remove(self, ids: Iterable[int]) -> None:
         ids = [int(i) for i in ids]
         self._remove.update(ids)
