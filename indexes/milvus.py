@@ -259,8 +259,9 @@ class MilvusVectors:
             part = ids[i:i + BATCH]
             upsert(self.handle, part, [self._add[v] for v in part], _metadata_of(db, part) if db else None)
         for i in range(0, len(retagged), BATCH):  # the stored vector, the new metadata
-            part = retagged[i:i + BATCH]
-            upsert(self.handle, part, self.reconstruct(part), _metadata_of(db, part))
+            found = _stored_vectors(self.handle, retagged[i:i + BATCH])
+            part = [v for v in retagged[i:i + BATCH] if v in found]  # a lost vector stays lost (verify says so)
+            upsert(self.handle, part, [found[v] for v in part], _metadata_of(db, part))
         self._add = {}
         pointer = {"backend": "milvus", "collection": self.handle.collection, "dim": self._dim,
                    "vectors": self._count}
