@@ -57,7 +57,7 @@ from indexes.integrity import has_checksums, translate, verify_checksums
 from indexes.search import Searching
 from indexes.store import (MANIFEST, REBUILD_HINT, State, WriteLock, apply_nothing, check_embedder, cleanup, install_generation,
                            load_state, new_manifest, publish, read_manifest, record_checksums, salvage_documents)
-from indexes.sync import (SyncReport, apply_changes, dedupe_documents, diff_chunks, diff_documents, stored_chunks,
+from indexes.sync import (Prepared, SyncReport, apply_changes, dedupe_documents, diff_chunks, diff_documents, stored_chunks,
                           stored_documents, vector_id)
 from indexes.vectors import VectorIndex  # noqa: F401 - importable from here as before backends
 
@@ -278,13 +278,18 @@ class KnowledgeBase(Searching):
         return WriteLock(self.path)
 
     @translate
-    def sync(self, documents: Iterable[Document], prune: bool = False, progress: bool = False) -> SyncReport:
+    def sync(self, documents: Iterable[Document], prune: bool = False, progress: bool = False,
+             prepared: Prepared | None = None) -> SyncReport:
         """Make the knowledge base hold ``documents``: add new, re-embed changed, keep unchanged.
 
         A document is *changed* when its id is known but its text or metadata differ, or when its id is
         new but it comes from the same source unit (file/URL + page + row) as a stored document, which
         it then replaces. ``prune=True`` also deletes every stored document not in ``documents``.
         Two input documents with the same id and different text are an error; nothing is written.
+
+        ``prepared`` (``indexes.sync.Prepared``, from ``indexes.ray_build``) gives the chunks of the
+        documents to index and their vectors, made elsewhere by the same embedder: they are checked
+        and written exactly as chunks and vectors made here would be.
         """
         self._writable()
         t0 = time.perf_counter()
@@ -293,10 +298,19 @@ class KnowledgeBase(Searching):
         with WriteLock(self.path):
             self.refresh()
             self._backend.before_write(self.path, self._state, self._handle)
-            return self._sync_locked(incoming, prune, progress, report, t0)
+            return self._sync_locked(incoming, prune, progress, report, t0, prepared)
+
+    @translate
+    def pending(self, documents: Iterable[Document], prune: bool = False) -> list[Document]:
+        """The documents a ``sync(documents, prune)`` now would chunk and embed (new or changed), in
+        input order; reads only. Hold ``kb.lock()`` until the sync so the answer stays true."""
+        incoming = dedupe_documents(documents, SyncReport())
+        self.refresh()
+        upserts, _ = diff_documents(stored_documents(self._state.db), incoming, prune, SyncReport())
+        return upserts
 
     def _sync_locked(self, incoming: dict[str, Document], prune: bool, progress: bool,
-                     report: SyncReport, t0: float) -> SyncReport:
+                     report: SyncReport, t0: float, prepared: Prepared | None = None) -> SyncReport:
         db = self._state.db
         upserts, to_delete = diff_documents(stored_documents(db), incoming, prune, report)
 
@@ -312,11 +326,18 @@ class KnowledgeBase(Searching):
         # Chunk and embed BEFORE touching any file: a bad embedding leaves the KB as it was.
         from indexes.chunking import chunk_documents
 
-        emb = self.embedder
-        new_chunks = chunk_documents(upserts, self.cfg, emb, progress=progress and len(upserts) > 200)
+        if prepared is None:
+            new_chunks = chunk_documents(upserts, self.cfg, self.embedder, progress=progress and len(upserts) > 200)
+        else:
+            self._check_prepared(prepared)
+            new_chunks = prepared.chunks_of(upserts)
         old_rows = stored_chunks(db, {d.id for d in upserts} | to_delete)
         keep_cids, to_embed, remove_vids = diff_chunks(new_chunks, old_rows)
-        vecs = self._embed([c.text for c in to_embed], progress=progress)
+        if prepared is None:
+            vecs = self._embed([c.text for c in to_embed], progress=progress)
+        else:
+            dim = int(self._state.manifest["dim"])
+            vecs = self._checked_vectors(prepared.vectors_of(to_embed, dim), len(to_embed), prepared.made_by)
         new_vids = [vector_id(c.id) for c in to_embed]
         if len(set(new_vids)) != len(new_vids):
             raise InputError("two chunks share a text and position in one document id; deduplicate the input")
@@ -430,17 +451,29 @@ class KnowledgeBase(Searching):
             return np.zeros((0, dim), dtype=np.float32)
         emb = self.embedder
         vecs = emb.embed(list(texts), batch_size=self.cfg.batch_size, progress=progress)
+        return self._checked_vectors(vecs, len(texts), emb.name)
+
+    def _checked_vectors(self, vecs: Any, n: int, name: str) -> np.ndarray:
+        """``n`` embeddings from embedder ``name`` checked (shape, finite) and L2-normalized, as float32."""
+        dim = int(self._state.manifest["dim"])
         vecs = np.asarray(vecs)
-        if vecs.ndim != 2 or vecs.shape != (len(texts), dim):
-            raise ModelError(f"embedder {emb.name} returned shape {tuple(vecs.shape)}, expected ({len(texts)}, {dim}); "
+        if vecs.ndim != 2 or vecs.shape != (n, dim):
+            raise ModelError(f"embedder {name} returned shape {tuple(vecs.shape)}, expected ({n}, {dim}); "
                              "nothing was written")
         if not np.isfinite(vecs).all():
             bad = int((~np.isfinite(vecs).all(axis=1)).sum())
-            raise ModelError(f"embedder {emb.name} returned NaN or infinite values for {bad} of {len(texts)} "
+            raise ModelError(f"embedder {name} returned NaN or infinite values for {bad} of {n} "
                              "texts; nothing was written")
         vecs = vecs.astype(np.float32, copy=False)
         norms = np.linalg.norm(vecs, axis=1, keepdims=True)
         return vecs / np.maximum(norms, 1e-12)
+
+    def _check_prepared(self, prepared: Prepared) -> None:
+        """Prepared vectors must come from the embedder (name and revision) this knowledge base records."""
+        want = self._state.manifest["embedder"]
+        if prepared.ids and prepared.made_by != f"{want['name']}@{want['revision']}":
+            raise KnowledgeBaseError(f"the prepared vectors were made by {prepared.made_by or 'an unknown embedder'}, "
+                                     f"but {self.path} was built with {want['name']}@{want['revision']}; nothing was written")
 
     # -- stats ---------------------------------------------------------------------------------------
     @translate

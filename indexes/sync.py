@@ -5,6 +5,10 @@
     keep_cids, to_embed, remove_vids = diff_chunks(new_chunks, stored_chunks(db, doc_ids))
     apply_changes(con, upserts, to_delete, new_chunks, keep_cids, remove_vids, vectors)
 
+Chunks and vectors made elsewhere (the Ray engine, ``indexes.ray_build``) come in as a ``Prepared``:
+``sync(docs, prepared=...)`` then takes each document's chunks and each new chunk's vector from it
+instead of chunking and embedding, and writes them the same way.
+
 A document is *unchanged* when its id is stored with the same ``content_hash`` (text and
 metadata), *changed* when its id is stored with another hash, or when its id is new but it is the
 only input from a source unit (``source_key``: file/URL + page + row) that holds exactly one stored
@@ -29,7 +33,7 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from core.errors import InputError
+from core.errors import InputError, ModelError
 from core.types import Chunk, Document
 from indexes.vectors import VectorIndex
 
@@ -60,6 +64,43 @@ class SyncReport:
         return (f"added {self.added}, updated {self.updated}, unchanged {self.unchanged}, deleted {self.deleted} "
                 f"documents; embedded {self.chunks_embedded} chunks, removed {self.chunks_removed} "
                 f"(generation {self.generation}, {self.seconds:.1f}s)")
+
+
+@dataclass
+class Prepared:
+    """Chunks and vectors computed outside the knowledge base, for ``KnowledgeBase.sync(prepared=...)``.
+
+    ``chunks`` holds every document a sync will (re)index, by id, with its chunks in order (an empty
+    list for a document without any); ``matrix`` row ``i`` is the vector of chunk ``ids[i]``;
+    ``made_by`` is ``"<embedder name>@<revision>"``, checked against the knowledge base's manifest.
+
+    >>> p = Prepared({"d1": []}, [], np.zeros((0, 0), np.float32), "hash-embedder@hash-v1")
+    >>> p.chunks_of([])
+    []
+    """
+
+    chunks: dict[str, list[Chunk]]
+    ids: list[str]
+    matrix: np.ndarray
+    made_by: str = ""
+
+    def chunks_of(self, docs: list[Document]) -> list[Chunk]:
+        """The chunks of ``docs``, in order; a document it does not hold is an ``InputError``."""
+        missing = [d.id for d in docs if d.id not in self.chunks]
+        if missing:
+            raise InputError(f"the prepared chunks lack {len(missing)} of the documents to index "
+                             f"(first: {missing[0]}); nothing was written")
+        return [c for d in docs for c in self.chunks[d.id]]
+
+    def vectors_of(self, chunks: list[Chunk], dim: int) -> np.ndarray:
+        """The ``(len(chunks), dim)`` vectors of ``chunks``; a chunk without one is a ``ModelError``."""
+        if not chunks:
+            return np.zeros((0, dim), dtype=np.float32)
+        row = {cid: i for i, cid in enumerate(self.ids)}
+        missing = [c.id for c in chunks if c.id not in row]
+        if missing:
+            raise ModelError(f"no prepared vector for {len(missing)} chunks (first: {missing[0]}); nothing was written")
+        return np.asarray(self.matrix)[[row[c.id] for c in chunks]]
 
 
 def content_hash(doc: Document) -> str:

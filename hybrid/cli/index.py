@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import click
 
+from core.registry import Registry
 from hybrid.cli.options import config_option, set_option
 
 kb_option = click.option("--kb", "kb_dir", required=True, type=click.Path(file_okay=False), envvar="HYBRID_KB",
@@ -34,8 +36,8 @@ def _is_docs_jsonl(path: Path) -> bool:
     return isinstance(row, dict) and {"id", "text"} <= set(row) and isinstance(row.get("metadata", {}), dict)
 
 
-def load_sources(sources: tuple[str, ...], quiet: bool = False) -> list[Any]:
-    """Documents from docs.jsonl files (read as they are) and any other path or URL (via connectors.ingest)."""
+def split_sources(sources: tuple[str, ...]) -> tuple[list[Any], list[str]]:
+    """(documents of the docs.jsonl files among ``sources``, read as they are; the other sources)."""
     from core.errors import InputError
     from core.io import read_jsonl
     from core.types import Document
@@ -52,6 +54,14 @@ def load_sources(sources: tuple[str, ...], quiet: bool = False) -> list[Any]:
                     raise InputError(f"{p}:{n}: not a document row ({e})") from None
         else:
             rest.append(s)
+    return docs, rest
+
+
+def load_sources(sources: tuple[str, ...], quiet: bool = False) -> list[Any]:
+    """Documents from docs.jsonl files (read as they are) and any other path or URL (via connectors.ingest)."""
+    from core.errors import InputError
+
+    docs, rest = split_sources(sources)
     if rest:
         from connectors import ingest
 
@@ -109,33 +119,105 @@ def cli() -> None:
     """
 
 
+@dataclass(frozen=True)
+class BuildJob:
+    """What ``hybrid index build`` was asked, handed to the chosen engine."""
+
+    kb_dir: str
+    sources: tuple[str, ...]
+    cfg: Any  # IndexConfig
+    prune: bool
+    quiet: bool
+    ray_address: str = ""
+    ray_timeout: float = 30.0
+    ray_actors: int = 0
+
+
+# engine name -> function(BuildJob) that builds and prints the one-line result; a new engine is one entry
+ENGINES: Registry[Callable[[BuildJob], None]] = Registry("build engine")
+
+
+@ENGINES.register("local")
+def _build_local(job: BuildJob) -> None:
+    """This process ingests, chunks and embeds (the connectors' parse pool still uses worker processes)."""
+    from indexes.kb import KnowledgeBase
+    from indexes.store import MANIFEST
+
+    kb_dir = job.kb_dir
+    exists = (Path(kb_dir) / MANIFEST).exists()
+    # a new knowledge base has no lock to take yet (create takes it); leave a plain directory untouched
+    with writer_lock(kb_dir) if exists else contextlib.nullcontext():
+        # an existing knowledge base is opened (and its settings checked) before the slow ingest;
+        # a new one is created only once there are documents, so a failed ingest leaves nothing behind
+        kb = KnowledgeBase.open_or_create(kb_dir, job.cfg) if exists else None
+        docs = load_sources(job.sources, job.quiet)
+        # refuses settings that differ from an existing knowledge base's (only `rebuild` changes those)
+        kb = kb or KnowledgeBase.open_or_create(kb_dir, job.cfg)
+        _sync(kb, kb_dir, docs, job.prune, job.quiet)
+
+
+@ENGINES.register("ray")
+def _build_ray(job: BuildJob) -> None:
+    """Ray Data parses, chunks and embeds (indexes.ray_build); this process writes, as ``local`` does."""
+    from indexes import ray_build
+    from indexes.kb import KnowledgeBase
+    from indexes.store import MANIFEST
+
+    ray_build.import_ray()  # a missing Ray is one line before any work
+    options = ray_build.RayOptions(address=job.ray_address, connect_timeout_s=job.ray_timeout,
+                                   actors=job.ray_actors, progress=not job.quiet)
+    kb_dir = job.kb_dir
+    exists = (Path(kb_dir) / MANIFEST).exists()
+    with writer_lock(kb_dir) if exists else contextlib.nullcontext():
+        kb = KnowledgeBase.open_or_create(kb_dir, job.cfg) if exists else None  # settings checked first
+        docs, rest = split_sources(job.sources)
+        stats = ray_build.RayStats()
+        report, ingest_report = ray_build.build(
+            kb or (lambda: KnowledgeBase.open_or_create(kb_dir, job.cfg)), rest, options,
+            documents=docs, prune=job.prune, stats=stats)
+        if kb is not None:
+            kb.close()
+    if ingest_report is not None and not job.quiet:
+        click.echo(ingest_report.render(), err=True)
+    if not job.quiet and stats.actor_chunks:
+        speeds = ", ".join(f"{v:.0f}" for v in stats.per_actor_chunks_per_s().values())
+        click.echo(f"ray: parse {stats.parse_s:.1f}s, chunk+embed {stats.embed_s:.1f}s on "
+                   f"{len(stats.actor_chunks)} actors (chunks/s each while embedding: {speeds})", err=True)
+    click.echo(f"{kb_dir}: {report}")
+
+
 @cli.command("build")
 @kb_option
 @sources_arg
 @config_option
 @set_option
 @click.option("--prune", is_flag=True, help="Delete stored documents that are not in SOURCES.")
+@click.option("--engine", type=click.Choice(ENGINES.names()), default="local", show_default=True,
+              envvar="HYBRID_ENGINE",
+              help="local: this process; ray: parse, chunk and embed on Ray Data (pip install 'hybrid[ray]') "
+                   "(env: HYBRID_ENGINE).")
+@click.option("--ray-address", default="", envvar="HYBRID_RAY_ADDRESS", metavar="auto|ray://HOST:PORT|HOST:PORT",
+              help="--engine ray: join this cluster; empty starts a local Ray (env: HYBRID_RAY_ADDRESS).")
+@click.option("--ray-timeout", type=float, default=30.0, show_default=True,
+              help="--engine ray: seconds to wait for the cluster before failing.")
+@click.option("--ray-actors", type=int, default=0, show_default=True,
+              help="--engine ray: embedding actors (one model load each); 0 = one per CPU of the cluster.")
 @quiet_option
 def build(kb_dir: str, sources: tuple[str, ...], config_path: str | None, overrides: tuple[str, ...],
-          prune: bool, quiet: bool) -> None:
-    """Create the knowledge base if needed, then sync SOURCES into it."""
-    from indexes.kb import KnowledgeBase
+          prune: bool, engine: str, ray_address: str, ray_timeout: float, ray_actors: int, quiet: bool) -> None:
+    """Create the knowledge base if needed, then sync SOURCES into it.
 
-    from indexes.store import MANIFEST
-
+    \b
+    On Ray (docs/knowledge-base.md, "Building on Ray"):
+      hybrid index build --engine ray --kb .cache/kb docs/                     # a local Ray
+      hybrid index build --engine ray --ray-address auto --kb .cache/kb docs/  # this node's cluster
+    """
     cfg = _config(config_path, overrides)
     if not sources:
         raise click.UsageError("give at least one PATH, URL or docs.jsonl")
-    exists = (Path(kb_dir) / MANIFEST).exists()
-    # a new knowledge base has no lock to take yet (create takes it); leave a plain directory untouched
-    with writer_lock(kb_dir) if exists else contextlib.nullcontext():
-        # an existing knowledge base is opened (and its settings checked) before the slow ingest;
-        # a new one is created only once there are documents, so a failed ingest leaves nothing behind
-        kb = KnowledgeBase.open_or_create(kb_dir, cfg) if exists else None
-        docs = load_sources(sources, quiet)
-        # refuses settings that differ from an existing knowledge base's (only `rebuild` changes those)
-        kb = kb or KnowledgeBase.open_or_create(kb_dir, cfg)
-        _sync(kb, kb_dir, docs, prune, quiet)
+    if engine != "ray" and (ray_address or ray_actors):
+        raise click.UsageError("--ray-address and --ray-actors need --engine ray")
+    ENGINES.get(engine)(BuildJob(kb_dir, sources, cfg, prune, quiet, ray_address, ray_timeout, ray_actors))
 
 
 def _sync(kb, kb_dir: str, docs, prune: bool, quiet: bool) -> None:
