@@ -101,7 +101,8 @@ class RayOptions:
 class RayStats:
     """What the Ray run measured: stage times and each embedding actor's own throughput."""
 
-    parse_s: float = 0.0
+    parse_s: float = 0.0  # the driver's walk and the parse tasks
+    clean_s: float = 0.0  # the driver's cleaning and deduplication
     embed_s: float = 0.0  # wall time of the chunk + embed stage
     actor_chunks: dict[str, int] = field(default_factory=dict)  # actor -> chunks embedded
     actor_embed_s: dict[str, float] = field(default_factory=dict)  # actor -> seconds inside embed()
@@ -169,10 +170,14 @@ def connect(options: RayOptions) -> bool:
         except BaseException as e:  # noqa: BLE001 - reported on the caller's thread
             outcome["error"] = e
 
-    # ray.init has no overall deadline of its own (it retries a silent GCS for minutes): bound it here
+    # ray.init has no overall deadline of its own (it retries a silent GCS for minutes): bound it here.
+    # Off the main thread Ray installs no SIGTERM handler and says so; the default one suits a CLI.
+    quiet = _DropMessage("SIGTERM handler is not set")
+    logging.getLogger("ray._private.worker").addFilter(quiet)
     t = threading.Thread(target=init, name="ray-connect", daemon=True)
     t.start()
     t.join(options.connect_timeout_s)
+    logging.getLogger("ray._private.worker").removeFilter(quiet)
     where = options.address or "a local Ray"
     if t.is_alive():
         raise InputError(f"no Ray cluster answered at {where} within {options.connect_timeout_s:g}s; "
@@ -180,6 +185,17 @@ def connect(options: RayOptions) -> bool:
     if "error" in outcome:
         raise InputError(f"cannot connect to Ray at {where}: {_one_line(outcome['error'])}") from None
     return True
+
+
+class _DropMessage(logging.Filter):
+    """Drops the log records whose message contains ``text``."""
+
+    def __init__(self, text: str):
+        super().__init__()
+        self.text = text
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.text not in record.getMessage()
 
 
 def _one_line(e: BaseException) -> str:
@@ -290,10 +306,11 @@ def ingest(sources: Iterable[str | Path], cfg: Any = None, options: RayOptions |
             else:
                 report.notes.append(NoteRecord(**payload))
     report.loaded = len(parsed)
-    if stats is not None:
-        stats.parse_s = time.perf_counter() - t0
+    t1 = time.perf_counter()
     docs = [parsed[k] for k in sorted(parsed)]
     documents = connectors.clean_documents(docs, cfg, report)
+    if stats is not None:
+        stats.parse_s, stats.clean_s = t1 - t0, time.perf_counter() - t1
     report.kept = len(documents)
     report.elapsed_s = time.perf_counter() - t0
     return connectors.IngestResult(documents, report)
@@ -379,6 +396,15 @@ def _actor_count(ray: Any, options: RayOptions) -> int:
     return max(1, int(res.get("CPU", 1) / options.cpus_per_actor))
 
 
+def _pool(ray: Any, size: int) -> Any:
+    """A fixed-size actor pool where each actor holds at most two batches (the one it runs and the
+    next), so batches go to whichever actor is free; Ray Data's default queues four per actor."""
+    try:
+        return ray.data.ActorPoolStrategy(size=size, max_tasks_in_flight_per_actor=2)
+    except TypeError:  # an older Ray Data without the setting
+        return ray.data.ActorPoolStrategy(size=size)
+
+
 def chunk_and_embed(docs: list[Document], cfg: Any, options: RayOptions | None = None,
                     stats: RayStats | None = None) -> Any:
     """Chunks and vectors of ``docs`` from the actor pool, as ``indexes.sync.Prepared`` for ``sync``."""
@@ -394,8 +420,9 @@ def chunk_and_embed(docs: list[Document], cfg: Any, options: RayOptions | None =
     if docs:
         rows = [{"order": i, "doc": json.dumps(d.to_dict(), ensure_ascii=False, default=str)} for i, d in enumerate(docs)]
         actors = _actor_count(ray, options)
-        # at least one batch per actor when there are documents enough, else one actor does all the work
-        per_batch = max(1, min(options.docs_per_batch, len(rows) // actors))
+        # several batches per actor when there are documents enough: an actor that is ready first
+        # must not take all the work while the others still load their model
+        per_batch = max(1, min(options.docs_per_batch, -(-len(rows) // (4 * actors))))
         blocks = -(-len(rows) // per_batch)
         ds = ray.data.from_items(rows, override_num_blocks=blocks)
         with _retry_args_accepted():
@@ -403,7 +430,7 @@ def chunk_and_embed(docs: list[Document], cfg: Any, options: RayOptions | None =
                 ChunkEmbedActor, batch_size=per_batch, batch_format="numpy",
                 fn_constructor_kwargs={"cfg": dataclasses.asdict(cfg), "crash": _crash_hook()},
                 # no more actors than batches: an idle actor would still load the model
-                compute=ray.data.ActorPoolStrategy(size=min(blocks, actors)),
+                compute=_pool(ray, min(blocks, actors)),
                 num_cpus=options.cpus_per_actor, num_gpus=options.gpus_per_actor or None,
                 # bounded: Ray Data's default restarts a dying actor forever, so a batch that kills
                 # its process every time would hang the build instead of failing it

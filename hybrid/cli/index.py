@@ -208,7 +208,7 @@ def build(kb_dir: str, sources: tuple[str, ...], config_path: str | None, overri
     """Create the knowledge base if needed, then sync SOURCES into it.
 
     \b
-    On Ray (docs/knowledge-base.md, "Building on Ray"):
+    On Ray (docs/ingest.md, "Building on Ray"):
       hybrid index build --engine ray --kb .cache/kb docs/                     # a local Ray
       hybrid index build --engine ray --ray-address auto --kb .cache/kb docs/  # this node's cluster
     """
