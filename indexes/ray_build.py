@@ -158,10 +158,15 @@ def connect(options: RayOptions) -> bool:
     if ray.is_initialized():
         return False
     kwargs: dict[str, Any] = {"logging_level": logging.WARNING, "log_to_driver": False}
-    if options.address:
-        kwargs["address"] = options.address
-    else:
-        kwargs.update(num_cpus=options.num_cpus, include_dashboard=False)
+    if not options.address:
+        # A local start runs here, never in a helper thread: Ray ties the processes it starts (GCS,
+        # raylet) to the starting thread's life (PR_SET_PDEATHSIG), so they would die with the thread.
+        try:
+            ray.init(num_cpus=options.num_cpus, include_dashboard=False, **kwargs)
+        except Exception as e:  # noqa: BLE001 - Ray's start-up errors are many classes
+            raise InputError(f"cannot start a local Ray: {_one_line(e)}") from None
+        return True
+    kwargs["address"] = options.address
     outcome: dict[str, BaseException] = {}
 
     def init() -> None:
@@ -178,7 +183,7 @@ def connect(options: RayOptions) -> bool:
     t.start()
     t.join(options.connect_timeout_s)
     logging.getLogger("ray._private.worker").removeFilter(quiet)
-    where = options.address or "a local Ray"
+    where = options.address
     if t.is_alive():
         raise InputError(f"no Ray cluster answered at {where} within {options.connect_timeout_s:g}s; "
                          "check the address (--ray-timeout waits longer)")

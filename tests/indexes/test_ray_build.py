@@ -122,6 +122,22 @@ def test_a_silent_address_times_out_with_one_line(tmp_path, corpus):
     assert not (tmp_path / "kb" / "manifest.json").exists()
 
 
+def test_the_cli_starts_a_local_ray_and_builds(tmp_path):
+    """No Ray running in the process: the CLI starts a local one (in the main thread: Ray's own
+    processes die with the thread that started them), builds, and stops it."""
+    from core.io import write_jsonl
+
+    docs = tmp_path / "docs.jsonl"
+    write_jsonl(docs, (d.to_dict() for d in make_docs()))
+    env = dict(os.environ, RAY_USAGE_STATS_ENABLED="0", RAY_NODE_IP_ADDRESS="127.0.0.1")
+    r = subprocess.run([sys.executable, "-m", "hybrid", "index", "build", "--engine", "ray", "--ray-actors", "1",
+                        "--kb", str(tmp_path / "kb"), str(docs), *HASH], capture_output=True, text=True, timeout=300,
+                       cwd=ROOT, env=env)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.strip().splitlines()[-1].startswith(f"{tmp_path / 'kb'}: added 6, updated 0"), r.stdout
+    assert "chunks/s each while embedding" in r.stderr
+
+
 def test_missing_ray_is_one_line_and_ray_is_imported_only_for_its_engine(monkeypatch, tmp_path, capsys):
     code = ("import sys, hybrid.cli.index, indexes.kb, indexes.ray_build; "
             "print([m for m in sys.modules if m == 'ray' or m.startswith('ray.')])")
