@@ -40,8 +40,10 @@ browser:
 	  echo "note: chromium not installed; the browser tests will be skipped (apt-get install chromium)"
 
 # The benchmarks' side-by-side paths are tested too, so the anchors are installed for the tests.
+# One pytest worker per core (TEST_WORKERS=0 runs in one process); each worker keeps its module's tests.
+TEST_WORKERS ?= auto
 test: $(STAMP) $(BENCH_STAMP) browser
-	$(PY) -m pytest
+	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -m "not slow"

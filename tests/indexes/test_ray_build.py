@@ -199,7 +199,10 @@ def test_ray_builds_the_same_knowledge_base_as_one_process(local_ray, corpus, tm
         for query, mode in QUERIES:
             ha, hb = a.search(query, k=5, mode=mode), b.search(query, k=5, mode=mode)
             assert [h.chunk.id for h in ha] == [h.chunk.id for h in hb], (query, mode)
-            assert np.allclose([h.score for h in ha], [h.score for h in hb], atol=1e-3), (query, mode)
+            # not bit-identical: the actors batch other chunks together than the local build, and MiniLM's
+            # output moves with a batch's padding (the same text alone and padded to 400 words: up to 1.3e-3
+            # per component, cosine 0.99998 between the two)
+            assert np.allclose([h.score for h in ha], [h.score for h in hb], atol=5e-3), (query, mode)
 
 
 def test_a_batch_that_kills_its_actor_every_time_fails_cleanly(local_ray, tmp_path, monkeypatch):
