@@ -161,7 +161,7 @@ class KnowledgeBase(Searching):
         asked = backend_settings(cfg, backend).backend if (backend is not None or cfg is not None) else None
         if asked is not None and asked != manifest_backend(manifest):
             raise ConfigError(f"{p} keeps its vectors in backend {manifest_backend(manifest)}, not {asked}; "
-                              "build a new knowledge base for another backend")
+                              + _other_backend_hint(p, manifest_backend(manifest), asked))
         if cfg is None:
             return cls.open(p, embedder=embedder)
         stored = dict(manifest.get("config") or {})
@@ -403,7 +403,7 @@ class KnowledgeBase(Searching):
 
         An existing directory's lock is taken first, so a second writer fails before any work."""
         p = Path(path)
-        _refuse_rebuild_off_faiss(p)
+        _refuse_rebuild_off_faiss(p, cfg)
         with WriteLock(p) if p.is_dir() else contextlib.nullcontext():
             return cls._rebuild_locked(p, documents, cfg, embedder, progress)
 
@@ -530,13 +530,26 @@ def _load(path: Path, cfg: IndexConfig, backend: VectorBackend, handle: Any, att
     raise AssertionError("unreachable")
 
 
-def _refuse_rebuild_off_faiss(path: Path) -> None:
+def _other_backend_hint(path: Path, stored: str, asked: str) -> str:
+    """What to do instead of reopening or rebuilding ``path`` (on ``stored``) on backend ``asked``."""
+    if stored == "faiss" and asked == "milvus":
+        return f"copy it there without re-embedding: `hybrid index migrate --from {path} --to milvus://`"
+    return "build a new knowledge base for another backend"
+
+
+def _refuse_rebuild_off_faiss(path: Path, cfg: IndexConfig | None = None) -> None:
     """Rebuilding builds a fresh knowledge base beside ``path`` and moves its files in: only FAISS
-    keeps its vectors in those files, so other backends are refused with what to do instead."""
+    keeps its vectors in those files, so other backends, stored or asked for in ``cfg``, are refused
+    with what to do instead."""
     try:
         name = manifest_backend(read_manifest(path)) if (path / MANIFEST).exists() else "faiss"
     except CorruptKnowledgeBaseError:
-        return
-    if name != "faiss":
+        name = None  # unreadable: rebuilding it is what the user wants
+    if name not in (None, "faiss"):
         raise KnowledgeBaseError(f"rebuild is not available for knowledge bases on backend {name} yet; "
                                  f"create a new one (another milvus_collection) and sync the sources into it")
+    if cfg is not None and cfg.backend != "faiss":
+        hint = (_other_backend_hint(path, "faiss", cfg.backend) if name == "faiss" and (path / MANIFEST).exists()
+                else f"build a new one: `hybrid index build --kb DIR SOURCES --set backend={cfg.backend}`")
+        raise ConfigError(f"rebuild cannot move {path} to backend {cfg.backend} (it rebuilds FAISS knowledge "
+                          f"bases only); {hint}")

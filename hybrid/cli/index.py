@@ -1,4 +1,4 @@
-"""``hybrid index build|sync|rebuild|stats --kb DIR``: build and maintain a knowledge base."""
+"""``hybrid index build|sync|rebuild|stats|migrate``: build and maintain a knowledge base."""
 
 from __future__ import annotations
 
@@ -116,6 +116,7 @@ def cli() -> None:
       hybrid index sync --kb .cache/kb apps/legal/corpus/ --prune
       hybrid index stats --kb .cache/kb
       hybrid index rebuild --kb .cache/kb              # from the stored documents
+      hybrid index migrate --from .cache/kb --to milvus://   # copy to Milvus, no re-embedding
     """
 
 
@@ -292,3 +293,9 @@ def stats(kb_dir: str, as_json: bool) -> None:
         if k == "bytes":
             v = f"{v:,}"
         click.echo(f"{k:<{width}}  {v}")
+
+
+# ``hybrid index migrate`` lives in its own module (indexes.migrate does the work)
+from hybrid.cli.index_migrate import migrate as _migrate  # noqa: E402
+
+cli.add_command(_migrate)

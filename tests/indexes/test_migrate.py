@@ -6,6 +6,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +27,8 @@ from indexes.config import IndexConfig  # noqa: E402
 from indexes.embed import HashEmbedder  # noqa: E402
 from indexes.kb import KnowledgeBase  # noqa: E402
 from indexes.migrate import migrate, parse_target  # noqa: E402
-from tests.indexes.conftest import make_docs  # noqa: E402
+from tests.conftest import ROOT  # noqa: E402
+from tests.indexes.conftest import make_docs, snapshot  # noqa: E402
 
 QUERIES = ["notice before ending the lease", "court fees appeal", "bake bread", "personal data requests",
            "paid holiday overtime"]
@@ -194,3 +197,48 @@ def test_the_command_reports_bad_input_in_one_line(tmp_path):
     assert res.exit_code == 1 and res.exception is not None and isinstance(res.exception, SystemExit)
     lines = [line for line in res.output.splitlines() if line.strip()]
     assert len(lines) == 1 and lines[0].startswith("Error: no knowledge base in")
+
+
+def hybrid(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hybrid", *args], capture_output=True, text=True, timeout=300,
+                          cwd=ROOT)
+
+
+def untied(hits: list[tuple[str, float]]) -> list[str]:
+    """The chunk ids scored clearly above the last hit (which one of equal-scored hits makes the cut is arbitrary)."""
+    return sorted(c for c, s in hits if s > hits[-1][1] + 1e-3) if hits else []
+
+
+def test_hybrid_index_migrate_is_a_subcommand_of_the_installed_cli(tmp_path, kb):
+    """Through ``hybrid`` itself (the registration on the ``index`` group), not the click command alone."""
+    want, ids = answers(kb), chunk_ids(kb)
+    kb.close()
+    listed = hybrid("index", "--help")
+    assert listed.returncode == 0 and "migrate  Copy the FAISS knowledge base" in listed.stdout
+    r = hybrid("index", "migrate", "--from", str(kb.path), "--to", "milvus://", "-q")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().startswith(f"{kb.path} -> {kb.path}-milvus:") and r.stdout.count("\n") == 1
+    with KnowledgeBase.open(f"{kb.path}-milvus", embedder=HashEmbedder()) as moved:
+        assert moved.stats()["backend"] == "milvus" and (moved.path / "milvus.db").exists()
+        assert chunk_ids(moved) == ids
+        for a, b in zip(want, answers(moved)):  # the same ranking; hits tied with the last one may swap
+            assert np.allclose([s for _, s in a], [s for _, s in b], atol=1e-3)
+            assert untied(a) == untied(b)
+
+
+def test_a_rebuild_onto_milvus_is_refused_and_points_to_migrate(tmp_path, kb, cfg):
+    kb.close()
+    before = snapshot(kb.path)
+    r = hybrid("index", "rebuild", "--kb", str(kb.path), "--set", "backend=milvus", "-q")
+    lines = [line for line in r.stderr.splitlines() if line.strip()]
+    assert r.returncode == 2 and len(lines) == 1, r.stderr
+    assert f"rebuild cannot move {kb.path} to backend milvus" in lines[0]
+    assert f"`hybrid index migrate --from {kb.path} --to milvus://`" in lines[0]
+    assert snapshot(kb.path) == before and not (tmp_path / "kb.rebuild").exists()
+    with pytest.raises(ConfigError, match="backend faiss, not milvus; copy it there without re-embedding: "
+                                          "`hybrid index migrate --from"):
+        KnowledgeBase.open_or_create(kb.path, dataclasses.replace(cfg, backend="milvus"), embedder=HashEmbedder())
+    with pytest.raises(ConfigError, match="rebuilds FAISS knowledge bases only.*hybrid index build --kb DIR"):
+        KnowledgeBase.rebuild(tmp_path / "new", make_docs(), dataclasses.replace(cfg, backend="milvus"),
+                              embedder=HashEmbedder())
+    assert not (tmp_path / "new").exists() and snapshot(kb.path) == before
