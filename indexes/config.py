@@ -9,7 +9,7 @@ created; search-time knobs (``hnsw_ef_search``, ``ivf_nprobe``, ``rrf_k``) may c
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 from indexes.embed import DEFAULT_EMBEDDER
@@ -154,6 +154,20 @@ def check_milvus_settings(timeout: float, consistency: str) -> None:
         raise ValueError(f"milvus_timeout must be > 0 seconds, got {timeout}")
     if consistency not in CONSISTENCY_LEVELS:
         raise ValueError(f"milvus_consistency must be one of {list(CONSISTENCY_LEVELS)}, got {consistency!r}")
+
+
+def stored_config(stored: dict[str, Any] | None) -> dict[str, Any]:
+    """A manifest's ``config`` as ``IndexConfig`` keyword arguments. Keys this version does not know are
+    dropped; the stored settings added after that manifest was written (``IndexConfig.LEGACY``) get the
+    value it was built with, not today's default (an IVF-PQ index from before refinement has none), as
+    long as they mean something to its index kind (``ONLY_FOR_KIND``; else today's default)."""
+    known = {f.name for f in fields(IndexConfig)}
+    out = {k: v for k, v in (stored or {}).items() if k in known}
+    kind = out.get("index", IndexConfig.index)
+    for k, v in IndexConfig.LEGACY.items():
+        if k not in out and IndexConfig.ONLY_FOR_KIND.get(k, kind) == kind:
+            out[k] = v
+    return out
 
 
 def stored_setting_diff(stored: dict[str, Any], cfg: IndexConfig) -> list[str]:

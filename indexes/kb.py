@@ -51,7 +51,7 @@ from core.errors import (ConfigError, CorruptKnowledgeBaseError, InputError, Kno
                          LockedError, ModelError)
 from core.io import atomic_write_text, fsync_dir
 from core.types import Chunk, Document, Hit  # noqa: F401 - Chunk, Hit: importable from here as before the split
-from indexes.config import SEARCH_MODES, IndexConfig, stored_setting_diff  # noqa: F401 - SEARCH_MODES: as before
+from indexes.config import SEARCH_MODES, IndexConfig, stored_config, stored_setting_diff  # noqa: F401 - SEARCH_MODES: as before
 from indexes.backends import BACKENDS, BackendConfig, VectorBackend, backend_settings, manifest_backend
 from indexes.integrity import has_checksums, translate, verify_checksums
 from indexes.search import Searching
@@ -187,7 +187,7 @@ class KnowledgeBase(Searching):
             raise KnowledgeBaseError(f"no knowledge base in {p} (no {MANIFEST}); build one with "
                                      f"`hybrid index build --kb {p} SOURCES`")
         manifest = read_manifest(p)
-        stored = dict(manifest.get("config") or {})
+        stored = stored_config(manifest.get("config"))  # an older manifest's missing keys: LEGACY values
         if overrides is not None:
             extra = dataclasses.asdict(overrides) if dataclasses.is_dataclass(overrides) else dict(overrides)
             known = {f.name for f in dataclasses.fields(IndexConfig)}
@@ -200,7 +200,7 @@ class KnowledgeBase(Searching):
                 if k not in IndexConfig.STORED:
                     stored[k] = v
         try:
-            cfg = IndexConfig(**{k: v for k, v in stored.items() if k in {f.name for f in dataclasses.fields(IndexConfig)}})
+            cfg = IndexConfig(**stored)
         except (TypeError, ValueError) as e:
             raise CorruptKnowledgeBaseError(f"{p / MANIFEST}: bad config ({e}); " + REBUILD_HINT.format(path=p)) from None
         if embedder is not None:
@@ -420,7 +420,7 @@ class KnowledgeBase(Searching):
             except CorruptKnowledgeBaseError:
                 old_cfg = None
         if cfg is None:
-            cfg = IndexConfig(**old_cfg) if old_cfg else IndexConfig()
+            cfg = IndexConfig(**stored_config(old_cfg)) if old_cfg else IndexConfig()
         tmp = p.with_name(p.name + ".rebuild")
         shutil.rmtree(tmp, ignore_errors=True)
         try:

@@ -50,7 +50,7 @@ from typing import Any, Callable
 
 from core.errors import ConfigError, InputError, KnowledgeBaseError
 from indexes.backends import BACKENDS, BackendConfig, manifest_backend
-from indexes.config import IndexConfig
+from indexes.config import IndexConfig, stored_config
 from indexes.store import MANIFEST, WriteLock, load_state, now, publish, read_manifest
 
 DEFAULT_PORT = 19530
@@ -160,8 +160,7 @@ def _target_config(manifest: dict[str, Any], target: BackendConfig, index: str |
     """The source's settings with the Milvus backend and the target's index kind."""
     from indexes.milvus import INDEX_TYPES
 
-    known = {f.name for f in dataclasses.fields(IndexConfig)}
-    stored = {k: v for k, v in (manifest.get("config") or {}).items() if k in known}
+    stored = stored_config(manifest.get("config"))
     kind = index or str(manifest["index"])
     if kind not in INDEX_TYPES:
         raise ConfigError(f"index={kind} is not available with backend milvus; pass --index "
@@ -188,8 +187,7 @@ def _readable(vectors: Any, src: Path, lossy: bool) -> None:
 def _copy(src: Path, dst: Path, manifest: dict[str, Any], cfg: IndexConfig, target: BackendConfig, lossy: bool,
           batch: int, progress: Callable[[int, int], None] | None) -> MigrationReport:
     """Under both writer's locks: read the source generation, fill a new collection, publish generation 1."""
-    src_cfg = IndexConfig(**{k: v for k, v in manifest["config"].items()
-                             if k in {f.name for f in dataclasses.fields(IndexConfig)}})
+    src_cfg = IndexConfig(**stored_config(manifest["config"]))
     state = load_state(src, src_cfg)  # the generation current under the lock, checksums verified
     try:
         _readable(state.vectors, src, lossy)

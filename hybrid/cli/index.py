@@ -259,11 +259,12 @@ def rebuild(kb_dir: str, sources: tuple[str, ...], config_path: str | None, over
     """
     from core.config import load_config
     from indexes.config import IndexConfig
+    from indexes.config import stored_config
     from indexes.kb import KnowledgeBase, _read_manifest
 
     base: dict[str, Any] = {}
     try:
-        base = dict(_read_manifest(Path(kb_dir)).get("config") or {})
+        base = stored_config(_read_manifest(Path(kb_dir)).get("config"))  # an older manifest's keys filled
     except Exception:  # noqa: BLE001 - a corrupt manifest is why people rebuild: start from defaults
         base = {}
     cfg = load_config(IndexConfig, config_path, list(overrides), data=base)

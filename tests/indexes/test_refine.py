@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -194,6 +195,46 @@ def test_stored_refine_setting_is_compared_for_ivfpq_only():
     assert stored_setting_diff(flat_legacy, IndexConfig(index="flat", ivf_refine="sq8")) == []
     # k_factor is a search-time setting: never a stored difference
     assert stored_setting_diff({**legacy, "ivf_refine": "flat"}, dataclasses.replace(cfg, ivf_k_factor=99)) == []
+
+
+def _age_manifest(path: Path) -> None:
+    """Make ``path``'s manifest look written before the newer stored keys (``IndexConfig.LEGACY``) existed,
+    and by a version with a setting since removed."""
+    f = path / "manifest.json"
+    m = json.loads(f.read_text())
+    m.pop("backend")
+    m["config"] = {k: v for k, v in m["config"].items() if k not in IndexConfig.LEGACY and not k.startswith("milvus_")}
+    m["config"]["ivf_opq"] = False  # a key this version does not know
+    f.write_text(json.dumps(m))
+
+
+def test_a_kb_whose_manifest_predates_the_newer_keys_opens_with_their_legacy_values(tmp_path):
+    assert IndexConfig().ivf_refine != IndexConfig.LEGACY["ivf_refine"]  # else the test could not tell
+    cfg = IndexConfig(embedder="hash", index="ivfpq", chunk_size=16, chunk_overlap=0, ivf_nlist=4, ivf_nprobe=4,
+                      ivf_m=8, ivf_nbits=4, ivf_refine="none")  # what every IVF-PQ was before refinement
+    docs = [Document.create(f"Clause {i}: the {w} must be reported within {i} days.", {"source": f"s{i}"})
+            for i, w in enumerate(["fire", "flood", "theft", "damage"] * 25)]
+    with KnowledgeBase.create(tmp_path / "kb", cfg, embedder=HashEmbedder()) as kb:
+        kb.sync(docs)
+        want = [h.chunk.id for h in kb.search("theft within 7 days", k=5, mode="dense")]
+    with KnowledgeBase.create(tmp_path / "flat", IndexConfig(embedder="hash"), embedder=HashEmbedder()) as kb:
+        kb.sync(docs[:4])
+    _age_manifest(tmp_path / "kb")
+    _age_manifest(tmp_path / "flat")
+    with KnowledgeBase.open(tmp_path / "kb", embedder=HashEmbedder()) as old:
+        assert (old.cfg.ivf_refine, old.cfg.ivf_fastscan, old.cfg.backend) == ("none", False, "faiss")
+        assert old.stats()["backend"] == "faiss"
+        assert [h.chunk.id for h in old.search("theft within 7 days", k=5, mode="dense")] == want
+        assert old.sync(docs + [Document.create("A new clause on theft.", {"source": "new"})]).chunks_embedded == 1
+    # its own settings are no stored difference, and a rebuild keeps the index it has
+    KnowledgeBase.open_or_create(tmp_path / "kb", dataclasses.replace(cfg, ivf_nprobe=2),
+                                 embedder=HashEmbedder()).close()
+    rebuilt, _ = KnowledgeBase.rebuild(tmp_path / "kb", embedder=HashEmbedder())
+    with rebuilt:
+        assert rebuilt.manifest["config"]["ivf_refine"] == "none" and rebuilt.stats()["documents"] == 101
+    # a flat knowledge base gets today's default for a setting that means nothing to it
+    with KnowledgeBase.open(tmp_path / "flat", embedder=HashEmbedder()) as flat:
+        assert flat.cfg.ivf_refine == IndexConfig().ivf_refine and flat.stats()["documents"] == 4
 
 
 # -- fast-scan IVF-PQ (4-bit codes) under the refine stage -----------------------------------------
