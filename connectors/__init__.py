@@ -35,7 +35,8 @@ from connectors.sources import SOURCES, source_kind
 from core.errors import InputError, SkipError
 from core.types import Document
 
-__all__ = ["IngestConfig", "IngestReport", "IngestResult", "SOURCES", "load", "ingest", "source_kind"]
+__all__ = ["IngestConfig", "IngestReport", "IngestResult", "SOURCES", "load", "ingest", "source_kind", "clean_documents",
+           "parsed_documents"]
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,11 @@ def _label(meta: dict[str, Any]) -> str:
     return src
 
 
-def _parsed_docs(raw: Raw, outcome: Any, report: IngestReport) -> list[Document]:
+def parsed_documents(raw: Raw, outcome: Any, report: IngestReport) -> list[Document]:
+    """The documents of one parsed file: ``outcome`` is what the parse pool returned for ``raw`` (its
+    parts, or a ``SkipError``). Skips and notes go into ``report``, as counted, logged records; the
+    documents carry ``raw``'s metadata under the parser's. Used by ``load`` and by the Ray engine's
+    parse tasks (``indexes.ray_build``), so both turn a parse into the same documents and skips."""
     src = raw.meta.get("source", raw.name)
     if isinstance(outcome, SkipError):
         log.warning("skipped %s: %s (%s)", src, outcome.reason, outcome)
@@ -135,7 +140,7 @@ def _load(source: str | Path, cfg: IngestConfig, report: IngestReport, bar: Any 
         waiting[tid] = outcome
         while nxt in waiting:
             raw = raws.pop(nxt)
-            docs = _parsed_docs(raw, waiting.pop(nxt), report)
+            docs = parsed_documents(raw, waiting.pop(nxt), report)
             raw.data = b""  # the bytes are no longer needed; keep memory flat on big folders
             report.loaded += len(docs)
             if bar is not None:

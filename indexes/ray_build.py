@@ -249,7 +249,7 @@ def _parse_batch(batch: dict[str, np.ndarray], cfg: dict[str, Any]) -> dict[str,
 
     Returns one row per document, skip or note: ``order`` (the file's place), ``sub`` (its place
     in the file), ``type`` (doc|skip|note) and ``payload`` (JSON)."""
-    from connectors import _parsed_docs
+    from connectors import parsed_documents
     from connectors.base import Raw
     from connectors.config import IngestConfig
     from connectors.isolation import shared_pool
@@ -263,7 +263,7 @@ def _parse_batch(batch: dict[str, np.ndarray], cfg: dict[str, Any]) -> dict[str,
     rows: dict[str, list[Any]] = {"order": [], "sub": [], "type": [], "payload": []}
     for o in sorted(raws):
         report = IngestReport()
-        docs = _parsed_docs(raws[o], outcomes[o], report)
+        docs = parsed_documents(raws[o], outcomes[o], report)
         items = ([("doc", d.to_dict()) for d in docs] + [("skip", dataclasses.asdict(s)) for s in report.skipped]
                  + [("note", dataclasses.asdict(n)) for n in report.notes])
         for sub, (kind, payload) in enumerate(items):
