@@ -210,31 +210,38 @@ def make_index(kind: str, dim: int, cfg):
         return RawIndex(kind, dim, cfg)
 
 
-def time_queries(idx, queries: np.ndarray, k: int, n_single: int,
-                 threads: int) -> tuple[dict[str, float], dict[str, float], np.ndarray]:
-    """Single-query latencies (one search call per query, one FAISS thread) and batched (all queries in one call).
-
-    Single queries run on one thread: a one-query search gains nothing from OpenMP, and on a busy
-    shared machine waking a second OpenMP thread can cost milliseconds that have nothing to do with
-    the index kind being measured.
-    """
+def time_singles(idx, sweep: list[Any], queries: np.ndarray, k: int, n_single: int) -> dict[Any, list[float]]:
+    """Single-query latencies of every search setting in ``sweep``, interleaved query by query (A, B, C
+    for one query, then for the next), so a slow spell on the shared machine lands on every setting
+    alike. One FAISS thread: a one-query search gains nothing from OpenMP, and waking a second OpenMP
+    thread on a busy machine can cost milliseconds that have nothing to do with the index."""
     import faiss
 
     faiss.omp_set_num_threads(1)
-    idx.search(queries[:4], k)  # warm caches
-    single = []
+    for value in sweep:  # warm caches
+        idx.set_search(value)
+        idx.search(queries[:4], k)
+    out: dict[Any, list[float]] = {value: [] for value in sweep}
     for q in queries[:n_single]:
-        t0 = time.perf_counter()
-        idx.search(q[None, :], k)
-        single.append(time.perf_counter() - t0)
+        for value in sweep:
+            idx.set_search(value)
+            t0 = time.perf_counter()
+            idx.search(q[None, :], k)
+            out[value].append(time.perf_counter() - t0)
+    return out
+
+
+def time_batched(idx, queries: np.ndarray, k: int, threads: int) -> tuple[dict[str, float], np.ndarray]:
+    """All queries in one search call on ``threads`` FAISS threads, at the current search setting."""
+    import faiss
+
     faiss.omp_set_num_threads(threads)
     idx.search(queries[:4], k)  # warm the thread pool
     t0 = time.perf_counter()
     _, ids = idx.search(queries, k)
     total = time.perf_counter() - t0
-    batched = {"total_s": round(total, 4), "per_query_ms": round(total / len(queries) * 1000, 4),
-               "queries_per_s": round(len(queries) / total, 1)}
-    return latency_summary(single), batched, ids
+    return {"total_s": round(total, 4), "per_query_ms": round(total / len(queries) * 1000, 4),
+            "queries_per_s": round(len(queries) / total, 1)}, ids
 
 
 def index_file_mib(faiss_index) -> float:
@@ -258,6 +265,14 @@ def recall_at_k(approx: np.ndarray, exact: np.ndarray, k: int) -> float:
     return hits / (k * len(exact))
 
 
+def query_vectors(args, rng: np.random.Generator, basis: np.ndarray | None) -> np.ndarray:
+    """The query vectors: by default the next draws of the corpus's stream ``rng``; with ``--query-seed``
+    a stream of their own (same latent basis, other points), a held-out set to choose search settings
+    on, so that the reported run's queries were not the ones the settings were tuned with."""
+    qrng = rng if args.query_seed is None else np.random.default_rng([args.seed, args.query_seed])
+    return make_vectors(args.queries, DIM, qrng, args.data, basis)
+
+
 def run_size(n: int, args, cfg, log: Callable[[str], None], previous: dict[str, Any] | None = None) -> dict[str, Any]:
     """Measure every kind in ``args.indexes`` at ``n`` vectors; ``previous`` (this size's entry from an
     earlier run) fills in the kinds not measured now, marked ``kept_from_earlier_run``."""
@@ -265,7 +280,7 @@ def run_size(n: int, args, cfg, log: Callable[[str], None], previous: dict[str, 
     basis = make_vectors(LATENT, DIM, rng, "gaussian") if args.data == "lowrank" else None
     t0 = time.perf_counter()
     data = make_vectors(n, DIM, rng, args.data, basis)
-    queries = make_vectors(args.queries, DIM, rng, args.data, basis)
+    queries = query_vectors(args, rng, basis)
     log(f"n={n}: generated {data.nbytes / 2**20:.0f} MiB of {args.data} vectors in {time.perf_counter() - t0:.1f}s")
     specs = index_specs(cfg, args.refine_sweep)
     result: dict[str, Any] = {"n": n, "dim": DIM, "data_mib": round(data.nbytes / 2**20, 1),
@@ -291,9 +306,11 @@ def run_size(n: int, args, cfg, log: Callable[[str], None], previous: dict[str, 
             "rss_peak_growth_during_build_mib": round(sampler.peak_delta_mb, 1), "search": [],
         }
         log(f"n={n} {row_name(kind, cfg)}: built in {build_s:.1f}s, index {entry['index_mib']:.0f} MiB, RSS +{held_mb:.0f} MiB")
+        singles = time_singles(idx, spec["sweep"], queries, args.k, args.single)
         for value in spec["sweep"]:
             label = idx.set_search(value)
-            single, batched, ids = time_queries(idx, queries, args.k, args.single, args.threads)
+            batched, ids = time_batched(idx, queries, args.k, args.threads)
+            single = latency_summary(singles[value])
             row: dict[str, Any] = {"search_setting": label, "single": single, "batched": batched}
             if kind == "flat":
                 exact_ids = ids
@@ -302,6 +319,7 @@ def run_size(n: int, args, cfg, log: Callable[[str], None], previous: dict[str, 
             entry["search"].append(row)
             log(f"n={n} {row_name(kind, cfg)} {label}: single p95 {single['p95_ms']:.2f} ms, batched {batched['per_query_ms']:.3f} ms/q"
                 + (f", recall@10 {row['recall_at_10']:.3f}" if "recall_at_10" in row else ""))
+        entry["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
         result["indexes"][row_name(kind, cfg)] = entry
         del idx
         release_memory()
@@ -344,6 +362,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data", choices=["gaussian", "lowrank"], default="gaussian")
     ap.add_argument("--threads", type=int, default=2, help="FAISS OpenMP threads for builds and batched search")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--query-seed", type=int, default=None,
+                    help="draw the queries from a separate stream with this seed (a held-out set for choosing "
+                         "search settings; default: after the corpus, from --seed's stream)")
     ap.add_argument("--out", type=Path, default=None, help="results JSON (default results/scale[-lowrank].json)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="IndexConfig override for every index built (repeatable), e.g. --set ivf_fastscan=true")
@@ -395,9 +416,11 @@ def main(argv: list[str] | None = None) -> int:
     out: dict[str, Any] = {
         "benchmark": "scale", "data": args.data, "dim": DIM, "k": args.k, "queries": args.queries,
         "single_queries_timed": args.single, "faiss_threads": args.threads, "machine": machine_info(),
+        **({"query_seed": args.query_seed} if args.query_seed is not None else {}),
         "method": ("build_s = new index + add (IVF-PQ training included); index_mib = the index as "
                    "faiss.write_index stores it; rss_growth_mib = resident growth of the process while the "
-                   "index is held; single = one search call per query on one FAISS thread, p50/p95 over the timed queries; "
+                   "index is held; single = one search call per query on one FAISS thread, p50/p95 over the timed queries, "
+                   "the index's search settings interleaved query by query; "
                    "batched = all queries in one call, divided by their count; recall_at_10 = overlap of the "
                    "top 10 with the exact Flat top 10 for the same queries"),
         "command": "benchmarks/scale.py " + " ".join(sys.argv[1:] if argv is None else argv),
@@ -417,6 +440,7 @@ def main(argv: list[str] | None = None) -> int:
         out["sizes"].append(run_size(n, args, cfg, log, previous.get(n)))
         out["sizes"].sort(key=lambda sz: sz["n"])
         out["total_s"] = round(time.perf_counter() - t0, 1)
+        out["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
         write_json(out_path, out)  # after each size, so a long 1M run keeps the 100k figures
     print(markdown_table(out))
     return 0

@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.conftest import ROOT
@@ -133,6 +134,27 @@ def test_scale_benchmark_tiny(tmp_path):
     # HNSW on low-rank data is near exact at a few thousand points
     assert size["indexes"]["hnsw"]["search"][-1]["recall_at_10"] > 0.9
     assert "shared 2-core machine" in r["machine"]["note"]
+
+
+def test_scale_held_out_queries_are_other_points_of_the_same_kind():
+    from types import SimpleNamespace
+
+    def queries(seed, query_seed, n):
+        rng = np.random.default_rng(seed)
+        basis = bench_scale.make_vectors(bench_scale.LATENT, bench_scale.DIM, rng, "gaussian")
+        bench_scale.make_vectors(n, bench_scale.DIM, rng, "lowrank", basis)  # the corpus comes first
+        args = SimpleNamespace(seed=seed, query_seed=query_seed, queries=50, data="lowrank")
+        return bench_scale.query_vectors(args, rng, basis), basis
+
+    default, basis = queries(0, None, 2000)
+    held_out, _ = queries(0, 1, 2000)
+    assert not np.allclose(default, held_out)
+    assert np.array_equal(held_out, queries(0, 1, 3000)[0])  # its own stream: the same at any corpus size
+    assert not np.array_equal(held_out, queries(0, 2, 2000)[0])
+    # the same low-rank structure: both sets lie near the span of the corpus's latent basis
+    q, _ = np.linalg.qr(basis.T)
+    for x in (default, held_out):
+        assert np.mean(np.linalg.norm(x @ q, axis=1)) > 0.9
 
 
 def test_scale_rejects_bad_arguments(capsys):
