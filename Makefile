@@ -39,10 +39,18 @@ browser:
 	  { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; } ; } || \
 	  echo "note: chromium not installed; the browser tests will be skipped (apt-get install chromium)"
 
+# llama.cpp's OpenAI-compatible server, a second server we did not write for the openai backend's test
+# (tests/api/test_openai_backend_llamacpp.py). PyPI has only the sdist: this compiles llama.cpp
+# (about 4 minutes on 2 cores; its multimodal library is left out).
+LLAMACPP_STAMP := $(VENV)/.installed-llamacpp
+$(LLAMACPP_STAMP): $(STAMP)
+	CMAKE_ARGS="-DLLAVA_BUILD=OFF" CMAKE_BUILD_PARALLEL_LEVEL=$$(nproc) $(PY) -m pip install -q "llama-cpp-python[server]==0.3.36"
+	@touch $(LLAMACPP_STAMP)
+
 # The benchmarks' side-by-side paths are tested too, so the anchors are installed for the tests.
 # One pytest worker per core (TEST_WORKERS=0 runs in one process); each worker keeps its module's tests.
 TEST_WORKERS ?= auto
-test: $(STAMP) $(BENCH_STAMP) browser
+test: $(STAMP) $(BENCH_STAMP) $(LLAMACPP_STAMP) browser
 	$(PY) -m pytest -n $(TEST_WORKERS) --dist loadfile
 
 test-fast: $(STAMP)
