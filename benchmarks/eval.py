@@ -93,7 +93,8 @@ def main(argv=None) -> int:
         "target": "batched >= 2x one-by-one questions per minute",
         "note": "includes report writing (plots) on the batched side; " + SHARED_MACHINE_NOTE,
         "threads": args.threads or "torch default",
-        "batches_on_bf16_cpus": "prefill under bf16 autocast, decoding in fp32 (hybrid.generation.cpu.bf16_prefill)",
+        "batches": "each prompt prefilled alone (hybrid.generation.prefill), then decoded together; on bf16 "
+                   "CPUs a bf16 weight copy without adapters, bf16-autocast prefill and fp32 decoding with them",
         "machine": {"cpus": os.cpu_count(), "load_avg_at_start": load_start,
                     "load_avg_at_end": [round(x, 2) for x in os.getloadavg()]},
         "previous_run": previous,

@@ -47,7 +47,9 @@ def use_threads(gen: Any, n: int) -> None:
 
 def bf16_prefill(model: Any, input_ids: Any, mask: Any, max_new_tokens: int) -> Any:
     """The prompt's KV cache (all but its last token), computed under bf16 autocast, in fp32,
-    preallocated for the whole generation.
+    preallocated for the whole generation. One padded forward for the whole batch: batches now
+    prefill row by row (``hybrid.generation.prefill``); this is left for the models that path does
+    not take (sliding-window or mixed attention) and for ``HFGenerator.row_prefill = False``.
 
     Profiled on this AMX CPU (1 thread, busy machine, each variant twice). 8 rows of 800 prompt
     tokens, 32 new: whole-batch autocast 46 s, fp32 42 s, this split 32 / 19 s. bf16 pays off in

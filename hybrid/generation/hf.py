@@ -34,6 +34,7 @@ from core.errors import InputError, ModelError
 from hybrid.generation import GENERATORS
 from hybrid.generation.cpu import bf16_prefill, check_threads, env_threads
 from hybrid.generation.params import check_params, cut_at_stop
+from hybrid.generation.prefill import row_prefill, supported
 from hybrid.generation.stream import GenerationStream, start_stream
 from core.protocols import Generation, GenerationParams, Message
 
@@ -137,6 +138,7 @@ class HFGenerator:
         self._lock = threading.RLock()
         self._bf16_copy: Any = None  # see _bf16_model
         self.bf16_weights = True  # batches without adapters: a bf16 weight copy (False: bf16 prefill only)
+        self.row_prefill = True  # batches prefill each prompt alone (hybrid.generation.prefill); False: padded
 
     @classmethod
     def from_loaded(cls, model: Any, tokenizer: Any, *, model_id: str, sha: str = "", **kwargs: Any) -> "HFGenerator":
@@ -363,9 +365,14 @@ class HFGenerator:
                 model, extra = self._bf16_model(), {"cache_implementation": "static"}
             elif bf16 and decoder and width > 1:
                 extra = {"cache": "split"}
+            if self.row_prefill and supported(model, rows):  # batches: each prompt prefilled alone, unpadded
+                extra = {"cache": "rows"}
             amp = (torch.autocast("cpu", dtype=torch.bfloat16) if bf16 and not extra else contextlib.nullcontext())
             with ctx, amp, torch.inference_mode():
-                if extra.get("cache") == "split":
+                if extra.get("cache") == "rows":
+                    extra["cache"] = row_prefill(model, rows, params.max_new_tokens,
+                                                 bf16_autocast=bf16 and model is self.model)
+                elif extra.get("cache") == "split":
                     extra["cache"] = bf16_prefill(self.model, input_ids, mask, params.max_new_tokens)
                 out = model.generate(input_ids=input_ids, attention_mask=mask, stopping_criteria=criteria,
                                      logits_processor=processors, streamer=streamer,
