@@ -211,10 +211,10 @@ def make_index(kind: str, dim: int, cfg):
 
 
 def time_singles(idx, sweep: list[Any], queries: np.ndarray, k: int, n_single: int) -> dict[Any, list[float]]:
-    """Single-query latencies of every search setting in ``sweep``, interleaved query by query (A, B, C
-    for one query, then for the next), so a slow spell on the shared machine lands on every setting
-    alike. One FAISS thread: a one-query search gains nothing from OpenMP, and waking a second OpenMP
-    thread on a busy machine can cost milliseconds that have nothing to do with the index."""
+    """Single-query latencies of each setting in ``sweep``, interleaved (A, B, C, A, B, C...) so a slow spell
+    on the shared machine hits all alike; each times the same ``n_single`` queries, staggered so no query
+    is searched twice in a row (its lists and vectors would still be in the CPU caches). One FAISS thread:
+    a one-query search gains nothing from OpenMP, and waking a second thread can cost milliseconds."""
     import faiss
 
     faiss.omp_set_num_threads(1)
@@ -222,8 +222,10 @@ def time_singles(idx, sweep: list[Any], queries: np.ndarray, k: int, n_single: i
         idx.set_search(value)
         idx.search(queries[:4], k)
     out: dict[Any, list[float]] = {value: [] for value in sweep}
-    for q in queries[:n_single]:
-        for value in sweep:
+    stagger = max(1, n_single // len(sweep))
+    for i in range(n_single):
+        for j, value in enumerate(sweep):
+            q = queries[(i + j * stagger) % n_single]
             idx.set_search(value)
             t0 = time.perf_counter()
             idx.search(q[None, :], k)
@@ -246,7 +248,6 @@ def time_batched(idx, queries: np.ndarray, k: int, threads: int) -> tuple[dict[s
 
 def index_file_mib(faiss_index) -> float:
     """Size of the index as FAISS writes it: what it needs in memory, without allocator noise."""
-    import os
     import tempfile
 
     import faiss
@@ -420,7 +421,7 @@ def main(argv: list[str] | None = None) -> int:
         "method": ("build_s = new index + add (IVF-PQ training included); index_mib = the index as "
                    "faiss.write_index stores it; rss_growth_mib = resident growth of the process while the "
                    "index is held; single = one search call per query on one FAISS thread, p50/p95 over the timed queries, "
-                   "the index's search settings interleaved query by query; "
+                   "the index's search settings interleaved (staggered, so no query is searched twice in a row); "
                    "batched = all queries in one call, divided by their count; recall_at_10 = overlap of the "
                    "top 10 with the exact Flat top 10 for the same queries"),
         "command": "benchmarks/scale.py " + " ".join(sys.argv[1:] if argv is None else argv),
