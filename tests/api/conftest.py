@@ -203,41 +203,36 @@ def real_model_app(tmp_path_factory):
                      description="Deposits and notice periods, from two made-up statute excerpts")
 
 
-class ServeProcess:
-    """``hybrid serve`` in a subprocess on a free loopback port; ``wait_ready()`` polls /readyz."""
+class ChildServer:
+    """A server in a subprocess, its output in ``log_path``; ready when ``ready_url`` answers 200."""
 
-    def __init__(self, apps: list[Path], *args: str, env: dict | None = None, key: bool = True):
+    name = "server"
+    ready_url = ""
+    ready_headers: dict = {}
+
+    def _start(self, cmd: list[str], log_path: Path, env: dict | None = None, cwd: Path | None = None) -> None:
         import os
         import subprocess
-        import sys
 
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        root = Path(__file__).resolve().parents[2]
-        cmd = [sys.executable, "-m", "hybrid", "serve", "--port", str(self.port), *args]
-        if key:
-            cmd += ["--api-key", KEY]
-        for a in apps:
-            cmd += ["--app", str(a)]
-        self.log_path = Path(os.environ.get("HYBRID_CACHE", "/tmp")) / f"serve-{self.port}.log"
+        self.log_path = log_path
         self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen(cmd, cwd=root, stdout=self.log, stderr=subprocess.STDOUT,
+        self.proc = subprocess.Popen(cmd, cwd=cwd, stdout=self.log, stderr=subprocess.STDOUT,
                                      env={**os.environ, "HF_HUB_OFFLINE": "1", **(env or {})})
 
-    def wait_ready(self, timeout: float = 300.0) -> "ServeProcess":
+    def wait_ready(self, timeout: float = 300.0):
         import httpx
 
         end = time.monotonic() + timeout
         while time.monotonic() < end:
             if self.proc.poll() is not None:
-                raise AssertionError(f"hybrid serve exited {self.proc.returncode}:\n{self.output()}")
+                raise AssertionError(f"{self.name} exited {self.proc.returncode}:\n{self.output()}")
             try:
-                if httpx.get(self.url + "/readyz", timeout=2).status_code == 200:
+                if httpx.get(self.ready_url, headers=self.ready_headers, timeout=2).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass
             time.sleep(0.2)
-        raise AssertionError(f"hybrid serve not ready after {timeout}s:\n{self.output()}")
+        raise AssertionError(f"{self.name} not ready after {timeout}s:\n{self.output()}")
 
     def output(self) -> str:
         self.log.flush()
@@ -252,3 +247,24 @@ class ServeProcess:
                 self.proc.kill()
                 self.proc.wait(10)
         self.log.close()
+
+
+class ServeProcess(ChildServer):
+    """``hybrid serve`` in a subprocess on a free loopback port; ``wait_ready()`` polls /readyz."""
+
+    name = "hybrid serve"
+
+    def __init__(self, apps: list[Path], *args: str, env: dict | None = None, key: bool = True):
+        import os
+        import sys
+
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.ready_url = self.url + "/readyz"
+        root = Path(__file__).resolve().parents[2]
+        cmd = [sys.executable, "-m", "hybrid", "serve", "--port", str(self.port), *args]
+        if key:
+            cmd += ["--api-key", KEY]
+        for a in apps:
+            cmd += ["--app", str(a)]
+        self._start(cmd, Path(os.environ.get("HYBRID_CACHE", "/tmp")) / f"serve-{self.port}.log", env, root)

@@ -7,16 +7,13 @@ wrong model name and a server that is down. (A 500 and a slow server are in
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.api.conftest import KEY, free_port
+from tests.api.conftest import KEY, ChildServer, free_port
 from tests.api.test_openai_backend_serve import QUESTION, assistant, remote_app
 
 pytest.importorskip("llama_cpp.server", reason="llama-cpp-python[server] is not installed (make test builds it)")
@@ -24,52 +21,24 @@ pytest.importorskip("llama_cpp.server", reason="llama-cpp-python[server] is not 
 pytestmark = pytest.mark.slow
 
 
-class LlamaCppServer:
+class LlamaCppServer(ChildServer):
     """``python -m llama_cpp.server`` on a free loopback port with a JSON config of model aliases."""
+
+    name = "llama_cpp.server"
 
     def __init__(self, root: Path, aliases: list[str]):
         from hybrid.models import embedded_gguf_path
 
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}/v1"
+        self.ready_url, self.ready_headers = self.url + "/models", {"Authorization": f"Bearer {KEY}"}
         gguf = str(embedded_gguf_path())
         config = {"host": "127.0.0.1", "port": self.port, "api_key": KEY,
                   "models": [{"model": gguf, "model_alias": a, "n_ctx": 2048, "n_threads": 1, "verbose": False}
                              for a in aliases]}
         cfg = root / "llamacpp.json"
         cfg.write_text(json.dumps(config))
-        self.log_path = root / "llamacpp.log"
-        self.log = open(self.log_path, "w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--config_file", str(cfg)],
-                                     stdout=self.log, stderr=subprocess.STDOUT, env=dict(os.environ))
-
-    def wait_ready(self, timeout: float = 180.0) -> "LlamaCppServer":
-        end = time.monotonic() + timeout
-        while time.monotonic() < end:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"llama_cpp.server exited {self.proc.returncode}:\n{self.output()}")
-            try:
-                r = httpx.get(self.url + "/models", headers={"Authorization": f"Bearer {KEY}"}, timeout=2)
-                if r.status_code == 200:
-                    return self
-            except httpx.HTTPError:
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"llama_cpp.server not ready after {timeout}s:\n{self.output()}")
-
-    def output(self) -> str:
-        self.log.flush()
-        return self.log_path.read_text(errors="replace")[-4000:]
-
-    def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self.log.close()
+        self._start([sys.executable, "-m", "llama_cpp.server", "--config_file", str(cfg)], root / "llamacpp.log")
 
 
 @pytest.fixture(scope="module")
