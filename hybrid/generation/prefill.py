@@ -15,6 +15,10 @@ it (``generate`` feeds the last token and computes positions from the mask, as f
 row's keys are those it has alone: rotary positions count from the row's own first token, as in a
 padded batch whose mask skips the padding. Models with sliding-window or mixed attention layers
 are not handled here (``supported`` says so): their caches have another layout.
+
+The prompts' common first tokens (the system prompt and the chat template's opening: 131 of the
+legal app's ~1,100) are run once per batch, and each row goes on from a copy of their keys and
+values, when at least ``MIN_SHARED`` tokens are shared.
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-__all__ = ["row_prefill", "supported"]
+__all__ = ["MIN_SHARED", "row_prefill", "shared_prefix", "supported"]
+
+MIN_SHARED = 16  # fewer shared tokens than this are recomputed per row (not worth the copies)
 
 
 def supported(model: Any, rows: list[list[int]]) -> bool:
@@ -34,6 +40,16 @@ def supported(model: Any, rows: list[list[int]]) -> bool:
     if getattr(config, "sliding_window", None) or getattr(config, "layer_types", None):
         return False
     return len(rows) > 1 and all(len(r) >= 2 for r in rows)
+
+
+def shared_prefix(rows: list[list[int]]) -> int:
+    """How many first tokens every row shares, leaving each row at least one token of its own to
+    prefill besides its last; 0 below ``MIN_SHARED``."""
+    limit = min(len(r) for r in rows) - 2
+    n = 0
+    while n < limit and all(r[n] == rows[0][n] for r in rows):
+        n += 1
+    return n if n >= MIN_SHARED else 0
 
 
 def row_prefill(model: Any, rows: list[list[int]], max_new_tokens: int, *, bf16_autocast: bool = False) -> Any:
@@ -49,10 +65,18 @@ def row_prefill(model: Any, rows: list[list[int]], max_new_tokens: int, *, bf16_
     dtype = next(model.parameters()).dtype
     amp = torch.autocast("cpu", dtype=torch.bfloat16) if bf16_autocast else contextlib.nullcontext()
     per_row: list[list[tuple[Any, Any]]] = []  # row -> layer -> (keys, values), each [1, heads, len - 1, dim]
+    n = shared_prefix(rows)
+    shared = DynamicCache(config=config)
+    if n:
+        with amp:
+            model(input_ids=torch.tensor([rows[0][:n]], dtype=torch.long), cache=shared, use_cache=True,
+                  logits_to_keep=1)
     for r in rows:
         cache = DynamicCache(config=config)
+        for i, layer in enumerate(shared.layers if n else []):  # the shared tokens' keys, positions 0..n-1
+            cache.update(layer.keys.clone(), layer.values.clone(), i)
         with amp:
-            model(input_ids=torch.tensor([r[:-1]], dtype=torch.long), cache=cache, use_cache=True, logits_to_keep=1)
+            model(input_ids=torch.tensor([r[n:-1]], dtype=torch.long), cache=cache, use_cache=True, logits_to_keep=1)
         per_row.append([(layer.keys, layer.values) for layer in cache.layers])
     static = StaticCache(config=config, max_cache_len=width + max_new_tokens)
     for i in range(len(per_row[0])):  # layer by layer: the rows' copies are dropped as each is laid out

@@ -115,3 +115,39 @@ def test_the_cache_holds_each_row_but_its_last_token_left_padded(tiny_gen):
 def test_row_prefill_applies_to_full_attention_decoders_only(config, rows, ok):
     model = SimpleNamespace(config=SimpleNamespace(**config))
     assert prefill.supported(model, rows) is ok
+
+
+@pytest.mark.parametrize("rows,n", [
+    ([list(range(40)) + [1, 2], list(range(40)) + [3, 4, 5]], 40),   # 40 shared, each row keeps 2+
+    ([list(range(40)) + [1], list(range(40)) + [3, 4, 5]], 39),      # the short row keeps one token to prefill
+    ([list(range(10)) + [1, 2], list(range(10)) + [3, 4]], 0),       # fewer than MIN_SHARED: not shared
+    ([[1] * 30, [2] * 30], 0),
+])
+def test_the_shared_prefix_leaves_each_row_a_token_to_prefill_and_its_last(rows, n):
+    assert prefill.MIN_SHARED <= 16
+    assert prefill.shared_prefix(rows) == n
+
+
+def test_a_shared_prefix_is_computed_once_and_gives_the_rows_own_cache(tiny_gen, monkeypatch):
+    """Rows sharing 24 first tokens: one forward pass for the prefix plus one per row, and the laid
+    out keys/values equal those of each row prefilled whole (fp32, to float rounding)."""
+    import torch
+
+    head = list(range(5, 29))
+    rows = [head + [40, 41, 42, 43], head + [50, 51], head + [60, 61, 62, 63, 64, 65, 66]]
+    calls: list[int] = []
+    real_forward = tiny_gen.model.forward
+
+    def counting(*a, **kw):
+        calls.append(int(kw["input_ids"].shape[1]))
+        return real_forward(*a, **kw)
+
+    monkeypatch.setattr(tiny_gen.model, "forward", counting)
+    with torch.inference_mode():
+        shared = prefill.row_prefill(tiny_gen.model, rows, 3)
+        assert calls == [24, 3, 1, 6]  # the prefix once, then each row's own tokens but its last
+        monkeypatch.setattr(prefill, "MIN_SHARED", 10**6)
+        whole = prefill.row_prefill(tiny_gen.model, rows, 3)
+    for a, b in zip(shared.layers, whole.layers):
+        assert torch.allclose(a.keys, b.keys, atol=1e-5) and torch.allclose(a.values, b.values, atol=1e-5)
+    assert torch.count_nonzero(shared.layers[0].keys[1, :, :5]) == 0  # the short row's padding columns
