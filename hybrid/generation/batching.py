@@ -13,8 +13,10 @@ the batch past the window, up to ``max_wait`` after the latest arrival, until it
 ``max_prep=N``, at most N announced requests prepare at once: ``expect()`` waits for one of N prep
 slots, and the slot is handed on when the request reaches ``generate``/``stream`` (its prompt is
 built) or the block exits. Requests that arrive while a batch
-runs wait for the next one; when it starts, their window has long closed, so everything waiting (up
-to ``max_batch``) goes at once. Compatible means the
+runs wait for the next one, and their window counts from the end of that batch: the clients whose
+answers it just finished get the same chance to join as at a fresh start (in the serving benchmark
+the rows that stopped early came back first and, before this, ran as a batch of 2 while the other
+6 rejoined behind it). Compatible means the
 same adapter and the same sampling settings (temperature, top_p, repetition penalty, and the seed
 when sampling), since one ``generate`` call takes one of each; ``max_new_tokens`` and stop strings
 may differ per request.
@@ -192,6 +194,7 @@ class BatchingGenerator:
         self._closed = False
         self.max_wait = float(max(max_wait, window))
         self._expected = 0  # requests announced by expect() that have not reached generate/stream yet
+        self._free_since = 0.0  # when the last batch ended (read and written by the batch thread only)
         self._local = threading.local()
         self.max_prep = max_prep
         self._prep = threading.BoundedSemaphore(max_prep) if max_prep else None
@@ -370,9 +373,11 @@ class BatchingGenerator:
                 # window, only while announced requests are on their way, each within max_wait of the
                 # latest arrival (with a prep limit they arrive one after another)
                 while self._pending and self._ready() < self.max_batch:
-                    end = self._pending[0].arrived + self.window
+                    # a request that waited through a batch gets its window from the batch's end,
+                    # when the clients of that batch's answers may be coming back
+                    end = max(self._pending[0].arrived, self._free_since) + self.window
                     if self._expected > 0:
-                        end = max(end, self._pending[-1].arrived + self.max_wait)
+                        end = max(end, max(self._pending[-1].arrived, self._free_since) + self.max_wait)
                     left = end - time.monotonic()
                     if left <= 0:
                         break
@@ -381,6 +386,7 @@ class BatchingGenerator:
                     continue
                 batch = self._take()
             self._run(batch)
+            self._free_since = time.monotonic()
 
     def _run(self, batch: list[_Request]) -> None:
         live = [r for r in batch if not r.cancel.is_set()]

@@ -416,3 +416,48 @@ def test_a_loaded_generator_counts_tokens_while_a_generation_holds_its_lock(tiny
         t.join(timeout=60)
         assert not t.is_alive(), "count_tokens waited on the lock a running generation holds"
     assert counted and counted[0] > 0
+
+
+def test_a_request_that_waited_through_a_batch_waits_for_that_batchs_clients(tiny_gen, monkeypatch):
+    """Closed-loop clients: A (a row that stopped early) queues while the batch runs, long past its
+    own window; B (whose answer that batch was finishing) is announced and comes back right after
+    it ends. A's window counts from the batch's end, so A and B share the next batch instead of A
+    running alone (which split 8 serving clients into batches of 2 and 6)."""
+    import time
+
+    p = make_params(max_new_tokens=4)
+    b = BatchingGenerator(tiny_gen, max_batch=2, window=0.0, max_wait=1.0)
+    release, started, real_run = threading.Event(), threading.Event(), tiny_gen._run
+
+    def first_batch_waits(*a, **kw):
+        if not started.is_set():
+            started.set()
+            release.wait(120)  # the first batch "runs" until the test lets it end
+        return real_run(*a, **kw)
+
+    monkeypatch.setattr(tiny_gen, "_run", first_batch_waits)
+    out, announced, back = {}, threading.Event(), threading.Event()
+
+    def client_b() -> None:
+        with b.expect():
+            announced.set()
+            back.wait(120)  # its previous answer is still in the running batch
+            out["b"] = b.generate(user(PROMPTS[2]), params=p)
+
+    first = threading.Thread(target=lambda: out.setdefault("first", b.generate(user(PROMPTS[0]), params=p)))
+    first.start()
+    started.wait(120)
+    a = threading.Thread(target=lambda: out.setdefault("a", b.generate(user(PROMPTS[1]), params=p)))
+    a.start()
+    tb = threading.Thread(target=client_b)
+    tb.start()
+    announced.wait(120)
+    _wait_for(lambda: b.waiting == 1, "A to queue behind the running batch")
+    time.sleep(1.2)  # longer than max_wait: A's own window and wait are over before the batch ends
+    release.set()
+    first.join(300)
+    back.set()
+    for t in (a, tb):
+        t.join(300)
+    assert b.stats.sizes == {1: 1, 2: 1}, b.stats.sizes
+    assert all(out[k].completion_tokens > 0 for k in ("first", "a", "b"))
