@@ -4,7 +4,11 @@ No model is trained and nothing is generated. Each candidate sentence is scored 
 
 - embedder cosine to the question (when an embedder is given), and
 - the share of the question's content words it contains, weighted by an IDF computed over the
-  candidate sentences (a word in every sentence tells nothing about which one answers).
+  candidate sentences (a word in every sentence tells nothing about which one answers),
+
+half each; that is the sentence's score (the answer's confidence). Sentences are ranked by the score
+plus ``RANK_PRIOR`` times how far their chunk's retrieval relevance (``priors``) is below the best
+chunk's, so a sentence from a weakly retrieved chunk needs a clearly better match to win.
 
 ::
 
@@ -24,11 +28,45 @@ from typing import Sequence
 
 import numpy as np
 
+from dataclasses import dataclass
+
 from hybrid.eval.metrics import content_tokens
-from hybrid.reader.span import Span, split_sentences
+from hybrid.reader.span import SPLITTERS, Span, split_sentences
 
 _CLAUSE = re.compile(r"[^,;:()]+[,;:()]?")
 EMBED_WEIGHT = 0.5  # share of the score from embedder cosine; the rest is word overlap
+# weight of the chunk's retrieval relevance gap in the ranking (chosen on the COVID-QA and PolicyQA dev
+# parts: docs/reader.md, benchmarks/results/extract-ablation-dev.json)
+RANK_PRIOR = 0.5
+# questions whose answer is a number, a quantity or a date
+_NUMERIC_Q = re.compile(r"\b(how (many|much|long|old|often|large|big|high|low|far|fast)|what (percentage|proportion|"
+                        r"percent|fraction|number|year|age|rate|dose|size|amount)|which year|when)\b", re.I)
+_DIGIT = re.compile(r"\d")
+
+
+@dataclass(frozen=True)
+class ZeroShot:
+    """Settings of the zero-shot selector; the defaults are what ``extract`` uses.
+
+    ``embed_weight``: share of cosine in the base score. ``rank_prior``: times (chunk relevance - the
+    best chunk's relevance), added to the ranking key (``Span.raw``) but not to ``Span.score``, so the
+    confidence stays on the scale the router's ``extract_min`` was fitted on. ``neighbour``: share of the score taken from the window of the
+    sentence and the one before it in its chunk (word overlap over both, mean of both vectors), for
+    sentences whose subject is named in the previous one. ``restate_penalty``: subtracted, scaled by
+    how few content words the sentence adds to the question (0 new words: all of it, 4 or more: none).
+    ``answer_type``: added when a how-many / when / what-percentage question meets a sentence with a
+    digit. ``splitter``: a name in ``span.SPLITTERS``.
+    """
+
+    embed_weight: float = EMBED_WEIGHT
+    rank_prior: float = RANK_PRIOR
+    neighbour: float = 0.0
+    restate_penalty: float = 0.0
+    answer_type: float = 0.0
+    splitter: str = "plain"
+
+
+DEFAULT = ZeroShot()
 
 
 def _idf(docs: list[set[str]]) -> dict[str, float]:
@@ -70,10 +108,21 @@ def _trim(text: str, start: int, end: int, q: list[str], idf: dict[str, float], 
     return (s, e) if e > s else (start, end)
 
 
+def _cosine(vecs: np.ndarray, qv: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vecs, axis=1) * np.linalg.norm(qv) + 1e-9
+    return np.clip(vecs @ qv / norms, 0.0, 1.0)
+
+
 def score_sentences(question: str, contexts: Sequence[str], embedder=None,
-                    query_vec: np.ndarray | None = None) -> list[Span]:
-    """Every candidate sentence as a ``Span`` with its score in [0, 1], best first."""
-    cands = [(ci, s, e) for ci, text in enumerate(contexts) for s, e in split_sentences(text or "")]
+                    query_vec: np.ndarray | None = None, *, priors: Sequence[float] | None = None,
+                    config: ZeroShot = DEFAULT) -> list[Span]:
+    """Every candidate sentence as a ``Span``, best first: ``score`` is its own score in [0, 1], ``raw``
+    the ranking key (the score plus the retrieval prior, when ``priors`` are given).
+
+    ``priors`` (one per context, e.g. retrieval relevance) are used by ``config.rank_prior`` only.
+    """
+    split = SPLITTERS[config.splitter]
+    cands = [(ci, s, e) for ci, text in enumerate(contexts) for s, e in split(text or "")]
     if not cands:
         return []
     q = content_tokens(question)
@@ -81,24 +130,49 @@ def score_sentences(question: str, contexts: Sequence[str], embedder=None,
     idf = _idf(sets)
     default = math.log(1.0 + len(sets))  # a question word no sentence has: maximally rare
     lexical = np.array([_overlap(q, st, idf, default) for st in sets], dtype=np.float32)
+    # the sentence before each one in the same chunk (itself for a chunk's first sentence)
+    prev = [i - 1 if i > 0 and cands[i - 1][0] == cands[i][0] else i for i in range(len(cands))]
+    if config.neighbour:
+        window = np.array([_overlap(q, sets[i] | sets[j], idf, default) for i, j in enumerate(prev)],
+                          dtype=np.float32)
+        lexical = (1.0 - config.neighbour) * lexical + config.neighbour * window
     if embedder is not None:
         texts = [contexts[ci][s:e] for ci, s, e in cands]
         vecs = np.asarray(embedder.embed(texts), dtype=np.float32)
         qv = (np.asarray(query_vec, dtype=np.float32) if query_vec is not None
               else np.asarray(embedder.embed([question]), dtype=np.float32)[0])
-        cos = np.clip(vecs @ qv / (np.linalg.norm(vecs, axis=1) * np.linalg.norm(qv) + 1e-9), 0.0, 1.0)
-        scores = EMBED_WEIGHT * cos + (1.0 - EMBED_WEIGHT) * lexical
+        cos = _cosine(vecs, qv)
+        if config.neighbour:
+            cos = (1.0 - config.neighbour) * cos + config.neighbour * _cosine(vecs + vecs[prev], qv)
+        scores = config.embed_weight * cos + (1.0 - config.embed_weight) * lexical
     else:
         scores = lexical
-    spans = [Span(text=contexts[ci][s:e], context_index=ci, start=s, end=e, score=float(sc), raw=float(sc))
-             for (ci, s, e), sc in zip(cands, scores)]
-    return sorted(spans, key=lambda sp: (-sp.score, sp.context_index, sp.start))
+    if config.restate_penalty:
+        qs = set(q)
+        new = np.array([len(st - qs) for st in sets], dtype=np.float32)
+        scores = scores - config.restate_penalty * np.clip(1.0 - new / 4.0, 0.0, 1.0)
+    if config.answer_type and _NUMERIC_Q.search(question):
+        digit = np.array([bool(_DIGIT.search(contexts[ci][s:e])) for ci, s, e in cands], dtype=np.float32)
+        scores = scores + config.answer_type * digit
+    scores = np.clip(scores, 0.0, 1.0)
+    # the ranking key: the sentence's own score, lowered by how far its chunk's retrieval relevance is
+    # below the best chunk's; the score (the answer's confidence) stays the sentence's own
+    key = scores
+    if config.rank_prior and priors is not None:
+        if len(priors) != len(contexts):
+            raise ValueError(f"priors: need one per context ({len(contexts)}), got {len(priors)}")
+        pr = np.asarray(priors, dtype=np.float32)
+        key = scores + config.rank_prior * (pr[[ci for ci, _, _ in cands]] - pr.max())
+    spans = [Span(text=contexts[ci][s:e], context_index=ci, start=s, end=e, score=float(sc), raw=float(k))
+             for (ci, s, e), sc, k in zip(cands, scores, key)]
+    return sorted(spans, key=lambda sp: (-sp.raw, sp.context_index, sp.start))
 
 
 def select_span(question: str, contexts: Sequence[str], embedder=None, *, query_vec: np.ndarray | None = None,
-                trim: bool = False) -> Span | None:
+                trim: bool = False, priors: Sequence[float] | None = None,
+                config: ZeroShot = DEFAULT) -> Span | None:
     """The best sentence (or, with ``trim``, clause run) for ``question``; None when there is no text."""
-    ranked = score_sentences(question, contexts, embedder, query_vec)
+    ranked = score_sentences(question, contexts, embedder, query_vec, priors=priors, config=config)
     if not ranked:
         return None
     best = ranked[0]

@@ -60,7 +60,11 @@ class Extract:
                 span = widen_to_sentence(span, contexts)
                 how += " (quoting the span's sentence)"
         else:
-            span = select_span(query, contexts, ctx.embedder, query_vec=ctx.query_vec)
+            # the chunks' dense cosine to the query ranks their sentences too (not a fused or BM25 score,
+            # whose scale differs from query to query)
+            dense = [h.scores.get("dense") for h in relevant]
+            priors = None if any(d is None for d in dense) else [float(d) for d in dense]
+            span = select_span(query, contexts, ctx.embedder, query_vec=ctx.query_vec, priors=priors)
             threshold = ctx.reader_threshold if ctx.reader_threshold is not None else ZERO_SHOT_THRESHOLD
             how = "zero-shot sentence selection"
         if span is None or not span.text.strip():

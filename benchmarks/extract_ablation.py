@@ -1,0 +1,219 @@
+"""Which zero-shot sentence selection should ``extract`` use? One factor at a time, on dev parts only.
+
+Step 1 (``collect``, once per app): every sampled dev question goes through ``Assistant.prepare`` with
+``strategy="extract"``, exactly as ``hybrid eval --strategies extract`` answers it, and the relevant
+chunks extract reads (relevance >= ``rag.min_score``, best first), their relevance, the query vector
+and the strategy's own answer are cached as JSON. Step 2 (``score``): each selection variant
+(``hybrid.reader.zero_shot.ZeroShot`` settings) re-selects a sentence from the cached chunks, with
+sentence embeddings cached by text, and is scored with the token F1 of ``hybrid.eval.metrics`` (below
+the zero-shot threshold the answer is the app's don't-know sentence, as in the strategy). Every
+variant is compared with today's selector by a paired bootstrap over the same questions.
+
+    flock /tmp/heavy.lock .venv/bin/python benchmarks/extract_ablation.py \\
+        --app covid=/tmp/apps/covid --app policy=/tmp/apps/policy --out benchmarks/results/extract-ablation-dev.json
+
+``--questions`` defaults to each app's ``questions/dev.jsonl``: settings are chosen here and only then
+reported on ``test.jsonl``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from benchmarks._util import machine_info, write_json  # noqa: E402
+
+# name -> ZeroShot settings. "baseline" is the selector before the retrieval prior (rank_prior 0); each
+# variant below it is one factor away from it; "default" is ZeroShot() as shipped; "default+..." one
+# factor away from the default.
+_OLD = {"rank_prior": 0.0}
+VARIANTS: dict[str, dict[str, Any]] = {
+    "baseline": _OLD,
+    "embed_weight=0.3": {**_OLD, "embed_weight": 0.3},
+    "embed_weight=0.7": {**_OLD, "embed_weight": 0.7},
+    **{f"rank_prior={a}": {"rank_prior": a} for a in (0.1, 0.2, 0.3, 0.5, 1.0)},
+    "neighbour=0.3": {**_OLD, "neighbour": 0.3},
+    "neighbour=0.5": {**_OLD, "neighbour": 0.5},
+    "splitter=careful": {**_OLD, "splitter": "careful"},
+    "restate_penalty=0.1": {**_OLD, "restate_penalty": 0.1},
+    "restate_penalty=0.2": {**_OLD, "restate_penalty": 0.2},
+    "answer_type=0.05": {**_OLD, "answer_type": 0.05},
+    "answer_type=0.1": {**_OLD, "answer_type": 0.1},
+    "default": {},
+    "default+embed_weight=0.6": {"embed_weight": 0.6},
+    "default+embed_weight=0.7": {"embed_weight": 0.7},
+    "default+neighbour=0.5": {"neighbour": 0.5},
+    "default+splitter=careful": {"splitter": "careful"},
+    "default+restate_penalty=0.2": {"restate_penalty": 0.2},
+}
+
+
+class CachedEmbedder:
+    """``embed`` through a text -> vector cache (kept as .npy + .json, no pickle)."""
+
+    def __init__(self, inner, path: Path):
+        self.inner, self.path = inner, path
+        self.vecs: dict[str, np.ndarray] = {}
+        keys, arr = path.with_suffix(".json"), path.with_suffix(".npy")
+        if keys.exists() and arr.exists():
+            m = np.load(arr, allow_pickle=False)
+            self.vecs = dict(zip(json.loads(keys.read_text()), m))
+
+    def embed(self, texts, **_: Any) -> np.ndarray:
+        missing = list(dict.fromkeys(t for t in texts if t not in self.vecs))
+        if missing:
+            if self.inner is None:
+                raise RuntimeError(f"{len(missing)} texts not in the embedding cache and no embedder loaded")
+            for t, v in zip(missing, np.asarray(self.inner.embed(missing, batch_size=64), dtype=np.float32)):
+                self.vecs[t] = v
+        return np.stack([self.vecs[t] for t in texts]) if texts else np.zeros((0, 384), dtype=np.float32)
+
+    def save(self) -> None:
+        keys = list(self.vecs)
+        tmp = self.path.with_suffix(".tmp.npy")
+        np.save(tmp, np.stack([self.vecs[k] for k in keys]) if keys else np.zeros((0, 384), np.float32))
+        tmp.replace(self.path.with_suffix(".npy"))
+        self.path.with_suffix(".json").write_text(json.dumps(keys))
+
+
+def collect(app_dir: str, questions: str, limit: int | None, seed: int, cache: Path) -> tuple[list[dict], Any]:
+    """Retrieve extract's contexts once per question (or load them from ``cache``)."""
+    from hybrid.app import load_app
+    from hybrid.eval.data import load_questions
+    from hybrid.pipeline import Assistant
+    from hybrid.strategies.base import relevance
+
+    bot = Assistant(load_app(app_dir))
+    if cache.exists():
+        return json.loads(cache.read_text()), bot.embedder
+    qlist = list(load_questions(questions).questions)
+    if limit is not None and limit < len(qlist):
+        qlist = sorted(random.Random(seed).sample(qlist, limit), key=lambda q: q.id)
+    rows = []
+    for q in qlist:
+        ready = bot.prepare(q.question, None, "extract", filters=q.filter)
+        ctx = ready.ctx
+        rel = sorted((h for h in (ctx.hits or []) if relevance(h) >= ctx.min_score), key=relevance, reverse=True)
+        rows.append({"id": q.id, "question": q.question.strip(), "answers": list(q.answers or [""]),
+                     "contexts": [h.chunk.text for h in rel], "relevance": [float(relevance(h)) for h in rel],
+                     "query_vec": [float(x) for x in ctx.query_vec], "dont_know": ctx.dont_know,
+                     "strategy_answer": ready.prompt.direct or "",
+                     "strategy_confidence": float(ready.prompt.confidence or 0.0)})
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_text(json.dumps(rows))
+    return rows, bot.embedder
+
+
+def answer(row: dict, emb, settings: dict[str, Any], threshold: float) -> tuple[str, float, str]:
+    """(answer text as extract would give it, confidence, chosen sentence)."""
+    from hybrid.reader.zero_shot import ZeroShot, select_span
+
+    if not row["contexts"]:
+        return row["dont_know"], 0.0, ""
+    zs = ZeroShot(**settings)
+    sp = select_span(row["question"], row["contexts"], emb, query_vec=np.asarray(row["query_vec"], np.float32),
+                     priors=row["relevance"], config=zs)
+    if sp is None or not sp.text.strip():
+        return row["dont_know"], 0.0, ""
+    if sp.score < threshold:
+        return row["dont_know"], float(sp.score), sp.text
+    return f"{sp.text.strip()} [1]", float(sp.score), sp.text
+
+
+def score_app(name: str, rows: list[dict], emb, variants: dict[str, dict], threshold: float) -> dict[str, Any]:
+    from hybrid.eval.metrics import token_f1
+    from hybrid.eval.stats import bootstrap_ci, paired_bootstrap
+    from hybrid.reader.span import SPLITTERS
+
+    f1: dict[str, list[float]] = {}
+    out: dict[str, Any] = {"questions": len(rows), "variants": {}}
+    strategy_f1 = [token_f1(r["strategy_answer"], r["answers"]) for r in rows]
+    for v, settings in variants.items():
+        t = time.perf_counter()
+        scores, confs, same, sent_f1 = [], [], 0, []
+        for r in rows:
+            text, conf, sent = answer(r, emb, settings, threshold)
+            scores.append(token_f1(text, r["answers"]))
+            sent_f1.append(token_f1(sent, r["answers"]) if sent else 0.0)
+            confs.append(conf)
+            same += text == r["strategy_answer"]
+        f1[v] = scores
+        lo, hi = bootstrap_ci(scores)
+        res = {"settings": settings, "f1": round(float(np.mean(scores)), 4), "ci": [round(lo, 4), round(hi, 4)],
+               "chosen_sentence_f1_no_abstain": round(float(np.mean(sent_f1)), 4),
+               "abstained": int(sum(c < threshold for c in confs)),
+               "confidence_median": round(float(np.median(confs)), 4), "seconds": round(time.perf_counter() - t, 1)}
+        res["same_answer_as_strategy"] = same
+        if v != "baseline":
+            d, (dlo, dhi), p = paired_bootstrap(scores, f1["baseline"])
+            res["vs_baseline"] = {"diff": round(d, 4), "ci": [round(dlo, 4), round(dhi, 4)], "p": round(p, 4)}
+        out["variants"][v] = res
+        print(f"{name:8s} {v:28s} F1 {res['f1']:.3f} [{lo:.3f}, {hi:.3f}]"
+              + (f"  vs baseline {res['vs_baseline']['diff']:+.3f} [{res['vs_baseline']['ci'][0]:+.3f}, "
+                 f"{res['vs_baseline']['ci'][1]:+.3f}]" if "vs_baseline" in res else "")
+              + f"  same answer as the collected strategy: {same}/{len(rows)}", flush=True)
+    print(f"{name:8s} the strategy's own answers when collected: F1 {np.mean(strategy_f1):.3f}", flush=True)
+    # best candidate per question among the baseline splitter's sentences: the ceiling of selection
+    oracle = [max((token_f1(c[s:e], r["answers"]) for c in r["contexts"] for s, e in SPLITTERS["plain"](c)),
+                  default=0.0) for r in rows]
+    out["strategy_f1"] = round(float(np.mean(strategy_f1)), 4)
+    out["oracle_sentence_f1"] = round(float(np.mean(oracle)), 4)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--app", action="append", required=True, help="NAME=DIR (repeatable)")
+    ap.add_argument("--questions", action="append", default=[],
+                    help="NAME=FILE (default: DIR/questions/dev.jsonl); never a test part")
+    ap.add_argument("-n", "--limit", type=int, default=None, help="seeded sample of N questions per app")
+    ap.add_argument("--seed", type=int, default=0, help="the sample's seed (as hybrid eval's --seed)")
+    ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated names of VARIANTS")
+    ap.add_argument("--combine", action="append", default=[],
+                    help="an extra variant NAME=JSON settings, e.g. 'both={\"neighbour\": 0.3, \"rank_prior\": 0.1}'")
+    ap.add_argument("--work", default="/tmp/extract-ablation", help="cache directory (contexts, embeddings)")
+    ap.add_argument("--out", required=True, help="JSON results")
+    ap.add_argument("--note", default="", help="free text kept in the JSON")
+    args = ap.parse_args(argv)
+
+    from hybrid.strategies.extract import ZERO_SHOT_THRESHOLD
+
+    variants = {"baseline": VARIANTS["baseline"], **{v: VARIANTS[v] for v in args.variants.split(",") if v}}
+    for c in args.combine:
+        k, _, js = c.partition("=")
+        variants[k] = json.loads(js)
+    qfiles = dict(q.split("=", 1) for q in args.questions)
+    info = machine_info()
+    result: dict[str, Any] = {"machine": info, "load_before": list(__import__("os").getloadavg()),
+                              "note": args.note,
+                              "command": " ".join(["benchmarks/extract_ablation.py", *(argv or sys.argv[1:])]),
+                              "threshold": ZERO_SHOT_THRESHOLD, "limit": args.limit, "seed": args.seed, "apps": {}}
+    for spec in args.app:
+        name, _, app_dir = spec.partition("=")
+        qfile = qfiles.get(name, str(Path(app_dir) / "questions" / "dev.jsonl"))
+        if "test" in Path(qfile).name:
+            raise SystemExit(f"{qfile}: choose settings on dev questions, not the test part")
+        work = Path(args.work) / name
+        rows, inner = collect(app_dir, qfile, args.limit, args.seed, work / f"contexts-n{args.limit}-s{args.seed}.json")
+        emb = CachedEmbedder(inner, work / "sentences")
+        res = score_app(name, rows, emb, variants, ZERO_SHOT_THRESHOLD)
+        emb.save()
+        res.update({"app": app_dir, "questions_file": qfile})
+        result["apps"][name] = res
+    result["load_after"] = list(__import__("os").getloadavg())
+    write_json(Path(args.out), result)
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

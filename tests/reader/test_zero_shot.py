@@ -1,0 +1,78 @@
+"""Zero-shot sentence selection: the retrieval prior ranks sentences of better-retrieved chunks first
+without changing their score, the extract strategy hands it the chunks' dense cosines, and the careful
+splitter keeps abbreviations and citation markers inside their sentence."""
+
+from __future__ import annotations
+
+import pytest
+
+from hybrid.reader import zero_shot
+from hybrid.reader.span import split_sentences, split_sentences_careful
+from hybrid.reader.zero_shot import ZeroShot, score_sentences, select_span
+
+from tests.reader.test_extract import make_bot
+
+Q = "How long is the lease notice period?"
+# the second chunk's sentence holds every question word, the first's misses "lease"
+CTX = ["The notice period is 60 days.", "The lease notice period is two months."]
+
+
+def test_without_priors_the_sentence_with_more_question_words_wins():
+    sp = select_span(Q, CTX)
+    assert sp.text == CTX[1]
+
+
+def test_the_retrieval_prior_prefers_the_better_retrieved_chunk():
+    far = select_span(Q, CTX, priors=[0.9, 0.3])  # chunk 1 is 0.6 below chunk 0: its key drops by 0.3
+    assert far.context_index == 0 and far.text == CTX[0]
+    near = select_span(Q, CTX, priors=[0.9, 0.85])  # a small gap does not outweigh the overlap
+    assert near.context_index == 1
+    off = select_span(Q, CTX, priors=[0.9, 0.3], config=ZeroShot(rank_prior=0.0))
+    assert off.context_index == 1
+
+
+def test_the_prior_changes_the_order_not_the_score():
+    own = {(s.context_index, s.start): s.score for s in score_sentences(Q, CTX)}
+    ranked = score_sentences(Q, CTX, priors=[0.9, 0.3])
+    assert [s.context_index for s in ranked] == [0, 1]
+    for s in ranked:
+        assert s.score == pytest.approx(own[(s.context_index, s.start)])
+    assert ranked[1].raw == pytest.approx(ranked[1].score - zero_shot.RANK_PRIOR * 0.6, abs=1e-6)
+    assert ranked[0].raw == pytest.approx(ranked[0].score)
+
+
+def test_priors_must_match_the_contexts():
+    with pytest.raises(ValueError, match="one per context"):
+        select_span(Q, CTX, priors=[0.9])
+
+
+def test_extract_passes_the_chunks_dense_cosines_best_first(tmp_path, monkeypatch):
+    import hybrid.strategies.extract as extract_mod
+
+    seen = {}
+    real = extract_mod.select_span
+
+    def spy(query, contexts, embedder=None, **kw):
+        seen["contexts"], seen["priors"] = list(contexts), kw.get("priors")
+        return real(query, contexts, embedder, **kw)
+
+    monkeypatch.setattr(extract_mod, "select_span", spy)
+    bot = make_bot(tmp_path)
+    ans = bot.ask("How long is the lease notice period?", strategy="extract")
+    assert ans.strategy == "extract"
+    hits = bot.knowledge_base.search("How long is the lease notice period?", 3)
+    dense = {h.chunk.text: h.scores["dense"] for h in hits}
+    assert seen["priors"] == pytest.approx([dense[c] for c in seen["contexts"]])
+    assert seen["priors"] == sorted(seen["priors"], reverse=True)
+
+
+def test_careful_splitter_keeps_abbreviations_and_markers_in_their_sentence():
+    text = ("Smith et al. found it in bats (Fig. 2) [12]. The dose was 3.5 mg, e.g. in adults. "
+            "2.1. Methods were standard.\nNew line here.")
+    got = [text[s:e] for s, e in split_sentences_careful(text)]
+    assert got == ["Smith et al. found it in bats (Fig. 2) [12].", "The dose was 3.5 mg, e.g. in adults.",
+                   "2.1. Methods were standard.", "New line here."]
+    plain = [text[s:e] for s, e in split_sentences(text)]
+    assert "Smith et al." in plain  # what the plain splitter does
+    sp = select_span("Where was it found?", [text], config=ZeroShot(splitter="careful"))
+    assert sp.text == got[0] and text[sp.start:sp.end] == sp.text
