@@ -66,15 +66,17 @@ def row_prefill(model: Any, rows: list[list[int]], max_new_tokens: int, *, bf16_
     amp = torch.autocast("cpu", dtype=torch.bfloat16) if bf16_autocast else contextlib.nullcontext()
     per_row: list[list[tuple[Any, Any]]] = []  # row -> layer -> (keys, values), each [1, heads, len - 1, dim]
     n = shared_prefix(rows)
-    shared = DynamicCache(config=config)
+    prefix: list[tuple[Any, Any]] = []  # layer -> the shared tokens' (keys, values), positions 0..n-1
     if n:
+        shared = DynamicCache(config=config)
         with amp:
             model(input_ids=torch.tensor([rows[0][:n]], dtype=torch.long), cache=shared, use_cache=True,
                   logits_to_keep=1)
+        prefix = [(layer.keys, layer.values) for layer in shared.layers]
     for r in rows:
         cache = DynamicCache(config=config)
-        for i, layer in enumerate(shared.layers if n else []):  # the shared tokens' keys, positions 0..n-1
-            cache.update(layer.keys.clone(), layer.values.clone(), i)
+        for i, (keys, values) in enumerate(prefix):
+            cache.update(keys.clone(), values.clone(), i)
         with amp:
             model(input_ids=torch.tensor([r[n:-1]], dtype=torch.long), cache=cache, use_cache=True, logits_to_keep=1)
         per_row.append([(layer.keys, layer.values) for layer in cache.layers])
