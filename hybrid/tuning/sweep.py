@@ -270,6 +270,25 @@ class _Pruning:
             raise optuna.TrialPruned(f"eval loss {ev:.4f} at step {step} is worse than the median")
 
 
+def _open_study(optuna: Any, name: str, url: str, direction: str, pruner: Any, attempts: int = 3) -> Any:
+    """Create or load the study. Two processes opening a new database at once (a second machine, or a
+    monitor reading the study) can race on writing the schema's version row; the loser sees a unique-
+    constraint error while the schema is in fact there, so that error is retried after a short pause."""
+    import time
+
+    for attempt in range(attempts):
+        try:
+            return optuna.create_study(study_name=name, storage=url, load_if_exists=True, direction=direction,
+                                       pruner=pruner)
+        except Exception as e:  # noqa: BLE001 - a bad URL, a missing driver, a locked file
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            if "UNIQUE constraint" in first and attempt + 1 < attempts:
+                time.sleep(0.2 * (attempt + 1))
+                continue
+            raise InputError(f"cannot open the study storage {url}: {first}") from None
+    raise AssertionError("unreachable")
+
+
 def run_sweep(cfg: Any, space: Space, trials: int, *, data: Sequence[str | os.PathLike[str]] = (),
               eval_data: Sequence[str | os.PathLike[str]] = (), out: str | os.PathLike[str],
               study_db: str | os.PathLike[str] | None = None, study_name: str | None = None,
@@ -301,11 +320,7 @@ def run_sweep(cfg: Any, space: Space, trials: int, *, data: Sequence[str | os.Pa
     prune = objective is None
     pruner = optuna.pruners.MedianPruner(n_startup_trials=space.startup_trials, n_warmup_steps=space.warmup_steps) \
         if prune else optuna.pruners.NopPruner()
-    try:
-        study = optuna.create_study(study_name=name, storage=url, load_if_exists=True, direction=direction,
-                                    pruner=pruner)
-    except Exception as e:  # noqa: BLE001 - a bad URL, a missing driver, a locked file
-        raise InputError(f"cannot open the study storage {url}: {str(e).splitlines()[0]}") from None
+    study = _open_study(optuna, name, url, direction, pruner)
     if study.direction.name.lower() != direction:
         raise InputError(f"study {name!r} in {url} was created to {study.direction.name.lower()}; this objective "
                          f"needs {direction}: use another --study-db or study name")

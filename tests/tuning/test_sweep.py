@@ -198,15 +198,17 @@ def test_a_killed_sweep_resumes_and_retries_the_interrupted_trial(tmp_path, toke
     try:
         def trial_running():  # a trial in the middle of training, with metrics on disk
             assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
-            if not (out / "study.sqlite").is_file():
+            ckpt = out / "trials" / "trial-000.run" / "metrics.jsonl"
+            # the trial's metrics exist only after the sweep created the study: reading the database
+            # before that would race the sweep on writing its schema
+            if not (ckpt.is_file() and ckpt.stat().st_size > 0):
                 return None
             try:
                 st = optuna.load_study(study_name="sw", storage=storage)
             except (KeyError, Exception):  # noqa: BLE001 - the study is still being created
                 return None
             runs = [t for t in st.trials if t.state.name == "RUNNING" and "owner" in t.user_attrs]
-            ckpt = out / "trials" / "trial-000.run" / "metrics.jsonl"
-            return runs[0] if runs and ckpt.is_file() and ckpt.stat().st_size > 0 else None
+            return runs[0] if runs else None
 
         running = wait_until(trial_running, "the sweep to start a trial", timeout=300, interval=1)
     finally:
@@ -245,3 +247,40 @@ def test_downstream_objective_bad_inputs_are_one_line(tmp_path, tokenizer, catal
     res, _ = _invoke(["--data", str(catalogue_file), "--space", str(space), "--trials", "1", "--out",
                       str(tmp_path / "sw"), "--objective", "accuracy"], tokenizer, tmp_path, monkeypatch)
     assert res.exit_code == 2 and "--objective must be eval_loss or eval:<strategy>, got 'accuracy'" in res.output
+
+
+def test_a_schema_race_on_a_new_study_is_retried_and_other_storage_errors_are_one_line():
+    """Two processes creating the same new database race on the schema's version row; the loser
+    retries and opens the study. Any other failure stays one line naming the storage."""
+    import sqlalchemy.exc
+
+    from hybrid.tuning.sweep import _open_study
+
+    calls: list[int] = []
+
+    class RacyOptuna:
+        @staticmethod
+        def create_study(**kw):
+            calls.append(1)
+            if len(calls) == 1:
+                raise sqlalchemy.exc.IntegrityError(
+                    "INSERT INTO alembic_version", {}, Exception("UNIQUE constraint failed: alembic_version.version_num"))
+            return "study"
+
+    assert _open_study(RacyOptuna, "sw", "sqlite:///x.db", "minimize", None) == "study" and len(calls) == 2
+
+    class Broken:
+        @staticmethod
+        def create_study(**kw):
+            raise RuntimeError("no such driver: foo\nmore detail")
+
+    with pytest.raises(InputError, match=r"^cannot open the study storage foo://x: no such driver: foo$"):
+        _open_study(Broken, "sw", "foo://x", "minimize", None)
+
+    class AlwaysRacing:
+        @staticmethod
+        def create_study(**kw):
+            raise RuntimeError("(sqlite3.IntegrityError) UNIQUE constraint failed: alembic_version.version_num")
+
+    with pytest.raises(InputError, match="UNIQUE constraint"):
+        _open_study(AlwaysRacing, "sw", "sqlite:///x.db", "minimize", None, attempts=2)
