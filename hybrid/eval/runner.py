@@ -247,6 +247,7 @@ def run_eval(app: Any, questions: str | Path | QuestionSet, out_dir: str | Path,
 
     from hybrid.app import AppConfig, load_app
     from hybrid.pipeline import Assistant, kb_config, kb_size
+    from hybrid.strategies import method_versions
     from hybrid.strategies.base import run_prompt, traits
 
     cfg = cfg or EvalConfig()
@@ -320,6 +321,7 @@ def run_eval(app: Any, questions: str | Path | QuestionSet, out_dir: str | Path,
             echo(f"skipping {strategy}: {excluded[strategy]}")
             continue
         t = _cache_traits(strategy)
+        methods = method_versions(strategy)  # a strategy whose method changed never reuses old answers
         pending = []
         for q in qlist:
             key = AnswerCache.key(question=q.question, strategy=strategy, model=model_key,
@@ -331,6 +333,7 @@ def run_eval(app: Any, questions: str | Path | QuestionSet, out_dir: str | Path,
                                              if strategy == "auto" and router_version else {}),
                                           **({"reader": reader_version}
                                              if t.uses_reader and reader_version else {}),
+                                          **({"method": methods} if methods else {}),
                                           **({"filter": q.filter} if q.filter else {}),
                                           **({"question_id": q.id} if q.id in shared else {})})
             hit = cache.get(key)

@@ -46,6 +46,14 @@ def costs() -> dict[str, float]:
     return {n: float(getattr(STRATEGIES.get(n), "cost", 1.0)) for n in strategy_names()}
 
 
+def method_versions(name: str) -> dict[str, int]:
+    """The ``method`` versions that key cached answers of ``name`` (``auto``: every strategy's): a
+    strategy bumps its ``method`` when the same inputs would now give a different answer."""
+    names = strategy_names() if name == "auto" else (name,)
+    found = {n: getattr(STRATEGIES.get(n), "method", None) for n in names}
+    return {n: int(v) for n, v in found.items() if v is not None}
+
+
 def strategy_traits(name: str):
     """The ``Traits`` the strategy registered as ``name`` declares (``hybrid.strategies.base.Traits``:
     defaults filled in for what its class does not set)."""

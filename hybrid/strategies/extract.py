@@ -40,6 +40,8 @@ class Extract:
     uses_kb = True  # quotes from the retrieved sources: excluded without a usable KB, grounded
     uses_reader = True  # the app's reader picks the span (a retrained reader re-answers)
     generates = False  # the answer is the quoted span, the model is never called
+    # keys cached eval answers: 2 since zero-shot selection ranks with the retrieval prior (b4e2812)
+    method = 2
 
     def build(self, query: str, ctx: StrategyContext) -> Prompt:
         hits = ctx.retrieve()

@@ -89,6 +89,16 @@ def test_a_changed_app_setting_is_never_served_old_answers(tmp_path):
     assert again.computed == 4 and again.cached == 12
 
 
+def test_a_strategy_whose_method_changed_is_never_served_old_answers(bot, tmp_path, monkeypatch):
+    from hybrid.strategies import STRATEGIES
+
+    run_eval(None, qfile(tmp_path), tmp_path / "out", CFG, assistant=bot, progress=False)
+    monkeypatch.setattr(STRATEGIES.get("rag"), "method", 99, raising=False)
+    res = run_eval(None, qfile(tmp_path), tmp_path / "out", CFG, assistant=bot, progress=False)
+    # rag's answers and auto's (which may route to rag) are recomputed; the others come from the cache
+    assert res.computed == 8 and res.cached == 8
+
+
 def test_changed_knowledge_base_recomputes_only_what_depends_on_it(tmp_path):
     app = write_app(tmp_path / "app")
     emb = HashEmbedder(256)
