@@ -14,6 +14,7 @@ the logits processor that penalizes generated tokens only. The streaming thread 
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -361,20 +362,22 @@ class HFGenerator:
             ctx = self._enter_run(adapter, params)
             bf16 = self.use_bf16(len(rows))
             decoder = not getattr(self.model.config, "is_encoder_decoder", False)
+            # extra: generate's cache arguments; prefill: builds the cache generate continues from
             model, extra = self.model, {}
+            prefill: Any = None
             if bf16 and decoder and not self._paths and self.bf16_weights:
                 model, extra = self._bf16_model(), {"cache_implementation": "static"}
             elif bf16 and decoder and width > 1:
-                extra = {"cache": "split"}
+                prefill = functools.partial(bf16_prefill, self.model, input_ids, mask, params.max_new_tokens)
             if self.row_prefill and supported(model, rows):  # batches: each prompt prefilled alone, unpadded
-                extra = {"cache": "rows"}
-            amp = (torch.autocast("cpu", dtype=torch.bfloat16) if bf16 and not extra else contextlib.nullcontext())
+                extra = {}
+                prefill = functools.partial(row_prefill, model, rows, params.max_new_tokens,
+                                            bf16_autocast=bf16 and model is self.model)
+            whole = bf16 and not extra and prefill is None  # autocast the whole generation
+            amp = torch.autocast("cpu", dtype=torch.bfloat16) if whole else contextlib.nullcontext()
             with ctx, amp, torch.inference_mode():
-                if extra.get("cache") == "rows":
-                    extra["cache"] = row_prefill(model, rows, params.max_new_tokens,
-                                                 bf16_autocast=bf16 and model is self.model)
-                elif extra.get("cache") == "split":
-                    extra["cache"] = bf16_prefill(self.model, input_ids, mask, params.max_new_tokens)
+                if prefill is not None:
+                    extra["cache"] = prefill()
                 out = model.generate(input_ids=input_ids, attention_mask=mask, stopping_criteria=criteria,
                                      logits_processor=processors, streamer=streamer,
                                      **self._generation_kwargs(params), **extra)
