@@ -9,7 +9,7 @@ created; search-time knobs (``hnsw_ef_search``, ``ivf_nprobe``, ``rrf_k``) may c
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any, Literal
 
 from indexes.embed import DEFAULT_EMBEDDER
@@ -156,17 +156,29 @@ def check_milvus_settings(timeout: float, consistency: str) -> None:
         raise ValueError(f"milvus_consistency must be one of {list(CONSISTENCY_LEVELS)}, got {consistency!r}")
 
 
-def stored_config(stored: dict[str, Any] | None) -> dict[str, Any]:
+def stored_config(stored: dict[str, Any] | None, overrides: Any = None) -> dict[str, Any]:
     """A manifest's ``config`` as ``IndexConfig`` keyword arguments. Keys this version does not know are
     dropped; the stored settings added after that manifest was written (``IndexConfig.LEGACY``) get the
     value it was built with, not today's default (an IVF-PQ index from before refinement has none), as
-    long as they mean something to its index kind (``ONLY_FOR_KIND``; else today's default)."""
+    long as they mean something to its index kind (``ONLY_FOR_KIND``; else today's default).
+
+    ``overrides`` (an ``IndexConfig`` or a dict) replace the search-time settings (efSearch, nprobe,
+    rrf_k...); what the index was built with (``IndexConfig.STORED``) stays as stored. An unknown key
+    is a ``ConfigError``."""
     known = {f.name for f in fields(IndexConfig)}
     out = {k: v for k, v in (stored or {}).items() if k in known}
     kind = out.get("index", IndexConfig.index)
     for k, v in IndexConfig.LEGACY.items():
         if k not in out and IndexConfig.ONLY_FOR_KIND.get(k, kind) == kind:
             out[k] = v
+    if overrides is not None:
+        extra = asdict(overrides) if is_dataclass(overrides) else dict(overrides)
+        unknown = sorted(set(extra) - known)
+        if unknown:
+            from core.errors import ConfigError
+
+            raise ConfigError(f"unknown IndexConfig setting {unknown[0]!r} in overrides")
+        out.update({k: v for k, v in extra.items() if k not in IndexConfig.STORED})
     return out
 
 

@@ -34,7 +34,6 @@ publish), rebuild, and stats.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import json
 import logging
 import os
@@ -187,18 +186,8 @@ class KnowledgeBase(Searching):
             raise KnowledgeBaseError(f"no knowledge base in {p} (no {MANIFEST}); build one with "
                                      f"`hybrid index build --kb {p} SOURCES`")
         manifest = read_manifest(p)
-        stored = stored_config(manifest.get("config"))  # an older manifest's missing keys: LEGACY values
-        if overrides is not None:
-            extra = dataclasses.asdict(overrides) if dataclasses.is_dataclass(overrides) else dict(overrides)
-            known = {f.name for f in dataclasses.fields(IndexConfig)}
-            unknown = sorted(set(extra) - known)
-            if unknown:
-                from core.errors import ConfigError
-
-                raise ConfigError(f"unknown IndexConfig setting {unknown[0]!r} in overrides")
-            for k, v in extra.items():
-                if k not in IndexConfig.STORED:
-                    stored[k] = v
+        # an older manifest's missing keys get their LEGACY values; overrides change search-time keys only
+        stored = stored_config(manifest.get("config"), overrides)
         try:
             cfg = IndexConfig(**stored)
         except (TypeError, ValueError) as e:
