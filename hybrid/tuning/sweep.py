@@ -276,17 +276,17 @@ def _open_study(optuna: Any, name: str, url: str, direction: str, pruner: Any, a
     constraint error while the schema is in fact there, so that error is retried after a short pause."""
     import time
 
-    for attempt in range(attempts):
+    tried = 0
+    while True:
         try:
             return optuna.create_study(study_name=name, storage=url, load_if_exists=True, direction=direction,
                                        pruner=pruner)
         except Exception as e:  # noqa: BLE001 - a bad URL, a missing driver, a locked file
             first = str(e).splitlines()[0] if str(e) else type(e).__name__
-            if "UNIQUE constraint" in first and attempt + 1 < attempts:
-                time.sleep(0.2 * (attempt + 1))
-                continue
-            raise InputError(f"cannot open the study storage {url}: {first}") from None
-    raise AssertionError("unreachable")
+            tried += 1
+            if "UNIQUE constraint" not in first or tried >= attempts:
+                raise InputError(f"cannot open the study storage {url}: {first}") from None
+            time.sleep(0.2 * tried)
 
 
 def run_sweep(cfg: Any, space: Space, trials: int, *, data: Sequence[str | os.PathLike[str]] = (),
