@@ -180,7 +180,7 @@ class BatchingGenerator:
             raise InputError(f"batch max_wait must be between 0 and 3600 seconds, got {max_wait!r}")
         if not isinstance(max_prep, int) or isinstance(max_prep, bool) or max_prep < 0:
             raise InputError(f"max_prep must be an integer >= 0 (0 = no limit), got {max_prep!r}")
-        for need in ("_prepare", "_run", "_finish", "_eos_ids"):
+        for need in ("_prepare", "_run", "_finish", "_eos_ids", "warm_up_batches"):
             if not hasattr(inner, need):
                 raise InputError(f"{type(inner).__name__} cannot be batched in-process (only the transformers "
                                  f"backend, HFGenerator, can)")
@@ -208,6 +208,10 @@ class BatchingGenerator:
         return getattr(self.inner, name)
 
     # -- the Generator protocol
+    def warm_up(self) -> None:
+        """Load the model and what its full batches use, before the first batch needs them."""
+        self.inner.warm_up_batches(self.max_batch)
+
     def generate(self, messages: list[Message], *, adapter: str | None = None,
                  params: GenerationParams | None = None, cancel: threading.Event | None = None) -> Generation:
         params = check_params(params)

@@ -179,6 +179,19 @@ class HFGenerator:
             self.model_id, self.sha = r.model_id, r.sha
             self._install(model, tokenizer)
 
+    def warm_up_batches(self, rows: int) -> None:
+        """Load the model and make now what batches of ``rows`` will use (the bf16 weight copy on
+        CPUs with native bf16), so the first batch a server runs does not stop to copy the weights."""
+        self.warm_up()
+        if self._batch_weights(rows):
+            with self._lock:
+                self._bf16_model()
+
+    def _batch_weights(self, rows: int) -> bool:
+        """Do batches of ``rows`` run on the bf16 weight copy (no adapter loaded, a decoder model)?"""
+        return (self.use_bf16(rows) and self.bf16_weights and not self._paths
+                and not getattr(self.model.config, "is_encoder_decoder", False))
+
     def use_bf16(self, rows: int) -> bool:
         """Autocast to bf16? Forced by ``bf16=``; else only for batches on CPUs with native bf16.
 
@@ -365,7 +378,7 @@ class HFGenerator:
             # extra: generate's cache arguments; prefill: builds the cache generate continues from
             model, extra = self.model, {}
             prefill: Any = None
-            if bf16 and decoder and not self._paths and self.bf16_weights:
+            if self._batch_weights(len(rows)):
                 model, extra = self._bf16_model(), {"cache_implementation": "static"}
             elif bf16 and decoder and width > 1:
                 prefill = functools.partial(bf16_prefill, self.model, input_ids, mask, params.max_new_tokens)

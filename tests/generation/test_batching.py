@@ -10,6 +10,7 @@ from __future__ import annotations
 import threading
 
 import pytest
+import torch
 
 from tests.waiting import wait_until
 
@@ -238,6 +239,30 @@ def test_bf16_prefill_batches_run_through_an_adapter(tiny_gen, tiny_model_dir, t
     tuned = tiny_gen.generate_batch([user(q) for q in PROMPTS[:3]], adapter="a", params=p)
     assert all(g.completion_tokens > 0 for g in base + tuned)
     assert [g.text for g in tuned] != [g.text for g in base]
+
+
+def test_warm_up_makes_the_bf16_batch_weights_before_the_first_batch(tiny_gen, tiny_model_dir, tmp_path):
+    """A batched server warms its generator up at load: the bf16 weight copy its batches run on is
+    made then, not by the first batch (a whole-model copy that held the GIL while 429s waited)."""
+    from tests.generation.conftest import make_lora
+
+    tiny_gen._bf16 = True  # as on a CPU with native bf16 (a per-test generator)
+    b = BatchingGenerator(tiny_gen, max_batch=4, window=0.01)
+    try:
+        assert tiny_gen._bf16_copy is None
+        b.warm_up()
+        copy = tiny_gen._bf16_copy
+        assert copy is not None and next(copy.parameters()).dtype == torch.bfloat16
+        b.generate_batch([user(q) for q in PROMPTS[:2]], params=make_params(max_new_tokens=4))
+        assert tiny_gen._bf16_copy is copy  # the batch used the copy made at warm-up
+        # with an adapter loaded, batches run the fp32 model with a bf16 prefill: no copy is made
+        tiny_gen._bf16_copy = None
+        tiny_gen.load_adapter("a", make_lora(tiny_model_dir, tmp_path / "a", seed=1, base_sha=tiny_gen.sha,
+                                             base_id=tiny_gen.model_id, tokenizer=tiny_gen.tokenizer))
+        b.warm_up()
+        assert tiny_gen._bf16_copy is None
+    finally:
+        b.close()
 
 
 @pytest.mark.slow
