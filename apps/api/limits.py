@@ -37,10 +37,16 @@ class Gate:
         self._sem = asyncio.Semaphore(concurrency)
         self.waiting = 0
         self.running = 0
+        self.incoming = 0  # answer requests let in by ShedMiddleware that have not reserved yet
 
     def full(self) -> bool:
         """Every slot taken and the waiting room full: ``reserve()`` would raise ``QueueFull``."""
         return self.waiting >= self.queue_size and self._sem.locked()
+
+    def crowded(self) -> bool:
+        """``full()``, or no place left once the requests on their way in (``incoming``) take theirs."""
+        return self.full() or (self.incoming > 0 and
+                               self.running + self.waiting + self.incoming >= self.concurrency + self.queue_size)
 
     def reserve(self) -> None:
         """Take a place in the waiting room, or raise ``QueueFull`` at once."""
@@ -195,6 +201,11 @@ class ShedMiddleware:
     here; anyone else takes the full path and gets its own status (401, 429 for the rate limit, 503).
     A refused request's body is never looked at, so a malformed one gets the 429 rather than a 422.
     The route is recorded in ``scope["hybrid.route"]`` for the metrics middleware.
+
+    In a burst, many requests are ready in one turn of the event loop. A request let in counts as
+    ``gate.incoming`` and yields once before its full path (routing, validation, starting its
+    answer), so the refusals that arrived with it go out first instead of queueing behind the
+    admitted requests' work.
     """
 
     def __init__(self, app, *, service, paths: tuple[str, ...] = ("/v1/ask", "/v1/chat/completions")):
@@ -203,14 +214,22 @@ class ShedMiddleware:
         self.paths = paths
 
     async def __call__(self, scope, receive, send):
-        if scope["type"] == "http" and scope.get("method") == "POST" and scope.get("path") in self.paths \
-                and self.service.gate.full():
+        if scope["type"] != "http" or scope.get("method") != "POST" or scope.get("path") not in self.paths:
+            return await self.app(scope, receive, send)
+        gate = self.service.gate
+        if gate.crowded():
             auth = next((v.decode("latin-1") for k, v in scope.get("headers", []) if k == b"authorization"), None)
             client = scope.get("client")
             refusal = self.service.shed(auth, client[0] if client else None)
             if refusal is not None:
                 scope["hybrid.route"] = scope["path"]
                 return await _send_error(send, refusal.status, refusal.message, refusal.kind, refusal.headers)
+            return await self.app(scope, receive, send)
+        gate.incoming += 1
+        try:
+            await asyncio.sleep(0)  # the requests ready in this turn of the loop are refused first
+        finally:
+            gate.incoming -= 1
         return await self.app(scope, receive, send)
 
 

@@ -150,10 +150,11 @@ class Service:
 
     def shed(self, authorization: str | None, client_host: str | None) -> ApiError | None:
         """The queue-full 429 for an answer request, decided from its headers alone (``ShedMiddleware``):
-        only while the queue is full, the server ready and not draining, and the caller's key valid and
-        within its rate limit. Otherwise None, and the request takes the full path, which answers
-        with its own status (401, rate-limit 429, 503, or the queue-full 429 after all)."""
-        if not self.gate.full() or self.draining or not self.backend.ready():
+        only while the queue is full (counting the requests being let in: ``Gate.crowded``), the server
+        ready and not draining, and the caller's key valid and within its rate limit. Otherwise None,
+        and the request takes the full path, which answers with its own status (401, rate-limit 429,
+        503, or the queue-full 429 after all)."""
+        if not self.gate.crowded() or self.draining or not self.backend.ready():
             return None
         try:
             who = self.check_key(authorization)

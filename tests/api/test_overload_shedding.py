@@ -87,3 +87,49 @@ def test_once_a_slot_frees_the_same_request_is_answered(full):
     release()
     r = c.post("/v1/ask", json=ASK, headers=AUTH)
     assert r.status_code == 200 and r.json()["answer"]
+
+
+def test_requests_arriving_together_are_refused_before_the_admitted_one_starts(make_client):
+    """A burst puts many requests in one turn of the event loop. The one let in yields once before
+    its full path, so the refusals that came with it go out first rather than queueing behind its
+    routing, validation and start (``ShedMiddleware``, ``Gate.incoming``)."""
+    import json
+
+    c = make_client(concurrency=1, queue_size=0)
+    svc = c.app.state.service
+    order: list = []
+    ask_request = svc.ask_request
+
+    def admitted(*a, **kw):
+        order.append("admitted")
+        return ask_request(*a, **kw)
+
+    svc.ask_request = admitted
+    body = json.dumps(ASK).encode()
+    headers = [(k.lower().encode(), v.encode()) for k, v in AUTH.items()]
+    headers += [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+
+    async def one(port: int) -> None:
+        scope = {"type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "POST",
+                 "scheme": "http", "path": "/v1/ask", "raw_path": b"/v1/ask", "root_path": "",
+                 "query_string": b"", "headers": headers, "client": ("127.0.0.1", port),
+                 "server": ("testserver", 80)}
+        messages = [{"type": "http.request", "body": body, "more_body": False}]
+
+        async def receive():
+            if messages:
+                return messages.pop()
+            await asyncio.sleep(3600)  # the client stays connected (cancelled when the answer is done)
+
+        async def send(msg):
+            if msg["type"] == "http.response.start":
+                order.append(msg["status"])
+
+        await c.app(scope, receive, send)
+
+    async def burst():
+        await asyncio.gather(one(5001), one(5002), one(5003))
+
+    c.portal.call(burst)
+    assert order == [429, 429, "admitted", 200]
+    assert svc.gate.incoming == 0 and svc.gate.running == 0 and svc.gate.waiting == 0
