@@ -40,7 +40,9 @@ GENERATORS: Registry = Registry("generator backend")
 # importing the modules fills the registry
 from hybrid.generation.params import GenerationParams, check_params, cut_at_stop, make_params  # noqa: E402
 from hybrid.generation.stream import GenerationStream  # noqa: E402
-from hybrid.generation.hf import HFGenerator, _generated_repetition_penalty  # noqa: E402,F401
+from hybrid.generation.hf import HFGenerator  # noqa: E402
+# the old module's name for the generated-tokens-only penalty
+from hybrid.generation.controls import generated_repetition_penalty as _generated_repetition_penalty  # noqa: E402,F401
 from hybrid.generation.scripted import ScriptedCall, ScriptedGenerator, canonical  # noqa: E402,F401
 from hybrid.generation.openai_backend import OpenAIGenerator  # noqa: E402
 from hybrid.generation.vllm_backend import VLLMGenerator  # noqa: E402

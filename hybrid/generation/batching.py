@@ -117,7 +117,7 @@ def row_criteria(rows: list[_Request], tokenizer: Any, eos: set[int], stats: Bat
     import torch
     from transformers import StoppingCriteria
 
-    # as in hf._stopping_criteria: the last len(longest stop) + 2 tokens hold any stop string that just completed
+    # as in controls.stop_criteria: the last len(longest stop) + 2 tokens hold any stop string that just completed
     windows = [max((len(s) for s in r.params.stop), default=0) + 2 for r in rows]
 
     class _Criteria(StoppingCriteria):

@@ -33,7 +33,8 @@ from typing import Any
 
 from core.errors import ModelError
 from core.protocols import GenerationParams
-from hybrid.generation.hf import HFGenerator, _generated_repetition_penalty, _stopping_criteria
+from hybrid.generation.controls import generated_repetition_penalty, stop_criteria
+from hybrid.generation.hf import HFGenerator
 
 log = logging.getLogger(__name__)
 
@@ -189,13 +190,13 @@ class Seq2SeqGenerator(HFGenerator):
         mask = torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows], dtype=torch.long)
         start = 1  # the decoder's ids begin with decoder_start_token_id; generated tokens follow it
         criteria = criteria if criteria is not None else \
-            _stopping_criteria(self.tokenizer, start, params.stop, cancel, counter)
+            stop_criteria(self.tokenizer, start, params.stop, cancel, counter)
         if streamer is not None:  # fed from the criteria, never handed to generate (see _feeding)
             streamer.put(torch.tensor([self._decoder_start()]))  # the streamer skips this "prompt"
             criteria = _feeding(streamer, criteria)
         criteria = StoppingCriteriaList([criteria])
         processors = LogitsProcessorList(
-            [_generated_repetition_penalty(params.repetition_penalty, start)] if params.repetition_penalty != 1.0 else [])
+            [generated_repetition_penalty(params.repetition_penalty, start)] if params.repetition_penalty != 1.0 else [])
         with self._lock:
             ctx = self._enter_run(adapter, params)
             amp = torch.autocast("cpu", dtype=torch.bfloat16) if self.use_bf16(len(rows)) else contextlib.nullcontext()

@@ -14,7 +14,7 @@ with vLLM was not run here. Notes:
 
 - vLLM's offline engine does not stream: ``stream`` yields the whole answer as one piece.
 - ``repetition_penalty`` is not passed: vLLM's penalizes the prompt's tokens too, which this project
-  measured to hurt grounded answers (see ``hybrid.generation.hf._generated_repetition_penalty``).
+  measured to hurt grounded answers (see ``hybrid.generation.controls.generated_repetition_penalty``).
 - LoRA must be enabled when the engine starts, so the engine is built on first generation, after
   the app's adapters are registered; ``max_lora_rank`` is raised to the largest adapter's ``r``.
 """

@@ -294,11 +294,11 @@ def test_repetition_penalty_leaves_prompt_tokens_alone():
     """Only tokens after the prompt are penalized, positive logits divided and negative multiplied."""
     import torch
 
-    from hybrid.generation import _generated_repetition_penalty
+    from hybrid.generation.controls import generated_repetition_penalty
 
-    proc = _generated_repetition_penalty(2.0, prompt_len=3)
+    proc = generated_repetition_penalty(2.0, prompt_len=3)
     ids = torch.tensor([[5, 6, 7, 1, 2]])  # prompt 5, 6, 7; generated 1, 2
     scores = torch.tensor([[1.0, 4.0, -4.0, 3.0, 3.0, 3.0, 3.0, 3.0]])
     out = proc(ids, scores.clone())
     assert out.tolist() == [[1.0, 2.0, -8.0, 3.0, 3.0, 3.0, 3.0, 3.0]]
-    assert torch.equal(_generated_repetition_penalty(2.0, prompt_len=5)(ids, scores.clone()), scores)
+    assert torch.equal(generated_repetition_penalty(2.0, prompt_len=5)(ids, scores.clone()), scores)
