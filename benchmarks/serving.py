@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import gc
 import json
 import os
@@ -238,6 +239,29 @@ def client_gc_paused():
         gc.enable()
 
 
+def run_burst(clients: list) -> tuple[int, float]:
+    """Run each client function in its own thread, all started at once with this process's GC
+    paused; wait for them: (how many never finished, wall seconds)."""
+    threads = [threading.Thread(target=f) for f in clients]
+    t0 = time.perf_counter()
+    with client_gc_paused():
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(1800)
+    return sum(t.is_alive() for t in threads), round(time.perf_counter() - t0, 2)
+
+
+def burst_result(clients: int, results: list[tuple], hung: int, wall: float) -> dict:
+    """A burst's figures from its (status, seconds) pairs: counts and the 429s' latency in ms."""
+    rej = [dt * 1000 for st, dt in results if st == 429]
+    return {"clients": clients, "finished": len(results), "hung": hung,
+            "ok": sum(st == 200 for st, _ in results), "rejected_429": len(rej),
+            "other": [st for st, _ in results if st not in (200, 429)],
+            "reject_latency_p50_ms": pct(rej, 50), "reject_latency_p95_ms": pct(rej, 95),
+            "reject_latency_max_ms": round(max(rej), 2) if rej else None, "wall_s": wall}
+
+
 def overload(url: str, app: str, clients: int) -> dict:
     """All clients at once, one request each, no retries."""
     import httpx
@@ -256,23 +280,8 @@ def overload(url: str, app: str, clients: int) -> dict:
         with lock:
             results.append(res)
 
-    threads = [threading.Thread(target=one, args=(i,)) for i in range(clients)]
-    t0 = time.perf_counter()
-    with client_gc_paused():
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(1800)
-    hung = sum(t.is_alive() for t in threads)
-    rej = [r["latency"] * 1000 for r in results if r["status"] == 429]
-    return {
-        "clients": clients, "finished": len(results), "hung": hung,
-        "ok": sum(r["status"] == 200 for r in results), "rejected_429": len(rej),
-        "other": [r["status"] for r in results if r["status"] not in (200, 429)],
-        "reject_latency_p50_ms": pct(rej, 50), "reject_latency_p95_ms": pct(rej, 95),
-        "reject_latency_max_ms": round(max(rej), 2) if rej else None,
-        "wall_s": round(time.perf_counter() - t0, 2),
-    }
+    hung, wall = run_burst([functools.partial(one, i) for i in range(clients)])
+    return burst_result(clients, [(r["status"], r["latency"]) for r in results], hung, wall)
 
 
 def overload_raw(port: int, app: str, clients: int) -> dict:
@@ -307,20 +316,8 @@ def overload_raw(port: int, app: str, clients: int) -> dict:
         with lock:
             results.append((status, time.perf_counter() - t))
 
-    threads = [threading.Thread(target=one) for _ in range(clients)]
-    t0 = time.perf_counter()
-    with client_gc_paused():
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(1800)
-    rej = [dt * 1000 for st, dt in results if st == 429]
-    return {"clients": clients, "finished": len(results), "hung": sum(t.is_alive() for t in threads),
-            "ok": sum(st == 200 for st, _ in results), "rejected_429": len(rej),
-            "other": [st for st, _ in results if st not in (200, 429)],
-            "reject_latency_p50_ms": pct(rej, 50), "reject_latency_p95_ms": pct(rej, 95),
-            "reject_latency_max_ms": round(max(rej), 2) if rej else None,
-            "wall_s": round(time.perf_counter() - t0, 2)}
+    hung, wall = run_burst([one] * clients)
+    return burst_result(clients, results, hung, wall)
 
 
 MODES = {
