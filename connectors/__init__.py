@@ -36,7 +36,7 @@ from core.errors import InputError, SkipError
 from core.types import Document
 
 __all__ = ["IngestConfig", "IngestReport", "IngestResult", "SOURCES", "load", "ingest", "source_kind", "clean_documents",
-           "parsed_documents"]
+           "parsed_documents", "walk"]
 
 log = logging.getLogger(__name__)
 
@@ -96,23 +96,38 @@ def parsed_documents(raw: Raw, outcome: Any, report: IngestReport) -> list[Docum
     return docs
 
 
-def _load(source: str | Path, cfg: IngestConfig, report: IngestReport, bar: Any = None) -> Iterator[Document]:
+def walk(source: str | Path, cfg: IngestConfig, report: IngestReport, bar: Any = None) -> Iterator[Document | Raw]:
+    """One source's items in walk order, before any parsing: a row source's ``Document``s (counted as
+    loaded), a file source's ``Raw`` files (counted as seen). Skips are logged and recorded in
+    ``report``; ``bar`` advances per file skipped here and once per row source. ``load`` parses the
+    raw files in the parse pool, ``indexes.ray_build`` in Ray tasks."""
     kind = SOURCES.get(source_kind(source))
     report.sources.append(str(source))
     if kind.rows:
         report.files_seen += 1
-        for item in kind.read(source, cfg):
-            if isinstance(item, Skip):
-                log.warning("skipped %s: %s (%s)", item.source, item.reason, item.message)
-                report.skip(*item.as_tuple())
-                continue
+    for item in kind.read(source, cfg):
+        if not kind.rows:
+            report.files_seen += 1
+        if isinstance(item, Skip):
+            log.warning("skipped %s: %s (%s)", item.source, item.reason, item.message)
+            report.skip(*item.as_tuple())
+            if bar is not None and not kind.rows:
+                bar.update(1)
+            continue
+        if kind.rows:
             text, meta = item
             report.loaded += 1
             yield Document.create(text, meta)
-        if bar is not None:
-            bar.update(1)
+        else:
+            yield item
+    if kind.rows and bar is not None:
+        bar.update(1)
+
+
+def _load(source: str | Path, cfg: IngestConfig, report: IngestReport, bar: Any = None) -> Iterator[Document]:
+    if SOURCES.get(source_kind(source)).rows:
+        yield from walk(source, cfg, report, bar)  # nothing to parse
         return
-    items: Iterable[Raw | Skip] = kind.read(source, cfg)
 
     from connectors.isolation import shared_pool
 
@@ -120,14 +135,7 @@ def _load(source: str | Path, cfg: IngestConfig, report: IngestReport, bar: Any 
     counter = iter(range(1 << 62))
 
     def tasks() -> Iterator[tuple[int, bytes, str, str | None]]:
-        for item in items:
-            report.files_seen += 1
-            if isinstance(item, Skip):
-                log.warning("skipped %s: %s (%s)", item.source, item.reason, item.message)
-                report.skip(*item.as_tuple())
-                if bar is not None:
-                    bar.update(1)
-                continue
+        for item in walk(source, cfg, report, bar):
             tid = next(counter)
             raws[tid] = item
             yield tid, item.data, item.name, item.kind

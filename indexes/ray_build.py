@@ -6,7 +6,7 @@
 
 The steps, and where each runs:
 
-1. The driver walks the sources with the connectors' own readers (``connectors.sources.SOURCES``:
+1. The driver walks the sources as ``connectors.ingest`` does (``connectors.walk``, the registered readers:
    include/exclude globs, size cap, symlink rules, walk skips). File bytes go into Ray's object store,
    so the cluster's nodes need the code but not the files.
 2. Ray Data parse *tasks* parse them with the connectors' parse pool (``connectors.isolation``: a
@@ -45,7 +45,6 @@ import numpy as np
 from core.errors import ConfigError, HybridError, InputError, KnowledgeBaseError
 from core.types import Chunk, Document
 
-log = logging.getLogger(__name__)
 
 RAY_HINT = "the ray engine needs Ray Data: pip install 'hybrid[ray]' (ray[data]>=2.9)"
 # Test hook, read on the driver and passed to the actors: "<batch>" makes the embedding actor that
@@ -212,32 +211,18 @@ def _one_line(e: BaseException) -> str:
 
 # -- reading and parsing ---------------------------------------------------------------------------
 def _walk(sources: Iterable[str | Path], cfg: Any, report: Any) -> tuple[list[dict[str, Any]], dict[int, Document]]:
-    """The sources' items in walk order: rows to parse (bytes, metadata) and finished row documents.
-
-    Mirrors ``connectors.ingest``'s reading: the registered source kinds read, walk skips are
-    recorded in ``report``; each item gets its place in the order (``order``)."""
-    from connectors.base import Skip
-    from connectors.sources import SOURCES, source_kind
+    """The sources' items in walk order (``connectors.walk``, skips recorded in ``report``): rows to
+    parse (bytes, metadata) and finished row documents, each with its place in the order."""
+    import connectors
 
     to_parse: list[dict[str, Any]] = []
     direct: dict[int, Document] = {}
     order = 0
     for source in sources:
-        kind = SOURCES.get(source_kind(source))
-        report.sources.append(str(source))
-        if kind.rows:
-            report.files_seen += 1
-        for item in kind.read(source, cfg):
-            if isinstance(item, Skip):
-                log.warning("skipped %s: %s (%s)", item.source, item.reason, item.message)
-                report.skip(*item.as_tuple())
-                report.files_seen += 0 if kind.rows else 1
-                continue
-            if kind.rows:
-                text, meta = item
-                direct[order] = Document.create(text, meta)
+        for item in connectors.walk(source, cfg, report):
+            if isinstance(item, Document):
+                direct[order] = item
             else:
-                report.files_seen += 1
                 to_parse.append({"order": order, "name": item.name, "kind": item.kind or "",
                                  "meta": json.dumps(item.meta), "data": item.data})
             order += 1

@@ -56,3 +56,29 @@ def test_missing_database_is_a_skip(tmp_path):
     report = IngestReport()
     assert list(connectors.load(f"sqlite:///{tmp_path}/none.db", query="SELECT 1", report=report)) == []
     assert report.skipped[0].reason == "not_found"
+
+
+def test_walk_gives_rows_as_documents_and_files_as_raw_bytes(db, tmp_path):
+    """``connectors.walk`` is the reading both ingest paths share (the parse pool and Ray tasks):
+    a row source's rows come out as documents, counted as loaded; a folder's files come out unparsed,
+    counted as seen, with walk-level skips recorded."""
+    from connectors.base import Raw
+    from connectors.config import IngestConfig
+    from core.types import Document
+
+    cfg = IngestConfig(sql_query="SELECT id, title, body, lang FROM faq ORDER BY id", sql_text_column="body")
+    report = IngestReport()
+    rows = list(connectors.walk(f"sqlite:///{db}", cfg, report))
+    assert [type(r) for r in rows] == [Document, Document] and rows[1].text == "Orders ship within two working days."
+    assert report.loaded == 2 and report.files_seen == 1
+
+    folder = tmp_path / "docs"
+    folder.mkdir()
+    (folder / "a.txt").write_text("Alpha text.")
+    (folder / "b.md").write_text("# Beta\n\nBeta text.")
+    (folder / "huge.txt").write_text("x" * 2000)
+    report = IngestReport()
+    items = list(connectors.walk(folder, IngestConfig(max_file_bytes=1000), report))
+    assert sorted(i.name for i in items) == ["a.txt", "b.md"] and all(isinstance(i, Raw) for i in items)
+    assert report.files_seen == 3 and report.loaded == 0
+    assert [(s.source, s.reason) for s in report.skipped] == [("huge.txt", "too_large")]
