@@ -147,10 +147,13 @@ def deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def read_yaml(path: str | os.PathLike[str]) -> dict[str, Any]:
+def read_yaml(path: str | os.PathLike[str], *, what: str = "config file",
+              missing: type[Exception] = ConfigError) -> dict[str, Any]:
+    """A YAML file's top-level mapping ({} when empty). Each failure is one line naming the file:
+    ``missing`` (default ``ConfigError``) when there is no such file, ``ConfigError`` otherwise."""
     p = Path(path)
     if not p.is_file():
-        raise ConfigError(f"config file not found: {p}")
+        raise missing(f"{what} not found: {p}")
     try:
         data = yaml.safe_load(p.read_text(encoding="utf-8"))
     except yaml.YAMLError as e:

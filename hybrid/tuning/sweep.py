@@ -29,8 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import yaml
-
+from core.config import read_yaml
 from core.errors import ConfigError, InputError
 
 # space name -> (config key, value type); a table rather than branches, so a new knob is one line
@@ -101,7 +100,8 @@ def _num(v: Any, where: str) -> float:
 def parse_space(raw: Any, where: str = "<space>") -> Space:
     """A ``Space`` from the YAML mapping; any unknown parameter or malformed range is one ``ConfigError``."""
     if not isinstance(raw, dict) or not raw:
-        raise ConfigError(f"sweep space {where} must be a mapping of parameters, got {type(raw).__name__}")
+        got = "nothing" if isinstance(raw, dict) else type(raw).__name__
+        raise ConfigError(f"sweep space {where} must be a mapping of parameters, got {got}")
     raw = dict(raw)
     prune = raw.pop("pruning", None) or {}
     if not isinstance(prune, dict):
@@ -145,14 +145,7 @@ def parse_space(raw: Any, where: str = "<space>") -> Space:
 
 
 def load_space(path: str | os.PathLike[str]) -> Space:
-    p = Path(path)
-    if not p.is_file():
-        raise InputError(f"sweep space not found: {p}")
-    try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as e:
-        raise ConfigError(f"sweep space {p}: not valid YAML ({str(e).splitlines()[0]})") from None
-    return parse_space(raw, str(p))
+    return parse_space(read_yaml(path, what="sweep space", missing=InputError), str(path))
 
 
 def trial_config(base: Any, values: dict[str, Any]) -> Any:

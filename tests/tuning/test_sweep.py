@@ -79,8 +79,14 @@ def test_a_missing_or_broken_space_file(tmp_path):
     with pytest.raises(InputError, match="sweep space not found: .*nope.yaml"):
         load_space(tmp_path / "nope.yaml")
     (tmp_path / "bad.yaml").write_text("lr: [0.1\n")
-    with pytest.raises(ConfigError, match=r"bad.yaml: not valid YAML"):
+    with pytest.raises(ConfigError, match=r"bad.yaml: invalid YAML"):
         load_space(tmp_path / "bad.yaml")
+    (tmp_path / "empty.yaml").write_text("")
+    with pytest.raises(ConfigError, match=r"empty.yaml must be a mapping of parameters, got nothing"):
+        load_space(tmp_path / "empty.yaml")
+    (tmp_path / "list.yaml").write_text("- lr\n")
+    with pytest.raises(ConfigError, match=r"list.yaml: top level must be a mapping, got list"):
+        load_space(tmp_path / "list.yaml")
 
 
 def test_a_preset_outside_the_space_gets_no_baseline_trial(tmp_path, tokenizer, catalogue_file):
