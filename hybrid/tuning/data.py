@@ -146,6 +146,20 @@ def _nonempty_str(obj: dict, key: str, line_kind: str) -> str:
     return v
 
 
+def _prompt_answer(obj: dict, prompt: str, answer: str, optional: str, line_kind: str) -> tuple[str, str, str]:
+    """A prompt/answer row's two required strings (neither blank) and its optional one ("" when
+    absent), as written; each problem is a ``RowError``."""
+    p, a = _nonempty_str(obj, prompt, line_kind), _nonempty_str(obj, answer, line_kind)
+    extra = obj.get(optional, "") or ""
+    if not isinstance(extra, str):
+        raise RowError("bad_type", f"'{optional}' must be a string, got {type(extra).__name__}")
+    if not p.strip():
+        raise RowError("empty_prompt", f"'{prompt}' is empty")
+    if not a.strip():
+        raise RowError("empty_answer", f"'{answer}' is empty")
+    return p, a, extra
+
+
 def _source_of(obj: dict, fallback: str) -> str:
     for key in ("source", "doc_id", "document_id"):
         if isinstance(obj.get(key), str) and obj[key]:
@@ -193,28 +207,12 @@ def parse_row(obj: Any, fmt: str = "auto", *, line: int = 0, file: str = "") -> 
             raise RowError("missing_field", "chat row has no non-empty user message")
         return Row("chat", messages=clean, source=_source_of(obj, fallback), line=line, file=file)
     if fmt == "alpaca":
-        instruction = _nonempty_str(obj, "instruction", "alpaca")
-        output = _nonempty_str(obj, "output", "alpaca")
-        extra = obj.get("input", "") or ""
-        if not isinstance(extra, str):
-            raise RowError("bad_type", f"'input' must be a string, got {type(extra).__name__}")
-        if not instruction.strip():
-            raise RowError("empty_prompt", "'instruction' is empty")
-        if not output.strip():
-            raise RowError("empty_answer", "'output' is empty")
+        instruction, output, extra = _prompt_answer(obj, "instruction", "output", "input", "alpaca")
         user = instruction.strip() + (f"\n\n{extra.strip()}" if extra.strip() else "")
         msgs = [{"role": "user", "content": user}, {"role": "assistant", "content": output}]
         return Row("chat", messages=msgs, source=_source_of(obj, fallback), line=line, file=file)
     if fmt == "qa":
-        question = _nonempty_str(obj, "question", "Q/A")
-        answer = _nonempty_str(obj, "answer", "Q/A")
-        context = obj.get("context", "") or ""
-        if not isinstance(context, str):
-            raise RowError("bad_type", f"'context' must be a string, got {type(context).__name__}")
-        if not question.strip():
-            raise RowError("empty_prompt", "'question' is empty")
-        if not answer.strip():
-            raise RowError("empty_answer", "'answer' is empty")
+        question, answer, context = _prompt_answer(obj, "question", "answer", "context", "Q/A")
         user = question.strip()
         if context.strip():
             # the context is shown exactly as the rag strategy shows a retrieved source at inference
