@@ -239,14 +239,72 @@ def shared_texts(questions) -> set[str]:
     return {i for ids in seen.values() if len(ids) > 1 for i in ids}
 
 
+def _assistant(app: Any, qs: QuestionSet, out: Path, cfg: EvalConfig, progress: bool):
+    """The app's ``Assistant`` for this run (``cfg.max_new_tokens`` applied). SQuAD-style input
+    brings its own contexts: they become a knowledge base under ``out``, keyed by their ids."""
+    from hybrid.app import AppConfig, load_app
+    from hybrid.pipeline import Assistant, kb_config
+
+    appcfg = app if isinstance(app, AppConfig) else load_app(app)
+    if cfg.max_new_tokens:
+        appcfg = dataclasses.replace(appcfg, generation=dataclasses.replace(
+            appcfg.generation, max_new_tokens=cfg.max_new_tokens))
+    if not qs.documents:
+        return Assistant(appcfg, date=cfg.date)
+    from indexes.kb import KnowledgeBase
+
+    digest = hashlib.sha256("".join(sorted(d.id for d in qs.documents)).encode()).hexdigest()[:12]
+    bot0 = Assistant(appcfg)
+    kb = KnowledgeBase.create(out / f"kb-{digest}", kb_config(appcfg), embedder=bot0.embedder, exist_ok=True)
+    kb.sync(qs.documents, progress=progress)
+    return Assistant(appcfg, embedder=bot0.embedder, knowledge_base=kb, date=cfg.date)
+
+
+def _generate_groups(gen: Any, prepared: list[tuple], groups: dict[tuple[str | None, str], list[int]],
+                     generated: dict[str, tuple[Any, float]], tick: Callable[[int], None] | None
+                     ) -> tuple[dict[int, Any], dict[int, float]]:
+    """Generate each group of prepared prompts (one adapter, one set of sampling settings) as one
+    batch: (index -> generation or the exception it raised, index -> seconds per row). A prompt
+    this run already generated (``generated``, by request key) is reused, not generated again (auto
+    routed to a strategy that answered the same question with the same prompt and settings). A
+    batch that fails is retried one prompt at a time, so one bad prompt costs only its own row.
+    ``tick(i)``, when given, is called as row ``i`` of a batch finishes."""
+    texts: dict[int, Any] = {}
+    gen_time: dict[int, float] = {}
+    for (adapter, pkey), idx in groups.items():
+        pp = prepared[idx[0]][4].params or prepared[idx[0]][5].params
+        keys = {i: _request_key(prepared[i][4].messages, adapter, pkey) for i in idx}
+        for i in [i for i in idx if keys[i] in generated]:
+            texts[i], gen_time[i] = generated[keys[i]]
+        idx = [i for i in idx if keys[i] not in generated]
+        if not idx:
+            continue
+        t = time.perf_counter()
+        on_row = {"on_row": (lambda j, idx=idx: tick(idx[j]))} if tick is not None else {}
+        try:
+            outs = gen.generate_batch([prepared[i][4].messages for i in idx], adapter=adapter, params=pp, **on_row)
+        except Exception:  # noqa: BLE001 - isolate the failing question, keep the others
+            outs = []
+            for i in idx:
+                try:
+                    outs.append(gen.generate(prepared[i][4].messages, adapter=adapter, params=pp))
+                except Exception as e:  # noqa: BLE001 - recorded on its row, the run goes on
+                    outs.append(e)
+        dt = (time.perf_counter() - t) / max(len(idx), 1)
+        for i, o in zip(idx, outs):
+            texts[i], gen_time[i] = o, dt
+            if not isinstance(o, Exception):
+                generated[keys[i]] = (o, dt)
+    return texts, gen_time
+
+
 def run_eval(app: Any, questions: str | Path | QuestionSet, out_dir: str | Path, cfg: EvalConfig | None = None, *,
              assistant=None, progress: bool = True, baseline: Callable[..., list[dict]] | None = None,
              echo: Callable[[str], None] = lambda s: None) -> EvalResult:
     """Evaluate ``app`` (a directory or AppConfig) on ``questions``; write the report into ``out_dir``."""
     from tqdm import tqdm
 
-    from hybrid.app import AppConfig, load_app
-    from hybrid.pipeline import Assistant, kb_config, kb_size
+    from hybrid.pipeline import kb_size
     from hybrid.strategies import method_versions
     from hybrid.strategies.base import run_prompt, traits
 
@@ -260,24 +318,7 @@ def run_eval(app: Any, questions: str | Path | QuestionSet, out_dir: str | Path,
     for qid, flag in qs.flagged:
         log.warning("question %s flagged: %s", qid, flag)
 
-    if assistant is None:
-        appcfg = app if isinstance(app, AppConfig) else load_app(app)
-        if cfg.max_new_tokens:
-            appcfg = dataclasses.replace(appcfg, generation=dataclasses.replace(
-                appcfg.generation, max_new_tokens=cfg.max_new_tokens))
-        kb = None
-        if qs.documents:  # SQuAD-style input: its contexts are the knowledge base
-            from indexes.kb import KnowledgeBase
-
-            digest = hashlib.sha256("".join(sorted(d.id for d in qs.documents)).encode()).hexdigest()[:12]
-            kb_dir = out / f"kb-{digest}"
-            bot0 = Assistant(appcfg)
-            kb = KnowledgeBase.create(kb_dir, kb_config(appcfg), embedder=bot0.embedder, exist_ok=True)
-            kb.sync(qs.documents, progress=progress)
-            assistant = Assistant(appcfg, embedder=bot0.embedder, knowledge_base=kb, date=cfg.date)
-        else:
-            assistant = Assistant(appcfg, date=cfg.date)
-    bot = assistant
+    bot = assistant if assistant is not None else _assistant(app, qs, out, cfg, progress)
     gen = bot.generator
     if cfg.threads:
         use_threads(gen, cfg.threads)
@@ -364,45 +405,18 @@ def run_eval(app: Any, questions: str | Path | QuestionSet, out_dir: str | Path,
                     cache.put(key, row, question_id=q.id, strategy=strategy)
                     computed += 1
                     bar.update(1)
-            # generate per adapter, the whole group at once
             # one batch per (adapter, sampling settings): a strategy may set per-prompt params
             groups: dict[tuple[str | None, str], list[int]] = {}
             for i, p in enumerate(prepared):
                 if p[4].direct is None:
                     pp = p[4].params or p[5].params
                     groups.setdefault((p[4].adapter, json.dumps(dataclasses.asdict(pp), sort_keys=True)), []).append(i)
-            texts: dict[int, Any] = {}
-            gen_time: dict[int, float] = {}
-            for (adapter, pkey), idx in groups.items():
-                pp = prepared[idx[0]][4].params or prepared[idx[0]][5].params
-                # a prompt this run already generated (auto routed to a strategy that answered the same
-                # question with the same prompt, adapter and settings) is not generated again
-                keys = {i: _request_key(prepared[i][4].messages, adapter, pkey) for i in idx}
-                for i in [i for i in idx if keys[i] in generated]:
-                    texts[i], gen_time[i] = generated[keys[i]]
-                idx = [i for i in idx if keys[i] not in generated]
-                if not idx:
-                    continue
-                t = time.perf_counter()
-                def tick(j: int, idx: list[int] = idx, start: int = start) -> None:
-                    counted.add((start, idx[j]))
-                    bar.update(1)
 
-                try:
-                    outs = gen.generate_batch([prepared[i][4].messages for i in idx], adapter=adapter, params=pp,
-                                              **({"on_row": tick} if row_progress else {}))
-                except Exception:  # noqa: BLE001 - isolate the failing question, keep the others
-                    outs = []
-                    for i in idx:
-                        try:
-                            outs.append(gen.generate(prepared[i][4].messages, adapter=adapter, params=pp))
-                        except Exception as e:  # noqa: BLE001 - recorded on its row, the run goes on
-                            outs.append(e)
-                dt = (time.perf_counter() - t) / max(len(idx), 1)
-                for i, o in zip(idx, outs):
-                    texts[i], gen_time[i] = o, dt
-                    if not isinstance(o, Exception):
-                        generated[keys[i]] = (o, dt)
+            def tick(i: int, start: int = start) -> None:  # row i of this group has its generation
+                counted.add((start, i))
+                bar.update(1)
+
+            texts, gen_time = _generate_groups(gen, prepared, groups, generated, tick if row_progress else None)
             for i, (q, key, row, strat, prompt, sctx, decision, notices, timings, prep_s) in enumerate(prepared):
                 g = texts.get(i)
                 try:
