@@ -1,9 +1,10 @@
 """Which zero-shot sentence selection should ``extract`` use? One factor at a time, on dev parts only.
 
 Step 1 (``collect``, once per app): every sampled dev question goes through ``Assistant.prepare`` with
-``strategy="extract"``, exactly as ``hybrid eval --strategies extract`` answers it, and the relevant
-chunks extract reads (relevance >= ``rag.min_score``, best first), their relevance, the query vector
-and the strategy's own answer are cached as JSON. Step 2 (``score``): each selection variant
+``strategy="extract"``, exactly as ``hybrid eval --strategies extract`` answers it; the top ``--depth``
+hits in retrieval order (with their relevance), the query vector and the strategy's own answer are
+cached as JSON. A variant's ``k`` (default: what extract reads, ``ZERO_SHOT_K``) takes the first k of
+them and keeps those with relevance >= ``rag.min_score``, best first, as extract does. Step 2 (``score``): each selection variant
 (``hybrid.reader.zero_shot.ZeroShot`` settings) re-selects a sentence from the cached chunks, with
 sentence embeddings cached by text, and is scored with the token F1 of ``hybrid.eval.metrics`` (below
 the zero-shot threshold the answer is the app's don't-know sentence, as in the strategy). Every
@@ -54,6 +55,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "default+neighbour=0.5": {"neighbour": 0.5},
     "default+splitter=careful": {"splitter": "careful"},
     "default+restate_penalty=0.2": {"restate_penalty": 0.2},
+    # session 12: how many chunks zero-shot selection reads (it read rag.k = 6), and the closing
+    # reference markers; "k=6" is the selector before that change, the reference for these
+    "k=6": {"k": 6, "tail_citations": True},
+    **{f"k={k}": {"k": k, "tail_citations": True} for k in (4, 8, 10, 12, 16)},
+    "k=6+markers cut": {"k": 6},
 }
 
 
@@ -85,8 +91,9 @@ class CachedEmbedder:
         self.path.with_suffix(".json").write_text(json.dumps(keys))
 
 
-def collect(app_dir: str, questions: str, limit: int | None, seed: int, cache: Path) -> tuple[list[dict], Any]:
-    """Retrieve extract's contexts once per question (or load them from ``cache``)."""
+def collect(app_dir: str, questions: str, limit: int | None, seed: int, cache: Path,
+            depth: int = 16) -> tuple[list[dict], Any]:
+    """Retrieve the top ``depth`` hits once per question (or load them from ``cache``)."""
     from hybrid.app import load_app
     from hybrid.eval.data import load_questions
     from hybrid.pipeline import Assistant
@@ -102,9 +109,10 @@ def collect(app_dir: str, questions: str, limit: int | None, seed: int, cache: P
     for q in qlist:
         ready = bot.prepare(q.question, None, "extract", filters=q.filter)
         ctx = ready.ctx
-        rel = sorted((h for h in (ctx.hits or []) if relevance(h) >= ctx.min_score), key=relevance, reverse=True)
+        hits = ctx.retrieve(depth)  # retrieval order; the top k of it is what a k-deep search returns
         rows.append({"id": q.id, "question": q.question.strip(), "answers": list(q.answers or [""]),
-                     "contexts": [h.chunk.text for h in rel], "relevance": [float(relevance(h)) for h in rel],
+                     "hits": [h.chunk.text for h in hits], "relevance": [float(relevance(h)) for h in hits],
+                     "min_score": ctx.min_score,
                      "query_vec": [float(x) for x in ctx.query_vec], "dont_know": ctx.dont_know,
                      "strategy_answer": ready.prompt.direct or "",
                      "strategy_confidence": float(ready.prompt.confidence or 0.0)})
@@ -113,15 +121,25 @@ def collect(app_dir: str, questions: str, limit: int | None, seed: int, cache: P
     return rows, bot.embedder
 
 
+def contexts(row: dict, k: int) -> tuple[list[str], list[float]]:
+    """The chunks extract reads from the first ``k`` hits, best first, and their relevance."""
+    top = sorted((p for p in zip(row["hits"][:k], row["relevance"][:k]) if p[1] >= row["min_score"]),
+                 key=lambda p: -p[1])
+    return [t for t, _ in top], [r for _, r in top]
+
+
 def answer(row: dict, emb, settings: dict[str, Any], threshold: float) -> tuple[str, float, str]:
     """(answer text as extract would give it, confidence, chosen sentence)."""
     from hybrid.reader.zero_shot import ZeroShot, select_span
+    from hybrid.strategies.extract import ZERO_SHOT_K
 
-    if not row["contexts"]:
+    settings = dict(settings)
+    texts, rel = contexts(row, settings.pop("k", ZERO_SHOT_K))
+    if not texts:
         return row["dont_know"], 0.0, ""
     zs = ZeroShot(**settings)
-    sp = select_span(row["question"], row["contexts"], emb, query_vec=np.asarray(row["query_vec"], np.float32),
-                     priors=row["relevance"], config=zs)
+    sp = select_span(row["question"], texts, emb, query_vec=np.asarray(row["query_vec"], np.float32),
+                     priors=rel, config=zs)
     if sp is None or not sp.text.strip():
         return row["dont_know"], 0.0, ""
     if sp.score < threshold:
@@ -129,7 +147,8 @@ def answer(row: dict, emb, settings: dict[str, Any], threshold: float) -> tuple[
     return f"{sp.text.strip()} [1]", float(sp.score), sp.text
 
 
-def score_app(name: str, rows: list[dict], emb, variants: dict[str, dict], threshold: float) -> dict[str, Any]:
+def score_app(name: str, rows: list[dict], emb, variants: dict[str, dict], threshold: float,
+              against: str = "baseline") -> dict[str, Any]:
     from hybrid.eval.metrics import token_f1
     from hybrid.eval.stats import bootstrap_ci, paired_bootstrap
     from hybrid.reader.span import SPLITTERS
@@ -153,18 +172,22 @@ def score_app(name: str, rows: list[dict], emb, variants: dict[str, dict], thres
                "abstained": int(sum(c < threshold for c in confs)),
                "confidence_median": round(float(np.median(confs)), 4), "seconds": round(time.perf_counter() - t, 1)}
         res["same_answer_as_strategy"] = same
-        if v != "baseline":
-            d, (dlo, dhi), p = paired_bootstrap(scores, f1["baseline"])
-            res["vs_baseline"] = {"diff": round(d, 4), "ci": [round(dlo, 4), round(dhi, 4)], "p": round(p, 4)}
+        if v != against:
+            d, (dlo, dhi), p = paired_bootstrap(scores, f1[against])
+            res["vs_baseline"] = {"diff": round(d, 4), "ci": [round(dlo, 4), round(dhi, 4)], "p": round(p, 4),
+                                  "against": against}
         out["variants"][v] = res
         print(f"{name:8s} {v:28s} F1 {res['f1']:.3f} [{lo:.3f}, {hi:.3f}]"
-              + (f"  vs baseline {res['vs_baseline']['diff']:+.3f} [{res['vs_baseline']['ci'][0]:+.3f}, "
+              + (f"  vs {against} {res['vs_baseline']['diff']:+.3f} [{res['vs_baseline']['ci'][0]:+.3f}, "
                  f"{res['vs_baseline']['ci'][1]:+.3f}]" if "vs_baseline" in res else "")
               + f"  same answer as the collected strategy: {same}/{len(rows)}", flush=True)
     print(f"{name:8s} the strategy's own answers when collected: F1 {np.mean(strategy_f1):.3f}", flush=True)
-    # best candidate per question among the baseline splitter's sentences: the ceiling of selection
-    oracle = [max((token_f1(c[s:e], r["answers"]) for c in r["contexts"] for s, e in SPLITTERS["plain"](c)),
-                  default=0.0) for r in rows]
+    # best candidate per question among the plain splitter's sentences of what extract reads: the
+    # ceiling of selection
+    from hybrid.strategies.extract import ZERO_SHOT_K
+
+    oracle = [max((token_f1(c[s:e], r["answers"]) for c in contexts(r, ZERO_SHOT_K)[0]
+                   for s, e in SPLITTERS["plain"](c)), default=0.0) for r in rows]
     out["strategy_f1"] = round(float(np.mean(strategy_f1)), 4)
     out["oracle_sentence_f1"] = round(float(np.mean(oracle)), 4)
     return out
@@ -178,6 +201,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("-n", "--limit", type=int, default=None, help="seeded sample of N questions per app")
     ap.add_argument("--seed", type=int, default=0, help="the sample's seed (as hybrid eval's --seed)")
     ap.add_argument("--variants", default=",".join(VARIANTS), help="comma-separated names of VARIANTS")
+    ap.add_argument("--against", default="baseline", help="the variant every other is compared with (paired)")
+    ap.add_argument("--depth", type=int, default=16, help="hits cached per question (the deepest k a variant reads)")
     ap.add_argument("--combine", action="append", default=[],
                     help="an extra variant NAME=JSON settings, e.g. 'both={\"neighbour\": 0.3, \"rank_prior\": 0.1}'")
     ap.add_argument("--work", default="/tmp/extract-ablation", help="cache directory (contexts, embeddings)")
@@ -187,7 +212,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from hybrid.strategies.extract import ZERO_SHOT_THRESHOLD
 
-    variants = {"baseline": VARIANTS["baseline"], **{v: VARIANTS[v] for v in args.variants.split(",") if v}}
+    names = [v for v in args.variants.split(",") if v]
+    unknown = [v for v in names + [args.against] if v not in VARIANTS]
+    if unknown:
+        raise SystemExit(f"unknown variant(s) {', '.join(unknown)}; choose from {', '.join(VARIANTS)}")
+    variants = {args.against: VARIANTS[args.against], **{v: VARIANTS[v] for v in names}}
     for c in args.combine:
         k, _, js = c.partition("=")
         variants[k] = json.loads(js)
@@ -196,16 +225,17 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {"machine": info, "load_before": list(__import__("os").getloadavg()),
                               "note": args.note,
                               "command": " ".join(["benchmarks/extract_ablation.py", *(argv or sys.argv[1:])]),
-                              "threshold": ZERO_SHOT_THRESHOLD, "limit": args.limit, "seed": args.seed, "apps": {}}
+                              "threshold": ZERO_SHOT_THRESHOLD, "depth": args.depth, "against": args.against, "limit": args.limit, "seed": args.seed, "apps": {}}
     for spec in args.app:
         name, _, app_dir = spec.partition("=")
         qfile = qfiles.get(name, str(Path(app_dir) / "questions" / "dev.jsonl"))
         if "test" in Path(qfile).name:
             raise SystemExit(f"{qfile}: choose settings on dev questions, not the test part")
         work = Path(args.work) / name
-        rows, inner = collect(app_dir, qfile, args.limit, args.seed, work / f"contexts-n{args.limit}-s{args.seed}.json")
+        rows, inner = collect(app_dir, qfile, args.limit, args.seed,
+                              work / f"hits-n{args.limit}-s{args.seed}-d{args.depth}.json", args.depth)
         emb = CachedEmbedder(inner, work / "sentences")
-        res = score_app(name, rows, emb, variants, ZERO_SHOT_THRESHOLD)
+        res = score_app(name, rows, emb, variants, ZERO_SHOT_THRESHOLD, args.against)
         emb.save()
         res.update({"app": app_dir, "questions_file": qfile})
         result["apps"][name] = res

@@ -81,6 +81,9 @@ class ReaderSection:
         "help": "extract abstains below this span score in [0, 1]; empty = the reader card's threshold "
                 "(zero-shot: 0.2)"})
     max_answer_tokens: int = field(default=30, metadata={"help": "longest span the reader may quote, in tokens"})
+    k: int | None = field(default=None, metadata={
+        "help": "chunks extract reads; empty = 12 for zero-shot sentence selection (no generation, so more "
+                "candidates cost little), rag.k for a tuned reader"})
     quote: str = field(default="auto", metadata={
         "help": "what a tuned reader's answer quotes: auto (the card's choice, made on its eval split) | "
                 "span | sentence (the whole sentence the span sits in)"})
@@ -92,6 +95,8 @@ class ReaderSection:
             raise ValueError(f"threshold must be in [0, 1], got {self.threshold}")
         if self.max_answer_tokens < 1:
             raise ValueError(f"max_answer_tokens must be >= 1, got {self.max_answer_tokens}")
+        if self.k is not None and self.k < 1:
+            raise ValueError(f"k must be >= 1, got {self.k}")
 
 
 @dataclass

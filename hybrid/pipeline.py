@@ -181,6 +181,7 @@ class Assistant(Components):
             sctx.embedder, sctx.reader = self.embedder, self.reader
             sctx.reader_threshold, sctx.max_answer_tokens = app.reader.threshold, app.reader.max_answer_tokens
             sctx.reader_quote = app.reader.quote
+            sctx.reader_k = self.extract_k(sctx.reader)
 
         def extract_prompt():
             if "prompt" not in built:

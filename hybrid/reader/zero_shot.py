@@ -17,7 +17,9 @@ chunk's, so a sentence from a weakly retrieved chunk needs a clearly better matc
     span.text                      # 'Rent is due on the 1st.'
     span.context_index, span.start, span.end   # (0, 0, 23): contexts[0][0:23] == span.text
 
-With ``trim=True`` the sentence is cut to its clause run that holds the overlap, for short answers.
+The source's own reference markers at the end of the sentence ("... in bats [29, 30].") are left out
+of the quote: the answer carries its own citation. With ``trim=True`` the sentence is cut to its clause
+run that holds the overlap, for short answers.
 """
 
 from __future__ import annotations
@@ -34,6 +36,8 @@ from hybrid.eval.metrics import content_tokens
 from hybrid.reader.span import SPLITTERS, Span, split_sentences
 
 _CLAUSE = re.compile(r"[^,;:()]+[,;:()]?")
+# reference markers ending a sentence: "[12]", "[29, 30]", "[3-5]", possibly several, then punctuation
+_TAIL_CITATIONS = re.compile(r"(?:\s*\[\s*\d{1,3}(?:\s*[,\u2013\u2014-]\s*\d{1,3})*\s*\][\s.;,]*)+$")
 EMBED_WEIGHT = 0.5  # share of the score from embedder cosine; the rest is word overlap
 # weight of the chunk's retrieval relevance gap in the ranking (chosen on the COVID-QA and PolicyQA dev
 # parts: docs/reader.md, benchmarks/results/extract-ablation-dev.json)
@@ -55,7 +59,8 @@ class ZeroShot:
     sentences whose subject is named in the previous one. ``restate_penalty``: subtracted, scaled by
     how few content words the sentence adds to the question (0 new words: all of it, 4 or more: none).
     ``answer_type``: added when a how-many / when / what-percentage question meets a sentence with a
-    digit. ``splitter``: a name in ``span.SPLITTERS``.
+    digit. ``splitter``: a name in ``span.SPLITTERS``. ``tail_citations``: keep the source's reference
+    markers that end the chosen sentence in the quote (off: they are cut, ``drop_tail_citations``).
     """
 
     embed_weight: float = EMBED_WEIGHT
@@ -64,6 +69,7 @@ class ZeroShot:
     restate_penalty: float = 0.0
     answer_type: float = 0.0
     splitter: str = "plain"
+    tail_citations: bool = False
 
 
 DEFAULT = ZeroShot()
@@ -106,6 +112,19 @@ def _trim(text: str, start: int, end: int, q: list[str], idf: dict[str, float], 
     while e > s and (text[e - 1].isspace() or text[e - 1] in ",;:("):
         e -= 1
     return (s, e) if e > s else (start, end)
+
+
+def drop_tail_citations(text: str, start: int, end: int) -> int:
+    """The end of ``text[start:end]`` without the reference markers that close it ("[29, 30].").
+
+    >>> t = "It spreads in bats [29, 30]."
+    >>> t[:drop_tail_citations(t, 0, len(t))]
+    'It spreads in bats'
+    """
+    m = _TAIL_CITATIONS.search(text, start, end)
+    if m is None or m.start() <= start or m.end() != end:
+        return end
+    return m.start()
 
 
 def _cosine(vecs: np.ndarray, qv: np.ndarray) -> np.ndarray:
@@ -184,4 +203,10 @@ def select_span(question: str, contexts: Sequence[str], embedder=None, *, query_
         s, e = _trim(text, best.start, best.end, q, idf, default)
         best = Span(text=text[s:e], context_index=best.context_index, start=s, end=e, score=best.score,
                     raw=best.raw)
+    if not config.tail_citations:
+        text = contexts[best.context_index]
+        e = drop_tail_citations(text, best.start, best.end)
+        if e != best.end:
+            best = Span(text=text[best.start:e], context_index=best.context_index, start=best.start, end=e,
+                        score=best.score, raw=best.raw)
     return best

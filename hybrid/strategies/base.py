@@ -91,19 +91,30 @@ class StrategyContext:
     reader_threshold: float | None = None  # abstain below this span score; None = the reader card's
     max_answer_tokens: int = 30  # longest span a reader may return
     reader_quote: str = "auto"  # a tuned reader quotes its span or its sentence; auto = the card's choice
+    reader_k: int | None = None  # chunks extract reads; None = its default for the reader in use
     timings: dict[str, float] = field(default_factory=dict)
     filters: dict[str, Any] | None = None  # metadata filter scoping retrieval, e.g. {"source": "policy.txt"}
+    _deep: tuple[int, list[Hit]] | None = field(default=None, repr=False)  # (k, hits) of a deeper search
 
-    def retrieve(self) -> list[Hit]:
+    def retrieve(self, k: int | None = None) -> list[Hit]:
+        """The top ``self.k`` hits (kept in ``hits``), or the top ``k`` when a strategy reads deeper
+        (extract): that searches once more, and is kept apart, so ``hits`` stays what rag reads."""
+        if k is not None and k > self.k:
+            if self._deep is None or self._deep[0] < k:
+                self._deep = (k, self._search(k, "retrieve_deep"))
+            return self._deep[1][:k]
         if self.hits is None:
-            if self.retriever is None:
-                self.hits = []
-            else:
-                t = time.perf_counter()
-                extra = {"filters": self.filters} if self.filters else {}  # retrievers without filters still work
-                self.hits = list(self.retriever.search(self.retrieval_query, self.k, mode=self.mode, **extra))
-                self.timings["retrieve"] = time.perf_counter() - t
-        return self.hits
+            self.hits = self._search(self.k, "retrieve")
+        return self.hits if k is None else self.hits[:k]
+
+    def _search(self, k: int, timing: str) -> list[Hit]:
+        if self.retriever is None:
+            return []
+        t = time.perf_counter()
+        extra = {"filters": self.filters} if self.filters else {}  # retrievers without filters still work
+        out = list(self.retriever.search(self.retrieval_query, k, mode=self.mode, **extra))
+        self.timings[timing] = time.perf_counter() - t
+        return out
 
 
 @dataclass

@@ -198,3 +198,79 @@ def test_a_bad_quote_setting_is_one_clear_error(tmp_path):
 
     with pytest.raises((ConfigError, ValueError), match="quote must be auto, span or sentence"):
         make_bot(tmp_path, "reader:\n  quote: clause\n")
+
+
+def _record_searches(bot, monkeypatch) -> list[int]:
+    seen: list[int] = []
+    kb = bot.knowledge_base
+    search = kb.search
+
+    def spy(query, k=5, **kw):
+        seen.append(k)
+        return search(query, k, **kw)
+
+    monkeypatch.setattr(kb, "search", spy)
+    return seen
+
+
+def _many_docs(n: int = 20):
+    return [(f"Clause {i} covers topic number {i} of the lease in plain words.", {"source": f"c{i}.md"})
+            for i in range(n)] + list(DOCS)
+
+
+def test_zero_shot_extract_reads_deeper_than_rag(tmp_path, monkeypatch):
+    from hybrid.strategies.extract import ZERO_SHOT_K
+
+    bot = make_bot(tmp_path, docs=_many_docs())  # rag.k is 3
+    seen = _record_searches(bot, monkeypatch)
+    ans = bot.ask("How long is the lease notice period?")  # routed: rag's k for the signals, then extract's
+    assert seen == [3, ZERO_SHOT_K]
+    if ans.strategy == "extract":
+        _span_in_cited_chunk(bot, ans)
+    seen.clear()
+    bot.ask("How long is the lease notice period?", strategy="extract")
+    assert seen == [ZERO_SHOT_K]
+
+
+def test_reader_k_sets_how_deep_extract_reads_and_a_tiny_kb_caps_it(tmp_path, monkeypatch):
+    bot = make_bot(tmp_path, "reader:\n  k: 5\n", docs=_many_docs())
+    seen = _record_searches(bot, monkeypatch)
+    _span_in_cited_chunk(bot, bot.ask("How long is the lease notice period?", strategy="extract"))
+    assert seen == [5]
+    (tmp_path / "small").mkdir()
+    small = make_bot(tmp_path / "small")  # 3 chunks: extract cannot ask for 12
+    seen = _record_searches(small, monkeypatch)
+    _span_in_cited_chunk(small, small.ask("How long is the lease notice period?", strategy="extract"))
+    assert seen == [3]
+
+
+def test_a_tuned_reader_reads_what_rag_reads(tmp_path, monkeypatch):
+    from hybrid.reader.model import Reader
+
+    reader = Reader(max_length=64, stride=16)
+    bot = make_bot(tmp_path, "reader:\n  threshold: 0.0\n", docs=_many_docs())
+    monkeypatch.setattr(Assistant, "reader", property(lambda self: reader))
+    seen = _record_searches(bot, monkeypatch)
+    _span_in_cited_chunk(bot, bot.ask("How long is the lease notice period?", strategy="extract"))
+    assert seen == [3]
+
+
+def test_a_deeper_search_leaves_rags_hits_alone():
+    from hybrid.strategies.base import StrategyContext
+
+    emb = HashEmbedder(256)
+    ctx = StrategyContext(system_prompt="", generator=ScriptedGenerator(), params=None, budget=100,
+                          retriever=MemoryRetriever(_many_docs(), emb), retrieval_query="lease notice", k=3)
+    top = ctx.retrieve()
+    deep = ctx.retrieve(8)
+    assert len(top) == 3 and len(deep) == 8 and ctx.hits == top
+    assert [h.chunk.id for h in deep[:3]] == [h.chunk.id for h in top]
+    assert ctx.retrieve(5) == deep[:5]  # served from the deeper search, not searched again
+    assert ctx.retrieve(2) == top[:2]
+
+
+def test_a_bad_reader_k_is_one_clear_error(tmp_path):
+    from core.errors import ConfigError
+
+    with pytest.raises((ConfigError, ValueError), match="k must be >= 1"):
+        make_bot(tmp_path, "reader:\n  k: 0\n")

@@ -8,7 +8,7 @@ import pytest
 
 from hybrid.reader import zero_shot
 from hybrid.reader.span import split_sentences, split_sentences_careful
-from hybrid.reader.zero_shot import ZeroShot, score_sentences, select_span
+from hybrid.reader.zero_shot import ZeroShot, drop_tail_citations, score_sentences, select_span
 
 from tests.reader.test_extract import make_bot
 
@@ -74,5 +74,26 @@ def test_careful_splitter_keeps_abbreviations_and_markers_in_their_sentence():
                    "2.1. Methods were standard.", "New line here."]
     plain = [text[s:e] for s, e in split_sentences(text)]
     assert "Smith et al." in plain  # what the plain splitter does
-    sp = select_span("Where was it found?", [text], config=ZeroShot(splitter="careful"))
+    sp = select_span("Where was it found?", [text], config=ZeroShot(splitter="careful", tail_citations=True))
     assert sp.text == got[0] and text[sp.start:sp.end] == sp.text
+    # by default the quote leaves out the reference marker that closes the sentence, and stays a slice
+    sp = select_span("Where was it found?", [text], config=ZeroShot(splitter="careful"))
+    assert sp.text == "Smith et al. found it in bats (Fig. 2)" and text[sp.start:sp.end] == sp.text
+
+
+@pytest.mark.parametrize("sentence, quoted", [
+    ("The virus was found in bats [29, 30].", "The virus was found in bats"),
+    ("The virus was found in bats [3-5]. [7]", "The virus was found in bats"),
+    ("The virus was found in bats [3\u20135];", "The virus was found in bats"),
+    ("See [3] for the bats.", "See [3] for the bats."),          # a marker inside the sentence stays
+    ("The virus was found in bats (2019).", "The virus was found in bats (2019)."),  # not a marker
+])
+def test_quote_leaves_out_closing_reference_markers(sentence, quoted):
+    text = "Masks were worn. " + sentence
+    sp = select_span("Where was the virus found in bats?", [text])
+    assert sp.text == quoted and text[sp.start:sp.end] == sp.text
+
+
+def test_a_sentence_of_markers_only_is_not_cut_to_nothing():
+    assert drop_tail_citations("[12].", 0, 5) == 5
+    assert drop_tail_citations("x [12].", 2, 7) == 7  # the span starts at the marker
