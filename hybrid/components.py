@@ -48,6 +48,7 @@ class Components:
         self._adapter_vecs: np.ndarray | None = None
         self._reader = None
         self._reader_loaded = False
+        self._sentences = None
         self._date = date
         self._lock = threading.RLock()
 
@@ -67,6 +68,16 @@ class Components:
                 self._embedder = make_embedder(self.app)
                 self._embedder.warm_up()
             return self._embedder
+
+    @property
+    def sentence_embedder(self):
+        """The embedder behind a cache of sentence vectors, for zero-shot extract (hybrid.reader.zero_shot)."""
+        with self._lock:
+            if self._sentences is None:
+                from hybrid.reader.zero_shot import SentenceVectors
+
+                self._sentences = SentenceVectors(self.embedder)
+            return self._sentences
 
     @property
     def generator(self):

@@ -178,7 +178,7 @@ class Assistant(Components):
 
         def give_reader() -> None:
             # the reader loads only when a strategy that uses it is asked for (by the router or to answer)
-            sctx.embedder, sctx.reader = self.embedder, self.reader
+            sctx.embedder, sctx.reader = self.sentence_embedder, self.reader
             sctx.reader_threshold, sctx.max_answer_tokens = app.reader.threshold, app.reader.max_answer_tokens
             sctx.reader_quote = app.reader.quote
             sctx.reader_k = self.extract_k(sctx.reader)

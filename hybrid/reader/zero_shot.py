@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import math
 import re
+import threading
+from collections import OrderedDict
 from typing import Sequence
 
 import numpy as np
@@ -125,6 +127,38 @@ def drop_tail_citations(text: str, start: int, end: int) -> int:
     if m is None or m.start() <= start or m.end() != end:
         return end
     return m.start()
+
+
+class SentenceVectors:
+    """An embedder's ``embed`` through a bounded LRU of text -> vector (thread-safe).
+
+    Zero-shot ``extract`` embeds every sentence of the chunks it reads, and questions on one topic read
+    the same chunks again: each sentence is embedded once per process, up to ``size`` of them.
+    """
+
+    def __init__(self, inner, size: int = 20_000):
+        self.inner, self.size = inner, size
+        self._vecs: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def embed(self, texts: Sequence[str], **kw) -> np.ndarray:
+        got: dict[str, np.ndarray] = {}
+        with self._lock:
+            for t in texts:
+                if t in self._vecs:
+                    self._vecs.move_to_end(t)
+                    got[t] = self._vecs[t]
+        missing = [t for t in dict.fromkeys(texts) if t not in got]
+        if missing:
+            new = np.asarray(self.inner.embed(missing, **kw), dtype=np.float32)
+            got.update(zip(missing, new))
+            with self._lock:
+                self._vecs.update(zip(missing, new))
+                while len(self._vecs) > self.size:
+                    self._vecs.popitem(last=False)
+        if not texts:
+            return np.asarray(self.inner.embed([], **kw), dtype=np.float32)
+        return np.stack([got[t] for t in texts])
 
 
 def _cosine(vecs: np.ndarray, qv: np.ndarray) -> np.ndarray:

@@ -5,6 +5,7 @@ splitter keeps abbreviations and citation markers inside their sentence."""
 from __future__ import annotations
 
 import pytest
+import numpy as np
 
 from hybrid.reader import zero_shot
 from hybrid.reader.span import split_sentences, split_sentences_careful
@@ -97,3 +98,38 @@ def test_quote_leaves_out_closing_reference_markers(sentence, quoted):
 def test_a_sentence_of_markers_only_is_not_cut_to_nothing():
     assert drop_tail_citations("[12].", 0, 5) == 5
     assert drop_tail_citations("x [12].", 2, 7) == 7  # the span starts at the marker
+
+
+def test_sentence_vectors_embed_each_text_once_and_stay_bounded():
+    from hybrid.reader.zero_shot import SentenceVectors
+    from indexes.embed import HashEmbedder
+
+    calls: list[list[str]] = []
+
+    class Counting(HashEmbedder):
+        def embed(self, texts, **kw):
+            calls.append(list(texts))
+            return super().embed(texts, **kw)
+
+    inner = Counting(64)
+    cached = SentenceVectors(inner, size=3)
+    first = cached.embed(["a b", "c d", "a b"])
+    assert calls == [["a b", "c d"]]  # a repeated text is embedded once
+    assert np.allclose(first, HashEmbedder(64).embed(["a b", "c d", "a b"]))
+    again = cached.embed(["c d", "a b"])
+    assert calls == [["a b", "c d"]] and np.allclose(again, first[[1, 0]])  # served from the cache
+    cached.embed(["e f", "g h"])  # 4 texts seen, room for 3: the least recently used ("c d") goes
+    assert list(cached._vecs) == ["a b", "e f", "g h"]
+    cached.embed(["c d"])
+    assert calls[-1] == ["c d"]
+
+
+def test_extract_reuses_sentence_vectors_across_questions(tmp_path):
+    from tests.reader.test_extract import make_bot
+
+    bot = make_bot(tmp_path)
+    first = bot.ask("How long is the lease notice period?", strategy="extract")
+    seen = len(bot.sentence_embedder._vecs)
+    assert seen > 0
+    second = bot.ask("How long is the lease notice period?", strategy="extract")
+    assert second.text == first.text and len(bot.sentence_embedder._vecs) == seen
