@@ -27,7 +27,8 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from core.errors import HybridError, InputError
+from core.errors import HybridError
+from hybrid.eval.batched import Prepared, generate_groups
 from hybrid.eval.cache import AnswerCache
 from hybrid.eval.data import Question, QuestionSet, load_questions
 from hybrid.eval.metrics import answer_scores, groundedness, is_refusal
@@ -155,12 +156,6 @@ def _base_row(q: Question, strategy: str) -> dict[str, Any]:
             "references": q.answers, "unanswerable": q.unanswerable, "strategy": strategy, "flags": list(q.flags)}
 
 
-def _request_key(messages: Any, adapter: str | None, params_key: str) -> str:
-    """Identity of one generation request: same messages, adapter and settings give the same answer."""
-    blob = json.dumps([messages, adapter, params_key], sort_keys=True, default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()
-
-
 def learned_cv_rows(bot, rows: list[dict[str, Any]], cfg: EvalConfig, *,
                     progress: bool = False) -> tuple[list[dict[str, Any]], str | None]:
     """Rows of strategy ``learned_cv``: the learned router, trained on this run's own labels with
@@ -260,44 +255,6 @@ def _assistant(app: Any, qs: QuestionSet, out: Path, cfg: EvalConfig, progress: 
     return Assistant(appcfg, embedder=bot0.embedder, knowledge_base=kb, date=cfg.date)
 
 
-def _generate_groups(gen: Any, prepared: list[tuple], groups: dict[tuple[str | None, str], list[int]],
-                     generated: dict[str, tuple[Any, float]], tick: Callable[[int], None] | None
-                     ) -> tuple[dict[int, Any], dict[int, float]]:
-    """Generate each group of prepared prompts (one adapter, one set of sampling settings) as one
-    batch: (index -> generation or the exception it raised, index -> seconds per row). A prompt
-    this run already generated (``generated``, by request key) is reused, not generated again (auto
-    routed to a strategy that answered the same question with the same prompt and settings). A
-    batch that fails is retried one prompt at a time, so one bad prompt costs only its own row.
-    ``tick(i)``, when given, is called as row ``i`` of a batch finishes."""
-    texts: dict[int, Any] = {}
-    gen_time: dict[int, float] = {}
-    for (adapter, pkey), idx in groups.items():
-        pp = prepared[idx[0]][4].params or prepared[idx[0]][5].params
-        keys = {i: _request_key(prepared[i][4].messages, adapter, pkey) for i in idx}
-        for i in [i for i in idx if keys[i] in generated]:
-            texts[i], gen_time[i] = generated[keys[i]]
-        idx = [i for i in idx if keys[i] not in generated]
-        if not idx:
-            continue
-        t = time.perf_counter()
-        on_row = {"on_row": (lambda j, idx=idx: tick(idx[j]))} if tick is not None else {}
-        try:
-            outs = gen.generate_batch([prepared[i][4].messages for i in idx], adapter=adapter, params=pp, **on_row)
-        except Exception:  # noqa: BLE001 - isolate the failing question, keep the others
-            outs = []
-            for i in idx:
-                try:
-                    outs.append(gen.generate(prepared[i][4].messages, adapter=adapter, params=pp))
-                except Exception as e:  # noqa: BLE001 - recorded on its row, the run goes on
-                    outs.append(e)
-        dt = (time.perf_counter() - t) / max(len(idx), 1)
-        for i, o in zip(idx, outs):
-            texts[i], gen_time[i] = o, dt
-            if not isinstance(o, Exception):
-                generated[keys[i]] = (o, dt)
-    return texts, gen_time
-
-
 def run_eval(app: Any, questions: str | Path | QuestionSet, out_dir: str | Path, cfg: EvalConfig | None = None, *,
              assistant=None, progress: bool = True, baseline: Callable[..., list[dict]] | None = None,
              echo: Callable[[str], None] = lambda s: None) -> EvalResult:
@@ -390,14 +347,13 @@ def run_eval(app: Any, questions: str | Path | QuestionSet, out_dir: str | Path,
         counted: set[tuple[int, int]] = set()
         for start in range(0, len(pending), cfg.batch_size):
             group = pending[start:start + cfg.batch_size]
-            prepared = []
+            prepared: list[Prepared] = []
             for q, key in group:
                 row = _base_row(q, strategy)
                 t = time.perf_counter()
                 try:
                     ready = bot.prepare(q.question, None, strategy, cfg.router, filters=q.filter)
-                    prepared.append((q, key, row, ready.strategy, ready.prompt, ready.ctx, ready.decision, ready.notices,
-                                     ready.timings, time.perf_counter() - t))
+                    prepared.append(Prepared(q, key, row, ready, time.perf_counter() - t))
                 except HybridError as e:  # one bad question is recorded, the run goes on
                     row.update(error=f"{type(e).__name__}: {e}", answer="", latency_s=time.perf_counter() - t)
                     row["scores"], _ = _score(q, "", None)
@@ -408,16 +364,18 @@ def run_eval(app: Any, questions: str | Path | QuestionSet, out_dir: str | Path,
             # one batch per (adapter, sampling settings): a strategy may set per-prompt params
             groups: dict[tuple[str | None, str], list[int]] = {}
             for i, p in enumerate(prepared):
-                if p[4].direct is None:
-                    pp = p[4].params or p[5].params
-                    groups.setdefault((p[4].adapter, json.dumps(dataclasses.asdict(pp), sort_keys=True)), []).append(i)
+                if p.ready.prompt.direct is None:
+                    groups.setdefault((p.ready.prompt.adapter, json.dumps(dataclasses.asdict(p.params), sort_keys=True)),
+                                      []).append(i)
 
             def tick(i: int, start: int = start) -> None:  # row i of this group has its generation
                 counted.add((start, i))
                 bar.update(1)
 
-            texts, gen_time = _generate_groups(gen, prepared, groups, generated, tick if row_progress else None)
-            for i, (q, key, row, strat, prompt, sctx, decision, notices, timings, prep_s) in enumerate(prepared):
+            texts, gen_time = generate_groups(gen, prepared, groups, generated, tick if row_progress else None)
+            for i, p in enumerate(prepared):
+                q, key, row, prep_s = p.q, p.key, p.row, p.seconds
+                strat, prompt, sctx, decision = p.ready.strategy, p.ready.prompt, p.ready.ctx, p.ready.decision
                 g = texts.get(i)
                 try:
                     if isinstance(g, Exception):
@@ -435,7 +393,7 @@ def run_eval(app: Any, questions: str | Path | QuestionSet, out_dir: str | Path,
                                latency_s=prep_s + gen_time.get(i, 0.0),
                                prompt_tokens=ans.usage.get("prompt_tokens", 0),
                                completion_tokens=ans.usage.get("completion_tokens", 0), scores=scores,
-                               flags=row["flags"] + flags, notices=notices + ans.notices,
+                               flags=row["flags"] + flags, notices=p.ready.notices + ans.notices,
                                # extract's calibrated confidence: `hybrid router fit-rules` fits its threshold
                                confidence=ans.confidence)
                 except Exception as e:  # noqa: BLE001 - recorded on its row, the run goes on
