@@ -194,7 +194,9 @@ def test_a_strategy_declaring_uses_reader_gets_the_reader_and_embedder(tmp_path)
         b.ask(QUESTION, strategy="toy")
         assert seen == {}
         b.ask(QUESTION, strategy="reader_toy")
-        assert seen["embedder"] is b.embedder
+        # the app's embedder, behind the cache of sentence vectors zero-shot extract keeps
+        assert seen["embedder"] is b.sentence_embedder and seen["embedder"].inner is b.embedder
+        assert seen["embedder"].dim == b.embedder.dim
 
 
 def test_builtin_traits_reproduce_the_name_keyed_rules():

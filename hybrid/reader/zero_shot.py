@@ -141,6 +141,12 @@ class SentenceVectors:
         self._vecs: OrderedDict[str, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
 
+    def __getattr__(self, name: str):
+        """Everything but ``embed`` (``dim``, ``name`` ...) is the inner embedder's."""
+        if name.startswith("__") or name in ("inner", "size", "_vecs", "_lock"):  # not set yet (copy, pickle)
+            raise AttributeError(name)
+        return getattr(self.inner, name)
+
     def embed(self, texts: Sequence[str], **kw) -> np.ndarray:
         got: dict[str, np.ndarray] = {}
         with self._lock:
