@@ -43,7 +43,6 @@ What is measured, and how:
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import gc
 import json
 import os
@@ -74,11 +73,9 @@ from benchmarks._util import (  # noqa: E402
 )
 from hybrid.eval.retrieval import BeirDataset, doc_ranking, evaluate_run, load_beir  # noqa: E402
 
-OURS = ("hybrid-dense", "hybrid-bm25", "hybrid-hybrid")
-MILVUS_MODES = ("dense", "hybrid")  # BM25 on the Milvus backend is the same SQLite FTS5 as hybrid-bm25
-LANGCHAIN = ("langchain-faiss", "langchain-bm25", "langchain-ensemble")
-# ours vs the LangChain system it replaces
-PAIRS = {"hybrid-dense": "langchain-faiss", "hybrid-bm25": "langchain-bm25", "hybrid-hybrid": "langchain-ensemble"}
+from benchmarks._retrieval_fusion import fusion_study  # noqa: E402
+from benchmarks._retrieval_langchain import LangChainStack, tune_ensemble_weights  # noqa: E402
+from benchmarks._retrieval_report import LANGCHAIN, MILVUS_MODES, OURS, compare, markdown  # noqa: E402
 
 
 def log(msg: str) -> None:
@@ -149,109 +146,6 @@ class OurKB:
 # LangChain anchors
 
 
-def _lc_imports():
-    try:
-        from langchain_classic.retrievers import EnsembleRetriever
-        from langchain_community.retrievers import BM25Retriever
-        from langchain_community.vectorstores import FAISS
-        from langchain_core.documents import Document as LCDocument
-    except ImportError as e:
-        raise SystemExit(f"the LangChain anchors need the bench extra: pip install -e '.[bench]' ({e})") from None
-    return FAISS, BM25Retriever, EnsembleRetriever, LCDocument
-
-
-def langchain_embeddings(embedder_spec: str):
-    """HuggingFaceEmbeddings pointed at the local bundled model (never a hub id), or a hash fake."""
-    if embedder_spec.startswith("hash"):
-        from langchain_core.embeddings import Embeddings
-
-        from indexes.embed import get_embedder
-
-        fake = get_embedder(embedder_spec)
-
-        class HashLC(Embeddings):  # the test fake behind LangChain's interface, for the smoke test only
-            def embed_documents(self, texts):
-                return fake.embed(texts).tolist()
-
-            def embed_query(self, text):
-                return fake.embed([text])[0].tolist()
-
-        return HashLC()
-    from indexes.embed import bundled_minilm_path
-
-    try:
-        from langchain_huggingface import HuggingFaceEmbeddings
-    except ImportError:  # the older home of the same wrapper
-        from langchain_community.embeddings import HuggingFaceEmbeddings  # type: ignore
-    return HuggingFaceEmbeddings(model_name=str(bundled_minilm_path()),
-                                 model_kwargs={"device": "cpu", "local_files_only": True})
-
-
-class LangChainStack:
-    """FAISS + BM25 + Ensemble as a LangChain user would build them, with default settings."""
-
-    def __init__(self, ds: BeirDataset, embedder_spec: str, k: int):
-        self.ds, self.k = ds, k
-        FAISS, BM25Retriever, EnsembleRetriever, LCDocument = _lc_imports()
-        self._FAISS, self._BM25, self._Ensemble = FAISS, BM25Retriever, EnsembleRetriever
-        t0 = time.perf_counter()
-        self.embeddings = langchain_embeddings(embedder_spec)
-        self.embeddings.embed_query("warm up")  # load the model before any timing
-        self.model_load_s = time.perf_counter() - t0
-        self.docs = [LCDocument(page_content=d.text, metadata={"beir_id": d.id}) for d in ds.documents()]
-        self.store = self.bm25 = None
-        self.retrievers: dict[str, Any] = {}
-        self.build_s: dict[str, float] = {}
-
-    def build_faiss(self) -> float:
-        t0 = time.perf_counter()
-        self.store = self._FAISS.from_documents(self.docs, self.embeddings)
-        self.build_s["langchain-faiss"] = time.perf_counter() - t0
-        self.retrievers["langchain-faiss"] = self.store.as_retriever(search_kwargs={"k": self.k})
-        return self.build_s["langchain-faiss"]
-
-    def build_bm25(self) -> float:
-        t0 = time.perf_counter()
-        self.bm25 = self._BM25.from_documents(self.docs, k=self.k)
-        self.build_s["langchain-bm25"] = time.perf_counter() - t0
-        self.retrievers["langchain-bm25"] = self.bm25
-        return self.build_s["langchain-bm25"]
-
-    def ensemble(self, weights: Sequence[float] = (0.5, 0.5)):
-        """EnsembleRetriever over the two built retrievers (its own build is just both of theirs)."""
-        return self._Ensemble(retrievers=[self.retrievers["langchain-bm25"], self.retrievers["langchain-faiss"]],
-                              weights=list(weights))
-
-    def build_ensemble(self) -> float:
-        if self.store is None:
-            self.build_faiss()
-        if self.bm25 is None:
-            self.build_bm25()
-        self.retrievers["langchain-ensemble"] = self.ensemble()
-        self.build_s["langchain-ensemble"] = self.build_s["langchain-faiss"] + self.build_s["langchain-bm25"]
-        return self.build_s["langchain-ensemble"]
-
-    def set_k(self, k: int) -> None:
-        self.k = k
-        if "langchain-faiss" in self.retrievers:
-            self.retrievers["langchain-faiss"].search_kwargs["k"] = k
-        if "langchain-bm25" in self.retrievers:
-            self.retrievers["langchain-bm25"].k = k
-
-    @staticmethod
-    def _ids(docs) -> list[str]:
-        return list(dict.fromkeys(d.metadata["beir_id"] for d in docs))
-
-    def search(self, system: str, queries: Sequence[str], k: int, retriever=None) -> list[list[str]]:
-        r = retriever or self.retrievers[system]
-        self.set_k(k)
-        return [self._ids(docs)[:k] for docs in r.batch(list(queries))]
-
-    def search_one(self, system: str, query: str, k: int) -> list[str]:
-        self.set_k(k)
-        return self._ids(self.retrievers[system].invoke(query))[:k]
-
-
 # --------------------------------------------------------------------------------------------
 # measurement
 
@@ -301,68 +195,6 @@ def time_latency(searchers: dict[str, Callable[[list[str]], Any]], singles: dict
                   "batched": {**latency_summary(batched[n]), "batch_size": batch_size,
                               "queries_per_s": round(len(queries) * repeats / totals[n], 1)}}
     return out
-
-
-def fuse_rrf(dense: dict[str, float], sparse: dict[str, float], k: int, w: float) -> list[str]:
-    """Weighted RRF over two doc-score maps (ranks from the scores): w for dense, 1 - w for BM25."""
-    score: dict[str, float] = {}
-    for weight, m in ((w, dense), (1 - w, sparse)):
-        for r, d in enumerate(sorted(m, key=lambda d: -m[d]), 1):
-            score[d] = score.get(d, 0.0) + weight / (k + r)
-    return sorted(score, key=lambda d: -score[d])
-
-
-def fuse_convex(dense: dict[str, float], sparse: dict[str, float], alpha: float) -> list[str]:
-    """alpha * minmax(dense) + (1 - alpha) * minmax(bm25); a doc missing from a list gets that list's 0."""
-    def norm(m: dict[str, float]) -> dict[str, float]:
-        if not m:
-            return {}
-        lo, hi = min(m.values()), max(m.values())
-        return {d: (s - lo) / (hi - lo) if hi > lo else 1.0 for d, s in m.items()}
-
-    nd, ns = norm(dense), norm(sparse)
-    score = {d: alpha * nd.get(d, 0.0) + (1 - alpha) * ns.get(d, 0.0) for d in set(nd) | set(ns)}
-    return sorted(score, key=lambda d: (-score[d], d))
-
-
-def fusion_study(kb: OurKB, ds: BeirDataset, dev: list[str], test: list[str], depth: int, k: int) -> dict[str, Any]:
-    """Choose fusion parameters on dev queries only; report every candidate's dev score and the test score."""
-    qids = dev + test
-    texts = [ds.queries[q] for q in qids]
-    dense = dict(zip(qids, kb.scored("dense", texts, depth)))
-    sparse = dict(zip(qids, kb.scored("bm25", texts, depth)))
-
-    def score(fuse: Callable[[str], list[str]], ids: list[str]) -> dict[str, float]:
-        run = {q: fuse(q)[:k] for q in ids}
-        m = evaluate_run(run, {q: ds.qrels[q] for q in ids}, ndcg_ks=(10,), recall_ks=(100,)).mean
-        return {key: round(v, 4) for key, v in m.items()}
-
-    candidates: dict[str, Callable[[str], list[str]]] = {}
-    for rk in (10, 30, 60):
-        for w in (0.3, 0.4, 0.5, 0.6, 0.7):
-            candidates[f"rrf k={rk} w_dense={w}"] = (lambda q, rk=rk, w=w: fuse_rrf(dense[q], sparse[q], rk, w))
-    for a in np.round(np.arange(0.1, 0.95, 0.1), 2):
-        candidates[f"convex alpha_dense={a}"] = (lambda q, a=float(a): fuse_convex(dense[q], sparse[q], a))
-    dev_scores = {name: score(f, dev) for name, f in candidates.items()}
-    best: dict[str, Any] = {}
-    for family in ("rrf", "convex"):
-        name = max((n for n in dev_scores if n.startswith(family)), key=lambda n: dev_scores[n]["ndcg@10"])
-        best[family] = {"chosen_on_dev": name, "dev": dev_scores[name], "test": score(candidates[name], test)}
-    plain = "rrf k=60 w_dense=0.5"
-    return {"depth_chunks": depth, "dev_queries": len(dev), "test_queries": len(test),
-            "plain_rrf_k60_equal_weights": {"dev": dev_scores[plain], "test": score(candidates[plain], test)},
-            "best": best, "dev_grid": dev_scores}
-
-
-def tune_ensemble_weights(lc: LangChainStack, ds: BeirDataset, dev: list[str], k: int) -> tuple[list[float], dict]:
-    """LangChain's ensemble weights chosen on the same dev split, so the anchor gets the same chance."""
-    grid = {}
-    for w in (0.3, 0.4, 0.5, 0.6, 0.7):  # weight of the dense (FAISS) retriever
-        r = lc.ensemble((round(1 - w, 2), w))
-        run = dict(zip(dev, lc.search("langchain-ensemble", [ds.queries[q] for q in dev], k, retriever=r)))
-        grid[w] = evaluate_run(run, {q: ds.qrels[q] for q in dev}, ndcg_ks=(10,), recall_ks=(100,)).mean["ndcg@10"]
-    w = max(grid, key=grid.get)
-    return [round(1 - w, 2), w], {f"w_dense={w_}": round(v, 4) for w_, v in grid.items()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -782,88 +614,6 @@ def bf16_check(ds: BeirDataset, emb_bf16, lc: "LangChainStack | None", args, k: 
     del emb32
     gc.collect()
     return out
-
-
-def compare(result: dict[str, Any]) -> dict[str, Any]:
-    """Ratios against LangChain and the issue's targets, each marked met or not."""
-    S = result["systems"]
-    lc_names = [n for n in S if n.startswith("langchain")]
-    best_lc = max(lc_names, key=lambda n: S[n]["all"]["ndcg@10"])
-    best_lc_test = max(lc_names, key=lambda n: S[n]["test_split"]["ndcg@10"])
-    out: dict[str, Any] = {"best_langchain_ndcg@10": {"system": best_lc, "all": S[best_lc]["all"]["ndcg@10"],
-                                                     "test_split_system": best_lc_test,
-                                                     "test_split": S[best_lc_test]["test_split"]["ndcg@10"]},
-                           "ratios": {}}
-    for ours, theirs in PAIRS.items():
-        a, b = S[ours], S[theirs]
-        r: dict[str, Any] = {"vs": theirs,
-                             "ndcg@10_diff": round(a["all"]["ndcg@10"] - b["all"]["ndcg@10"], 4),
-                             "build_s_ratio": round(a["build_s"] / b["build_s"], 3) if b["build_s"] else None}
-        if "latency" in a and isinstance(b.get("latency"), dict):
-            for kind in ("single", "batched"):
-                for p in ("p50_ms", "p95_ms"):
-                    r[f"{kind}_{p}_ratio"] = round(a["latency"][kind][p] / b["latency"][kind][p], 3)
-        if a.get("peak_rss_growth_mib") and b.get("peak_rss_growth_mib"):
-            r["peak_rss_growth_ratio"] = round(a["peak_rss_growth_mib"] / b["peak_rss_growth_mib"], 3)
-        out["ratios"][ours] = r
-    hy = S["hybrid-hybrid"]
-    fs = result.get("fusion_study", {}).get("best", {})
-    best_fused_test = max((v["test"]["ndcg@10"] for v in fs.values()), default=None)
-    hyb_r = out["ratios"]["hybrid-hybrid"]
-    targets = {
-        "hybrid_ndcg@10_minus_best_langchain >= 0.02 (all queries, built-in RRF)": {
-            "value": round(hy["all"]["ndcg@10"] - S[best_lc]["all"]["ndcg@10"], 4)},
-        "hybrid_ndcg@10_minus_best_langchain >= 0.02 (test split, built-in RRF)": {
-            "value": round(hy["test_split"]["ndcg@10"] - S[best_lc_test]["test_split"]["ndcg@10"], 4)},
-        "build_s ratio hybrid / langchain-ensemble <= 0.4": {"value": hyb_r["build_s_ratio"]},
-        "batched p50 latency ratio hybrid / langchain-ensemble <= 0.5": {"value": hyb_r.get("batched_p50_ms_ratio")},
-    }
-    if best_fused_test is not None:
-        targets["best dev-tuned fusion ndcg@10 minus best langchain >= 0.02 (test split)"] = {
-            "value": round(best_fused_test - S[best_lc_test]["test_split"]["ndcg@10"], 4)}
-    for name, t in targets.items():
-        v = t["value"]
-        if v is None:
-            t["met"] = None
-        elif ">=" in name:
-            t["met"] = v >= 0.02
-        else:
-            t["met"] = v <= float(name.rsplit("<=", 1)[1])
-    out["targets"] = targets
-    for mode in MILVUS_MODES if f"milvus-{MILVUS_MODES[0]}" in S else ():
-        a, b = S[f"milvus-{mode}"], S[f"hybrid-{mode}"]
-        r = {"vs": f"hybrid-{mode}", "ndcg@10_diff": round(a["all"]["ndcg@10"] - b["all"]["ndcg@10"], 4),
-             "build_s_ratio": round(a["build_s"] / b["build_s"], 3) if b["build_s"] else None}
-        if isinstance(a.get("latency"), dict) and isinstance(b.get("latency"), dict):
-            for kind in ("single", "batched"):
-                for p in ("p50_ms", "p95_ms"):
-                    r[f"{kind}_{p}_ratio"] = round(a["latency"][kind][p] / b["latency"][kind][p], 3)
-        out.setdefault("milvus_vs_faiss_backend", {})[f"milvus-{mode}"] = r
-    return out
-
-
-def markdown(result: dict[str, Any]) -> str:
-    S = result["systems"]
-    lines = [f"Dataset {result['dataset']}: {result['docs']:,} docs, {result['queries']} queries; "
-             f"embedder {result['embedder']}; {result['machine']['note']}.", "",
-             "| system | nDCG@10 | recall@100 | nDCG@10 (test split) | build s | single p50 / p95 ms "
-             "| batched p50 / p95 ms per query | peak RSS growth MiB |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for name, s in S.items():
-        lat = s.get("latency")
-        if isinstance(lat, dict):
-            single = f"{lat['single']['p50_ms']:.1f} / {lat['single']['p95_ms']:.1f}"
-            batched = f"{lat['batched']['p50_ms']:.2f} / {lat['batched']['p95_ms']:.2f}"
-        else:
-            single = batched = "(as above)"
-        rss = s.get("peak_rss_growth_mib")
-        lines.append(f"| {name} | {s['all']['ndcg@10']:.4f} | {s['all']['recall@100']:.4f} | "
-                     f"{s['test_split']['ndcg@10']:.4f} | {s['build_s']:.2f} | {single} | {batched} | "
-                     f"{rss if isinstance(rss, (int, float)) else '-'} |")
-    lines.append("")
-    for name, t in (result["comparison"] or {"targets": {}})["targets"].items():
-        lines.append(f"- {name}: {t['value']} -> {'met' if t['met'] else 'NOT met' if t['met'] is False else 'n/a'}")
-    return "\n".join(lines)
 
 
 if __name__ == "__main__":
