@@ -224,19 +224,20 @@ class Components:
                         out.setdefault(name, reason)
         return out
 
-    def retrieval_k(self) -> int:
-        """``rag.k``, capped by the KB's size (a tiny KB refuses a larger k)."""
-        n = kb_size(self.knowledge_base) if self.knowledge_base is not None else -1
-        return max(1, min(self.app.rag.k, n)) if n > 0 else self.app.rag.k
-
-    def extract_k(self, reader) -> int:
-        """Chunks extract reads: ``reader.k``, else ``ZERO_SHOT_K`` for zero-shot selection and
-        ``rag.k`` for a tuned ``reader``, capped by the KB's size as ``retrieval_k`` is."""
-        from hybrid.strategies.extract import ZERO_SHOT_K
-
-        k = self.app.reader.k or (ZERO_SHOT_K if reader is None else self.app.rag.k)
+    def _capped(self, k: int) -> int:
+        """``k``, capped by the KB's size (a tiny KB refuses a larger k)."""
         n = kb_size(self.knowledge_base) if self.knowledge_base is not None else -1
         return max(1, min(k, n)) if n > 0 else k
+
+    def retrieval_k(self) -> int:
+        """``rag.k``, capped by the KB's size."""
+        return self._capped(self.app.rag.k)
+
+    def extract_k(self, reader) -> int:
+        """Chunks extract reads: ``reader.k``, else ``Extract.depth`` for ``reader``, capped by the KB's size."""
+        from hybrid.strategies.extract import Extract
+
+        return self._capped(self.app.reader.k or Extract.depth(reader, self.app.rag.k))
 
     def route_context(self, rq: str, qvec: np.ndarray, retrieve, excluded: dict[str, str],
                       extract_confidence=None, extract_scorer=None):

@@ -382,8 +382,7 @@ def run_eval(app: Any, questions: str | Path | QuestionSet, out_dir: str | Path,
                         raise g
                     usage = {"prompt_tokens": g.prompt_tokens, "completion_tokens": g.completion_tokens} if g else None
                     ans = run_prompt(strat.name, prompt, sctx, text=g.text if g else None, usage=usage)
-                    # what the strategy read (extract may read deeper than rag's k)
-                    read = strat.read_hits(sctx) if hasattr(strat, "read_hits") else (sctx.hits or [])
+                    read = prompt.hits if prompt.hits is not None else (sctx.hits or [])  # extract reads deeper
                     context = [h.chunk.text for h in read] if traits(strat).grounded else None
                     scores, flags = _score(q, ans.text, context)
                     row.update(answer=ans.text, error=None, routed_to=decision.strategy if strategy == "auto" else None,

@@ -148,6 +148,8 @@ class SentenceVectors:
         return getattr(self.inner, name)
 
     def embed(self, texts: Sequence[str], **kw) -> np.ndarray:
+        if not texts:
+            return np.asarray(self.inner.embed([], **kw), dtype=np.float32)
         got: dict[str, np.ndarray] = {}
         with self._lock:
             for t in texts:
@@ -162,8 +164,6 @@ class SentenceVectors:
                 self._vecs.update(zip(missing, new))
                 while len(self._vecs) > self.size:
                     self._vecs.popitem(last=False)
-        if not texts:
-            return np.asarray(self.inner.embed([], **kw), dtype=np.float32)
         return np.stack([got[t] for t in texts])
 
 

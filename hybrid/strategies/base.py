@@ -130,6 +130,7 @@ class Prompt:
     direct: str | None = None  # when set, this is the answer and the model is not called
     params: GenerationParams | None = None  # per-prompt sampling settings (None = the context's)
     confidence: float | None = None  # a direct answer's own score (extract's span probability)
+    hits: list[Hit] | None = None  # what the strategy read, when not the context's ``hits`` (extract reads deeper)
 
 
 def relevance(hit: Hit) -> float:

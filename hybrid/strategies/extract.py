@@ -49,20 +49,20 @@ class Extract:
     method = 3
 
     @staticmethod
-    def read_hits(ctx: StrategyContext) -> list:
-        """The hits extract reads: ``ctx.reader_k`` of them (the pipeline sets it from ``reader.k``);
-        unset, a tuned reader reads what rag reads and zero-shot selection ``ZERO_SHOT_K``."""
-        k = ctx.reader_k if ctx.reader_k is not None else (ctx.k if ctx.reader is not None else ZERO_SHOT_K)
-        return ctx.retrieve(k)
+    def depth(reader, rag_k: int) -> int:
+        """Chunks extract reads when ``reader.k`` is unset: what rag reads with a tuned reader,
+        ``ZERO_SHOT_K`` for zero-shot selection."""
+        return rag_k if reader is not None else ZERO_SHOT_K
 
     def build(self, query: str, ctx: StrategyContext) -> Prompt:
-        hits = self.read_hits(ctx)
+        # the pipeline sets reader_k (reader.k, capped by the KB's size); a bare context uses the default
+        hits = ctx.retrieve(ctx.reader_k if ctx.reader_k is not None else self.depth(ctx.reader, ctx.k))
         relevant = sorted((h for h in hits if relevance(h) >= ctx.min_score), key=relevance, reverse=True)
         if not relevant:
             best = max((relevance(h) for h in hits), default=None)
             why = ("the knowledge base returned nothing" if best is None
                    else f"best relevance {best:.2f} < min_score {ctx.min_score:.2f}")
-            return Prompt(messages=[], direct=ctx.dont_know, notices=[f"no relevant sources: {why}"])
+            return Prompt(messages=[], direct=ctx.dont_know, hits=hits, notices=[f"no relevant sources: {why}"])
         contexts = [h.chunk.text for h in relevant]
         reader = ctx.reader
         if reader is not None:
@@ -82,20 +82,20 @@ class Extract:
             threshold = ctx.reader_threshold if ctx.reader_threshold is not None else ZERO_SHOT_THRESHOLD
             how = "zero-shot sentence selection"
         if span is None or not span.text.strip():
-            return Prompt(messages=[], direct=ctx.dont_know, notices=[f"{how}: no span in the sources"],
+            return Prompt(messages=[], direct=ctx.dont_know, hits=hits, notices=[f"{how}: no span in the sources"],
                           confidence=0.0)
         score = round(float(span.score), 4)
         if span.score < threshold:
-            return Prompt(messages=[], direct=ctx.dont_know, confidence=score,
+            return Prompt(messages=[], direct=ctx.dont_know, confidence=score, hits=hits,
                           notices=[f"{how}: best span score {span.score:.2f} < threshold {threshold:.2f}"])
         if guard.find_injections(span.text):  # a quoted instruction is still an instruction: never repeat it
-            return Prompt(messages=[], direct=ctx.refuse, confidence=score,
+            return Prompt(messages=[], direct=ctx.refuse, confidence=score, hits=hits,
                           notices=[f"{how}: the best span repeats instructions found in retrieved data"])
         hit = relevant[span.context_index]
         src, page = _where(hit)
         cite = Citation(n=1, chunk_id=hit.chunk.id, source=src, page=page,
                         snippet=_snippet(hit.chunk.text, span.start, span.end), score=relevance(hit))
-        return Prompt(messages=[], direct=f"{span.text.strip()} [1]", citations=[cite], confidence=score,
+        return Prompt(messages=[], direct=f"{span.text.strip()} [1]", citations=[cite], confidence=score, hits=hits,
                       notices=[f"{how}: span {span.start}-{span.end} of source [1], score {span.score:.2f}"])
 
     def answer(self, query: str, ctx: StrategyContext) -> Answer:
