@@ -44,6 +44,7 @@ from typing import Any, Iterator
 
 from core.errors import InputError
 from core.protocols import Generation, GenerationParams, Message
+from hybrid.generation.controls import stop_in_tail
 from hybrid.generation.params import check_params
 from hybrid.generation.stream import GenerationStream, start_stream
 
@@ -117,9 +118,6 @@ def row_criteria(rows: list[_Request], tokenizer: Any, eos: set[int], stats: Bat
     import torch
     from transformers import StoppingCriteria
 
-    # as in controls.stop_criteria: the last len(longest stop) + 2 tokens hold any stop string that just completed
-    windows = [max((len(s) for s in r.params.stop), default=0) + 2 for r in rows]
-
     class _Criteria(StoppingCriteria):
         def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
             last = input_ids[:, -1].tolist()
@@ -138,9 +136,8 @@ def row_criteria(rows: list[_Request], tokenizer: Any, eos: set[int], stats: Bat
                 if r.streamer is not None:
                     r.streamer.put(torch.tensor([tok]))
                 stop = tok in eos or len(r.tokens) >= r.params.max_new_tokens
-                if not stop and r.params.stop:
-                    tail = tokenizer.decode(r.tokens[-windows[i]:], skip_special_tokens=True)
-                    stop = any(s in tail for s in r.params.stop)
+                if not stop:
+                    stop = stop_in_tail(tokenizer, r.tokens, r.params.stop)
                 if stop:
                     r.finish()
                 done.append(stop)

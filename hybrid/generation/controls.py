@@ -10,7 +10,18 @@ from __future__ import annotations
 import threading
 from typing import Any, Sequence
 
-__all__ = ["generated_repetition_penalty", "stop_criteria"]
+__all__ = ["generated_repetition_penalty", "stop_criteria", "stop_in_tail"]
+
+
+def stop_in_tail(tokenizer: Any, generated: Any, stop: Sequence[str]) -> bool:
+    """Whether a stop string just completed in ``generated`` (the ids generated so far). Each token
+    decodes to at least one character for practical tokenizers, so the last len(longest stop) + 2
+    tokens always hold a stop string that just completed; only they are decoded."""
+    if not stop:
+        return False
+    window = max(len(s) for s in stop) + 2
+    tail = tokenizer.decode(generated[-window:], skip_special_tokens=True)
+    return any(s in tail for s in stop)
 
 
 def stop_criteria(tokenizer: Any, prompt_len: int, stop: Sequence[str], cancel: threading.Event,
@@ -18,10 +29,6 @@ def stop_criteria(tokenizer: Any, prompt_len: int, stop: Sequence[str], cancel: 
     """A transformers StoppingCriteria for stop strings and cancellation (checked every token)."""
     import torch
     from transformers import StoppingCriteria
-
-    # Each token decodes to at least one character for practical tokenizers, so the last
-    # len(longest stop) + 2 tokens always contain a stop string that just completed.
-    window = max((len(s) for s in stop), default=0) + 2
 
     class _Criteria(StoppingCriteria):
         def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
@@ -31,10 +38,8 @@ def stop_criteria(tokenizer: Any, prompt_len: int, stop: Sequence[str], cancel: 
                 return torch.ones(n, dtype=torch.bool, device=input_ids.device)
             done = torch.zeros(n, dtype=torch.bool, device=input_ids.device)
             if stop:
-                start = max(prompt_len, input_ids.shape[1] - window)
                 for i in range(n):
-                    tail = tokenizer.decode(input_ids[i, start:], skip_special_tokens=True)
-                    done[i] = any(s in tail for s in stop)
+                    done[i] = stop_in_tail(tokenizer, input_ids[i, prompt_len:], stop)
             return done
 
     return _Criteria()
