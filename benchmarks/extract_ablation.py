@@ -32,6 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from benchmarks._util import machine_info, write_json  # noqa: E402
+from hybrid.reader.zero_shot import SentenceVectors  # noqa: E402
 
 # name -> ZeroShot settings. "baseline" is the selector before the retrieval prior (rank_prior 0); each
 # variant below it is one factor away from it; "default" is ZeroShot() as shipped; "default+..." one
@@ -63,30 +64,26 @@ VARIANTS: dict[str, dict[str, Any]] = {
 }
 
 
-class CachedEmbedder:
-    """``embed`` through a text -> vector cache (kept as .npy + .json, no pickle)."""
+class CachedEmbedder(SentenceVectors):
+    """The app's sentence-vector cache (``SentenceVectors``), unbounded and kept on disk as .npy + .json
+    (no pickle), so later runs embed nothing they already did."""
 
     def __init__(self, inner, path: Path):
-        self.inner, self.path = inner, path
-        self.vecs: dict[str, np.ndarray] = {}
+        super().__init__(inner, size=sys.maxsize)
+        self.path = path
         keys, arr = path.with_suffix(".json"), path.with_suffix(".npy")
         if keys.exists() and arr.exists():
-            m = np.load(arr, allow_pickle=False)
-            self.vecs = dict(zip(json.loads(keys.read_text()), m))
+            self._vecs.update(zip(json.loads(keys.read_text()), np.load(arr, allow_pickle=False)))
 
     def embed(self, texts, **_: Any) -> np.ndarray:
-        missing = list(dict.fromkeys(t for t in texts if t not in self.vecs))
-        if missing:
-            if self.inner is None:
-                raise RuntimeError(f"{len(missing)} texts not in the embedding cache and no embedder loaded")
-            for t, v in zip(missing, np.asarray(self.inner.embed(missing, batch_size=64), dtype=np.float32)):
-                self.vecs[t] = v
-        return np.stack([self.vecs[t] for t in texts]) if texts else np.zeros((0, 384), dtype=np.float32)
+        if self.inner is None and any(t not in self._vecs for t in texts):
+            raise RuntimeError("texts not in the embedding cache and no embedder loaded")
+        return super().embed(texts, batch_size=64)
 
     def save(self) -> None:
-        keys = list(self.vecs)
+        keys = list(self._vecs)
         tmp = self.path.with_suffix(".tmp.npy")
-        np.save(tmp, np.stack([self.vecs[k] for k in keys]) if keys else np.zeros((0, 384), np.float32))
+        np.save(tmp, np.stack([self._vecs[k] for k in keys]) if keys else np.zeros((0, 384), np.float32))
         tmp.replace(self.path.with_suffix(".npy"))
         self.path.with_suffix(".json").write_text(json.dumps(keys))
 
